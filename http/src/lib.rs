@@ -1,0 +1,16 @@
+//! Troupe's HTTP edge: routes, JSON bodies, and the one place errors become status codes.
+//!
+//! The edge knows nothing about gossip, placement or sockets: it talks to the node through the
+//! [`NodeApi`] trait, which the node crate implements (and which keeps this crate free of a
+//! dependency cycle with the node that boots it).
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod views;
+
+pub use api::{NodeApi, Readiness};
+pub use error::ApiError;
+pub use metrics::HttpMetrics;
+pub use routes::router;

@@ -1,0 +1,76 @@
+//! Request counts and latency histograms per route and status, recorded by a middleware.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of one request series: the route pattern (not the raw path, which would explode the
+/// number of series), the method and the status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route pattern such as `/cluster/locate/{kind}/{key}`, or `unmatched`.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// The edge's metric families; cheap to clone (they are shared handles).
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram>,
+}
+
+impl HttpMetrics {
+    /// Creates the families and registers them in the node's registry.
+    pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs to ~3.3 s.
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register(
+            "troupe_http_requests",
+            "HTTP requests served, by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "troupe_http_request_duration_seconds",
+            "HTTP request latency, by route, method and status",
+            latency.clone(),
+        );
+        Self { requests, latency }
+    }
+
+    fn record(&self, labels: RequestLabels, seconds: f64) {
+        self.latency.get_or_create(&labels).observe(seconds);
+        self.requests.get_or_create(&labels).inc();
+    }
+}
+
+/// Middleware: times the request and records it under its matched route.
+pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        route,
+        method,
+        status: response.status().as_u16(),
+    };
+    metrics.record(labels, started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,43 @@
+//! The route table of the edge.
+
+mod admin;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::routing::get;
+use axum::{middleware, Router};
+
+use crate::api::NodeApi;
+use crate::error::ApiError;
+use crate::metrics::{self, HttpMetrics};
+
+/// Builds the whole HTTP edge for `node`.
+pub fn router<N: NodeApi>(node: N, metrics: HttpMetrics, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz::<N>))
+        .route("/cluster", get(admin::cluster::<N>))
+        .route("/cluster/locate/{kind}/{key}", get(admin::locate::<N>))
+        .route("/metrics", get(admin::metrics::<N>))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(node)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(
+    method: Method,
+    uri: Uri,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(
+            serde_json::json!({ "message": format!("method {method} is not allowed on {}", uri.path()) }),
+        ),
+    )
+}

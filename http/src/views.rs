@@ -1,0 +1,70 @@
+//! JSON bodies of the admin routes. These are also what a forwarding hop carries back, so they
+//! derive `Deserialize` too.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /cluster`: this node's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Cluster name.
+    pub cluster: String,
+    /// The node that answered.
+    pub node: String,
+    /// Every member this node knows of, live or dead, sorted by id.
+    pub members: Vec<MemberView>,
+    /// Number of shards (fixed for the life of the cluster).
+    pub shard_count: u32,
+    /// Replication factor.
+    pub replication_factor: usize,
+    /// One entry per shard, in shard order.
+    pub shards: Vec<ShardView>,
+}
+
+/// One member in [`ClusterView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Node id.
+    pub node_id: String,
+    /// Incarnation; a restarted node has a higher one.
+    pub generation: u64,
+    /// Region from the region table.
+    pub region: String,
+    /// `joining`, `ready` or `leaving` as the node published it.
+    pub status: String,
+    /// Whether the failure detector considers the node alive.
+    pub live: bool,
+    /// Advertised HTTP address.
+    pub http_addr: String,
+    /// Advertised RPC address.
+    pub rpc_addr: String,
+    /// Gossip address.
+    pub gossip_addr: String,
+}
+
+/// One shard's replica set in [`ClusterView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardView {
+    /// Shard number.
+    pub shard: u32,
+    /// Owner, absent when no node is ready.
+    pub owner: Option<String>,
+    /// Other members of the replica set, in order.
+    pub replicas: Vec<String>,
+}
+
+/// `GET /cluster/locate/{kind}/{key}`: where a key lives, filled in by the node that served it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Located {
+    /// Entity kind, as asked.
+    pub kind: String,
+    /// Entity key, as asked.
+    pub key: String,
+    /// Shard of the key.
+    pub shard: u32,
+    /// Owner of the shard in the serving node's view.
+    pub owner: String,
+    /// Replicas of the shard (owner excluded), in order.
+    pub replicas: Vec<String>,
+    /// The node that actually handled the request: equals `owner` when forwarding worked.
+    pub served_by: String,
+}

@@ -1,0 +1,260 @@
+//! Booting and stopping a node: the one function production and the simulation both call.
+//!
+//! [`run`] takes the validated config, the I/O seam ([`NodeIo`]: listeners, dialer, gossip
+//! transport) and a shutdown token, and returns when the node has stopped cleanly.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+use troupe_http::HttpMetrics;
+
+use crate::config::{ClusterConfig, NodeConfig};
+use crate::ids::Generation;
+use crate::membership::{Membership, MembershipOptions, NodeStatus};
+use crate::metrics::NodeMetrics;
+use crate::net::{AxumListener, BoxListener, Dialer};
+use crate::node::{Node, NodeInner};
+use crate::rpc::auth::Credentials;
+use crate::rpc::RpcClient;
+use crate::storage::{Storage, StorageOptions, WriteMode};
+use crate::topology;
+
+/// The network and runtime seams of a node. Production passes tokio sockets and the UDP gossip
+/// transport; the simulation passes turmoil's.
+pub struct NodeIo {
+    /// Bound HTTP listener.
+    pub http: BoxListener,
+    /// Bound RPC listener.
+    pub rpc: BoxListener,
+    /// Dialer for calls to peers.
+    pub dialer: Arc<dyn Dialer>,
+    /// chitchat transport (UDP in production).
+    pub gossip: Box<dyn chitchat::transport::Transport>,
+    /// Gossip address peers should use, resolved to an IP.
+    pub gossip_advertise: SocketAddr,
+    /// How LMDB writes run (a writer thread in production, inline in the simulation).
+    pub writes: WriteMode,
+    /// Lowest acceptable generation (wall-clock milliseconds in production), so a node that lost
+    /// its data directory still comes back with a higher generation than before.
+    pub generation_floor: u64,
+}
+
+/// Why a node could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The storage could not be opened.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// Gossip could not start.
+    #[error(transparent)]
+    Membership(#[from] crate::membership::MembershipError),
+    /// A blocking start-up task panicked.
+    #[error("start-up task failed: {0}")]
+    Task(String),
+}
+
+/// How many gossip rounds a joining node waits for a peer before it starts alone.
+const JOIN_GRACE_ROUNDS: u32 = 6;
+/// How many gossip rounds a leaving node keeps gossiping so peers see `leaving` before it stops.
+const LEAVE_ROUNDS: u32 = 3;
+
+/// Runs a node until `shutdown` is cancelled, then stops it cleanly: publishes `leaving`, stops
+/// taking requests, finishes in-flight ones, stops gossip and closes storage.
+pub async fn run(
+    cluster: ClusterConfig,
+    config: NodeConfig,
+    io: NodeIo,
+    shutdown: CancellationToken,
+) -> Result<(), BootError> {
+    let span = tracing::info_span!("node", node_id = %config.node_id);
+    run_node(cluster, config, io, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn run_node(
+    cluster: ClusterConfig,
+    config: NodeConfig,
+    io: NodeIo,
+    shutdown: CancellationToken,
+) -> Result<(), BootError> {
+    let storage = open_storage(&config, io.writes).await?;
+    let generation = Generation(storage.next_generation(io.generation_floor)?);
+    info!(%generation, data_dir = %config.data_dir.display(), "storage open");
+
+    // Subsystems stop in order: HTTP first, then RPC and the topology, then gossip.
+    let http_stop = CancellationToken::new();
+    let core_stop = CancellationToken::new();
+
+    let membership = Membership::start(
+        membership_options(&cluster, &config, generation, io.gossip_advertise),
+        io.gossip.as_ref(),
+        core_stop.child_token(),
+    )
+    .await?;
+    let mut registry = Registry::with_prefix_and_labels("", [].into_iter());
+    let node_metrics = NodeMetrics::register(&mut registry);
+    let http_metrics = HttpMetrics::register(&mut registry);
+    let me = config.node_id.clone();
+    let observer = {
+        let (metrics, me) = (node_metrics.clone(), me.clone());
+        move |t: &topology::Topology| metrics.observe(&me, &t.membership, &t.table)
+    };
+    let topology = topology::track(
+        &membership,
+        cluster.cluster.shards,
+        cluster.cluster.replication_factor,
+        core_stop.child_token(),
+        observer,
+    );
+    let creds = Credentials {
+        cluster: cluster.cluster.name.clone(),
+        node_id: me.clone(),
+        secret: cluster.cluster.secret.clone(),
+    };
+    let rpc = RpcClient::new(
+        io.dialer,
+        creds.clone(),
+        cluster.rpc.max_frame_bytes,
+        cluster.rpc.call_timeout(),
+        core_stop.child_token(),
+    );
+    let node = Node {
+        inner: Arc::new(NodeInner {
+            cluster: cluster.clone(),
+            me,
+            membership: membership.clone(),
+            topology,
+            rpc,
+            metrics: node_metrics,
+            registry,
+            joined: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
+        }),
+    };
+
+    let rpc_server = tokio::spawn(
+        crate::rpc::serve(
+            io.rpc,
+            creds,
+            cluster.rpc.max_frame_bytes,
+            Arc::new(node.clone()),
+            core_stop.child_token(),
+        )
+        .in_current_span(),
+    );
+    let router = troupe_http::router(node.clone(), http_metrics, cluster.http.max_body_bytes);
+    let http_server = {
+        let stop = http_stop.clone();
+        tokio::spawn(
+            async move {
+                let served = axum::serve(AxumListener(io.http), router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(error) = served {
+                    warn!(%error, "http server failed");
+                }
+            }
+            .in_current_span(),
+        )
+    };
+    info!(http = %config.http_advertise, rpc = %config.rpc_advertise, "node serving");
+
+    tokio::select! {
+        // Normal path: join, then serve until asked to stop.
+        _ = join(&node, &cluster, !config.seeds.is_empty()) => shutdown.cancelled().await,
+        // Asked to stop while still joining.
+        _ = shutdown.cancelled() => {}
+    }
+
+    info!("shutting down");
+    node.inner.leaving.store(true, Ordering::Release);
+    membership.set_status(NodeStatus::Leaving).await;
+    // Give peers a few gossip rounds to see `leaving` and route elsewhere before we stop
+    // answering; requests that still arrive meanwhile are served.
+    tokio::time::sleep(cluster.gossip.interval() * LEAVE_ROUNDS).await;
+    http_stop.cancel();
+    if let Err(error) = http_server.await {
+        warn!(%error, "http server task failed");
+    }
+    core_stop.cancel();
+    let _ = rpc_server.await;
+    membership.shutdown().await;
+    drop(node);
+    storage.close().await;
+    info!("stopped cleanly");
+    Ok(())
+}
+
+async fn open_storage(config: &NodeConfig, writes: WriteMode) -> Result<Storage, BootError> {
+    let path = config.data_dir.clone();
+    let options = StorageOptions {
+        writes,
+        ..StorageOptions::default()
+    };
+    match writes {
+        // The simulation runs everything on the host's own task.
+        WriteMode::Inline => Ok(Storage::open(&path, options)?),
+        WriteMode::Thread => tokio::task::spawn_blocking(move || Storage::open(&path, options))
+            .await
+            .map_err(|e| BootError::Task(e.to_string()))?
+            .map_err(BootError::from),
+    }
+}
+
+fn membership_options(
+    cluster: &ClusterConfig,
+    config: &NodeConfig,
+    generation: Generation,
+    gossip_advertise: SocketAddr,
+) -> MembershipOptions {
+    MembershipOptions {
+        cluster: cluster.cluster.name.clone(),
+        node_id: config.node_id.clone(),
+        generation,
+        region: config.region.clone(),
+        http_addr: config.http_advertise.clone(),
+        rpc_addr: config.rpc_advertise.clone(),
+        gossip_listen: config.gossip_listen,
+        gossip_advertise,
+        seeds: config.seeds.iter().map(ToString::to_string).collect(),
+        gossip: cluster.gossip.clone(),
+        signer: crate::membership::keys::Signer {
+            cluster: cluster.cluster.name.clone(),
+            secret: cluster.cluster.secret.clone(),
+        },
+    }
+}
+
+/// Waits until the node has met a peer (or, with no seeds or after a grace period, decides it is
+/// alone), then publishes `ready`.
+async fn join(node: &Node, cluster: &ClusterConfig, has_seeds: bool) {
+    let grace = cluster.gossip.interval() * JOIN_GRACE_ROUNDS;
+    if has_seeds {
+        let mut snapshots = node.inner.membership.subscribe();
+        let met_peer =
+            snapshots.wait_for(|s| s.members().any(|m| m.live && m.node_id != node.inner.me));
+        if tokio::time::timeout(grace, met_peer).await.is_err() {
+            warn!(
+                grace_ms = grace.as_millis() as u64,
+                "no peer reachable through the seeds: starting alone"
+            );
+        }
+    }
+    node.inner.membership.set_status(NodeStatus::Ready).await;
+    node.inner.joined.store(true, Ordering::Release);
+    // Let the published status reach the topology before claiming readiness.
+    let mut topology = node.inner.topology.clone();
+    let me = node.inner.me.clone();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        topology.wait_for(|t| t.membership.placement_nodes().contains(&me)),
+    )
+    .await;
+    info!("joined the cluster");
+}

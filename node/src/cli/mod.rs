@@ -1,0 +1,60 @@
+//! The `troupe` command line: one subcommand per file. `main.rs` only parses and dispatches.
+
+pub mod local;
+pub mod node;
+
+use clap::{Parser, Subcommand};
+
+/// Troupe: a cluster of identical nodes hosting sharded, replicated actors.
+#[derive(Parser, Debug)]
+#[command(name = "troupe", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one node.
+    Node(Box<crate::config::NodeArgs>),
+    /// Start a local cluster of N nodes on 127.0.0.1 as child processes; Ctrl-C stops them all.
+    Local(local::LocalArgs),
+}
+
+/// Installs the log subscriber: `RUST_LOG` style filter from `TROUPE_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TROUPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal; log files (troupe local, Compose) stay plain.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
+}
+
+/// Resolves when the process receives SIGTERM or Ctrl-C (SIGINT).
+pub async fn termination_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

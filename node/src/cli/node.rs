@@ -1,0 +1,73 @@
+//! `troupe node`: run one node on real sockets until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::boot::{self, NodeIo};
+use crate::config::{ClusterConfig, HostPort, NodeArgs, NodeConfig};
+use crate::net::tcp::{TcpAcceptor, TcpDialer};
+use crate::storage::WriteMode;
+
+/// Loads and validates the configuration, binds the sockets, and runs the node.
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let secret = std::env::var(crate::config::SECRET_ENV).ok();
+    let cluster = ClusterConfig::load(args.config.as_deref(), secret)?;
+    let config = args.validate(&cluster)?;
+    let io = production_io(&config).await?;
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        super::termination_signal().await;
+        trigger.cancel();
+    });
+    boot::run(cluster, config, io, shutdown).await?;
+    Ok(())
+}
+
+/// Binds the real listeners and resolves the advertised gossip address.
+pub async fn production_io(config: &NodeConfig) -> anyhow::Result<NodeIo> {
+    let http = TcpAcceptor::bind(config.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for http on {} (--http-listen)",
+                config.http_listen
+            )
+        })?;
+    let rpc = TcpAcceptor::bind(config.rpc_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for rpc on {} (--rpc-listen)",
+                config.rpc_listen
+            )
+        })?;
+    Ok(NodeIo {
+        http: Box::new(http),
+        rpc: Box::new(rpc),
+        dialer: Arc::new(TcpDialer),
+        gossip: Box::new(chitchat::transport::UdpTransport),
+        gossip_advertise: resolve(&config.gossip_advertise).await?,
+        writes: WriteMode::Thread,
+        generation_floor: unix_millis(),
+    })
+}
+
+async fn resolve(addr: &HostPort) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host((addr.host(), addr.port()))
+        .await
+        .with_context(|| format!("cannot resolve the gossip advertise address {addr}"))?
+        .next()
+        .with_context(|| format!("the gossip advertise address {addr} resolves to nothing"))
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

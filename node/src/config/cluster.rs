@@ -1,0 +1,504 @@
+//! The shared `cluster.toml`: identical on every node of a cluster.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::ids::RegionName;
+use crate::region::Region;
+
+/// The repository's `cluster.toml`, embedded so a bare binary starts with sensible defaults.
+pub const EMBEDDED_CLUSTER_TOML: &str = include_str!("../../../cluster.toml");
+
+/// Environment variable that overrides `cluster.secret`, so the file can be shared or committed.
+pub const SECRET_ENV: &str = "TROUPE_SECRET";
+
+/// The whole validated cluster configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Identity and sizing of the cluster.
+    pub cluster: ClusterSection,
+    /// Gossip and failure detection.
+    #[serde(default)]
+    pub gossip: GossipConfig,
+    /// Inter-node calls.
+    #[serde(default)]
+    pub rpc: RpcConfig,
+    /// The HTTP edge.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The region table; a node's region must be one of these.
+    pub regions: Vec<Region>,
+}
+
+/// `[cluster]`: name, shared secret and the sizing fixed for the life of the cluster.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Nodes only gossip with nodes of the same cluster name.
+    pub name: String,
+    /// Proven by every inter-node connection; see [`Secret`].
+    pub secret: Secret,
+    /// Number of shards; fixed for the life of a cluster.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// Copies of each shard, owner included.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: usize,
+}
+
+/// `[gossip]`: chitchat's interval and phi-accrual failure detector.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipConfig {
+    /// Milliseconds between gossip rounds.
+    pub interval_ms: u64,
+    /// Phi above which a node is declared dead.
+    pub phi_threshold: f64,
+    /// Prior heartbeat interval before samples exist, in milliseconds.
+    pub initial_interval_ms: u64,
+    /// Largest heartbeat interval sampled, in milliseconds.
+    pub max_interval_ms: u64,
+    /// Seconds a dead node stays listed before it is forgotten.
+    pub dead_node_grace_period_secs: u64,
+}
+
+/// `[rpc]`: inter-node call deadline and frame bound.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcConfig {
+    /// Deadline of one call, connection set-up included, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Largest accepted frame in bytes; larger frames are refused and the connection closed.
+    pub max_frame_bytes: u32,
+}
+
+/// `[http]`: body bound and the forwarding retry budget.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Request bodies above this size get 413.
+    pub max_body_bytes: usize,
+    /// Milliseconds a request may spend retrying while its key's owner changes, before 503.
+    pub forward_budget_ms: u64,
+}
+
+/// The cluster secret. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The raw bytes, for keyed hashing only.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+fn default_shards() -> u32 {
+    64
+}
+
+fn default_replication_factor() -> usize {
+    2
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 500,
+            phi_threshold: 8.0,
+            initial_interval_ms: 1_000,
+            max_interval_ms: 10_000,
+            dead_node_grace_period_secs: 3_600,
+        }
+    }
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout_ms: 2_000,
+            max_frame_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            forward_budget_ms: 5_000,
+        }
+    }
+}
+
+impl GossipConfig {
+    /// Time between gossip rounds.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+}
+
+impl RpcConfig {
+    /// Deadline of one inter-node call.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms)
+    }
+}
+
+impl HttpConfig {
+    /// Retry budget of a forwarded request.
+    pub fn forward_budget(&self) -> Duration {
+        Duration::from_millis(self.forward_budget_ms)
+    }
+}
+
+impl ClusterConfig {
+    /// Loads `path`, or the embedded default when `path` is `None`, applies the `TROUPE_SECRET`
+    /// override from `secret_override`, and validates the result.
+    pub fn load(path: Option<&Path>, secret_override: Option<String>) -> Result<Self, ConfigError> {
+        let (text, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                (text, p.display().to_string())
+            }
+            None => (EMBEDDED_CLUSTER_TOML.to_owned(), "<embedded>".to_owned()),
+        };
+        let mut config = Self::parse(&text, &origin)?;
+        if let Some(secret) = secret_override {
+            config.cluster.secret = Secret::new(secret);
+            config.validate()?;
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The region of the table with this name, if any.
+    pub fn region(&self, name: &RegionName) -> Option<&Region> {
+        self.regions.iter().find(|r| &r.name == name)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.cluster.validate()?;
+        self.gossip.validate()?;
+        self.rpc.validate()?;
+        self.http.validate()?;
+        validate_regions(&self.regions)
+    }
+}
+
+impl ClusterSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty() || !self.name.chars().all(is_name_char) {
+            return Err(ConfigError::invalid(
+                "cluster.name",
+                format!(
+                    "must be non-empty and use only letters, digits, '-', '_' or '.', got {:?}",
+                    self.name
+                ),
+            ));
+        }
+        if self.secret.0.len() < 8 {
+            return Err(ConfigError::invalid(
+                "cluster.secret",
+                format!("must be at least 8 bytes long (set it in the file or with {SECRET_ENV})"),
+            ));
+        }
+        if !(1..=65_536).contains(&self.shards) {
+            return Err(ConfigError::invalid(
+                "cluster.shards",
+                format!("must be between 1 and 65536, got {}", self.shards),
+            ));
+        }
+        if !(1..=5).contains(&self.replication_factor) {
+            return Err(ConfigError::invalid(
+                "cluster.replication_factor",
+                format!("must be between 1 and 5, got {}", self.replication_factor),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl GossipConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(10..=60_000).contains(&self.interval_ms) {
+            return Err(ConfigError::invalid(
+                "gossip.interval_ms",
+                format!("must be between 10 and 60000, got {}", self.interval_ms),
+            ));
+        }
+        if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
+            return Err(ConfigError::invalid(
+                "gossip.phi_threshold",
+                format!("must be a positive number, got {}", self.phi_threshold),
+            ));
+        }
+        if self.initial_interval_ms == 0 || self.initial_interval_ms > self.max_interval_ms {
+            return Err(ConfigError::invalid(
+                "gossip.initial_interval_ms",
+                format!(
+                    "must be positive and at most gossip.max_interval_ms ({}), got {}",
+                    self.max_interval_ms, self.initial_interval_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RpcConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(10..=600_000).contains(&self.call_timeout_ms) {
+            return Err(ConfigError::invalid(
+                "rpc.call_timeout_ms",
+                format!(
+                    "must be between 10 and 600000, got {}",
+                    self.call_timeout_ms
+                ),
+            ));
+        }
+        if !(4_096..=(256 << 20)).contains(&self.max_frame_bytes) {
+            return Err(ConfigError::invalid(
+                "rpc.max_frame_bytes",
+                format!(
+                    "must be between 4096 and 268435456, got {}",
+                    self.max_frame_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1_024..=(64 << 20)).contains(&self.max_body_bytes) {
+            return Err(ConfigError::invalid(
+                "http.max_body_bytes",
+                format!(
+                    "must be between 1024 and 67108864, got {}",
+                    self.max_body_bytes
+                ),
+            ));
+        }
+        if self.forward_budget_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "http.forward_budget_ms",
+                format!("must be at most 60000, got {}", self.forward_budget_ms),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_regions(regions: &[Region]) -> Result<(), ConfigError> {
+    if regions.is_empty() {
+        return Err(ConfigError::invalid(
+            "regions",
+            "the region table is empty: add at least one [[regions]] entry with name, lat and lng",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for r in regions {
+        if r.name.as_str().is_empty() || !r.name.as_str().chars().all(is_name_char) {
+            return Err(ConfigError::invalid(
+                "regions.name",
+                format!(
+                    "region names use letters, digits, '-', '_' or '.', got {:?}",
+                    r.name.as_str()
+                ),
+            ));
+        }
+        if !seen.insert(r.name.as_str()) {
+            return Err(ConfigError::invalid(
+                "regions.name",
+                format!("region {} is listed twice", r.name),
+            ));
+        }
+        if !(-90.0..=90.0).contains(&r.lat) {
+            return Err(ConfigError::invalid(
+                "regions.lat",
+                format!(
+                    "latitude of {} must be between -90 and 90, got {}",
+                    r.name, r.lat
+                ),
+            ));
+        }
+        if !(-180.0..=180.0).contains(&r.lng) {
+            return Err(ConfigError::invalid(
+                "regions.lng",
+                format!(
+                    "longitude of {} must be between -180 and 180, got {}",
+                    r.name, r.lng
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Characters allowed in cluster, node and region names (they end up in gossip keys and URLs).
+pub(crate) fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(section_edit: &str) -> String {
+        format!("{section_edit}\n{}", EMBEDDED_CLUSTER_TOML)
+    }
+
+    fn error_of(text: &str) -> String {
+        match ClusterConfig::parse(text, "test.toml") {
+            Ok(_) => panic!("config should have been refused:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn replace(key: &str, value: &str) -> String {
+        EMBEDDED_CLUSTER_TOML
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key} =")) {
+                    format!("{key} = {value}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn embedded_default_is_valid_with_64_shards_rf_2_and_the_shared_regions() {
+        let c = ClusterConfig::parse(EMBEDDED_CLUSTER_TOML, "<embedded>").expect("valid");
+        assert_eq!(c.cluster.shards, 64);
+        assert_eq!(c.cluster.replication_factor, 2);
+        assert_eq!(c.regions.len(), 14);
+        assert!(c.region(&RegionName::new("eu-west-1")).is_some());
+    }
+
+    #[test]
+    fn each_bad_field_is_named_in_the_error() {
+        let cases = [
+            (
+                replace("shards", "0"),
+                "invalid cluster.shards: must be between 1 and 65536, got 0",
+            ),
+            (
+                replace("replication_factor", "9"),
+                "invalid cluster.replication_factor",
+            ),
+            (replace("name", "\"has space\""), "invalid cluster.name"),
+            (
+                replace("secret", "\"short\""),
+                "invalid cluster.secret: must be at least 8 bytes",
+            ),
+            (replace("interval_ms", "0"), "invalid gossip.interval_ms"),
+            (
+                replace("phi_threshold", "-1.0"),
+                "invalid gossip.phi_threshold",
+            ),
+            (
+                replace("initial_interval_ms", "20000"),
+                "invalid gossip.initial_interval_ms",
+            ),
+            (
+                replace("call_timeout_ms", "1"),
+                "invalid rpc.call_timeout_ms",
+            ),
+            (
+                replace("max_frame_bytes", "10"),
+                "invalid rpc.max_frame_bytes",
+            ),
+            (
+                replace("max_body_bytes", "1"),
+                "invalid http.max_body_bytes",
+            ),
+            (
+                replace("forward_budget_ms", "999999"),
+                "invalid http.forward_budget_ms",
+            ),
+            (replace("lat", "123.0"), "invalid regions.lat"),
+            (replace("lng", "-200.0"), "invalid regions.lng"),
+        ];
+        for (text, expected) in cases {
+            let err = error_of(&text);
+            assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_are_refused_with_their_name() {
+        let err = error_of(&with("bogus = 1"));
+        assert!(err.contains("bogus"), "{err}");
+        let err = error_of(&replace("shards", "\"many\""));
+        assert!(err.contains("test.toml") && err.contains("shards"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_and_empty_region_tables_are_refused() {
+        let dup = format!(
+            "{EMBEDDED_CLUSTER_TOML}\n[[regions]]\nname = \"eu-west-1\"\nlat = 1.0\nlng = 1.0\n"
+        );
+        assert!(error_of(&dup).contains("region eu-west-1 is listed twice"));
+        let head = EMBEDDED_CLUSTER_TOML
+            .split("[[regions]]")
+            .next()
+            .expect("has a head");
+        // Top-level keys must come before the first table.
+        let empty = format!("regions = []\n{head}");
+        assert!(error_of(&empty).contains("invalid regions: the region table is empty"));
+    }
+
+    #[test]
+    fn secret_override_replaces_the_file_value_and_never_shows_in_debug() {
+        let c = ClusterConfig::load(None, Some("from-the-environment".into())).expect("valid");
+        assert_eq!(c.cluster.secret.expose(), b"from-the-environment");
+        assert!(!format!("{c:?}").contains("from-the-environment"));
+        let err = ClusterConfig::load(None, Some("x".into())).expect_err("too short");
+        assert!(err.to_string().contains("cluster.secret"));
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = ClusterConfig::load(Some(Path::new("/nonexistent/cluster.toml")), None)
+            .expect_err("missing");
+        assert!(
+            err.to_string().contains("/nonexistent/cluster.toml"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! Configuration: the shared `cluster.toml` and the per-node settings, both validated at start-up.
+//!
+//! Nothing downstream re-checks a value: once [`ClusterConfig`] and [`NodeConfig`] exist they are
+//! valid, and every rejection names the field and the fix.
+
+mod cluster;
+mod host_port;
+mod node;
+
+pub use cluster::{
+    ClusterConfig, ClusterSection, GossipConfig, HttpConfig, RpcConfig, Secret,
+    EMBEDDED_CLUSTER_TOML, SECRET_ENV,
+};
+pub use host_port::HostPort;
+pub use node::{NodeArgs, NodeConfig};
+
+/// Why a configuration was refused. Every variant names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: String,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a field of the wrong type or an unknown field.
+    #[error("config file {path} is not valid: {message}")]
+    Parse {
+        /// The file (or `<embedded>` for the built-in default).
+        path: String,
+        /// The parser's explanation, with line and column.
+        message: String,
+    },
+    /// A field parsed but its value is not acceptable.
+    #[error("invalid {field}: {problem}")]
+    Invalid {
+        /// Dotted path of the field (`cluster.shards`) or the flag / environment variable name.
+        field: &'static str,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            problem: problem.into(),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! A Troupe cluster node. `main.rs` is a thin CLI over this library, so the simulation boots
+//! exactly the same code through [`boot::run`].
+//!
+//! Table of contents, from the outside in:
+//! - [`cli`]: the `troupe` subcommands (`node`, `local`).
+//! - [`boot`]: starting and stopping a node; [`boot::NodeIo`] is the production/simulation seam.
+//! - [`node`]: the running node as the HTTP edge and peers see it.
+//! - [`routing`]: serve locally or forward to the owner, with bounded retries.
+//! - [`topology`]: membership plus the shard table computed from it.
+//! - [`placement`]: the pure placement function (balanced rendezvous hashing).
+//! - [`membership`]: chitchat gossip behind a typed snapshot and change stream.
+//! - [`rpc`], [`net`], [`codec`]: the inter-node path (frames, auth, calls) and its seams.
+//! - [`storage`]: the node's LMDB environment.
+//! - [`config`], [`ids`], [`region`], [`metrics`]: the vocabulary.
+
+pub mod boot;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod ids;
+pub mod membership;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod placement;
+pub mod region;
+pub mod routing;
+pub mod rpc;
+pub mod storage;
+pub mod topology;

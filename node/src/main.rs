@@ -1,0 +1,32 @@
+//! The `troupe` binary: parse the command line and hand over to the library.
+
+use clap::Parser;
+use troupe_node::cli::{self, Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let parsed = Cli::parse();
+    cli::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match parsed.command {
+            Command::Node(args) => cli::node::run(*args).await,
+            Command::Local(args) => cli::local::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Cluster membership over chitchat gossip.
+//!
+//! Each node publishes its region, advertised addresses and status (see [`keys`]). The rest of
+//! the node never touches chitchat: it reads a typed [`MembershipSnapshot`] and subscribes to
+//! new ones through a `watch` channel (the current value and every later change, taken
+//! atomically); [`MembershipSnapshot::diff`] turns two snapshots into typed changes. chitchat
+//! runs behind its `Transport` trait, so the simulation can gossip over turmoil UDP.
+
+pub mod keys;
+pub mod member;
+pub mod snapshot;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitchat::transport::Transport;
+use chitchat::{
+    spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
+};
+use tokio::sync::{watch, Mutex};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use member::{Member, NodeStatus};
+pub use snapshot::{MembershipChange, MembershipSnapshot};
+
+use crate::config::{GossipConfig, HostPort};
+use crate::ids::{Generation, NodeId, RegionName};
+
+/// Everything membership needs to start gossiping.
+#[derive(Clone, Debug)]
+pub struct MembershipOptions {
+    /// Cluster name (chitchat ignores gossip from other clusters).
+    pub cluster: String,
+    /// This node.
+    pub node_id: NodeId,
+    /// This incarnation.
+    pub generation: Generation,
+    /// This node's region.
+    pub region: RegionName,
+    /// Advertised HTTP address.
+    pub http_addr: HostPort,
+    /// Advertised RPC address.
+    pub rpc_addr: HostPort,
+    /// UDP listen address.
+    pub gossip_listen: SocketAddr,
+    /// UDP address peers use.
+    pub gossip_advertise: SocketAddr,
+    /// Seeds (`host:port`; IP literals in the simulation).
+    pub seeds: Vec<String>,
+    /// Gossip interval and failure detector settings.
+    pub gossip: GossipConfig,
+    /// Signs this node's entry and checks everybody else's.
+    pub signer: keys::Signer,
+}
+
+/// Why membership could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start gossip on {addr}: {message}")]
+pub struct MembershipError {
+    addr: SocketAddr,
+    message: String,
+}
+
+/// Handle on this node's membership; cheap to clone.
+#[derive(Clone)]
+pub struct Membership {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    chitchat: Arc<Mutex<Chitchat>>,
+    handle: Mutex<Option<ChitchatHandle>>,
+    snapshots: watch::Sender<Arc<MembershipSnapshot>>,
+    node_id: NodeId,
+    signer: keys::Signer,
+    /// Nodes already reported as failing the secret check (each is logged once).
+    impostors: std::sync::Mutex<BTreeSet<ChitchatId>>,
+}
+
+/// How often the snapshot is rebuilt even without a change notification, as a safety net.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+impl Membership {
+    /// Starts gossiping on `transport` and keeps the snapshot current until `shutdown`.
+    pub async fn start(
+        opts: MembershipOptions,
+        transport: &dyn Transport,
+        shutdown: CancellationToken,
+    ) -> Result<Self, MembershipError> {
+        let config = chitchat_config(&opts);
+        let initial = keys::initial_key_values(
+            &opts.signer,
+            &config.chitchat_id,
+            &opts.region,
+            &opts.http_addr,
+            &opts.rpc_addr,
+        );
+        let handle = spawn_chitchat(config, initial, transport)
+            .await
+            .map_err(|e| MembershipError {
+                addr: opts.gossip_listen,
+                message: format!("{e:#}"),
+            })?;
+        let chitchat = handle.chitchat();
+        let mut impostors = BTreeSet::new();
+        let first = Arc::new(build_snapshot(
+            &*chitchat.lock().await,
+            &opts.signer,
+            &mut impostors,
+        ));
+        let (snapshots, _) = watch::channel(first);
+        let membership = Self {
+            inner: Arc::new(Inner {
+                chitchat,
+                handle: Mutex::new(Some(handle)),
+                snapshots,
+                node_id: opts.node_id.clone(),
+                signer: opts.signer.clone(),
+                impostors: std::sync::Mutex::new(impostors),
+            }),
+        };
+        tokio::spawn(membership.clone().refresh_loop(shutdown));
+        info!(node_id = %opts.node_id, generation = %opts.generation, gossip = %opts.gossip_advertise, "gossip started");
+        Ok(membership)
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<MembershipSnapshot> {
+        self.inner.snapshots.borrow().clone()
+    }
+
+    /// A receiver holding the current snapshot and notified of every new one.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MembershipSnapshot>> {
+        self.inner.snapshots.subscribe()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.inner.node_id
+    }
+
+    /// Publishes this node's status and refreshes the local snapshot at once.
+    pub async fn set_status(&self, status: NodeStatus) {
+        {
+            let mut chitchat = self.inner.chitchat.lock().await;
+            chitchat
+                .self_node_state()
+                .set(keys::STATUS_KEY, status.as_str());
+        }
+        info!(%status, "published node status");
+        self.refresh().await;
+    }
+
+    /// Stops gossiping (peers then detect this node as dead, unless it said `leaving` first).
+    pub async fn shutdown(&self) {
+        if let Some(handle) = self.inner.handle.lock().await.take() {
+            if let Err(error) = handle.shutdown().await {
+                debug!(%error, "gossip shutdown");
+            }
+        }
+    }
+
+    async fn refresh(&self) {
+        let next = {
+            let chitchat = self.inner.chitchat.lock().await;
+            let mut impostors = self
+                .inner
+                .impostors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            build_snapshot(&chitchat, &self.inner.signer, &mut impostors)
+        };
+        self.inner.snapshots.send_if_modified(|current| {
+            if **current == next {
+                return false;
+            }
+            for change in current.diff(&next) {
+                debug!(?change, "membership change");
+            }
+            *current = Arc::new(next);
+            true
+        });
+    }
+
+    /// Rebuilds the snapshot whenever chitchat reports a change in live nodes or their state.
+    async fn refresh_loop(self, shutdown: CancellationToken) {
+        let mut live = self.inner.chitchat.lock().await.live_nodes_watcher();
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        loop {
+            tokio::select! {
+                // The node is stopping.
+                _ = shutdown.cancelled() => return,
+                // chitchat saw a node join, leave, or change a key.
+                changed = live.changed() => if changed.is_err() { return },
+                // Safety net for changes chitchat does not notify (a peer turning dead).
+                _ = tick.tick() => {}
+            }
+            self.refresh().await;
+        }
+    }
+}
+
+fn chitchat_config(opts: &MembershipOptions) -> ChitchatConfig {
+    let g = &opts.gossip;
+    ChitchatConfig {
+        chitchat_id: ChitchatId::new(
+            opts.node_id.as_str(),
+            opts.generation.0,
+            opts.gossip_advertise,
+        ),
+        cluster_id: opts.cluster.clone(),
+        gossip_interval: g.interval(),
+        listen_addr: opts.gossip_listen,
+        seed_nodes: opts.seeds.clone(),
+        failure_detector_config: FailureDetectorConfig {
+            phi_threshold: g.phi_threshold,
+            sampling_window_size: 1_000,
+            max_interval: Duration::from_millis(g.max_interval_ms),
+            initial_interval: Duration::from_millis(g.initial_interval_ms),
+            dead_node_grace_period: Duration::from_secs(g.dead_node_grace_period_secs),
+        },
+        marked_for_deletion_grace_period: Duration::from_secs(
+            g.dead_node_grace_period_secs.max(60),
+        ),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: chitchat::ProtocolVersion::V1,
+    }
+}
+
+/// Reads every valid member out of chitchat's state; nodes that fail the secret check are left
+/// out (and logged the first time they are seen).
+fn build_snapshot(
+    chitchat: &Chitchat,
+    signer: &keys::Signer,
+    impostors: &mut BTreeSet<ChitchatId>,
+) -> MembershipSnapshot {
+    let live: BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
+    let mut members = Vec::new();
+    for (id, state) in chitchat.node_states() {
+        match keys::parse_member(signer, id, state, live.contains(id)) {
+            keys::Parsed::Member(m) => members.push(m),
+            keys::Parsed::Incomplete => {}
+            keys::Parsed::Impostor => {
+                if impostors.insert(id.clone()) {
+                    warn!(node_id = %id.node_id, gossip = %id.gossip_advertise_addr, "ignoring gossip member: invalid proof of the cluster secret");
+                }
+            }
+        }
+    }
+    MembershipSnapshot::from_members(members)
+}

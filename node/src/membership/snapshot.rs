@@ -1,0 +1,149 @@
+//! An immutable view of the membership, and the typed changes between two views.
+
+use std::collections::BTreeMap;
+
+use super::member::Member;
+use crate::ids::NodeId;
+
+/// Every known member (newest incarnation of each node id), as of one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipSnapshot {
+    members: BTreeMap<NodeId, Member>,
+}
+
+/// How a member changed between two snapshots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// A node id appeared.
+    Added(Member),
+    /// A node's status, liveness, addresses or generation changed (a restart shows up as an
+    /// update with a higher generation).
+    Updated {
+        /// As before.
+        before: Member,
+        /// As now.
+        after: Member,
+    },
+    /// A node id was forgotten (dead past its grace period).
+    Removed(Member),
+}
+
+impl MembershipSnapshot {
+    /// Builds a snapshot, keeping the highest generation seen for each node id: an older
+    /// incarnation that is still gossiped about (dead) never hides its successor.
+    pub fn from_members(members: impl IntoIterator<Item = Member>) -> Self {
+        let mut by_id: BTreeMap<NodeId, Member> = BTreeMap::new();
+        for m in members {
+            match by_id.get(&m.node_id) {
+                Some(existing) if existing.generation >= m.generation => {}
+                _ => {
+                    by_id.insert(m.node_id.clone(), m);
+                }
+            }
+        }
+        Self { members: by_id }
+    }
+
+    /// All members, sorted by node id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// One member by id.
+    pub fn get(&self, id: &NodeId) -> Option<&Member> {
+        self.members.get(id)
+    }
+
+    /// Node ids that placement assigns units to (alive and ready), sorted.
+    pub fn placement_nodes(&self) -> Vec<NodeId> {
+        self.members
+            .values()
+            .filter(|m| m.takes_placement())
+            .map(|m| m.node_id.clone())
+            .collect()
+    }
+
+    /// The changes that turn `self` into `next`, in node id order.
+    pub fn diff(&self, next: &Self) -> Vec<MembershipChange> {
+        let mut changes = Vec::new();
+        for (id, after) in &next.members {
+            match self.members.get(id) {
+                None => changes.push(MembershipChange::Added(after.clone())),
+                Some(before) if before != after => changes.push(MembershipChange::Updated {
+                    before: before.clone(),
+                    after: after.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+        for (id, before) in &self.members {
+            if !next.members.contains_key(id) {
+                changes.push(MembershipChange::Removed(before.clone()));
+            }
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Generation, RegionName};
+    use crate::membership::member::NodeStatus;
+
+    fn member(id: &str, generation: u64, status: NodeStatus, live: bool) -> Member {
+        Member {
+            node_id: NodeId::new(id),
+            generation: Generation(generation),
+            region: RegionName::new("eu-west-1"),
+            http_addr: "127.0.0.1:1".parse().expect("valid"),
+            rpc_addr: "127.0.0.1:2".parse().expect("valid"),
+            gossip_addr: "127.0.0.1:3".parse().expect("valid"),
+            status,
+            live,
+        }
+    }
+
+    #[test]
+    fn newest_generation_wins_whatever_the_order() {
+        let old = member("n1", 1, NodeStatus::Ready, false);
+        let new = member("n1", 2, NodeStatus::Joining, true);
+        for members in [
+            vec![old.clone(), new.clone()],
+            vec![new.clone(), old.clone()],
+        ] {
+            let snap = MembershipSnapshot::from_members(members);
+            assert_eq!(snap.get(&NodeId::new("n1")), Some(&new));
+        }
+    }
+
+    #[test]
+    fn only_live_ready_members_take_placement() {
+        let snap = MembershipSnapshot::from_members([
+            member("a", 1, NodeStatus::Ready, true),
+            member("b", 1, NodeStatus::Ready, false),
+            member("c", 1, NodeStatus::Joining, true),
+            member("d", 1, NodeStatus::Leaving, true),
+        ]);
+        assert_eq!(snap.placement_nodes(), vec![NodeId::new("a")]);
+    }
+
+    #[test]
+    fn diff_reports_added_updated_and_removed() {
+        let before = MembershipSnapshot::from_members([
+            member("a", 1, NodeStatus::Ready, true),
+            member("b", 1, NodeStatus::Ready, true),
+        ]);
+        let after = MembershipSnapshot::from_members([
+            member("a", 2, NodeStatus::Joining, true),
+            member("c", 1, NodeStatus::Joining, true),
+        ]);
+        let changes = before.diff(&after);
+        assert!(
+            matches!(&changes[0], MembershipChange::Updated { after, .. } if after.generation == Generation(2))
+        );
+        assert!(matches!(&changes[1], MembershipChange::Added(m) if m.node_id.as_str() == "c"));
+        assert!(matches!(&changes[2], MembershipChange::Removed(m) if m.node_id.as_str() == "b"));
+        assert!(after.diff(&after).is_empty());
+    }
+}

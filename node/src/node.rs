@@ -1,0 +1,171 @@
+//! The running node as the HTTP edge and peers see it: implements [`NodeApi`] for the edge and
+//! [`Handler`] for inter-node calls, both over the same local logic, so a request behaves the
+//! same whether it arrived over HTTP here or was forwarded by a peer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use troupe_http::views::{ClusterView, Located, MemberView, ShardView};
+use troupe_http::{ApiError, NodeApi, Readiness};
+
+use crate::config::ClusterConfig;
+use crate::ids::NodeId;
+use crate::membership::{Membership, NodeStatus};
+use crate::metrics::NodeMetrics;
+use crate::placement::shard_for_key;
+use crate::routing;
+use crate::rpc::wire::{Request, Response};
+use crate::rpc::{Handler, RpcClient};
+use crate::topology::Topology;
+
+/// Shared handle on the node; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) cluster: ClusterConfig,
+    pub(crate) me: NodeId,
+    pub(crate) membership: Membership,
+    pub(crate) topology: watch::Receiver<Arc<Topology>>,
+    pub(crate) rpc: RpcClient,
+    pub(crate) metrics: NodeMetrics,
+    pub(crate) registry: Registry,
+    /// Set once this node has joined and published `ready`.
+    pub(crate) joined: AtomicBool,
+    /// Set when shutdown starts: the node no longer claims readiness.
+    pub(crate) leaving: AtomicBool,
+}
+
+impl Node {
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.me
+    }
+
+    /// The current topology.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.inner.topology.borrow().clone()
+    }
+
+    /// Answers a request as this node, with no forwarding: the logic behind both the HTTP edge
+    /// (when this node owns the key) and inter-node calls.
+    pub(crate) async fn handle_local(&self, request: Request) -> Response {
+        match request {
+            Request::Ping => Response::Pong {
+                node_id: self.inner.me.clone(),
+            },
+            Request::Locate { kind, key } => self.locate_here(kind, key),
+        }
+    }
+
+    fn locate_here(&self, kind: String, key: String) -> Response {
+        let shard = shard_for_key(&key, self.inner.cluster.cluster.shards);
+        let topology = self.topology();
+        if !topology.owns(&self.inner.me, shard) {
+            return Response::NotOwner {
+                owner: topology.table.owner(shard).cloned(),
+            };
+        }
+        let replicas = topology
+            .table
+            .replicas(shard)
+            .iter()
+            .skip(1)
+            .map(ToString::to_string)
+            .collect();
+        Response::Located(Located {
+            kind,
+            key,
+            shard: shard.0,
+            owner: self.inner.me.to_string(),
+            replicas,
+            served_by: self.inner.me.to_string(),
+        })
+    }
+}
+
+impl NodeApi for Node {
+    fn readiness(&self) -> Readiness {
+        if self.inner.leaving.load(Ordering::Acquire) {
+            return Readiness::NotReady("node is leaving".into());
+        }
+        if !self.inner.joined.load(Ordering::Acquire) {
+            return Readiness::NotReady("joining the cluster".into());
+        }
+        let topology = self.topology();
+        match topology.membership.get(&self.inner.me) {
+            Some(m) if m.status == NodeStatus::Ready && topology.table.iter().next().is_some() => {
+                Readiness::Ready
+            }
+            _ => Readiness::NotReady("waiting for placement to include this node".into()),
+        }
+    }
+
+    fn cluster_view(&self) -> ClusterView {
+        let topology = self.topology();
+        let members = topology
+            .membership
+            .members()
+            .map(|m| MemberView {
+                node_id: m.node_id.to_string(),
+                generation: m.generation.0,
+                region: m.region.to_string(),
+                status: m.status.to_string(),
+                live: m.live,
+                http_addr: m.http_addr.to_string(),
+                rpc_addr: m.rpc_addr.to_string(),
+                gossip_addr: m.gossip_addr.to_string(),
+            })
+            .collect();
+        let shards = topology
+            .table
+            .iter()
+            .enumerate()
+            .map(|(shard, set)| ShardView {
+                shard: shard as u32,
+                owner: set.first().map(ToString::to_string),
+                replicas: set.iter().skip(1).map(ToString::to_string).collect(),
+            })
+            .collect();
+        ClusterView {
+            cluster: self.inner.cluster.cluster.name.clone(),
+            node: self.inner.me.to_string(),
+            members,
+            shard_count: self.inner.cluster.cluster.shards,
+            replication_factor: self.inner.cluster.cluster.replication_factor,
+            shards,
+        }
+    }
+
+    async fn locate(&self, kind: String, key: String) -> Result<Located, ApiError> {
+        let shard = shard_for_key(&key, self.inner.cluster.cluster.shards);
+        match routing::call_owner(self, shard, Request::Locate { kind, key }).await? {
+            Response::Located(located) => Ok(located),
+            other => Err(ApiError::Internal(format!(
+                "unexpected answer to locate: {other:?}"
+            ))),
+        }
+    }
+
+    fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        if let Err(error) =
+            prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
+        {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl Handler for Node {
+    async fn handle(&self, _from: NodeId, request: Request) -> Response {
+        self.handle_local(request).await
+    }
+}

@@ -1,0 +1,275 @@
+//! The calling side: one multiplexed, authenticated connection per peer, made on first use.
+//!
+//! A call registers a one-shot reply slot under a fresh id, queues its frame for the
+//! connection's writer task and waits for the reader task to deliver the answer, all under the
+//! call's deadline. A connection that fails, closes, or lets a call time out is dropped and the
+//! next call dials again: that is how a node recovers from a peer restart or a healed partition
+//! (a half-open TCP connection would otherwise swallow calls until the kernel gives up).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::auth::{self, Credentials, HandshakeError};
+use super::frame::{read_frame, write_frame};
+use super::wire::{Envelope, Request, Response};
+use super::RpcError;
+use crate::codec;
+use crate::config::HostPort;
+use crate::ids::NodeId;
+use crate::net::{BoxStream, Dialer};
+
+/// Frames queued for one connection's writer before callers wait: bounds memory per peer.
+const WRITE_QUEUE: usize = 1024;
+
+/// Client for calls to peers; cheap to clone.
+#[derive(Clone)]
+pub struct RpcClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dialer: Arc<dyn Dialer>,
+    creds: Credentials,
+    max_frame: u32,
+    call_timeout: Duration,
+    peers: Mutex<HashMap<(NodeId, HostPort), PeerSlot>>,
+    shutdown: CancellationToken,
+}
+
+/// The connection to one peer, if any; the async mutex makes concurrent callers share one dial.
+type PeerSlot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
+/// One live connection: the writer's queue and the calls awaiting answers.
+struct Conn {
+    addr: HostPort,
+    frames: mpsc::Sender<Vec<u8>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    next_id: AtomicU64,
+    closed: CancellationToken,
+}
+
+impl Conn {
+    fn close(&self) {
+        self.closed.cancel();
+        // Dropping the reply senders wakes every waiting caller with `ConnectionLost`.
+        lock(&self.pending).clear();
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning: the maps guarded here stay consistent even if
+/// a holder panicked, because every critical section is a single insert or remove.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl RpcClient {
+    /// A client dialing through `dialer`, proving `creds`; connections end with `shutdown`.
+    pub fn new(
+        dialer: Arc<dyn Dialer>,
+        creds: Credentials,
+        max_frame: u32,
+        call_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                dialer,
+                creds,
+                max_frame,
+                call_timeout,
+                peers: Mutex::new(HashMap::new()),
+                shutdown,
+            }),
+        }
+    }
+
+    /// Calls `node` at `addr` with the configured deadline.
+    pub async fn call(
+        &self,
+        node: &NodeId,
+        addr: &HostPort,
+        request: Request,
+    ) -> Result<Response, RpcError> {
+        self.call_with_timeout(node, addr, request, self.inner.call_timeout)
+            .await
+    }
+
+    /// Calls `node` at `addr`; the deadline covers dialing and the handshake too.
+    pub async fn call_with_timeout(
+        &self,
+        node: &NodeId,
+        addr: &HostPort,
+        request: Request,
+        deadline: Duration,
+    ) -> Result<Response, RpcError> {
+        let mut in_flight: Option<(Arc<Conn>, u64)> = None;
+        let attempt = self.attempt(node, addr, request, &mut in_flight);
+        match tokio::time::timeout(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                if let Some((conn, id)) = in_flight {
+                    lock(&conn.pending).remove(&id);
+                    // A call that times out on an established connection may be stuck behind a
+                    // half-open socket: drop the connection so the next call dials afresh.
+                    debug!(peer = %node, %addr, "rpc call timed out, dropping the connection");
+                    conn.close();
+                }
+                Err(RpcError::Timeout { addr: addr.clone() })
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        node: &NodeId,
+        addr: &HostPort,
+        request: Request,
+        in_flight: &mut Option<(Arc<Conn>, u64)>,
+    ) -> Result<Response, RpcError> {
+        let conn = self.connection(node, addr).await?;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = codec::encode(&Envelope { id, body: request })?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&conn.pending).insert(id, reply_tx);
+        *in_flight = Some((conn.clone(), id));
+        if conn.closed.is_cancelled() || conn.frames.send(frame).await.is_err() {
+            lock(&conn.pending).remove(&id);
+            return Err(RpcError::ConnectionLost { addr: addr.clone() });
+        }
+        reply_rx
+            .await
+            .map_err(|_| RpcError::ConnectionLost { addr: addr.clone() })
+    }
+
+    /// The live connection to `node` at `addr`, dialing one if needed. Concurrent callers share
+    /// one dial through the per-peer async mutex.
+    async fn connection(&self, node: &NodeId, addr: &HostPort) -> Result<Arc<Conn>, RpcError> {
+        let slot = lock(&self.inner.peers)
+            .entry((node.clone(), addr.clone()))
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| !c.closed.is_cancelled()) {
+            return Ok(conn.clone());
+        }
+        let conn = self.dial(node, addr).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn dial(&self, node: &NodeId, addr: &HostPort) -> Result<Arc<Conn>, RpcError> {
+        let mut stream = self
+            .inner
+            .dialer
+            .dial(addr)
+            .await
+            .map_err(|source| RpcError::Io {
+                addr: addr.clone(),
+                source,
+            })?;
+        let answered = auth::connect(&mut stream, &self.inner.creds)
+            .await
+            .map_err(|e| match e {
+                HandshakeError::Io(source) => RpcError::Io {
+                    addr: addr.clone(),
+                    source,
+                },
+                other => {
+                    warn!(peer = %node, %addr, error = %other, "rpc handshake failed");
+                    RpcError::Auth {
+                        addr: addr.clone(),
+                        reason: other.to_string(),
+                    }
+                }
+            })?;
+        if &answered != node {
+            return Err(RpcError::WrongPeer {
+                addr: addr.clone(),
+                expected: node.clone(),
+                found: answered,
+            });
+        }
+        debug!(peer = %node, %addr, "rpc connection established");
+        Ok(self.start(addr.clone(), stream))
+    }
+
+    fn start(&self, addr: HostPort, stream: BoxStream) -> Arc<Conn> {
+        let (frames_tx, frames_rx) = mpsc::channel(WRITE_QUEUE);
+        let conn = Arc::new(Conn {
+            addr,
+            frames: frames_tx,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            closed: self.inner.shutdown.child_token(),
+        });
+        let (reader, writer) = tokio::io::split(stream);
+        tokio::spawn(write_loop(
+            conn.clone(),
+            writer,
+            frames_rx,
+            self.inner.max_frame,
+        ));
+        tokio::spawn(read_loop(conn.clone(), reader, self.inner.max_frame));
+        conn
+    }
+}
+
+/// Owns the write half of one connection; ends when the connection closes.
+async fn write_loop(
+    conn: Arc<Conn>,
+    mut writer: tokio::io::WriteHalf<BoxStream>,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    max_frame: u32,
+) {
+    loop {
+        tokio::select! {
+            // The connection was closed by the reader, a timeout or shutdown.
+            _ = conn.closed.cancelled() => break,
+            frame = frames.recv() => {
+                let Some(frame) = frame else { break };
+                if let Err(error) = write_frame(&mut writer, &frame, max_frame).await {
+                    debug!(addr = %conn.addr, %error, "rpc write failed");
+                    break;
+                }
+            }
+        }
+    }
+    conn.close();
+}
+
+/// Owns the read half of one connection and routes each answer to its waiting caller.
+async fn read_loop(conn: Arc<Conn>, mut reader: tokio::io::ReadHalf<BoxStream>, max_frame: u32) {
+    loop {
+        let frame = tokio::select! {
+            _ = conn.closed.cancelled() => break,
+            frame = read_frame(&mut reader, max_frame) => frame,
+        };
+        let bytes = match frame {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => break,
+            Err(error) => {
+                debug!(addr = %conn.addr, %error, "rpc read failed");
+                break;
+            }
+        };
+        match codec::decode::<Envelope<Response>>(&bytes) {
+            Ok(Envelope { id, body }) => {
+                if let Some(reply) = lock(&conn.pending).remove(&id) {
+                    // The caller may have given up (deadline); nothing to do then.
+                    let _ = reply.send(body);
+                }
+            }
+            Err(error) => {
+                warn!(addr = %conn.addr, %error, "undecodable rpc response, closing the connection");
+                break;
+            }
+        }
+    }
+    conn.close();
+}

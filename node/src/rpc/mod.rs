@@ -1,0 +1,72 @@
+//! Inter-node request/response: one path for production and simulation.
+//!
+//! Length-prefixed, bounded frames ([`frame`]) carry [`codec`](crate::codec)-encoded
+//! [`wire`] messages over any [`Stream`](crate::net::Stream). A connection starts with a mutual
+//! challenge-response proving both ends know the cluster secret ([`auth`]); then the client
+//! multiplexes calls with ids and per-call deadlines ([`client`]) and the server answers each call
+//! on its own task ([`server`]). See `docs/decisions/001-inter-node-transport.md` for why this
+//! and not ractor_cluster.
+
+pub mod auth;
+pub mod client;
+pub mod frame;
+pub mod server;
+pub mod wire;
+
+pub use client::RpcClient;
+pub use server::{serve, Handler};
+
+use crate::codec::CodecError;
+use crate::config::HostPort;
+use crate::ids::NodeId;
+
+/// Why an inter-node call failed. The router treats every variant as "try again elsewhere or
+/// later"; none of them means the remote operation is known not to have happened.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// Dialing or talking to the peer failed.
+    #[error("connection to {addr} failed: {source}")]
+    Io {
+        /// Peer address.
+        addr: HostPort,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The call did not complete before its deadline.
+    #[error("call to {addr} timed out")]
+    Timeout {
+        /// Peer address.
+        addr: HostPort,
+    },
+    /// The connection dropped while the call was in flight.
+    #[error("connection to {addr} closed while the call was in flight")]
+    ConnectionLost {
+        /// Peer address.
+        addr: HostPort,
+    },
+    /// The peer refused our credentials or proved none of its own.
+    #[error("authentication with {addr} failed: {reason}")]
+    Auth {
+        /// Peer address.
+        addr: HostPort,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A different node answers at the address we expected `expected` at (it restarted elsewhere
+    /// or the port was reused).
+    #[error("expected node {expected} at {addr} but {found} answered")]
+    WrongPeer {
+        /// Address dialed.
+        addr: HostPort,
+        /// Node we meant to reach.
+        expected: NodeId,
+        /// Node that answered.
+        found: NodeId,
+    },
+    /// A frame could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+#[cfg(test)]
+mod tests;

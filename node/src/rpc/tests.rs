@@ -1,0 +1,226 @@
+//! The RPC path over real TCP on 127.0.0.1: calls, deadlines, reconnection and refusals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Credentials;
+use super::wire::{Request, Response};
+use super::{serve, Handler, RpcClient, RpcError};
+use crate::config::{HostPort, Secret};
+use crate::ids::NodeId;
+use crate::net::tcp::{TcpAcceptor, TcpDialer};
+use crate::net::Listener;
+
+const MAX_FRAME: u32 = 64 * 1024;
+
+struct Echo(NodeId);
+
+#[async_trait]
+impl Handler for Echo {
+    async fn handle(&self, _from: NodeId, request: Request) -> Response {
+        match request {
+            Request::Ping => Response::Pong {
+                node_id: self.0.clone(),
+            },
+            Request::Locate { key, .. } if key == "slow" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Response::Failed {
+                    message: "too late".into(),
+                }
+            }
+            Request::Locate { key, .. } => Response::Failed { message: key },
+        }
+    }
+}
+
+fn creds(node: &str, secret: &str) -> Credentials {
+    Credentials {
+        cluster: "test".into(),
+        node_id: NodeId::new(node),
+        secret: Secret::new(secret),
+    }
+}
+
+/// Starts a server for `node` on `addr` (port 0 for a fresh one); returns its address and stop token.
+async fn server(node: &str, secret: &str, addr: &str) -> (HostPort, CancellationToken) {
+    let listener = TcpAcceptor::bind(addr.parse().expect("addr"))
+        .await
+        .expect("bind");
+    let bound = HostPort::from(listener.local_addr().expect("local addr"));
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(
+        Box::new(listener),
+        creds(node, secret),
+        MAX_FRAME,
+        Arc::new(Echo(NodeId::new(node))),
+        stop.clone(),
+    ));
+    (bound, stop)
+}
+
+fn client(secret: &str, timeout: Duration) -> RpcClient {
+    RpcClient::new(
+        Arc::new(TcpDialer),
+        creds("caller", secret),
+        MAX_FRAME,
+        timeout,
+        CancellationToken::new(),
+    )
+}
+
+#[tokio::test]
+async fn concurrent_calls_share_one_connection_and_get_their_own_answers() {
+    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let client = client("secret-123", Duration::from_secs(5));
+    let node = NodeId::new("s1");
+    let calls = (0..100).map(|i| {
+        let (client, node, addr) = (client.clone(), node.clone(), addr.clone());
+        tokio::spawn(async move {
+            client
+                .call(
+                    &node,
+                    &addr,
+                    Request::Locate {
+                        kind: "k".into(),
+                        key: format!("key-{i}"),
+                    },
+                )
+                .await
+        })
+    });
+    for (i, call) in calls.enumerate() {
+        let answer = call.await.expect("task").expect("call");
+        assert_eq!(
+            answer,
+            Response::Failed {
+                message: format!("key-{i}")
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_peer_is_reached_again_on_the_next_call() {
+    let (addr, stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let client = client("secret-123", Duration::from_secs(5));
+    let node = NodeId::new("s1");
+    assert!(matches!(
+        client.call(&node, &addr, Request::Ping).await,
+        Ok(Response::Pong { .. })
+    ));
+    stop.cancel();
+    // The old connection dies with the server; a call meanwhile fails rather than hanging.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if client.call(&node, &addr, Request::Ping).await.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "calls kept succeeding after the server stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_again, _stop2) = server("s1", "secret-123", &addr.to_string()).await;
+    assert!(matches!(
+        client.call(&node, &addr, Request::Ping).await,
+        Ok(Response::Pong { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_silent_peer_times_out_at_the_deadline_and_the_connection_is_replaced() {
+    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let client = client("secret-123", Duration::from_millis(300));
+    let node = NodeId::new("s1");
+    let started = tokio::time::Instant::now();
+    let slow = client
+        .call(
+            &node,
+            &addr,
+            Request::Locate {
+                kind: "k".into(),
+                key: "slow".into(),
+            },
+        )
+        .await;
+    assert!(matches!(slow, Err(RpcError::Timeout { .. })), "{slow:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(matches!(
+        client.call(&node, &addr, Request::Ping).await,
+        Ok(Response::Pong { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_peer_that_accepts_but_never_speaks_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = HostPort::from(listener.local_addr().expect("addr"));
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = client("secret-123", Duration::from_millis(300));
+    let answer = client.call(&NodeId::new("s1"), &addr, Request::Ping).await;
+    assert!(
+        matches!(answer, Err(RpcError::Timeout { .. })),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused() {
+    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let answer = client("another-secret", Duration::from_secs(5))
+        .call(&NodeId::new("s1"), &addr, Request::Ping)
+        .await;
+    assert!(
+        matches!(&answer, Err(RpcError::Auth { reason, .. }) if reason.contains("refused")),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_different_node_at_the_expected_address_is_detected() {
+    let (addr, _stop) = server("s2", "secret-123", "127.0.0.1:0").await;
+    let answer = client("secret-123", Duration::from_secs(5))
+        .call(&NodeId::new("s1"), &addr, Request::Ping)
+        .await;
+    assert!(
+        matches!(answer, Err(RpcError::WrongPeer { .. })),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_oversize_frame_closes_the_connection_without_allocating_it() {
+    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let mut raw = tokio::net::TcpStream::connect((addr.host(), addr.port()))
+        .await
+        .expect("connect");
+    super::auth::connect(&mut raw, &creds("caller", "secret-123"))
+        .await
+        .expect("handshake");
+    raw.write_all(&(MAX_FRAME + 1).to_be_bytes())
+        .await
+        .expect("write length");
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut raw, &mut buf),
+    )
+    .await
+    .expect("server reacts");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "server kept the connection open: {read:?}"
+    );
+}

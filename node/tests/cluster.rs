@@ -1,0 +1,250 @@
+//! Real `troupe node` processes on 127.0.0.1: convergence, forwarding to owners, failure
+//! detection, rejoin as a new generation, authentication and clean shutdown.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{cluster_lock, TestCluster, GOSSIP_INTERVAL_MS};
+
+/// How long a dead node may take to be detected: phi (8) heartbeat intervals plus a few gossip
+/// rounds for the verdict to be computed and the new table published, doubled for a loaded CI
+/// machine.
+fn detection_bound() -> Duration {
+    Duration::from_millis(2 * (8 * GOSSIP_INTERVAL_MS + 4 * GOSSIP_INTERVAL_MS))
+}
+
+/// The shard table of `/cluster` if it lists exactly `expected` as live, ready members and every
+/// shard has an owner.
+fn settled_table(view: &Value, expected: &[&str]) -> Option<Value> {
+    let live_ready: Vec<&str> = view["members"]
+        .as_array()?
+        .iter()
+        .filter(|m| m["live"] == true && m["status"] == "ready")
+        .filter_map(|m| m["node_id"].as_str())
+        .collect();
+    let shards = view["shards"].as_array()?;
+    let owned = shards
+        .iter()
+        .all(|s| s["owner"].as_str().is_some_and(|o| expected.contains(&o)));
+    (live_ready == expected && owned && !shards.is_empty()).then(|| view["shards"].clone())
+}
+
+/// Polls until every node in `nodes` reports the same settled table over `expected` members.
+async fn wait_agreement(
+    cluster: &TestCluster,
+    nodes: &[usize],
+    expected: &[&str],
+    within: Duration,
+) -> Value {
+    let what = format!("nodes {nodes:?} to agree on members {expected:?}");
+    cluster
+        .wait_for(&what, within, || async {
+            let mut tables = Vec::new();
+            for &i in nodes {
+                let (status, view) = cluster.get(i, "/cluster").await.ok()?;
+                tables.push(
+                    (status == 200)
+                        .then(|| settled_table(&view, expected))
+                        .flatten()?,
+                );
+            }
+            tables
+                .windows(2)
+                .all(|w| w[0] == w[1])
+                .then(|| tables[0].clone())
+        })
+        .await
+}
+
+fn generation_of(view: &Value, node: &str) -> Option<u64> {
+    view["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["node_id"] == node)?["generation"]
+        .as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_as_a_new_generation(
+) {
+    let _serial = cluster_lock().await;
+    let started = Instant::now();
+    let mut cluster = TestCluster::start(3);
+    let table = wait_agreement(
+        &cluster,
+        &[0, 1, 2],
+        &["n1", "n2", "n3"],
+        Duration::from_secs(60),
+    )
+    .await;
+    println!(
+        "measured: 3 nodes converged {} ms after start",
+        started.elapsed().as_millis()
+    );
+    let owners: Vec<&str> = table
+        .as_array()
+        .expect("shards")
+        .iter()
+        .filter_map(|s| s["owner"].as_str())
+        .collect();
+    for node in ["n1", "n2", "n3"] {
+        assert!(owners.contains(&node), "{node} owns no shard: {owners:?}");
+    }
+
+    // Every node locates every key at the same owner, and the owner itself served the call.
+    let mut forwarded = 0;
+    for key in (0..30).map(|k| format!("user-{k}")) {
+        let mut seen = BTreeMap::new();
+        for i in 0..3 {
+            let (status, body) = cluster
+                .get(i, &format!("/cluster/locate/user/{key}"))
+                .await
+                .expect("locate");
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["served_by"], body["owner"], "{body}");
+            assert_eq!(body["kind"], "user");
+            assert_eq!(body["key"], key.as_str());
+            if body["owner"] != cluster.nodes[i].id.as_str() {
+                forwarded += 1;
+            }
+            seen.insert(i, body["owner"].clone());
+        }
+        assert!(
+            seen.values().all(|o| *o == seen[&0]),
+            "owners disagree for {key}: {seen:?}"
+        );
+    }
+    assert!(
+        forwarded > 0,
+        "no call needed forwarding: the test proves nothing"
+    );
+
+    // Bad input and unknown routes answer JSON errors.
+    let (status, body) = cluster.get(0, "/nope").await.expect("404 is json");
+    assert_eq!((status, body["message"].is_string()), (404, true));
+    let long_key = "k".repeat(300);
+    let (status, body) = cluster
+        .get(0, &format!("/cluster/locate/user/{long_key}"))
+        .await
+        .expect("400 is json");
+    assert_eq!((status, body["message"].is_string()), (400, true), "{body}");
+    let metrics = cluster
+        .http
+        .get(cluster.nodes[0].url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for family in [
+        "troupe_forwards_total",
+        "troupe_http_requests_total",
+        "troupe_members{status=\"ready\"} 3",
+        "troupe_units{role=\"owner\"}",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "metrics lack {family}:\n{metrics}"
+        );
+    }
+
+    // SIGKILL n3: the others mark it dead and take over its shards.
+    let (_, before) = cluster.get(0, "/cluster").await.expect("view");
+    let old_generation = generation_of(&before, "n3").expect("n3 listed");
+    cluster.nodes[2].kill();
+    let killed = Instant::now();
+    wait_agreement(
+        &cluster,
+        &[0, 1],
+        &["n1", "n2"],
+        detection_bound() + Duration::from_secs(10),
+    )
+    .await;
+    let detection = killed.elapsed();
+    println!(
+        "measured: n3 detected dead and its shards reassigned after {} ms (bound {} ms)",
+        detection.as_millis(),
+        detection_bound().as_millis()
+    );
+    assert!(
+        detection <= detection_bound(),
+        "detection took {detection:?}, more than {:?}",
+        detection_bound()
+    );
+    let (_, view) = cluster.get(0, "/cluster").await.expect("view");
+    let n3 = view["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["node_id"] == "n3")
+        .expect("dead n3 still listed");
+    assert_eq!(n3["live"], false);
+    for key in (0..10).map(|k| format!("user-{k}")) {
+        let (status, body) = cluster
+            .get(1, &format!("/cluster/locate/user/{key}"))
+            .await
+            .expect("locate");
+        assert_eq!(status, 200, "{body}");
+        assert_ne!(body["owner"], "n3");
+    }
+
+    // Restart n3 on the same data directory: it rejoins as a new generation.
+    cluster.start_node(2);
+    wait_agreement(
+        &cluster,
+        &[0, 1, 2],
+        &["n1", "n2", "n3"],
+        Duration::from_secs(60),
+    )
+    .await;
+    let (_, after) = cluster.get(0, "/cluster").await.expect("view");
+    let new_generation = generation_of(&after, "n3").expect("n3 listed");
+    assert!(
+        new_generation > old_generation,
+        "generation {new_generation} is not above {old_generation}"
+    );
+
+    // SIGTERM: each node leaves cleanly with exit status 0.
+    for i in (0..3).rev() {
+        let status = cluster.nodes[i]
+            .terminate(Duration::from_secs(30))
+            .expect("node stops within 30 s");
+        assert!(
+            status.success(),
+            "node {} exited with {status}",
+            cluster.nodes[i].id
+        );
+        assert!(cluster.nodes[i].log_text().contains("stopped cleanly"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_with_a_wrong_secret_is_refused_and_never_enters_placement() {
+    let _serial = cluster_lock().await;
+    let mut cluster = TestCluster::start(2);
+    let mut rogue = TestCluster::plan(1, "not-the-cluster-secret");
+    rogue.nodes[0].id = "rogue".into();
+    rogue.nodes[0].seeds = cluster.nodes.iter().map(|n| n.gossip_port).collect();
+    rogue.start_node(0);
+    wait_agreement(&cluster, &[0, 1], &["n1", "n2"], Duration::from_secs(60)).await;
+    cluster
+        .wait_for(
+            "the rogue node to be refused and logged",
+            Duration::from_secs(30),
+            || async {
+                cluster.nodes[0]
+                    .log_text()
+                    .contains("invalid proof of the cluster secret")
+                    .then_some(())
+            },
+        )
+        .await;
+    let (_, view) = cluster.get(0, "/cluster").await.expect("view");
+    assert!(!view.to_string().contains("rogue"), "rogue listed: {view}");
+    cluster.nodes[1].kill();
+    drop(rogue);
+}

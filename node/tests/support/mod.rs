@@ -1,0 +1,237 @@
+//! Test harness: real `troupe node` processes on 127.0.0.1 with temporary data directories.
+//!
+//! Tests wait on predicates with generous deadlines (never fixed sleeps), and every test that
+//! starts a cluster holds [`cluster_lock`] so clusters never compete for the 2 cores of CI.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Serializes whole-cluster tests within a test binary.
+pub async fn cluster_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// Gossip interval of test clusters; failure detection takes about phi (8) times this.
+pub const GOSSIP_INTERVAL_MS: u64 = 250;
+
+/// The repository's cluster.toml with faster gossip, written into the test's directory.
+fn test_config(secret: &str) -> String {
+    let base = include_str!("../../../cluster.toml");
+    base.lines()
+        .map(|l| match l.split_once(" =").map(|(k, _)| k) {
+            Some("interval_ms") => format!("interval_ms = {GOSSIP_INTERVAL_MS}"),
+            Some("initial_interval_ms") => {
+                format!("initial_interval_ms = {}", GOSSIP_INTERVAL_MS * 2)
+            }
+            Some("secret") => format!("secret = \"{secret}\""),
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A port nobody listens on right now (bound then released; the tiny reuse race is accepted).
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free tcp port")
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port")
+}
+
+/// One node process (running or stopped) with its fixed ports and data directory.
+pub struct TestNode {
+    pub id: String,
+    pub http_port: u16,
+    pub gossip_port: u16,
+    pub rpc_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    pub seeds: Vec<u16>,
+    pub child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let seeds: Vec<String> = self
+            .seeds
+            .iter()
+            .filter(|&&p| p != self.gossip_port)
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let child = Command::new(env!("CARGO_BIN_EXE_troupe"))
+            .arg("node")
+            .arg(format!("--config={}", self.config.display()))
+            .arg(format!("--node-id={}", self.id))
+            .arg("--region=eu-west-1")
+            .arg(format!("--http-listen=127.0.0.1:{}", self.http_port))
+            .arg(format!("--gossip-listen=127.0.0.1:{}", self.gossip_port))
+            .arg(format!("--rpc-listen=127.0.0.1:{}", self.rpc_port))
+            .arg(format!("--data-dir={}", self.data_dir.display()))
+            .arg(format!("--seeds={}", seeds.join(",")))
+            .env("TROUPE_LOG", "info")
+            .env_remove("TROUPE_SECRET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log clone"))
+            .stderr(log)
+            .spawn()
+            .expect("start troupe node");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: the node gets no chance to leave.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A set of node processes sharing one cluster.toml.
+pub struct TestCluster {
+    pub dir: TempDir,
+    pub nodes: Vec<TestNode>,
+    pub http: reqwest::Client,
+}
+
+impl TestCluster {
+    /// Plans `n` nodes (ports, directories, seeds) and starts them all.
+    pub fn start(n: usize) -> Self {
+        let mut cluster = Self::plan(n, "integration-test-secret");
+        for i in 0..n {
+            cluster.nodes[i].start();
+        }
+        cluster
+    }
+
+    /// Plans `n` nodes with the given secret without starting them.
+    pub fn plan(n: usize, secret: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, test_config(secret)).expect("write config");
+        let gossip: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
+        let nodes = (0..n)
+            .map(|i| TestNode {
+                id: format!("n{}", i + 1),
+                http_port: free_tcp_port(),
+                gossip_port: gossip[i],
+                rpc_port: free_tcp_port(),
+                data_dir: dir.path().join(format!("n{}", i + 1)),
+                log: dir.path().join(format!("n{}.log", i + 1)),
+                config: config.clone(),
+                seeds: gossip.clone(),
+                child: None,
+            })
+            .collect();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("http client");
+        Self { dir, nodes, http }
+    }
+
+    /// Starts (or restarts) node `i` with its existing data directory.
+    pub fn start_node(&mut self, i: usize) {
+        self.nodes[i].start();
+    }
+
+    /// GET a JSON document from node `i`.
+    pub async fn get(&self, i: usize, path: &str) -> Result<(u16, Value), String> {
+        let response = self
+            .http
+            .get(self.nodes[i].url(path))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.map_err(|e| e.to_string())?;
+        Ok((status, body))
+    }
+
+    /// Polls `probe` until it returns `Some`, failing the test with `what` and the node logs
+    /// after `within`.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, within: Duration, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("timed out after {within:?} waiting for: {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn dump_logs(&self) {
+        for node in &self.nodes {
+            let text = node.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("---- last lines of {} ----", node.id);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+}

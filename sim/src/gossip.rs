@@ -1,0 +1,153 @@
+//! chitchat gossip over turmoil UDP.
+//!
+//! chitchat's envelope encoding is crate-private, so a custom transport cannot turn a message
+//! into bytes. Instead each sent [`ChitchatEnvelope`] is parked in a table shared by all hosts of
+//! one simulation ([`GossipNetwork`]) and only its 8-byte key travels as the turmoil datagram;
+//! the receiver takes the envelope back out with that key. turmoil therefore stays in charge of
+//! delivery, loss, latency and partitions; only the datagram size is unrealistic.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
+use chitchat::ChitchatEnvelope;
+use tracing::debug;
+use turmoil::net::UdpSocket;
+
+/// Most envelopes kept parked at once. Envelopes whose datagram turmoil drops (partition,
+/// loss, crashed receiver) are never taken out; beyond this bound the oldest are discarded, so
+/// the leak stays bounded. A receiver that finds its envelope gone treats the datagram as lost.
+const MAX_PARKED: usize = 100_000;
+
+/// Size of a datagram: one big-endian `u64` key.
+const KEY_LEN: usize = 8;
+
+/// The envelopes in flight in one simulation, shared by the transports of all its hosts.
+///
+/// One per simulation: keys are only meaningful within the table that issued them.
+#[derive(Clone, Default)]
+pub struct GossipNetwork {
+    parked: Arc<Mutex<Parked>>,
+}
+
+#[derive(Default)]
+struct Parked {
+    next_key: u64,
+    /// Keys grow monotonically, so the first entry is always the oldest.
+    envelopes: BTreeMap<u64, ChitchatEnvelope>,
+}
+
+impl GossipNetwork {
+    /// A transport for one host whose own address is `host_ip` (what peers see as the sender).
+    pub fn transport(&self, host_ip: IpAddr) -> SimTransport {
+        SimTransport {
+            network: self.clone(),
+            host_ip,
+        }
+    }
+
+    /// Number of envelopes currently parked (sent but not yet received or discarded).
+    pub fn parked(&self) -> usize {
+        self.lock().envelopes.len()
+    }
+
+    fn park(&self, envelope: ChitchatEnvelope) -> u64 {
+        let mut parked = self.lock();
+        let key = parked.next_key;
+        parked.next_key += 1;
+        parked.envelopes.insert(key, envelope);
+        while parked.envelopes.len() > MAX_PARKED {
+            parked.envelopes.pop_first();
+        }
+        key
+    }
+
+    fn take(&self, key: u64) -> Option<ChitchatEnvelope> {
+        self.lock().envelopes.remove(&key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Parked> {
+        // The table holds plain data and no invariant spans a panic: keep using it.
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// chitchat [`Transport`] that opens [`SimSocket`]s on the current turmoil host.
+pub struct SimTransport {
+    network: GossipNetwork,
+    host_ip: IpAddr,
+}
+
+#[async_trait]
+impl Transport for SimTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let socket = UdpSocket::bind(listen_addr)
+            .await
+            .with_context(|| format!("cannot bind {listen_addr}/udp for gossip"))?;
+        let local_addr = SocketAddr::new(self.host_ip, socket.local_addr()?.port());
+        Ok(Box::new(SimSocket {
+            network: self.network.clone(),
+            socket,
+            local_addr,
+        }))
+    }
+}
+
+/// A gossip socket: turmoil UDP carrying keys into the [`GossipNetwork`] table.
+pub struct SimSocket {
+    network: GossipNetwork,
+    socket: UdpSocket,
+    /// The host's address with the bound port: chitchat uses it as this node's address.
+    local_addr: SocketAddr,
+}
+
+#[async_trait]
+impl Socket for SimSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        let key = self.network.park(envelope);
+        // Like real UDP, a datagram that cannot be sent is simply lost: chitchat must cope.
+        if let Err(error) = self.socket.send_to(&key.to_be_bytes(), to).await {
+            debug!(%error, %to, "gossip datagram not sent");
+            self.network.take(key);
+        }
+        Ok(SendOutcome {
+            num_bytes_sent: KEY_LEN,
+        })
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        let mut buf = [0u8; KEY_LEN];
+        loop {
+            let (len, from_addr) = self
+                .socket
+                .recv_from(&mut buf)
+                .await
+                .context("gossip socket broken")?;
+            if len != KEY_LEN {
+                debug!(len, %from_addr, "ignoring a gossip datagram that is not a key");
+                continue;
+            }
+            match self.network.take(u64::from_be_bytes(buf)) {
+                Some(envelope) => {
+                    return Ok(RecvOutcome {
+                        from_addr,
+                        envelope,
+                        num_bytes_received: KEY_LEN,
+                    })
+                }
+                None => debug!(%from_addr, "gossip envelope already discarded: datagram lost"),
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! A simulated Troupe cluster: N turmoil hosts `n1..nN`, each running the real
+//! [`troupe_node::boot::run`], plus an observer client polling every node's `/cluster`.
+//!
+//! Tests read like the protocol: start a cluster, inject a fault ([`SimCluster::crash`],
+//! [`SimCluster::isolate`], ...), then [`SimCluster::run_until`] a predicate over the nodes'
+//! views holds, within a simulated deadline. Time only moves by stepping the simulation: no
+//! real sleeps. Each run logs its seed; `TROUPE_SIM_SEED` replays one.
+
+use std::error::Error;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use troupe_node::boot::{self, NodeIo};
+use troupe_node::config::{ClusterConfig, HostPort, NodeConfig, EMBEDDED_CLUSTER_TOML};
+use troupe_node::ids::{NodeId, RegionName};
+use troupe_node::storage::WriteMode;
+use turmoil::Sim;
+
+use crate::gossip::GossipNetwork;
+use crate::net::{SimDialer, SimListener};
+use crate::observe::{observe, Observations, Views};
+
+/// Port of every node's HTTP edge.
+pub const HTTP_PORT: u16 = 8080;
+/// Port of every node's gossip (UDP).
+pub const GOSSIP_PORT: u16 = 7946;
+/// Port of every node's inter-node RPC (TCP).
+pub const RPC_PORT: u16 = 7947;
+/// Gossip interval of simulated clusters.
+pub const GOSSIP_INTERVAL_MS: u64 = 500;
+/// Environment variable that replays a given seed.
+pub const SEED_ENV: &str = "TROUPE_SIM_SEED";
+/// Environment variable with a `tracing` filter for simulation logs (default `warn`).
+pub const LOG_ENV: &str = "TROUPE_SIM_LOG";
+
+/// Longest a simulation may run, in simulated time (turmoil fails the run past it).
+const SIM_DURATION: Duration = Duration::from_secs(120);
+/// Simulated time per step.
+const TICK: Duration = Duration::from_millis(1);
+/// How often `run_until` evaluates its predicate, in simulated time.
+const CHECK_EVERY: Duration = Duration::from_millis(10);
+/// Regions given to the nodes in turn.
+const REGIONS: [&str; 3] = ["eu-west-1", "us-east-1", "ap-southeast-1"];
+
+/// A named predicate over the nodes' views, for [`SimCluster::run_until_each`].
+pub type Condition<'a> = (&'a str, &'a dyn Fn(&Views) -> bool);
+
+/// A running simulation of one cluster.
+pub struct SimCluster {
+    /// Declared first so it drops first: hosts close their LMDB environments before the
+    /// temporary directory holding them is removed.
+    sim: Sim<'static>,
+    hosts: Vec<String>,
+    observations: Observations,
+    seed: u64,
+    _data: TempDir,
+}
+
+/// The seed to use: `TROUPE_SIM_SEED` when set (to replay a run), else `default`.
+pub fn seed_or_env(default: u64) -> u64 {
+    std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Installs a test-friendly `tracing` subscriber once (filter from `TROUPE_SIM_LOG`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+impl SimCluster {
+    /// Builds a seeded simulation with `size` nodes `n1..n{size}`, each seeded with all the
+    /// others, and the observer. Nothing runs until the simulation is stepped.
+    pub fn start(seed: u64, size: usize) -> turmoil::Result<Self> {
+        init_tracing();
+        info!(seed, size, "simulation starting");
+        println!("simulation seed {seed} (replay with {SEED_ENV}={seed})");
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+            .simulation_duration(SIM_DURATION)
+            .tick_duration(TICK)
+            .build();
+        let data = tempfile::tempdir()?;
+        let cluster = cluster_config()?;
+        let hosts: Vec<String> = (1..=size).map(|i| format!("n{i}")).collect();
+        let ips: Vec<IpAddr> = hosts.iter().map(|h| sim.lookup(h.as_str())).collect();
+        let gossip = GossipNetwork::default();
+        for (i, host) in hosts.iter().enumerate() {
+            let plan = Arc::new(HostPlan {
+                cluster: cluster.clone(),
+                config: node_config(host, i, &ips, data.path().join(host)),
+                ip: ips[i],
+                gossip: gossip.clone(),
+            });
+            sim.host(host.as_str(), move || Arc::clone(&plan).run());
+        }
+        let observations = Observations::default();
+        sim.client("observer", observe(hosts.clone(), observations.clone()));
+        Ok(Self {
+            sim,
+            hosts,
+            observations,
+            seed,
+            _data: data,
+        })
+    }
+
+    /// The node host names, `n1..nN`.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// Every node but `host`.
+    pub fn others(&self, host: &str) -> Vec<String> {
+        self.hosts.iter().filter(|h| *h != host).cloned().collect()
+    }
+
+    /// The seed of this run.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    /// The nodes' latest views (only those given since the last [`Self::forget_views`]).
+    pub fn views(&self) -> Views {
+        self.observations.snapshot()
+    }
+
+    /// Forgets every view, so predicates only see answers given after this point.
+    pub fn forget_views(&self) {
+        self.observations.clear();
+    }
+
+    /// Kills `host` abruptly: no leave, its tasks and sockets are dropped on the spot.
+    pub fn crash(&mut self, host: &str) {
+        info!(host, "crash");
+        self.sim.crash(host);
+        self.forget_views();
+    }
+
+    /// Restarts `host` (after a crash): the node boots again on the same data directory.
+    pub fn bounce(&mut self, host: &str) {
+        info!(host, "bounce");
+        self.sim.bounce(host);
+        self.forget_views();
+    }
+
+    /// Cuts every link between `host` and the other nodes (the observer still reaches it).
+    pub fn isolate(&mut self, host: &str) {
+        info!(host, "isolate");
+        for other in self.others(host) {
+            self.sim.partition(host, other.as_str());
+        }
+        self.forget_views();
+    }
+
+    /// Repairs every link between `host` and the other nodes.
+    pub fn heal(&mut self, host: &str) {
+        info!(host, "heal");
+        for other in self.others(host) {
+            self.sim.repair(host, other.as_str());
+        }
+        self.forget_views();
+    }
+
+    /// Steps the simulation until `holds` is true of the views, and returns the simulated time
+    /// it took; fails with the last views once `within` has passed without it holding.
+    pub fn run_until(
+        &mut self,
+        within: Duration,
+        what: &str,
+        holds: impl Fn(&Views) -> bool,
+    ) -> turmoil::Result<Duration> {
+        let took = self.run_until_each(within, &[(what, &holds)])?;
+        Ok(took.first().copied().unwrap_or_default())
+    }
+
+    /// Steps the simulation until every condition has held at least once, and returns, for each,
+    /// the simulated time until it first held; fails with the last views once `within` has
+    /// passed with one still pending.
+    pub fn run_until_each(
+        &mut self,
+        within: Duration,
+        conditions: &[Condition<'_>],
+    ) -> turmoil::Result<Vec<Duration>> {
+        let start = self.sim.elapsed();
+        let mut took: Vec<Option<Duration>> = vec![None; conditions.len()];
+        loop {
+            let now = self.sim.elapsed() - start;
+            let views = self.views();
+            for ((what, holds), took) in conditions.iter().zip(took.iter_mut()) {
+                if took.is_none() && holds(&views) {
+                    info!(what, took_ms = now.as_millis() as u64, "condition holds");
+                    *took = Some(now);
+                }
+            }
+            if took.iter().all(Option::is_some) {
+                return Ok(took.into_iter().flatten().collect());
+            }
+            if now > within {
+                let pending: Vec<&str> = conditions
+                    .iter()
+                    .zip(&took)
+                    .filter(|(_, t)| t.is_none())
+                    .map(|((what, _), _)| *what)
+                    .collect();
+                return Err(self.timeout(&pending.join(", "), within));
+            }
+            self.step_for(CHECK_EVERY)?;
+        }
+    }
+
+    /// Steps the simulation for `duration` of simulated time.
+    pub fn step_for(&mut self, duration: Duration) -> turmoil::Result {
+        let until = self.sim.elapsed() + duration;
+        while self.sim.elapsed() < until {
+            self.sim.step()?;
+        }
+        Ok(())
+    }
+
+    fn timeout(&self, what: &str, within: Duration) -> Box<dyn Error> {
+        let seed = self.seed;
+        let views = self.views();
+        let replay = format!("seed {seed}, replay with {SEED_ENV}={seed}");
+        format!("{what}: not within {within:?} of simulated time ({replay}); last views:\n{views}")
+            .into()
+    }
+}
+
+/// The repository's cluster.toml with the simulation's gossip interval.
+fn cluster_config() -> turmoil::Result<ClusterConfig> {
+    let mut cluster = ClusterConfig::parse(EMBEDDED_CLUSTER_TOML, "<embedded>")?;
+    cluster.gossip.interval_ms = GOSSIP_INTERVAL_MS;
+    Ok(cluster)
+}
+
+/// Node `index` of the cluster: listens on the wildcard address, advertises its host IP, and
+/// uses every other node's gossip address as a seed (IP literals: names would go to real DNS).
+fn node_config(host: &str, index: usize, ips: &[IpAddr], data_dir: PathBuf) -> NodeConfig {
+    let ip = ips[index];
+    let wildcard = |port| SocketAddr::from(([0, 0, 0, 0], port));
+    let advertised = |port| HostPort::new(ip.to_string(), port);
+    NodeConfig {
+        node_id: NodeId::new(host),
+        region: RegionName::new(REGIONS[index % REGIONS.len()]),
+        http_listen: wildcard(HTTP_PORT),
+        http_advertise: advertised(HTTP_PORT),
+        gossip_listen: wildcard(GOSSIP_PORT),
+        gossip_advertise: advertised(GOSSIP_PORT),
+        rpc_listen: wildcard(RPC_PORT),
+        rpc_advertise: advertised(RPC_PORT),
+        seeds: ips
+            .iter()
+            .filter(|&&other| other != ip)
+            .map(|&other| HostPort::new(other.to_string(), GOSSIP_PORT))
+            .collect(),
+        data_dir,
+    }
+}
+
+/// Everything one host needs to (re)start its node; the sockets are made anew on every start.
+struct HostPlan {
+    cluster: ClusterConfig,
+    config: NodeConfig,
+    ip: IpAddr,
+    gossip: GossipNetwork,
+}
+
+impl HostPlan {
+    /// The host's software: binds the simulated sockets and runs the node until it stops.
+    /// turmoil calls this again after a bounce, so nothing from a previous run is reused.
+    async fn run(self: Arc<Self>) -> turmoil::Result {
+        std::fs::create_dir_all(&self.config.data_dir)?;
+        let io = NodeIo {
+            http: Box::new(SimListener::bind(HTTP_PORT).await?),
+            rpc: Box::new(SimListener::bind(RPC_PORT).await?),
+            dialer: Arc::new(SimDialer),
+            gossip: Box::new(self.gossip.transport(self.ip)),
+            gossip_advertise: SocketAddr::new(self.ip, GOSSIP_PORT),
+            writes: WriteMode::Inline,
+            generation_floor: 0,
+        };
+        boot::run(
+            self.cluster.clone(),
+            self.config.clone(),
+            io,
+            CancellationToken::new(),
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,13 @@
+//! Deterministic simulation of a Troupe cluster under turmoil.
+//!
+//! The real node code ([`troupe_node::boot::run`]) runs on simulated hosts; only the I/O seam
+//! is swapped:
+//! - [`net`]: TCP listeners and dialer (HTTP edge, inter-node RPC) over turmoil TCP;
+//! - [`gossip`]: chitchat's transport over turmoil UDP;
+//! - [`observe`]: an observer polling every node's `GET /cluster`, and predicates on the views;
+//! - [`harness`]: building a seeded cluster, injecting faults, stepping until a predicate holds.
+
+pub mod gossip;
+pub mod harness;
+pub mod net;
+pub mod observe;
