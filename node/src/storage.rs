@@ -284,6 +284,12 @@ impl Storage {
             thread,
             ..
         } = inner;
+        let Some(writer) = writer else {
+            // Inline mode (simulation): no thread to wait for, and no extra OS thread allowed.
+            env.prepare_for_closing().wait();
+            debug!("storage closed");
+            return;
+        };
         drop(writer);
         let thread = thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         let closed = tokio::task::spawn_blocking(move || {

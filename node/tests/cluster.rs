@@ -59,6 +59,20 @@ async fn wait_agreement(
         .await
 }
 
+/// A key whose shard `node` owns.
+async fn key_owned_by(cluster: &TestCluster, node: &str) -> String {
+    for key in (0..1000).map(|k| format!("probe-{k}")) {
+        let (_, body) = cluster
+            .get(0, &format!("/cluster/locate/user/{key}"))
+            .await
+            .expect("locate");
+        if body["owner"] == node {
+            return key;
+        }
+    }
+    panic!("no key owned by {node} among 1000 probes");
+}
+
 fn generation_of(view: &Value, node: &str) -> Option<u64> {
     view["members"]
         .as_array()?
@@ -155,8 +169,25 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
     // SIGKILL n3: the others mark it dead and take over its shards.
     let (_, before) = cluster.get(0, "/cluster").await.expect("view");
     let old_generation = generation_of(&before, "n3").expect("n3 listed");
+    let n3_key = key_owned_by(&cluster, "n3").await;
     cluster.nodes[2].kill();
     let killed = Instant::now();
+    // A request for one of n3's keys right away waits out failure detection and is served by
+    // the next owner, within the forward budget (5 s), with no error.
+    let (status, body) = cluster
+        .get(0, &format!("/cluster/locate/user/{n3_key}"))
+        .await
+        .expect("locate");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["owner"] != "n3" && body["served_by"] == body["owner"],
+        "{body}"
+    );
+    println!(
+        "measured: request for a key of the killed node answered by {} after {} ms",
+        body["owner"],
+        killed.elapsed().as_millis()
+    );
     wait_agreement(
         &cluster,
         &[0, 1],
@@ -247,4 +278,40 @@ async fn node_with_a_wrong_secret_is_refused_and_never_enters_placement() {
     assert!(!view.to_string().contains("rogue"), "rogue listed: {view}");
     cluster.nodes[1].kill();
     drop(rogue);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_to_a_dead_owner_gives_503_with_retry_after_once_the_budget_is_spent() {
+    let _serial = cluster_lock().await;
+    // A budget much shorter than failure detection (about 2 s here).
+    let mut cluster = TestCluster::start_with(2, &[("forward_budget_ms", "300")]);
+    wait_agreement(&cluster, &[0, 1], &["n1", "n2"], Duration::from_secs(60)).await;
+    let key = key_owned_by(&cluster, "n2").await;
+    cluster.nodes[1].kill();
+    let asked = Instant::now();
+    let response = cluster
+        .http
+        .get(cluster.nodes[0].url(&format!("/cluster/locate/user/{key}")))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the budget was not respected: {:?}",
+        asked.elapsed()
+    );
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let body: Value = response.json().await.expect("json body");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unavailable")),
+        "{body}"
+    );
 }

@@ -21,17 +21,24 @@ pub async fn cluster_lock() -> tokio::sync::MutexGuard<'static, ()> {
 /// Gossip interval of test clusters; failure detection takes about phi (8) times this.
 pub const GOSSIP_INTERVAL_MS: u64 = 250;
 
-/// The repository's cluster.toml with faster gossip, written into the test's directory.
-fn test_config(secret: &str) -> String {
+/// The repository's cluster.toml with faster gossip and the given `(key, value)` overrides,
+/// written into the test's directory.
+fn test_config(secret: &str, overrides: &[(&str, &str)]) -> String {
     let base = include_str!("../../../cluster.toml");
     base.lines()
-        .map(|l| match l.split_once(" =").map(|(k, _)| k) {
-            Some("interval_ms") => format!("interval_ms = {GOSSIP_INTERVAL_MS}"),
-            Some("initial_interval_ms") => {
-                format!("initial_interval_ms = {}", GOSSIP_INTERVAL_MS * 2)
+        .map(|l| {
+            let key = l.split_once(" =").map(|(k, _)| k);
+            if let Some((k, v)) = overrides.iter().find(|(k, _)| Some(*k) == key) {
+                return format!("{k} = {v}");
             }
-            Some("secret") => format!("secret = \"{secret}\""),
-            _ => l.to_owned(),
+            match key {
+                Some("interval_ms") => format!("interval_ms = {GOSSIP_INTERVAL_MS}"),
+                Some("initial_interval_ms") => {
+                    format!("initial_interval_ms = {}", GOSSIP_INTERVAL_MS * 2)
+                }
+                Some("secret") => format!("secret = \"{secret}\""),
+                _ => l.to_owned(),
+            }
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -142,7 +149,12 @@ pub struct TestCluster {
 impl TestCluster {
     /// Plans `n` nodes (ports, directories, seeds) and starts them all.
     pub fn start(n: usize) -> Self {
-        let mut cluster = Self::plan(n, "integration-test-secret");
+        Self::start_with(n, &[])
+    }
+
+    /// Starts `n` nodes whose cluster.toml has the given `(key, value)` overrides.
+    pub fn start_with(n: usize, overrides: &[(&str, &str)]) -> Self {
+        let mut cluster = Self::plan_with(n, "integration-test-secret", overrides);
         for i in 0..n {
             cluster.nodes[i].start();
         }
@@ -151,9 +163,13 @@ impl TestCluster {
 
     /// Plans `n` nodes with the given secret without starting them.
     pub fn plan(n: usize, secret: &str) -> Self {
+        Self::plan_with(n, secret, &[])
+    }
+
+    fn plan_with(n: usize, secret: &str, overrides: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("cluster.toml");
-        std::fs::write(&config, test_config(secret)).expect("write config");
+        std::fs::write(&config, test_config(secret, overrides)).expect("write config");
         let gossip: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
         let nodes = (0..n)
             .map(|i| TestNode {
