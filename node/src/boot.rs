@@ -84,6 +84,7 @@ async fn run_node(
     shutdown: CancellationToken,
 ) -> Result<(), BootError> {
     let storage = open_storage(&config, io.writes).await?;
+    storage.check_identity(&cluster.cluster.name, cluster.cluster.shards)?;
     let generation = Generation(storage.next_generation(io.generation_floor)?);
     info!(%generation, data_dir = %config.data_dir.display(), "storage open");
 
@@ -227,6 +228,7 @@ fn membership_options(
         signer: crate::membership::keys::Signer {
             cluster: cluster.cluster.name.clone(),
             secret: cluster.cluster.secret.clone(),
+            shards: cluster.cluster.shards,
         },
     }
 }

@@ -23,6 +23,7 @@ pub const LAYOUT_VERSION: u32 = 1;
 const META_DB: &str = "meta";
 const LAYOUT_KEY: &str = "layout_version";
 const GENERATION_KEY: &str = "generation";
+const IDENTITY_KEY: &str = "cluster_identity";
 /// Writes waiting for the writer thread before callers wait (back-pressure).
 const WRITE_QUEUE: usize = 1024;
 
@@ -76,6 +77,17 @@ pub enum StorageError {
         found: u32,
         /// Layout this build reads.
         expected: u32,
+    },
+    /// The data directory belongs to another cluster, or to this cluster with another shard
+    /// count (which would silently re-home every key).
+    #[error("data directory {path} belongs to {stored}, but this node is configured for {configured}: use that cluster's cluster.toml or an empty data directory")]
+    WrongCluster {
+        /// The data directory.
+        path: PathBuf,
+        /// What the directory was created for.
+        stored: String,
+        /// What the configuration says.
+        configured: String,
     },
     /// An LMDB operation failed.
     #[error("storage error: {0}")]
@@ -242,6 +254,29 @@ impl Storage {
         self.inner.stats.jobs.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(result)
+    }
+
+    /// Binds the data directory to a cluster name and shard count on first use, and refuses a
+    /// directory created for another cluster or another shard count.
+    pub fn check_identity(&self, cluster: &str, shards: u32) -> Result<(), StorageError> {
+        let configured = format!("cluster {cluster:?} with {shards} shards");
+        let mut wtxn = self.inner.env.write_txn()?;
+        match self.inner.meta.get(&wtxn, IDENTITY_KEY)? {
+            None => self
+                .inner
+                .meta
+                .put(&mut wtxn, IDENTITY_KEY, configured.as_bytes())?,
+            Some(stored) if stored == configured.as_bytes() => {}
+            Some(stored) => {
+                return Err(StorageError::WrongCluster {
+                    path: self.inner.env.path().to_owned(),
+                    stored: String::from_utf8_lossy(stored).into_owned(),
+                    configured,
+                })
+            }
+        }
+        wtxn.commit()?;
+        Ok(())
     }
 
     /// A new incarnation number for this node: above every one it used before, and at least
@@ -424,6 +459,23 @@ mod tests {
             Some(10)
         );
         storage.close().await;
+    }
+
+    #[test]
+    fn a_data_directory_is_bound_to_its_cluster_name_and_shard_count() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::open(dir.path(), options(WriteMode::Inline)).expect("open");
+        storage.check_identity("prod", 64).expect("first use binds");
+        storage.check_identity("prod", 64).expect("same identity");
+        let err = storage
+            .check_identity("prod", 128)
+            .expect_err("other shard count");
+        assert!(
+            err.to_string().contains("\"prod\" with 64 shards")
+                && err.to_string().contains("128 shards"),
+            "{err}"
+        );
+        assert!(storage.check_identity("staging", 64).is_err());
     }
 
     #[tokio::test]

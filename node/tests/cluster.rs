@@ -254,30 +254,38 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_with_a_wrong_secret_is_refused_and_never_enters_placement() {
+async fn nodes_with_a_wrong_secret_or_shard_count_are_refused_and_never_enter_placement() {
     let _serial = cluster_lock().await;
     let mut cluster = TestCluster::start(2);
+    let seeds: Vec<u16> = cluster.nodes.iter().map(|n| n.gossip_port).collect();
     let mut rogue = TestCluster::plan(1, "not-the-cluster-secret");
     rogue.nodes[0].id = "rogue".into();
-    rogue.nodes[0].seeds = cluster.nodes.iter().map(|n| n.gossip_port).collect();
+    rogue.nodes[0].seeds = seeds.clone();
     rogue.start_node(0);
+    let mut misfit = TestCluster::plan_with(1, "integration-test-secret", &[("shards", "32")]);
+    misfit.nodes[0].id = "misfit".into();
+    misfit.nodes[0].seeds = seeds;
+    misfit.start_node(0);
     wait_agreement(&cluster, &[0, 1], &["n1", "n2"], Duration::from_secs(60)).await;
-    cluster
-        .wait_for(
-            "the rogue node to be refused and logged",
-            Duration::from_secs(30),
-            || async {
-                cluster.nodes[0]
-                    .log_text()
-                    .contains("invalid proof of the cluster secret")
-                    .then_some(())
-            },
-        )
-        .await;
+    for reason in [
+        "invalid proof of the cluster secret",
+        "different cluster.shards",
+    ] {
+        cluster
+            .wait_for(
+                &format!("a node refused and logged: {reason}"),
+                Duration::from_secs(30),
+                || async { cluster.nodes[0].log_text().contains(reason).then_some(()) },
+            )
+            .await;
+    }
     let (_, view) = cluster.get(0, "/cluster").await.expect("view");
-    assert!(!view.to_string().contains("rogue"), "rogue listed: {view}");
+    assert!(
+        !view.to_string().contains("rogue") && !view.to_string().contains("misfit"),
+        "{view}"
+    );
     cluster.nodes[1].kill();
-    drop(rogue);
+    drop((rogue, misfit));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

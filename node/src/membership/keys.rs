@@ -21,14 +21,19 @@ pub const STATUS_KEY: &str = "status";
 /// chitchat gossip is not authenticated; without this, a node started with the wrong secret
 /// would enter placement and be handed shards that nobody can then reach.
 pub const PROOF_KEY: &str = "proof";
+/// The node's configured shard count: a node with another count would compute another shard
+/// table, so it is kept out of membership.
+pub const SHARDS_KEY: &str = "shards";
 
-/// Who signs and checks membership proofs.
+/// Who signs and checks membership entries: proof of the secret, and a compatible shard count.
 #[derive(Clone, Debug)]
 pub struct Signer {
     /// Cluster name, bound into the proof.
     pub cluster: String,
     /// The shared secret.
     pub secret: Secret,
+    /// This node's shard count; members must have the same.
+    pub shards: u32,
 }
 
 impl Signer {
@@ -86,6 +91,7 @@ pub fn initial_key_values(
             signer.proof(&id.node_id, id.generation_id, &http, &rpc),
         ),
         (REGION_KEY.to_owned(), region.to_string()),
+        (SHARDS_KEY.to_owned(), signer.shards.to_string()),
         (HTTP_ADDR_KEY.to_owned(), http),
         (RPC_ADDR_KEY.to_owned(), rpc),
         (
@@ -102,15 +108,19 @@ pub enum Parsed {
     Member(Member),
     /// Its keys have not all arrived yet.
     Incomplete,
-    /// Its proof does not verify: it does not know the cluster secret.
-    Impostor,
+    /// It must be kept out of membership, for the reason given.
+    Rejected(&'static str),
 }
 
-/// Reads a member from its gossip state, checking its proof of the cluster secret.
+/// Reads a member from its gossip state, checking its proof of the cluster secret and that it
+/// places shards the same way.
 pub fn parse_member(signer: &Signer, id: &ChitchatId, state: &NodeState, live: bool) -> Parsed {
     match signer.verifies(id, state) {
         None => Parsed::Incomplete,
-        Some(false) => Parsed::Impostor,
+        Some(false) => Parsed::Rejected("invalid proof of the cluster secret"),
+        Some(true) if state.get(SHARDS_KEY) != Some(signer.shards.to_string().as_str()) => {
+            Parsed::Rejected("different cluster.shards: it would compute another shard table")
+        }
         Some(true) => read_member(id, state, live).map_or(Parsed::Incomplete, Parsed::Member),
     }
 }

@@ -76,7 +76,7 @@ struct Inner {
     snapshots: watch::Sender<Arc<MembershipSnapshot>>,
     node_id: NodeId,
     signer: keys::Signer,
-    /// Nodes already reported as failing the secret check (each is logged once).
+    /// Nodes already reported as rejected (each is logged once).
     impostors: std::sync::Mutex<BTreeSet<ChitchatId>>,
 }
 
@@ -244,9 +244,9 @@ fn build_snapshot(
         match keys::parse_member(signer, id, state, live.contains(id)) {
             keys::Parsed::Member(m) => members.push(m),
             keys::Parsed::Incomplete => {}
-            keys::Parsed::Impostor => {
+            keys::Parsed::Rejected(reason) => {
                 if impostors.insert(id.clone()) {
-                    warn!(node_id = %id.node_id, gossip = %id.gossip_advertise_addr, "ignoring gossip member: invalid proof of the cluster secret");
+                    warn!(node_id = %id.node_id, gossip = %id.gossip_advertise_addr, reason, "ignoring gossip member");
                 }
             }
         }

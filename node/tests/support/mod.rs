@@ -166,7 +166,7 @@ impl TestCluster {
         Self::plan_with(n, secret, &[])
     }
 
-    fn plan_with(n: usize, secret: &str, overrides: &[(&str, &str)]) -> Self {
+    pub fn plan_with(n: usize, secret: &str, overrides: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, test_config(secret, overrides)).expect("write config");
