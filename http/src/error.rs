@@ -67,3 +67,62 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn rendered(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (
+            status,
+            retry_after,
+            serde_json::from_slice(&bytes).expect("json body"),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_error_is_a_json_message_with_its_status() {
+        let cases = [
+            (ApiError::BadRequest("bad".into()), StatusCode::BAD_REQUEST),
+            (ApiError::NotFound("gone".into()), StatusCode::NOT_FOUND),
+            (ApiError::Conflict("taken".into()), StatusCode::CONFLICT),
+            (
+                ApiError::PayloadTooLarge("big".into()),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                ApiError::Internal("bug".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (error, expected) in cases {
+            let message = error.to_string();
+            let (status, retry_after, body) = rendered(error).await;
+            assert_eq!(status, expected);
+            assert_eq!(retry_after, None);
+            assert_eq!(body, json!({ "message": message }));
+        }
+    }
+
+    #[tokio::test]
+    async fn unavailable_carries_retry_after_in_whole_seconds_never_zero() {
+        let error = ApiError::Unavailable {
+            message: "busy".into(),
+            retry_after: Duration::from_millis(200),
+        };
+        let (status, retry_after, body) = rendered(error).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(body["message"], "busy");
+    }
+}

@@ -139,6 +139,15 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
     // Bad input and unknown routes answer JSON errors.
     let (status, body) = cluster.get(0, "/nope").await.expect("404 is json");
     assert_eq!((status, body["message"].is_string()), (404, true));
+    let response = cluster
+        .http
+        .post(cluster.nodes[0].url("/cluster"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 405);
+    let body: Value = response.json().await.expect("405 is json");
+    assert!(body["message"].is_string(), "{body}");
     let long_key = "k".repeat(300);
     let (status, body) = cluster
         .get(0, &format!("/cluster/locate/user/{long_key}"))

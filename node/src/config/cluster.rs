@@ -233,30 +233,15 @@ impl ClusterSection {
                 format!("must be at least 8 bytes long (set it in the file or with {SECRET_ENV})"),
             ));
         }
-        if !(1..=65_536).contains(&self.shards) {
-            return Err(ConfigError::invalid(
-                "cluster.shards",
-                format!("must be between 1 and 65536, got {}", self.shards),
-            ));
-        }
-        if !(1..=5).contains(&self.replication_factor) {
-            return Err(ConfigError::invalid(
-                "cluster.replication_factor",
-                format!("must be between 1 and 5, got {}", self.replication_factor),
-            ));
-        }
+        in_range("cluster.shards", self.shards, 1, 65_536)?;
+        in_range("cluster.replication_factor", self.replication_factor, 1, 5)?;
         Ok(())
     }
 }
 
 impl GossipConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(10..=60_000).contains(&self.interval_ms) {
-            return Err(ConfigError::invalid(
-                "gossip.interval_ms",
-                format!("must be between 10 and 60000, got {}", self.interval_ms),
-            ));
-        }
+        in_range("gossip.interval_ms", self.interval_ms, 10, 60_000)?;
         if !(self.phi_threshold.is_finite() && self.phi_threshold > 0.0) {
             return Err(ConfigError::invalid(
                 "gossip.phi_threshold",
@@ -278,39 +263,20 @@ impl GossipConfig {
 
 impl RpcConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(10..=600_000).contains(&self.call_timeout_ms) {
-            return Err(ConfigError::invalid(
-                "rpc.call_timeout_ms",
-                format!(
-                    "must be between 10 and 600000, got {}",
-                    self.call_timeout_ms
-                ),
-            ));
-        }
-        if !(4_096..=(256 << 20)).contains(&self.max_frame_bytes) {
-            return Err(ConfigError::invalid(
-                "rpc.max_frame_bytes",
-                format!(
-                    "must be between 4096 and 268435456, got {}",
-                    self.max_frame_bytes
-                ),
-            ));
-        }
+        in_range("rpc.call_timeout_ms", self.call_timeout_ms, 10, 600_000)?;
+        in_range(
+            "rpc.max_frame_bytes",
+            self.max_frame_bytes,
+            4_096,
+            256 << 20,
+        )?;
         Ok(())
     }
 }
 
 impl HttpConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(1_024..=(64 << 20)).contains(&self.max_body_bytes) {
-            return Err(ConfigError::invalid(
-                "http.max_body_bytes",
-                format!(
-                    "must be between 1024 and 67108864, got {}",
-                    self.max_body_bytes
-                ),
-            ));
-        }
+        in_range("http.max_body_bytes", self.max_body_bytes, 1_024, 64 << 20)?;
         if self.forward_budget_ms > 60_000 {
             return Err(ConfigError::invalid(
                 "http.forward_budget_ms",
@@ -363,6 +329,22 @@ fn validate_regions(regions: &[Region]) -> Result<(), ConfigError> {
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Checks `min <= value <= max`, naming the field and both bounds otherwise.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    field: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::invalid(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
     }
     Ok(())
 }
