@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
         match parsed.command {
             Command::Node(args) => cli::node::run(*args).await,
             Command::Local(args) => cli::local::run(args).await,
+            Command::Health(args) => cli::health::run(args).await,
         }
     });
     match result {

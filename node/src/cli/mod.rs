@@ -1,5 +1,6 @@
 //! The `troupe` command line: one subcommand per file. `main.rs` only parses and dispatches.
 
+pub mod health;
 pub mod local;
 pub mod node;
 
@@ -21,6 +22,8 @@ pub enum Command {
     Node(Box<crate::config::NodeArgs>),
     /// Start a local cluster of N nodes on 127.0.0.1 as child processes; Ctrl-C stops them all.
     Local(local::LocalArgs),
+    /// Probe a URL once (container health checks); exit status 0 on 2xx.
+    Health(health::HealthArgs),
 }
 
 /// Installs the log subscriber: `RUST_LOG` style filter from `TROUPE_LOG` (default `info`).
