@@ -61,6 +61,19 @@ pub struct SimCluster {
     _data: TempDir,
 }
 
+/// Set by the explorer, which reports seeds itself: keeps `start` from printing each seed.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops [`SimCluster::start`] from printing the seed of every run (the explorer prints its own
+/// progress and every failing seed).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The seed to use: `TROUPE_SIM_SEED` when set (to replay a run), else `default`.
 pub fn seed_or_env(default: u64) -> u64 {
     std::env::var(SEED_ENV)
@@ -85,7 +98,9 @@ impl SimCluster {
     pub fn start(seed: u64, size: usize) -> turmoil::Result<Self> {
         init_tracing();
         info!(seed, size, "simulation starting");
-        println!("simulation seed {seed} (replay with {SEED_ENV}={seed})");
+        if !quiet() {
+            println!("simulation seed {seed} (replay with {SEED_ENV}={seed})");
+        }
         let mut sim = turmoil::Builder::new()
             .rng_seed(seed)
             .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
