@@ -31,7 +31,7 @@ struct Args {
     #[arg(long)]
     check_replay: bool,
     /// Print a progress line every N seeds.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
     progress_every: u64,
 }
 
@@ -100,7 +100,7 @@ fn sweep(scenario: &Scenario, args: &Args) -> Tally {
         if args.check_replay && first == run_once(scenario, seed) {
             tally.replay_same += 1;
         }
-        if tally.runs % args.progress_every == 0 {
+        if tally.runs.is_multiple_of(args.progress_every) {
             eprintln!(
                 "{}: {} seeds, {} failed, {:.0} s",
                 scenario.name,
