@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
             Command::Node(args) => cli::node::run(*args).await,
             Command::Local(args) => cli::local::run(args).await,
             Command::Health(args) => cli::health::run(args).await,
+            Command::Restart(args) => cli::restart::run(args).await,
         }
     });
     match result {

@@ -121,7 +121,19 @@ pub fn plan(args: &LocalArgs) -> anyhow::Result<Vec<LocalNode>> {
         .collect())
 }
 
-/// Runs the local cluster until Ctrl-C or SIGTERM.
+/// Name of the state file `troupe local` keeps in its directory for `troupe restart`.
+pub const STATE_FILE: &str = "local.json";
+
+/// What `troupe restart` needs to find a running local cluster.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct LocalState {
+    /// Process id of `troupe local`.
+    pub pid: u32,
+    /// Node ids and base URLs, in order.
+    pub nodes: Vec<(String, String)>,
+}
+
+/// Runs the local cluster until Ctrl-C or SIGTERM; SIGUSR1 triggers a rolling restart.
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     // Validate once here so a config mistake is reported once, not by every child.
     let cluster = ClusterConfig::load(
@@ -141,11 +153,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&args.dir)
             .with_context(|| format!("cannot delete {}", args.dir.display()))?;
     }
-    let exe = std::env::current_exe().context("cannot find the troupe binary")?;
-    let seeds: Vec<u16> = nodes.iter().map(|n| n.gossip_port).collect();
-    let mut children = Vec::new();
-    for node in &nodes {
-        children.push(spawn(&exe, node, args.config.as_ref(), &seeds)?);
+    let mut running = Running::new(nodes, args.config.clone())?;
+    for i in 0..running.nodes.len() {
+        running.start(i)?;
+        let node = &running.nodes[i];
         println!(
             "{}  {}  region={}  log={}",
             node.id,
@@ -155,123 +166,248 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         );
     }
     let outcome = tokio::select! {
-        ready = wait_ready(&nodes, &mut children) => ready,
+        ready = running.wait_all_ready() => ready,
         _ = super::termination_signal() => Ok(()),
     };
+    let state_file = args.dir.join(STATE_FILE);
     match outcome {
         Ok(()) => {
+            let state = LocalState {
+                pid: std::process::id(),
+                nodes: running
+                    .nodes
+                    .iter()
+                    .map(|n| (n.id.clone(), n.url()))
+                    .collect(),
+            };
+            std::fs::write(&state_file, serde_json::to_vec(&state)?)
+                .with_context(|| format!("cannot write {}", state_file.display()))?;
             println!(
-                "cluster of {} nodes ready; try: curl {}/cluster   (Ctrl-C stops every node)",
-                nodes.len(),
-                nodes[0].url()
+                "cluster of {} nodes ready; try: curl {}/cluster   (Ctrl-C stops every node; `troupe restart --dir {}` restarts them one at a time)",
+                running.nodes.len(),
+                running.nodes[0].url(),
+                args.dir.display()
             );
-            watch_children(&nodes, &mut children).await;
+            running.watch().await?;
         }
         Err(error) => eprintln!("error: {error:#}"),
     }
-    stop_all(&nodes, &mut children).await;
+    let _ = std::fs::remove_file(&state_file);
+    running.stop_all().await;
     Ok(())
 }
 
-fn spawn(
-    exe: &PathBuf,
-    node: &LocalNode,
-    config: Option<&PathBuf>,
-    seeds: &[u16],
-) -> anyhow::Result<Child> {
-    std::fs::create_dir_all(&node.data_dir)
-        .with_context(|| format!("cannot create {}", node.data_dir.display()))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&node.log)
-        .with_context(|| format!("cannot open {}", node.log.display()))?;
-    let err_log = log.try_clone()?;
-    Command::new(exe)
-        .args(node.node_flags(config, seeds))
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err_log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start node {}", node.id))
+/// The child processes of a local cluster, one slot per planned node.
+struct Running {
+    exe: PathBuf,
+    config: Option<PathBuf>,
+    seeds: Vec<u16>,
+    nodes: Vec<LocalNode>,
+    children: Vec<Option<Child>>,
+    http: reqwest::Client,
 }
 
-async fn wait_ready(nodes: &[LocalNode], children: &mut [Child]) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    for (node, child) in nodes.iter().zip(children.iter_mut()) {
+/// How long one node may take to become ready (and be seen ready by all the others).
+const READY_WITHIN: Duration = Duration::from_secs(60);
+/// How long a node may take to stop after SIGTERM before it is killed.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
+
+impl Running {
+    fn new(nodes: Vec<LocalNode>, config: Option<PathBuf>) -> anyhow::Result<Self> {
+        Ok(Self {
+            exe: std::env::current_exe().context("cannot find the troupe binary")?,
+            config,
+            seeds: nodes.iter().map(|n| n.gossip_port).collect(),
+            children: nodes.iter().map(|_| None).collect(),
+            nodes,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?,
+        })
+    }
+
+    fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        std::fs::create_dir_all(&node.data_dir)
+            .with_context(|| format!("cannot create {}", node.data_dir.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .with_context(|| format!("cannot open {}", node.log.display()))?;
+        let err_log = log.try_clone()?;
+        let child = Command::new(&self.exe)
+            .args(node.node_flags(self.config.as_ref(), &self.seeds))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start node {}", node.id))?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    /// Waits until node `i` answers `/readyz` and every running node lists it live and ready.
+    async fn wait_ready(&mut self, i: usize) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        let (id, log) = (self.nodes[i].id.clone(), self.nodes[i].log.clone());
         loop {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "node {} exited during start-up ({status}); see {}",
-                    node.id,
-                    node.log.display()
-                );
+            if let Some(child) = self.children[i].as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "node {id} exited during start-up ({status}); see {}",
+                        log.display()
+                    );
+                }
             }
-            let ready = client
-                .get(format!("{}/readyz", node.url()))
-                .send()
-                .await
-                .map(|r| r.status().is_success());
-            if matches!(ready, Ok(true)) {
-                break;
+            if self.ready_everywhere(i).await {
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 bail!(
-                    "node {} is not ready after 60 s; see {}",
-                    node.id,
-                    node.log.display()
+                    "node {id} is not ready after {} s; see {}",
+                    READY_WITHIN.as_secs(),
+                    log.display()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    Ok(())
-}
 
-/// Waits for the stop signal, reporting any node that exits on its own meanwhile.
-async fn watch_children(nodes: &[LocalNode], children: &mut [Child]) {
-    let mut reported = vec![false; children.len()];
-    let mut poll = tokio::time::interval(Duration::from_millis(500));
-    let signal = super::termination_signal();
-    tokio::pin!(signal);
-    loop {
-        tokio::select! {
-            _ = &mut signal => return,
-            _ = poll.tick() => {}
+    async fn ready_everywhere(&self, i: usize) -> bool {
+        let ready = self
+            .http
+            .get(format!("{}/readyz", self.nodes[i].url()))
+            .send()
+            .await;
+        if !matches!(ready.map(|r| r.status().is_success()), Ok(true)) {
+            return false;
         }
-        for (i, child) in children.iter_mut().enumerate() {
-            if let (false, Ok(Some(status))) = (reported[i], child.try_wait()) {
-                eprintln!(
-                    "node {} exited ({status}); see {}",
-                    nodes[i].id,
-                    nodes[i].log.display()
-                );
-                reported[i] = true;
+        for (j, other) in self.nodes.iter().enumerate() {
+            if self.children[j].is_none() {
+                continue;
+            }
+            let view = self
+                .http
+                .get(format!("{}/cluster", other.url()))
+                .send()
+                .await;
+            let Ok(view) = view else { return false };
+            let Ok(view) = view.json::<serde_json::Value>().await else {
+                return false;
+            };
+            let listed = view["members"].as_array().is_some_and(|members| {
+                members.iter().any(|m| {
+                    m["node_id"] == self.nodes[i].id.as_str()
+                        && m["live"] == true
+                        && m["status"] == "ready"
+                })
+            });
+            if !listed {
+                return false;
             }
         }
+        true
     }
-}
 
-async fn stop_all(nodes: &[LocalNode], children: &mut [Child]) {
-    for child in children.iter() {
+    async fn wait_all_ready(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            self.wait_ready(i).await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for the exit (killing the node after [`STOP_WITHIN`]).
+    async fn stop(&mut self, i: usize) {
+        let Some(mut child) = self.children[i].take() else {
+            return;
+        };
         if let Some(pid) = child.id() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
         }
-    }
-    for (node, child) in nodes.iter().zip(children.iter_mut()) {
-        match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
-            Ok(Ok(status)) => println!("{} stopped ({status})", node.id),
+        match tokio::time::timeout(STOP_WITHIN, child.wait()).await {
+            Ok(Ok(status)) => println!("{} stopped ({status})", self.nodes[i].id),
             _ => {
-                eprintln!("{} did not stop within 30 s: killing it", node.id);
+                eprintln!(
+                    "{} did not stop within {} s: killing it",
+                    self.nodes[i].id,
+                    STOP_WITHIN.as_secs()
+                );
                 let _ = child.kill().await;
             }
+        }
+    }
+
+    /// Restarts the nodes one at a time: stop, start, wait until ready and seen by all.
+    async fn rolling_restart(&mut self) -> anyhow::Result<()> {
+        let started = tokio::time::Instant::now();
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+            self.start(i)?;
+            self.wait_ready(i).await?;
+            println!("{} restarted and ready", self.nodes[i].id);
+        }
+        println!(
+            "rolling restart of {} nodes done in {:.1} s",
+            self.nodes.len(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Serves until Ctrl-C or SIGTERM: SIGUSR1 triggers a rolling restart; a node that exits on
+    /// its own is reported.
+    async fn watch(&mut self) -> anyhow::Result<()> {
+        let mut reported = vec![false; self.nodes.len()];
+        let mut poll = tokio::time::interval(Duration::from_millis(500));
+        let mut restart =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+        let stop = super::termination_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                // Ctrl-C or SIGTERM: stop everything.
+                _ = &mut stop => return Ok(()),
+                // `troupe restart` asked for a rolling restart.
+                _ = restart.recv() => {
+                    if let Err(error) = self.rolling_restart().await {
+                        eprintln!("rolling restart failed: {error:#}");
+                    }
+                    reported.fill(false);
+                }
+                // Time to look for nodes that exited on their own.
+                _ = poll.tick() => {}
+            }
+            for (i, child) in self.children.iter_mut().enumerate() {
+                if let (false, Some(Ok(Some(status)))) =
+                    (reported[i], child.as_mut().map(Child::try_wait))
+                {
+                    eprintln!(
+                        "node {} exited ({status}); see {}",
+                        self.nodes[i].id,
+                        self.nodes[i].log.display()
+                    );
+                    reported[i] = true;
+                }
+            }
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        for child in self.children.iter().flatten() {
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
         }
     }
 }

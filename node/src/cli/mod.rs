@@ -3,6 +3,7 @@
 pub mod health;
 pub mod local;
 pub mod node;
+pub mod restart;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,8 @@ pub enum Command {
     Node(Box<crate::config::NodeArgs>),
     /// Start a local cluster of N nodes on 127.0.0.1 as child processes; Ctrl-C stops them all.
     Local(local::LocalArgs),
+    /// Rolling restart of a cluster started with `troupe local`, one node at a time.
+    Restart(restart::RestartArgs),
     /// Probe a URL once (container health checks); exit status 0 on 2xx.
     Health(health::HealthArgs),
 }
