@@ -63,6 +63,15 @@ impl MembershipSnapshot {
             .collect()
     }
 
+    /// Whether the live members are a strict majority of every member known (live, or dead but
+    /// not yet forgotten). An owner without a majority view must not acknowledge writes: an
+    /// isolated node, or each half of an even split, would otherwise accept writes for the same
+    /// shard (docs/decisions/004-shard-replication.md).
+    pub fn has_majority(&self) -> bool {
+        let live = self.members.values().filter(|m| m.live).count();
+        live * 2 > self.members.len()
+    }
+
     /// The changes that turn `self` into `next`, in node id order.
     pub fn diff(&self, next: &Self) -> Vec<MembershipChange> {
         let mut changes = Vec::new();
@@ -126,6 +135,28 @@ mod tests {
             member("d", 1, NodeStatus::Leaving, true),
         ]);
         assert_eq!(snap.placement_nodes(), vec![NodeId::new("a")]);
+    }
+
+    #[test]
+    fn majority_needs_more_than_half_of_the_known_members_live() {
+        let three = |live: [bool; 3]| {
+            MembershipSnapshot::from_members(
+                ["a", "b", "c"]
+                    .iter()
+                    .zip(live)
+                    .map(|(id, l)| member(id, 1, NodeStatus::Ready, l)),
+            )
+        };
+        assert!(three([true, true, true]).has_majority());
+        assert!(three([true, true, false]).has_majority());
+        assert!(!three([true, false, false]).has_majority());
+        let four = MembershipSnapshot::from_members(
+            ["a", "b", "c", "d"]
+                .iter()
+                .zip([true, true, false, false])
+                .map(|(id, l)| member(id, 1, NodeStatus::Ready, l)),
+        );
+        assert!(!four.has_majority(), "an even split has no majority");
     }
 
     #[test]
