@@ -1,7 +1,10 @@
-//! Troupe's domain actors (ractor) and the commands they accept.
+//! Troupe's domain actors (ractor), the commands they accept and the domain rules they run.
 //!
-//! The cluster core (issue 2) needs no domain actor yet: routing and `locate` are answered by
-//! the node itself. The replicated shard actor and the services built on it (users, sessions,
-//! jobs, parties, integers) live here as they are built. Actors are local to their node: no
-//! ractor global names, pid registry or process groups (see
-//! `docs/decisions/001-inter-node-transport.md`), and peers reach them through the node's RPC.
+//! The cluster core (issue 2) needs no domain actor: routing and `locate` are answered by the
+//! node itself. The users service's domain rules (ids, the user record, validation of create and
+//! update bodies) live in [`users`]; the replicated shard actor that runs them lives in the node
+//! crate's `shard` module. Actors are local to their node: no ractor global names, pid registry
+//! or process groups (see `docs/decisions/001-inter-node-transport.md`), and peers reach them
+//! through the node's RPC.
+
+pub mod users;

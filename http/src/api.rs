@@ -2,8 +2,10 @@
 
 use std::future::Future;
 
+use troupe_actors::users::{User, UserId, UserPatch};
+
 use crate::error::ApiError;
-use crate::views::{ClusterView, Located};
+use crate::views::{ClusterView, Located, ShardCopyView, UserPage};
 
 /// Whether the node should receive traffic, with the reason when not.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,12 +23,33 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     fn readiness(&self) -> Readiness;
     /// For `/cluster`.
     fn cluster_view(&self) -> ClusterView;
+    /// For `/cluster/shards`: this node's copies of shards.
+    fn shard_copies(&self) -> Result<Vec<ShardCopyView>, ApiError>;
     /// For `/cluster/locate`: served by the key's owner, forwarded there if needed.
     fn locate(
         &self,
         kind: String,
         key: String,
     ) -> impl Future<Output = Result<Located, ApiError>> + Send;
+    /// For `POST /api/user`: stores a new user (id already chosen by the edge) on the shard that
+    /// owns its id; [`ApiError::Conflict`] when the id is taken.
+    fn create_user(&self, user: User) -> impl Future<Output = Result<User, ApiError>> + Send;
+    /// For `GET /api/user/{id}`: the stored user; [`ApiError::NotFound`] when there is none.
+    fn get_user(&self, id: UserId) -> impl Future<Output = Result<User, ApiError>> + Send;
+    /// For `PUT /api/user`: merges the patch into the stored user (see
+    /// [`UserPatch::apply`]) and returns the result; [`ApiError::NotFound`] when there is none.
+    fn update_user(&self, patch: UserPatch) -> impl Future<Output = Result<User, ApiError>> + Send;
+    /// For `DELETE /api/user/{id}`: removes the user; [`ApiError::NotFound`] when there is none.
+    fn delete_user(&self, id: UserId) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// For `GET /api/user/count`: number of users in the whole cluster.
+    fn count_users(&self) -> impl Future<Output = Result<u64, ApiError>> + Send;
+    /// For `GET /api/user`: up to `limit` users starting at `offset` in the cluster-wide listing
+    /// order, with the total.
+    fn list_users(
+        &self,
+        offset: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<UserPage, ApiError>> + Send;
     /// For `/metrics`: every metric of the node (the edge's own included, registered through
     /// [`HttpMetrics::register`](crate::HttpMetrics::register)) in Prometheus text format.
     fn render_metrics(&self) -> String;

@@ -1,7 +1,8 @@
-//! JSON bodies of the admin routes. These are also what a forwarding hop carries back, so they
-//! derive `Deserialize` too.
+//! JSON bodies of the admin routes and the results the node hands the user routes. These are
+//! also what a forwarding hop carries back, so they derive `Deserialize` too.
 
 use serde::{Deserialize, Serialize};
+use troupe_actors::users::User;
 
 /// `GET /cluster`: this node's view of the cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,4 +68,37 @@ pub struct Located {
     pub replicas: Vec<String>,
     /// The node that actually handled the request: equals `owner` when forwarding worked.
     pub served_by: String,
+}
+
+/// One page of `GET /api/user`, as the node gathers it across shards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserPage {
+    /// The users of the page, in the node's listing order.
+    pub users: Vec<User>,
+    /// Number of users in the cluster, so clients know when to stop paging.
+    pub total: u64,
+}
+
+/// `GET /cluster/shards`: this node's copy of one shard (only shards it holds data or an epoch
+/// for), to compare copies across nodes and watch catch-up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCopyView {
+    /// Shard number.
+    pub shard: u32,
+    /// `owner`, `replica` or `none` in this node's current placement.
+    pub role: String,
+    /// The epoch this copy follows, as `term@owner`.
+    pub epoch: Option<String>,
+    /// Whether this node serves the shard as its owner right now.
+    pub serving: bool,
+    /// Whether the current owner brought this copy up to date since this process started.
+    pub synced: bool,
+    /// Last applied change.
+    pub applied: u64,
+    /// A snapshot install is in progress.
+    pub installing: bool,
+    /// Entities in the copy.
+    pub entities: u64,
+    /// Hash of the copy's contents (equal on two nodes means equal contents), hex.
+    pub digest: String,
 }

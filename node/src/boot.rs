@@ -21,6 +21,8 @@ use crate::net::{AxumListener, BoxListener, Dialer};
 use crate::node::{Node, NodeInner};
 use crate::rpc::auth::Credentials;
 use crate::rpc::RpcClient;
+use crate::shard::host::Shards;
+use crate::shard::ShardStore;
 use crate::storage::{Storage, StorageOptions, WriteMode};
 use crate::topology;
 
@@ -50,6 +52,9 @@ pub enum BootError {
     /// The storage could not be opened.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// The shard databases could not be opened.
+    #[error(transparent)]
+    Shards(#[from] crate::shard::StoreError),
     /// Gossip could not start.
     #[error(transparent)]
     Membership(#[from] crate::membership::MembershipError),
@@ -125,6 +130,21 @@ async fn run_node(
         cluster.rpc.call_timeout(),
         core_stop.child_token(),
     );
+    let shards = Shards::new(
+        me.clone(),
+        ShardStore::open(&storage)?,
+        rpc.clone(),
+        topology.clone(),
+        cluster.cluster.shards,
+        cluster.cluster.replication_factor,
+        cluster.rpc.max_frame_bytes as usize,
+    );
+    let shard_host = tokio::spawn(
+        shards
+            .clone()
+            .follow_topology(core_stop.child_token())
+            .in_current_span(),
+    );
     let node = Node {
         inner: Arc::new(NodeInner {
             cluster: cluster.clone(),
@@ -132,6 +152,7 @@ async fn run_node(
             membership: membership.clone(),
             topology,
             rpc,
+            shards,
             metrics: node_metrics,
             registry,
             joined: AtomicBool::new(false),
@@ -185,6 +206,7 @@ async fn run_node(
     }
     core_stop.cancel();
     let _ = rpc_server.await;
+    let _ = shard_host.await;
     membership.shutdown().await;
     drop(node);
     storage.close().await;

@@ -6,6 +6,8 @@
 //! - [`boot`]: starting and stopping a node; [`boot::NodeIo`] is the production/simulation seam.
 //! - [`node`]: the running node as the HTTP edge and peers see it.
 //! - [`routing`]: serve locally or forward to the owner, with bounded retries.
+//! - [`services`]: the services on the shard layer (users), their keys and commands.
+//! - [`shard`]: replicated shards: owner actors, replicas, catch-up, the LMDB shard store.
 //! - [`topology`]: membership plus the shard table computed from it.
 //! - [`placement`]: the pure placement function (balanced rendezvous hashing).
 //! - [`membership`]: chitchat gossip behind a typed snapshot and change stream.
@@ -26,5 +28,7 @@ pub mod placement;
 pub mod region;
 pub mod routing;
 pub mod rpc;
+pub mod services;
+pub mod shard;
 pub mod storage;
 pub mod topology;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use troupe_http::views::{ClusterView, Located, MemberView, ShardView};
+use troupe_actors::users::{User, UserId, UserPatch};
+use troupe_http::views::{ClusterView, Located, MemberView, ShardCopyView, ShardView, UserPage};
 use troupe_http::{ApiError, NodeApi, Readiness};
 
 use crate::config::ClusterConfig;
@@ -19,6 +20,8 @@ use crate::placement::shard_for_key;
 use crate::routing;
 use crate::rpc::wire::{Request, Response};
 use crate::rpc::{Handler, RpcClient};
+use crate::services;
+use crate::shard::host::Shards;
 use crate::topology::Topology;
 
 /// Shared handle on the node; cheap to clone.
@@ -33,6 +36,7 @@ pub(crate) struct NodeInner {
     pub(crate) membership: Membership,
     pub(crate) topology: watch::Receiver<Arc<Topology>>,
     pub(crate) rpc: RpcClient,
+    pub(crate) shards: Shards,
     pub(crate) metrics: NodeMetrics,
     pub(crate) registry: Registry,
     /// Set once this node has joined and published `ready`.
@@ -60,6 +64,39 @@ impl Node {
                 node_id: self.inner.me.clone(),
             },
             Request::Locate { kind, key } => self.locate_here(kind, key),
+            request => self.handle_shard(request).await,
+        }
+    }
+
+    /// The shard layer's requests (see [`crate::shard`]).
+    async fn handle_shard(&self, request: Request) -> Response {
+        let shards = &self.inner.shards;
+        let shard = match request.shard() {
+            Some(shard) if shard.0 < self.inner.cluster.cluster.shards => shard,
+            _ => {
+                return Response::Failed {
+                    message: "no such shard".into(),
+                }
+            }
+        };
+        match request {
+            Request::Command { command, .. } => shards.command(shard, command).await,
+            Request::Read {
+                query,
+                allow_replica,
+                ..
+            } => shards.read(shard, &query, allow_replica),
+            Request::Seal { epoch, .. } => shards.seal(shard, epoch).await,
+            Request::Replicate {
+                epoch, prev, entry, ..
+            } => shards.replicate(shard, epoch, prev, entry).await,
+            Request::CatchUp { epoch, source, .. } => shards.catch_up(shard, epoch, source).await,
+            Request::EntriesAfter { from, .. } => shards.entries_after(shard, &from),
+            Request::SnapshotPage { after, .. } => shards.snapshot_page(shard, after.as_deref()),
+            Request::Drop { epoch, .. } => shards.drop_copy(shard, epoch).await,
+            Request::Ping | Request::Locate { .. } => Response::Failed {
+                message: "not a shard request".into(),
+            },
         }
     }
 
@@ -100,7 +137,10 @@ impl NodeApi for Node {
         let topology = self.topology();
         match topology.membership.get(&self.inner.me) {
             Some(m) if m.status == NodeStatus::Ready && topology.table.iter().next().is_some() => {
-                Readiness::Ready
+                match self.inner.shards.owned_not_serving() {
+                    0 => Readiness::Ready,
+                    n => Readiness::NotReady(format!("taking over {n} owned shards")),
+                }
             }
             _ => Readiness::NotReady("waiting for placement to include this node".into()),
         }
@@ -142,6 +182,13 @@ impl NodeApi for Node {
         }
     }
 
+    fn shard_copies(&self) -> Result<Vec<ShardCopyView>, ApiError> {
+        self.inner
+            .shards
+            .copies()
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
     async fn locate(&self, kind: String, key: String) -> Result<Located, ApiError> {
         let shard = shard_for_key(&key, self.inner.cluster.cluster.shards);
         match routing::call_owner(self, shard, Request::Locate { kind, key }).await? {
@@ -150,6 +197,30 @@ impl NodeApi for Node {
                 "unexpected answer to locate: {other:?}"
             ))),
         }
+    }
+
+    async fn create_user(&self, user: User) -> Result<User, ApiError> {
+        services::users::create(self, user).await
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<User, ApiError> {
+        services::users::get(self, id).await
+    }
+
+    async fn update_user(&self, patch: UserPatch) -> Result<User, ApiError> {
+        services::users::update(self, patch).await
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<(), ApiError> {
+        services::users::delete(self, id).await
+    }
+
+    async fn count_users(&self) -> Result<u64, ApiError> {
+        services::users::count(self).await
+    }
+
+    async fn list_users(&self, offset: u64, limit: u32) -> Result<UserPage, ApiError> {
+        services::users::list(self, offset, limit).await
     }
 
     fn render_metrics(&self) -> String {

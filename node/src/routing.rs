@@ -1,95 +1,160 @@
 //! Sending a request to the node that owns its shard: locally when that is this node, over RPC
 //! otherwise, retrying within a bounded budget while membership settles.
 //!
-//! A failed attempt (connection refused, timeout, or a peer that no longer owns the shard) is
-//! retried with a short backoff, and immediately once the topology changes, so a request whose
-//! owner died goes to the next owner as soon as the failure detector says so. When the budget
-//! runs out the caller gets 503 with `Retry-After`.
+//! A failed attempt (connection refused, timeout, a peer that no longer owns the shard, or a
+//! shard being taken over) is retried with a short backoff, and immediately once the topology
+//! changes, so a request whose owner died goes to the next owner as soon as the failure detector
+//! says so. Reads do not wait for that: when the owner cannot answer, its replicas are asked in
+//! placement order. When the budget runs out the caller gets 503 with `Retry-After`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 use troupe_http::ApiError;
 
-use crate::ids::ShardId;
-use crate::membership::Member;
+use crate::ids::{NodeId, ShardId};
 use crate::node::Node;
 use crate::rpc::wire::{Request, Response};
+use crate::shard::command::{Query, QueryAnswer};
+use crate::topology::Topology;
 
 /// First pause between attempts; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 const MAX_BACKOFF: Duration = Duration::from_millis(400);
 
-/// Serves `request` at the owner of `shard`. Returns the owner's answer, never `NotOwner`.
+/// Serves `request` at the owner of `shard`. Returns the owner's answer, never `NotOwner` or
+/// `Moving`; `Unavailable` (the owner tried and could not acknowledge) becomes 503.
 pub async fn call_owner(
     node: &Node,
     shard: ShardId,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let budget = node.inner.cluster.http.forward_budget();
-    let deadline = Instant::now() + budget;
-    let mut topology = node.inner.topology.clone();
-    let mut backoff = FIRST_BACKOFF;
+    let mut retry = Retry::new(node);
     loop {
-        let current = topology.borrow_and_update().clone();
-        let problem = match current.owner(shard) {
+        let topology = retry.topology();
+        let problem = match topology.table.owner(shard) {
             None => format!("no ready node owns shard {shard}"),
-            Some(owner) if owner.node_id == node.inner.me => {
-                match node.handle_local(request.clone()).await {
-                    Response::NotOwner { .. } => "ownership is moving".to_owned(),
-                    answer => return Ok(answer),
-                }
-            }
-            Some(owner) => match forward(node, owner, shard, request.clone()).await {
+            Some(owner) => match attempt(node, &topology, owner, request.clone()).await {
+                Ok(Response::Unavailable { message }) => return Err(unavailable(message)),
                 Ok(answer) => return Ok(answer),
                 Err(problem) => problem,
             },
         };
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(unavailable(shard, &problem, budget));
-        }
-        // Wait for a topology change (a new owner), or the backoff, whichever comes first.
-        let pause = backoff.min(deadline - now);
-        if let Ok(Err(_)) = tokio::time::timeout(pause, topology.changed()).await {
-            // The topology publisher is gone (the node is stopping): plain backoff.
-            tokio::time::sleep(pause).await;
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        retry.wait(shard, problem).await?;
     }
 }
 
-/// One attempt at the owner over RPC; `Err` describes why it should be retried.
-async fn forward(
+/// Answers `query` on `shard`: from its owner, or from a replica when the owner cannot answer.
+pub async fn read_shard(
     node: &Node,
-    owner: &Member,
     shard: ShardId,
-    request: Request,
-) -> Result<Response, String> {
-    node.inner.metrics.forwards.inc();
-    let problem = match node
-        .inner
-        .rpc
-        .call(&owner.node_id, &owner.rpc_addr, request)
-        .await
-    {
-        Ok(Response::NotOwner { .. }) => {
-            format!("node {} no longer owns shard {shard}", owner.node_id)
+    query: Query,
+) -> Result<QueryAnswer, ApiError> {
+    let mut retry = Retry::new(node);
+    loop {
+        let topology = retry.topology();
+        let mut problem = format!("no ready node holds shard {shard}");
+        for (index, holder) in topology.table.replicas(shard).iter().enumerate() {
+            let request = Request::Read {
+                shard,
+                query: query.clone(),
+                allow_replica: index > 0,
+            };
+            match attempt(node, &topology, holder, request).await {
+                Ok(Response::Answer(answer)) => return Ok(answer),
+                Ok(other) => problem = format!("{holder}: {}", describe(&other)),
+                Err(reason) => problem = reason,
+            }
         }
-        Ok(answer) => return Ok(answer),
-        Err(error) => error.to_string(),
-    };
-    node.inner.metrics.forward_failures.inc();
-    tracing::debug!(%shard, owner = %owner.node_id, %problem, "forward attempt failed");
-    Err(problem)
+        retry.wait(shard, problem).await?;
+    }
 }
 
-fn unavailable(shard: ShardId, problem: &str, budget: Duration) -> ApiError {
+/// One attempt at `target`; `Err` describes why it should be retried (possibly elsewhere).
+async fn attempt(
+    node: &Node,
+    topology: &Topology,
+    target: &NodeId,
+    request: Request,
+) -> Result<Response, String> {
+    let answer = if *target == node.inner.me {
+        node.handle_local(request).await
+    } else {
+        let Some(member) = topology.membership.get(target) else {
+            return Err(format!("node {target} is not a member"));
+        };
+        node.inner.metrics.forwards.inc();
+        match node.inner.rpc.call(target, &member.rpc_addr, request).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                node.inner.metrics.forward_failures.inc();
+                tracing::debug!(%target, %error, "forward attempt failed");
+                return Err(error.to_string());
+            }
+        }
+    };
+    match answer {
+        Response::NotOwner { .. } => Err(format!("node {target} does not serve the shard now")),
+        Response::Moving { message } => Err(message),
+        answer => Ok(answer),
+    }
+}
+
+fn describe(answer: &Response) -> String {
+    match answer {
+        Response::Unavailable { message } | Response::Failed { message } => message.clone(),
+        other => format!("unexpected answer {other:?}"),
+    }
+}
+
+/// The retry budget of one request, and the topology it waits on.
+struct Retry {
+    topology: watch::Receiver<Arc<Topology>>,
+    budget: Duration,
+    deadline: Instant,
+    backoff: Duration,
+}
+
+impl Retry {
+    fn new(node: &Node) -> Self {
+        let budget = node.inner.cluster.http.forward_budget();
+        Self {
+            topology: node.inner.topology.clone(),
+            budget,
+            deadline: Instant::now() + budget,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    fn topology(&mut self) -> Arc<Topology> {
+        self.topology.borrow_and_update().clone()
+    }
+
+    /// Waits for a topology change or the backoff, whichever comes first; 503 once the budget
+    /// is spent.
+    async fn wait(&mut self, shard: ShardId, problem: String) -> Result<(), ApiError> {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(unavailable(format!(
+                "shard {shard} is unavailable after retrying for {} ms: {problem}",
+                self.budget.as_millis()
+            )));
+        }
+        let pause = self.backoff.min(self.deadline - now);
+        if let Ok(Err(_)) = tokio::time::timeout(pause, self.topology.changed()).await {
+            // The topology publisher is gone (the node is stopping): plain backoff.
+            tokio::time::sleep(pause).await;
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Ok(())
+    }
+}
+
+fn unavailable(message: String) -> ApiError {
     ApiError::Unavailable {
-        message: format!(
-            "shard {shard} is unavailable after retrying for {} ms: {problem}",
-            budget.as_millis()
-        ),
+        message,
         retry_after: Duration::from_secs(1),
     }
 }

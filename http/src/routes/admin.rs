@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::api::{NodeApi, Readiness};
 use crate::error::ApiError;
-use crate::views::{ClusterView, Located};
+use crate::views::{ClusterView, Located, ShardCopyView};
 
 /// Longest kind or key accepted in a path, in bytes.
 const MAX_PATH_PART: usize = 256;
@@ -35,6 +35,13 @@ pub async fn readyz<N: NodeApi>(State(node): State<N>) -> Result<Json<Value>, Ap
 /// `GET /cluster`: members, their status and generation, and the shard table.
 pub async fn cluster<N: NodeApi>(State(node): State<N>) -> Json<ClusterView> {
     Json(node.cluster_view())
+}
+
+/// `GET /cluster/shards`: this node's copies of shards, with their epochs and digests.
+pub async fn shard_copies<N: NodeApi>(
+    State(node): State<N>,
+) -> Result<Json<Vec<ShardCopyView>>, ApiError> {
+    node.shard_copies().map(Json)
 }
 
 /// `GET /cluster/locate/{kind}/{key}`: served by the key's owner (forwarded when needed).

@@ -1,11 +1,12 @@
 //! The route table of the edge.
 
 mod admin;
+mod users;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use axum::routing::get;
-use axum::{middleware, Router};
+use axum::routing::{get, post, MethodRouter};
+use axum::{middleware, Extension, Router};
 
 use crate::api::NodeApi;
 use crate::error::ApiError;
@@ -17,13 +18,32 @@ pub fn router<N: NodeApi>(node: N, metrics: HttpMetrics, max_body_bytes: usize) 
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz::<N>))
         .route("/cluster", get(admin::cluster::<N>))
+        .route("/cluster/shards", get(admin::shard_copies::<N>))
         .route("/cluster/locate/{kind}/{key}", get(admin::locate::<N>))
         .route("/metrics", get(admin::metrics::<N>))
+        .route("/api/user", users_root::<N>())
+        .route("/api/user/", users_root::<N>())
+        .route(
+            "/api/user/count",
+            get(users::count::<N>).delete(users::delete_count),
+        )
+        .route(
+            "/api/user/{id}",
+            get(users::get::<N>).delete(users::delete::<N>),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(users::MaxBodyBytes(max_body_bytes)))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
+}
+
+/// `/api/user` and `/api/user/`: create, update and list.
+fn users_root<N: NodeApi>() -> MethodRouter<N> {
+    post(users::create::<N>)
+        .put(users::update::<N>)
+        .get(users::list::<N>)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -33,6 +33,9 @@ impl Handler for Echo {
                 }
             }
             Request::Locate { key, .. } => Response::Failed { message: key },
+            _ => Response::Failed {
+                message: "not served by this test handler".into(),
+            },
         }
     }
 }

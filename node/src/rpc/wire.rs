@@ -7,10 +7,13 @@
 use serde::{Deserialize, Serialize};
 use troupe_http::views::Located;
 
-use crate::ids::NodeId;
+use crate::ids::{NodeId, ShardId};
+use crate::shard::command::{Command, Outcome, Query, QueryAnswer};
+use crate::shard::store::Item;
+use crate::shard::{Entry, Epoch, Peer, Position, ShardMeta};
 
 /// Version of the message set below; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Random challenge size in bytes.
 pub const NONCE_LEN: usize = 32;
@@ -76,6 +79,89 @@ pub enum Request {
         /// Entity key.
         key: String,
     },
+    /// Execute a command at the shard's owner (answered with [`Response::Outcome`]).
+    Command {
+        /// The shard.
+        shard: ShardId,
+        /// The command.
+        command: Command,
+    },
+    /// Read from the shard's owner, or from a replica when `allow_replica` (answered with
+    /// [`Response::Answer`]).
+    Read {
+        /// The shard.
+        shard: ShardId,
+        /// The read.
+        query: Query,
+        /// Whether a replica may answer (the caller could not reach the owner).
+        allow_replica: bool,
+    },
+    /// Owner to holder: follow `epoch` from now on; answered with [`Response::Sealed`].
+    Seal {
+        /// The shard.
+        shard: ShardId,
+        /// The owner's new epoch.
+        epoch: Epoch,
+    },
+    /// Owner to replica: apply `entry`, which follows `prev`.
+    Replicate {
+        /// The shard.
+        shard: ShardId,
+        /// The owner's epoch.
+        epoch: Epoch,
+        /// Where the replica's history must end for `entry` to follow it.
+        prev: Position,
+        /// The change.
+        entry: Entry,
+    },
+    /// Owner to replica: catch up from `source` (normally the owner itself) and follow `epoch`.
+    CatchUp {
+        /// The shard.
+        shard: ShardId,
+        /// The owner's epoch.
+        epoch: Epoch,
+        /// Whom to copy from.
+        source: Peer,
+    },
+    /// Holder to holder during a catch-up: the entries after `from`, or that a snapshot is
+    /// needed ([`Response::Entries`] or [`Response::NeedSnapshot`]).
+    EntriesAfter {
+        /// The shard.
+        shard: ShardId,
+        /// Where the caller's history ends.
+        from: Position,
+    },
+    /// Holder to holder during a snapshot transfer: entities after `after`.
+    SnapshotPage {
+        /// The shard.
+        shard: ShardId,
+        /// Exclusive start (an [`Item::key`]).
+        after: Option<Vec<u8>>,
+    },
+    /// Owner to a former holder: delete your copy (you are not in the replica set).
+    Drop {
+        /// The shard.
+        shard: ShardId,
+        /// The owner's epoch.
+        epoch: Epoch,
+    },
+}
+
+impl Request {
+    /// The shard a shard-layer request is about.
+    pub fn shard(&self) -> Option<ShardId> {
+        match self {
+            Self::Ping | Self::Locate { .. } => None,
+            Self::Command { shard, .. }
+            | Self::Read { shard, .. }
+            | Self::Seal { shard, .. }
+            | Self::Replicate { shard, .. }
+            | Self::CatchUp { shard, .. }
+            | Self::EntriesAfter { shard, .. }
+            | Self::SnapshotPage { shard, .. }
+            | Self::Drop { shard, .. } => Some(*shard),
+        }
+    }
 }
 
 /// The answer to a [`Request`].
@@ -93,6 +179,46 @@ pub enum Response {
     NotOwner {
         /// Who the receiver thinks owns it.
         owner: Option<NodeId>,
+    },
+    /// Answer to [`Request::Command`].
+    Outcome(Outcome),
+    /// Answer to [`Request::Read`].
+    Answer(QueryAnswer),
+    /// The request was not executed (the shard is being taken over, too few copies are live,
+    /// or this node does not see a majority); the caller may retry it, here or elsewhere.
+    Moving {
+        /// Why.
+        message: String,
+    },
+    /// The owner tried and could not acknowledge (a replica did not confirm): the change may
+    /// or may not take effect later, so the caller must not retry blindly.
+    Unavailable {
+        /// Why.
+        message: String,
+    },
+    /// Answer to [`Request::Seal`]: the holder's bookkeeping after adopting the epoch.
+    Sealed(ShardMeta),
+    /// The holder follows a newer epoch: the caller is no longer the owner.
+    Fenced(Epoch),
+    /// The entry does not follow the holder's history, which ends here.
+    Behind(Position),
+    /// Done ([`Request::Replicate`], [`Request::CatchUp`], [`Request::Drop`]).
+    Done,
+    /// Answer to [`Request::EntriesAfter`].
+    Entries {
+        /// The missing entries (empty when already caught up), in order.
+        entries: Vec<Entry>,
+    },
+    /// Answer to [`Request::EntriesAfter`] when the log does not reach back far enough.
+    NeedSnapshot,
+    /// Answer to [`Request::SnapshotPage`].
+    Page {
+        /// Entities in key order; fewer than asked (or none) at the end.
+        items: Vec<Item>,
+        /// Where the source's history ends (the snapshot's position).
+        position: Position,
+        /// Whether this is the last page.
+        last: bool,
     },
     /// The receiver could not handle the call.
     Failed {

@@ -232,6 +232,11 @@ impl TestCluster {
     pub fn dump_logs(&self) {
         for node in &self.nodes {
             let text = node.log_text();
+            let warnings: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ")).collect();
+            eprintln!("---- warnings of {} ({}) ----", node.id, warnings.len());
+            for line in warnings.iter().take(80) {
+                eprintln!("{line}");
+            }
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
             eprintln!("---- last lines of {} ----", node.id);
             for line in tail.iter().rev() {

@@ -1,0 +1,517 @@
+//! The users service's routes under `/api/user`: parsing, validation and status codes.
+//!
+//! Bodies and ids are validated here with the domain rules of [`troupe_actors::users`], so a
+//! bad request never reaches a shard; what the node answers is mapped to a status by
+//! [`ApiError`]. Bodies are parsed as JSON whatever their `Content-Type` (clients such as
+//! `curl -d` send a form content type).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Serialize;
+use serde_json::{json, Value};
+use troupe_actors::users::{self, User, UserId};
+
+use crate::api::NodeApi;
+use crate::error::ApiError;
+
+/// Page size of `GET /api/user` when the client gives none.
+const DEFAULT_LIMIT: u32 = 100;
+/// Largest page size of `GET /api/user`.
+const MAX_LIMIT: u32 = 1000;
+
+/// The body bound the router applies, carried as a request extension so a 413 can state it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MaxBodyBytes(pub(super) usize);
+
+/// `GET /api/user` response.
+#[derive(Debug, Serialize)]
+pub(super) struct ListBody {
+    users: Vec<User>,
+    offset: u64,
+    limit: u32,
+    total: u64,
+}
+
+/// `POST /api/user`: validates the body, picks an id when absent, stores the user (201).
+#[tracing::instrument(name = "create_user", skip_all, fields(route = "/api/user", key))]
+pub async fn create<N: NodeApi>(
+    State(node): State<N>,
+    Extension(limit): Extension<MaxBodyBytes>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    let body = body_bytes(body, limit)?;
+    let user = users::parse_create(&body)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .into_user();
+    tracing::Span::current().record("key", user.id.as_str());
+    let created = node.create_user(user).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /api/user/{id}`: the user (200), or 404 (also for an id that is not a UUID).
+#[tracing::instrument(name = "get_user", skip_all, fields(route = "/api/user/{id}", key))]
+pub async fn get<N: NodeApi>(
+    State(node): State<N>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<User>, ApiError> {
+    let id = path_id(path)?;
+    node.get_user(id).await.map(Json)
+}
+
+/// `PUT /api/user`: validates the patch and returns the merged user (200).
+#[tracing::instrument(name = "update_user", skip_all, fields(route = "/api/user", key))]
+pub async fn update<N: NodeApi>(
+    State(node): State<N>,
+    Extension(limit): Extension<MaxBodyBytes>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<User>, ApiError> {
+    let body = body_bytes(body, limit)?;
+    let patch = users::parse_update(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    tracing::Span::current().record("key", patch.id.as_str());
+    node.update_user(patch).await.map(Json)
+}
+
+/// `DELETE /api/user/{id}`: 204, or 404 (also for an id that is not a UUID).
+#[tracing::instrument(name = "delete_user", skip_all, fields(route = "/api/user/{id}", key))]
+pub async fn delete<N: NodeApi>(
+    State(node): State<N>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id(path)?;
+    node.delete_user(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/user/count`: the static `count` segment shadows `{id}` for every method, and
+/// `count` is not a UUID, so this answers what `DELETE /api/user/{id}` would: 404.
+pub async fn delete_count() -> ApiError {
+    ApiError::NotFound(users::not_found_message("count"))
+}
+
+/// `GET /api/user/count`: `{"count": N}` over the whole cluster.
+#[tracing::instrument(name = "count_users", skip_all, fields(route = "/api/user/count"))]
+pub async fn count<N: NodeApi>(State(node): State<N>) -> Result<Json<Value>, ApiError> {
+    let count = node.count_users().await?;
+    Ok(Json(json!({ "count": count })))
+}
+
+/// `GET /api/user?offset=O&limit=L`: one page of users with the total. Unknown parameters are
+/// ignored.
+#[tracing::instrument(name = "list_users", skip_all, fields(route = "/api/user"))]
+pub async fn list<N: NodeApi>(
+    State(node): State<N>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<ListBody>, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let offset = match params.get("offset") {
+        None => 0,
+        Some(raw) => raw.parse::<u64>().map_err(|_| {
+            ApiError::BadRequest("offset must be a non-negative integer".to_owned())
+        })?,
+    };
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| *limit <= MAX_LIMIT)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit must be an integer between 0 and {MAX_LIMIT}"
+                ))
+            })?,
+    };
+    let page = node.list_users(offset, limit).await?;
+    Ok(Json(ListBody {
+        users: page.users,
+        offset,
+        limit,
+        total: page.total,
+    }))
+}
+
+/// The id in the path, canonical; an id that is not a UUID cannot name a user, hence 404.
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<UserId, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    let id = UserId::parse(&raw).map_err(|_| ApiError::NotFound(users::not_found_message(&raw)))?;
+    tracing::Span::current().record("key", id.as_str());
+    Ok(id)
+}
+
+/// The body, or the error the client sees: 413 over the bound, 400 for any other failure.
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: MaxBodyBytes) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!("request body is larger than {} bytes", limit.0))
+        } else {
+            ApiError::BadRequest(format!(
+                "could not read the request body: {}",
+                rejection.body_text()
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::http::{header, Method, Request};
+    use axum::Router;
+    use prometheus_client::registry::Registry;
+    use tower::ServiceExt;
+    use troupe_actors::users::UserPatch;
+
+    use super::*;
+    use crate::api::Readiness;
+    use crate::metrics::HttpMetrics;
+    use crate::views::{ClusterView, Located, UserPage};
+
+    const ID: &str = "5f0c6b1e-8a3d-4c7e-9b2a-1d4e6f8a0b3c";
+    const LIMIT: usize = 64 * 1024;
+
+    /// An in-memory node: enough to pin the edge's parsing and status mapping, nothing about
+    /// shards or replication.
+    #[derive(Clone, Default)]
+    struct MemoryNode {
+        users: Arc<Mutex<BTreeMap<UserId, User>>>,
+    }
+
+    impl MemoryNode {
+        fn store(&self) -> std::sync::MutexGuard<'_, BTreeMap<UserId, User>> {
+            self.users.lock().expect("store lock")
+        }
+    }
+
+    impl NodeApi for MemoryNode {
+        fn readiness(&self) -> Readiness {
+            Readiness::Ready
+        }
+
+        fn cluster_view(&self) -> ClusterView {
+            ClusterView {
+                cluster: "test".into(),
+                node: "n1".into(),
+                members: Vec::new(),
+                shard_count: 1,
+                replication_factor: 1,
+                shards: Vec::new(),
+            }
+        }
+
+        fn shard_copies(&self) -> Result<Vec<crate::views::ShardCopyView>, ApiError> {
+            Ok(Vec::new())
+        }
+
+        async fn locate(&self, kind: String, key: String) -> Result<Located, ApiError> {
+            Ok(Located {
+                kind,
+                key,
+                shard: 0,
+                owner: "n1".into(),
+                replicas: Vec::new(),
+                served_by: "n1".into(),
+            })
+        }
+
+        async fn create_user(&self, user: User) -> Result<User, ApiError> {
+            let mut store = self.store();
+            if store.contains_key(&user.id) {
+                return Err(ApiError::Conflict(users::conflict_message(&user.id)));
+            }
+            store.insert(user.id.clone(), user.clone());
+            Ok(user)
+        }
+
+        async fn get_user(&self, id: UserId) -> Result<User, ApiError> {
+            self.store()
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| ApiError::NotFound(users::not_found_message(id.as_str())))
+        }
+
+        async fn update_user(&self, patch: UserPatch) -> Result<User, ApiError> {
+            let mut store = self.store();
+            let user = store
+                .get_mut(&patch.id)
+                .ok_or_else(|| ApiError::NotFound(users::not_found_message(patch.id.as_str())))?;
+            *user = patch.apply(user);
+            Ok(user.clone())
+        }
+
+        async fn delete_user(&self, id: UserId) -> Result<(), ApiError> {
+            self.store()
+                .remove(&id)
+                .map(drop)
+                .ok_or_else(|| ApiError::NotFound(users::not_found_message(id.as_str())))
+        }
+
+        async fn count_users(&self) -> Result<u64, ApiError> {
+            Ok(self.store().len() as u64)
+        }
+
+        async fn list_users(&self, offset: u64, limit: u32) -> Result<UserPage, ApiError> {
+            let store = self.store();
+            let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+            Ok(UserPage {
+                users: store
+                    .values()
+                    .skip(skip)
+                    .take(limit as usize)
+                    .cloned()
+                    .collect(),
+                total: store.len() as u64,
+            })
+        }
+
+        fn render_metrics(&self) -> String {
+            String::new()
+        }
+    }
+
+    fn app(node: &MemoryNode) -> Router {
+        let metrics = HttpMetrics::register(&mut Registry::default());
+        crate::router(node.clone(), metrics, LIMIT)
+    }
+
+    async fn call(
+        node: &MemoryNode,
+        method: Method,
+        uri: &str,
+        body: impl Into<Body>,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(body.into())
+            .expect("request");
+        let response = app(node).oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("json body")
+        };
+        (status, body)
+    }
+
+    fn ada() -> Value {
+        json!({ "id": ID, "name": "Ada", "email": "ada@example.com", "group": 3 })
+    }
+
+    async fn with_ada() -> MemoryNode {
+        let node = MemoryNode::default();
+        let (status, _) = call(&node, Method::POST, "/api/user", ada().to_string()).await;
+        assert_eq!(status, StatusCode::CREATED);
+        node
+    }
+
+    #[tokio::test]
+    async fn create_answers_201_with_the_user() {
+        let node = MemoryNode::default();
+        let (status, body) = call(&node, Method::POST, "/api/user", ada().to_string()).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(body, ada());
+        let (status, body) = call(&node, Method::GET, &format!("/api/user/{ID}"), "").await;
+        assert_eq!((status, body), (StatusCode::OK, ada()));
+    }
+
+    #[tokio::test]
+    async fn create_without_id_or_content_type_generates_an_id() {
+        let node = MemoryNode::default();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/api/user/")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(r#"{"name":"Bo","email":"bo@x","group":0}"#))
+            .expect("request");
+        let response = app(&node).oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let user: User = serde_json::from_slice(&bytes).expect("user");
+        assert_eq!(user.name, "Bo");
+        assert_eq!(node.store().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn duplicate_create_is_409() {
+        let node = with_ada().await;
+        let (status, body) = call(&node, Method::POST, "/api/user", ada().to_string()).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(
+            body,
+            json!({ "message": format!("user with id: {ID} already exists") })
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_create_is_400_naming_the_field() {
+        let node = MemoryNode::default();
+        let (status, body) = call(
+            &node,
+            Method::POST,
+            "/api/user",
+            r#"{"name":"Ada","email":"ada@example.com","group":-1}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            json!({ "message": "group must be a non-negative integer" })
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_user_is_404_with_its_id() {
+        let node = MemoryNode::default();
+        for method in [Method::GET, Method::DELETE] {
+            let (status, body) = call(&node, method, &format!("/api/user/{ID}"), "").await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(body, json!({ "message": format!("no user with id: {ID}") }));
+        }
+    }
+
+    #[tokio::test]
+    async fn non_uuid_id_is_404_echoing_the_raw_id() {
+        let node = with_ada().await;
+        for method in [Method::GET, Method::DELETE] {
+            let (status, body) = call(&node, method, "/api/user/42", "").await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(body, json!({ "message": "no user with id: 42" }));
+        }
+        let (status, body) = call(&node, Method::DELETE, "/api/user/count", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, json!({ "message": "no user with id: count" }));
+    }
+
+    #[tokio::test]
+    async fn uppercase_id_in_the_path_finds_the_user() {
+        let node = with_ada().await;
+        let uri = format!("/api/user/{}", ID.to_uppercase());
+        let (status, body) = call(&node, Method::GET, &uri, "").await;
+        assert_eq!((status, body), (StatusCode::OK, ada()));
+    }
+
+    #[tokio::test]
+    async fn update_without_id_is_400_naming_the_field() {
+        let node = with_ada().await;
+        let (status, body) = call(&node, Method::PUT, "/api/user", r#"{"name":"Lovelace"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, json!({ "message": "id is required" }));
+    }
+
+    #[tokio::test]
+    async fn update_merges_and_answers_the_user() {
+        let node = with_ada().await;
+        let patch = json!({ "id": ID, "group": 7 }).to_string();
+        let (status, body) = call(&node, Method::PUT, "/api/user/", patch).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({ "id": ID, "name": "Ada", "email": "ada@example.com", "group": 7 })
+        );
+        let missing = json!({ "id": "00000000-0000-4000-8000-000000000000" }).to_string();
+        let (status, _) = call(&node, Method::PUT, "/api/user", missing).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn delete_is_204_then_404() {
+        let node = with_ada().await;
+        let uri = format!("/api/user/{ID}");
+        let (status, body) = call(&node, Method::DELETE, &uri, "").await;
+        assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+        let (status, _) = call(&node, Method::DELETE, &uri, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn body_over_the_limit_is_413_json() {
+        let node = MemoryNode::default();
+        let big = format!(
+            r#"{{"name":"{}","email":"a@b","group":1}}"#,
+            "x".repeat(70 * 1024)
+        );
+        for method in [Method::POST, Method::PUT] {
+            let (status, body) = call(&node, method, "/api/user", big.clone()).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(
+                body,
+                json!({ "message": "request body is larger than 65536 bytes" })
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn list_defaults_to_offset_0_and_limit_100() {
+        let node = with_ada().await;
+        let (status, body) = call(&node, Method::GET, "/api/user", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({ "users": [ada()], "offset": 0, "limit": 100, "total": 1 })
+        );
+        let (status, body) = call(&node, Method::GET, "/api/user/?limit=0&x=y", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            json!({ "users": [], "offset": 0, "limit": 0, "total": 1 })
+        );
+        let (_, body) = call(&node, Method::GET, "/api/user?offset=1&limit=1000", "").await;
+        assert_eq!(
+            body,
+            json!({ "users": [], "offset": 1, "limit": 1000, "total": 1 })
+        );
+    }
+
+    #[tokio::test]
+    async fn list_rejects_bad_offset_and_limit() {
+        let node = MemoryNode::default();
+        let limit_message = json!({ "message": "limit must be an integer between 0 and 1000" });
+        let offset_message = json!({ "message": "offset must be a non-negative integer" });
+        let cases = [
+            ("/api/user?limit=1001", &limit_message),
+            ("/api/user?limit=-1", &limit_message),
+            ("/api/user?limit=ten", &limit_message),
+            ("/api/user?offset=-1", &offset_message),
+            ("/api/user?offset=1.5", &offset_message),
+        ];
+        for (uri, expected) in cases {
+            let (status, body) = call(&node, Method::GET, uri, "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert_eq!(&body, expected, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn count_is_not_shadowed_by_the_id_route() {
+        let node = with_ada().await;
+        let (status, body) = call(&node, Method::GET, "/api/user/count", "").await;
+        assert_eq!((status, body), (StatusCode::OK, json!({ "count": 1 })));
+    }
+
+    #[tokio::test]
+    async fn wrong_method_is_405_json() {
+        let node = MemoryNode::default();
+        let (status, body) = call(&node, Method::PATCH, "/api/user", "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            body,
+            json!({ "message": "method PATCH is not allowed on /api/user" })
+        );
+        let (status, _) = call(&node, Method::PUT, &format!("/api/user/{ID}"), "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

@@ -1,0 +1,278 @@
+//! Users (issue 3) on the shard layer.
+//!
+//! As a tenant: a user is stored under its canonical id, encoded by the codec; create, update
+//! and delete are decided against the stored user by the shard's owner. As a service: each
+//! operation goes to the one shard of its id; count and list ask every shard once and merge.
+
+use std::collections::VecDeque;
+
+use futures_util::future::try_join_all;
+use troupe_actors::users::{self, User, UserId, UserPatch};
+use troupe_http::views::UserPage;
+use troupe_http::ApiError;
+
+use crate::codec;
+use crate::ids::ShardId;
+use crate::node::Node;
+use crate::placement::shard_for_key;
+use crate::routing::{call_owner, read_shard};
+use crate::rpc::wire::{Request, Response};
+use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
+use crate::shard::store::KeyValue;
+use crate::shard::{Op, ShardStore, StoreError, Tenant};
+
+/// Users fetched per shard and round trip while merging a list.
+const LIST_PAGE: u32 = 1000;
+
+/// The shard key of a user id.
+pub fn key(id: &UserId) -> Vec<u8> {
+    id.as_str().as_bytes().to_vec()
+}
+
+/// The query that reads one user.
+pub fn get_query(id: &UserId) -> Query {
+    Query::Get {
+        tenant: Tenant::USERS,
+        key: key(id),
+    }
+}
+
+/// Decodes a stored user.
+pub fn decode(bytes: &[u8]) -> Result<User, codec::CodecError> {
+    codec::decode(bytes)
+}
+
+fn load(store: &ShardStore, shard: ShardId, id: &UserId) -> Result<Option<User>, StoreError> {
+    match store.get(shard, Tenant::USERS, &key(id))? {
+        Some(bytes) => Ok(Some(decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+fn put(user: &User) -> Result<Op, StoreError> {
+    Ok(Op {
+        tenant: Tenant::USERS,
+        key: key(&user.id),
+        value: Some(codec::encode(user)?),
+    })
+}
+
+/// Create: 409 if the id exists.
+pub fn decide_create(
+    store: &ShardStore,
+    shard: ShardId,
+    user: &User,
+) -> Result<Decision, StoreError> {
+    if load(store, shard, &user.id)?.is_some() {
+        return Ok(Decision::answer_only(Outcome::Conflict(
+            users::conflict_message(&user.id),
+        )));
+    }
+    Ok(Decision {
+        outcome: Outcome::User(user.clone()),
+        ops: vec![put(user)?],
+    })
+}
+
+/// Partial update: 404 if the id does not exist.
+pub fn decide_update(
+    store: &ShardStore,
+    shard: ShardId,
+    patch: &UserPatch,
+) -> Result<Decision, StoreError> {
+    let Some(current) = load(store, shard, &patch.id)? else {
+        return Ok(Decision::answer_only(Outcome::NotFound(
+            users::not_found_message(patch.id.as_str()),
+        )));
+    };
+    let merged = patch.apply(&current);
+    if merged == current {
+        // Nothing changes: no entry to replicate.
+        return Ok(Decision::answer_only(Outcome::User(merged)));
+    }
+    Ok(Decision {
+        outcome: Outcome::User(merged.clone()),
+        ops: vec![put(&merged)?],
+    })
+}
+
+/// Delete: 404 if the id does not exist.
+pub fn decide_delete(
+    store: &ShardStore,
+    shard: ShardId,
+    id: &UserId,
+) -> Result<Decision, StoreError> {
+    if load(store, shard, id)?.is_none() {
+        return Ok(Decision::answer_only(Outcome::NotFound(
+            users::not_found_message(id.as_str()),
+        )));
+    }
+    Ok(Decision {
+        outcome: Outcome::Deleted,
+        ops: vec![Op {
+            tenant: Tenant::USERS,
+            key: key(id),
+            value: None,
+        }],
+    })
+}
+
+fn shard_of(node: &Node, id: &UserId) -> ShardId {
+    shard_for_key(id.as_str(), node.inner.cluster.cluster.shards)
+}
+
+/// Runs a command at the owner of `id`'s shard.
+async fn command(node: &Node, id: &UserId, command: Command) -> Result<Outcome, ApiError> {
+    let shard = shard_of(node, id);
+    match call_owner(node, shard, Request::Command { shard, command }).await? {
+        Response::Outcome(Outcome::NotFound(message)) => Err(ApiError::NotFound(message)),
+        Response::Outcome(Outcome::Conflict(message)) => Err(ApiError::Conflict(message)),
+        Response::Outcome(outcome) => Ok(outcome),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn expect_user(outcome: Outcome) -> Result<User, ApiError> {
+    match outcome {
+        Outcome::User(user) => Ok(user),
+        other => Err(ApiError::Internal(format!(
+            "unexpected outcome {other:?} for a user command"
+        ))),
+    }
+}
+
+fn unexpected(answer: &Response) -> ApiError {
+    ApiError::Internal(format!(
+        "unexpected answer from the shard owner: {answer:?}"
+    ))
+}
+
+fn corrupt(error: codec::CodecError) -> ApiError {
+    ApiError::Internal(format!("stored user cannot be read: {error}"))
+}
+
+/// `POST /api/user`.
+pub async fn create(node: &Node, user: User) -> Result<User, ApiError> {
+    let id = user.id.clone();
+    expect_user(command(node, &id, Command::CreateUser(user)).await?)
+}
+
+/// `PUT /api/user`.
+pub async fn update(node: &Node, patch: UserPatch) -> Result<User, ApiError> {
+    let id = patch.id.clone();
+    expect_user(command(node, &id, Command::UpdateUser(patch)).await?)
+}
+
+/// `DELETE /api/user/{id}`.
+pub async fn delete(node: &Node, id: UserId) -> Result<(), ApiError> {
+    command(node, &id, Command::DeleteUser(id.clone()))
+        .await
+        .map(|_| ())
+}
+
+/// `GET /api/user/{id}`.
+pub async fn get(node: &Node, id: UserId) -> Result<User, ApiError> {
+    let shard = shard_of(node, &id);
+    match read_shard(node, shard, get_query(&id)).await? {
+        QueryAnswer::Value(Some(bytes)) => decode(&bytes).map_err(corrupt),
+        QueryAnswer::Value(None) => Err(ApiError::NotFound(users::not_found_message(id.as_str()))),
+        other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+fn all_shards(node: &Node) -> impl Iterator<Item = ShardId> {
+    (0..node.inner.cluster.cluster.shards).map(ShardId)
+}
+
+/// `GET /api/user/count`: one count per shard, from its owner.
+pub async fn count(node: &Node) -> Result<u64, ApiError> {
+    let counts = try_join_all(all_shards(node).map(|shard| async move {
+        let query = Query::Count {
+            tenant: Tenant::USERS,
+        };
+        match read_shard(node, shard, query).await? {
+            QueryAnswer::Count(count) => Ok(count),
+            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+        }
+    }))
+    .await?;
+    Ok(counts.into_iter().sum())
+}
+
+/// `GET /api/user?offset&limit`: a merge, in id order, of every shard's users (each shard is
+/// read in pages, from its owner).
+pub async fn list(node: &Node, offset: u64, limit: u32) -> Result<UserPage, ApiError> {
+    let total = count(node).await?;
+    let mut users = Vec::new();
+    if limit == 0 || offset >= total {
+        return Ok(UserPage { users, total });
+    }
+    let page = u32::try_from(offset + u64::from(limit))
+        .unwrap_or(LIST_PAGE)
+        .min(LIST_PAGE);
+    let mut cursors =
+        try_join_all(all_shards(node).map(|shard| Cursor::open(node, shard, page))).await?;
+    let mut skipped = 0;
+    while users.len() < limit as usize {
+        let next = cursors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.items.front().map(|(key, _)| (key, i)))
+            .min()
+            .map(|(_, i)| i);
+        let Some(index) = next else { break };
+        let cursor = &mut cursors[index];
+        if let Some((_, value)) = cursor.items.pop_front() {
+            if skipped < offset {
+                skipped += 1;
+            } else {
+                users.push(decode(&value).map_err(corrupt)?);
+            }
+        }
+        cursor.refill(node).await?;
+    }
+    Ok(UserPage { users, total })
+}
+
+/// One shard's users in id order, fetched a page at a time.
+struct Cursor {
+    shard: ShardId,
+    page: u32,
+    items: VecDeque<KeyValue>,
+    last_key: Option<Vec<u8>>,
+    exhausted: bool,
+}
+
+impl Cursor {
+    async fn open(node: &Node, shard: ShardId, page: u32) -> Result<Self, ApiError> {
+        let mut cursor = Self {
+            shard,
+            page,
+            items: VecDeque::new(),
+            last_key: None,
+            exhausted: false,
+        };
+        cursor.refill(node).await?;
+        Ok(cursor)
+    }
+
+    /// Fetches the next page once the buffered one is used up.
+    async fn refill(&mut self, node: &Node) -> Result<(), ApiError> {
+        if !self.items.is_empty() || self.exhausted {
+            return Ok(());
+        }
+        let query = Query::Scan {
+            tenant: Tenant::USERS,
+            after: self.last_key.clone(),
+            limit: self.page,
+        };
+        let items = match read_shard(node, self.shard, query).await? {
+            QueryAnswer::Items(items) => items,
+            other => return Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+        };
+        self.exhausted = items.len() < self.page as usize;
+        self.last_key = items.last().map(|(key, _)| key.clone());
+        self.items = items.into();
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! Replicated shards: the general mechanism every stateful service (users first) stores its
+//! entities in. Implements `docs/decisions/004-shard-replication.md`.
+//!
+//! - [`store`]: a shard's state on one node in LMDB: entities, a short change log, and the
+//!   shard's epoch and applied sequence number, all changed in one transaction.
+//! - [`owner`]: the ractor actor that owns a shard on its owner node: it seals the shard with a
+//!   new epoch, serializes commands, and acknowledges a change only once every replica has it.
+//! - [`replica`]: what any holder of a shard answers to the owner (seal, replicate, catch up,
+//!   drop) and to readers.
+//! - [`sync`]: bringing a lagging holder up to date from another (missing log entries, or a
+//!   snapshot when the log no longer reaches back).
+//! - [`host`]: follows the topology and starts, reconfigures and stops owner actors.
+//! - [`command`]: the commands services send to an owner and what they produce.
+
+pub mod command;
+pub mod host;
+pub mod owner;
+pub mod replica;
+pub mod store;
+pub mod sync;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::HostPort;
+use crate::ids::NodeId;
+
+pub use store::{ShardStore, StoreError};
+
+/// An ownership period of a shard: a term and the node that holds it. Ordered by term, then by
+/// owner, so two nodes that pick the same term still differ and exactly one of them wins.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Epoch {
+    /// Increases with every ownership change.
+    pub term: u64,
+    /// The owner that sealed this epoch.
+    pub owner: NodeId,
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.term, self.owner)
+    }
+}
+
+/// Which service an entity belongs to; part of every stored key, so services share shards
+/// without sharing key spaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Tenant(pub u8);
+
+impl Tenant {
+    /// Users (issue 3).
+    pub const USERS: Tenant = Tenant(1);
+}
+
+/// One entity change: `value = None` deletes the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    /// The service.
+    pub tenant: Tenant,
+    /// The entity key within the tenant.
+    pub key: Vec<u8>,
+    /// The new value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// One numbered change of a shard: what the owner of `epoch` decided at sequence `seq`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the shard's history, from 1.
+    pub seq: u64,
+    /// The epoch of the owner that wrote it.
+    pub epoch: Epoch,
+    /// The changes, applied together.
+    pub ops: Vec<Op>,
+}
+
+/// Where a holder's history of a shard ends: the sequence number applied last and the epoch
+/// that wrote it (`None` before the first entry). Two holders with the same position have the
+/// same history, because one epoch has one owner and entries are only appended in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Position {
+    /// The epoch of the last applied entry; compared first, as in Raft's "more up to date".
+    pub last_epoch: Option<Epoch>,
+    /// The last applied sequence number.
+    pub applied: u64,
+}
+
+/// A shard's bookkeeping on one holder.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    /// The newest epoch this holder has promised to follow; changes from older epochs are
+    /// refused (fencing).
+    pub epoch: Option<Epoch>,
+    /// Where its history ends.
+    pub position: Position,
+    /// A snapshot install started and has not finished: the entities are incomplete and the
+    /// holder needs a fresh snapshot whatever its position says.
+    pub installing: bool,
+}
+
+/// Another node as the shard layer addresses it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    /// Its id (checked in the RPC handshake).
+    pub node_id: NodeId,
+    /// Where its RPC listener is.
+    pub rpc_addr: HostPort,
+}

@@ -1,0 +1,463 @@
+//! The owner of one shard: a ractor actor, spawned by [`Shards`](super::host::Shards) on the
+//! node placement makes the shard's owner, stopped when ownership moves away.
+//!
+//! It handles one message at a time, which is what makes a shard's commands atomic: a command
+//! is decided against the current state, appended locally and replicated, and answered, before
+//! the next one starts. Before its first command (and after every change of its replica set) it
+//! seals the shard with a new epoch: every live member promises to follow that epoch (fencing
+//! the previous owner), the most advanced copy is pulled if it is not this one, and every replica
+//! is brought up to date. A write is acknowledged only once the owner and every replica have it
+//! durably, and only while this node sees a majority of the cluster.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::command::Command;
+use super::host::{OwnerView, Shards};
+use super::sync::{self, SYNC_CALL_TIMEOUT};
+use super::{Entry, Epoch, Peer, Position, StoreError};
+use crate::ids::ShardId;
+use crate::rpc::wire::{Request, Response};
+
+/// Least time between two seal attempts of one shard (a failed seal is retried, not spun).
+const SEAL_RETRY: Duration = Duration::from_millis(250);
+/// Seal rounds before giving up when other owners keep fencing this one.
+const SEAL_ROUNDS: usize = 4;
+
+/// The actor (stateless; its state is [`OwnerState`]).
+pub struct ShardOwner;
+
+/// Start-up arguments.
+pub struct OwnerArgs {
+    /// The node's shard layer.
+    pub shards: Shards,
+    /// The shard owned.
+    pub shard: ShardId,
+    /// Replicas and other members at start.
+    pub view: OwnerView,
+}
+
+/// Messages.
+pub enum OwnerMsg {
+    /// Execute a command and answer with [`Response::Outcome`] or why not.
+    Command(Command, RpcReplyPort<Response>),
+    /// The replica set or membership changed: re-seal with a new epoch.
+    Reconfigure(OwnerView),
+    /// Try sealing again after a failure.
+    Reseal,
+    /// Another node sealed the shard with a newer epoch.
+    Fenced,
+}
+
+/// The actor's state.
+pub struct OwnerState {
+    shards: Shards,
+    shard: ShardId,
+    view: OwnerView,
+    /// The epoch this actor serves, once sealed.
+    epoch: Option<Epoch>,
+    last_seal: Option<Instant>,
+}
+
+impl Actor for ShardOwner {
+    type Msg = OwnerMsg;
+    type State = OwnerState;
+    type Arguments = OwnerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<OwnerMsg>,
+        args: OwnerArgs,
+    ) -> Result<OwnerState, ActorProcessingErr> {
+        // Seal as soon as the actor runs, not at the first command.
+        let _ = myself.cast(OwnerMsg::Reseal);
+        Ok(OwnerState {
+            shards: args.shards,
+            shard: args.shard,
+            view: args.view,
+            epoch: None,
+            last_seal: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<OwnerMsg>,
+        message: OwnerMsg,
+        state: &mut OwnerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            OwnerMsg::Command(command, reply) => {
+                let answer = state.execute(command).await;
+                if state.epoch.is_none() {
+                    state.schedule_reseal(&myself);
+                }
+                // The caller may have given up; nothing to do then.
+                let _ = reply.send(answer);
+            }
+            OwnerMsg::Reconfigure(view) => {
+                state.view = view;
+                state.stop_serving();
+                state.last_seal = None;
+                state.try_seal(&myself).await;
+            }
+            OwnerMsg::Reseal => {
+                if state.epoch.is_none() {
+                    state.try_seal(&myself).await;
+                }
+            }
+            OwnerMsg::Fenced => {
+                // Placement may still make this node the owner (views were briefly apart):
+                // take the shard back after a pause; if placement moved it, this actor is
+                // stopped before that.
+                state.stop_serving();
+                state.schedule_reseal(&myself);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<OwnerMsg>,
+        state: &mut OwnerState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.stop_serving();
+        Ok(())
+    }
+}
+
+impl OwnerState {
+    async fn execute(&mut self, command: Command) -> Response {
+        if self.epoch.is_none() && self.seal_due() {
+            if let Err(message) = self.seal().await {
+                return moving(message);
+            }
+        }
+        let Some(epoch) = self.epoch.clone() else {
+            return moving(format!("shard {} is being taken over", self.shard));
+        };
+        if let Some(refusal) = self.write_refusal() {
+            return refusal;
+        }
+        let store = &self.shards.inner.store;
+        let decision = match command.decide(store, self.shard) {
+            Ok(decision) => decision,
+            Err(error) => return self.store_failure(error),
+        };
+        if decision.ops.is_empty() {
+            return Response::Outcome(decision.outcome);
+        }
+        let prev = match store.meta(self.shard) {
+            Ok(meta) if meta.epoch.as_ref() == Some(&epoch) => meta.position,
+            Ok(_) => return self.fenced(),
+            Err(error) => return self.store_failure(error),
+        };
+        let entry = Entry {
+            seq: prev.applied + 1,
+            epoch: epoch.clone(),
+            ops: decision.ops,
+        };
+        match self.replicate(epoch, prev, entry).await {
+            Ok(()) => Response::Outcome(decision.outcome),
+            Err(response) => response,
+        }
+    }
+
+    /// Why a write must not be acknowledged now, if it must not.
+    fn write_refusal(&self) -> Option<Response> {
+        let shards = &self.shards;
+        let topology = shards.topology();
+        if !topology.owns(&shards.inner.me, self.shard) {
+            return Some(Response::NotOwner {
+                owner: topology.table.owner(self.shard).cloned(),
+            });
+        }
+        if !topology.membership.has_majority() {
+            return Some(moving(
+                "this node does not see a majority of the cluster".into(),
+            ));
+        }
+        let copies = self.view.replicas.len() + 1;
+        if copies < shards.inner.replication_factor {
+            return Some(moving(format!(
+                "shard {} has {copies} live copies, {} needed",
+                self.shard, shards.inner.replication_factor
+            )));
+        }
+        None
+    }
+
+    /// Appends `entry` here and on every replica; `Err` is the answer when any copy failed.
+    async fn replicate(
+        &mut self,
+        epoch: Epoch,
+        prev: Position,
+        entry: Entry,
+    ) -> Result<(), Response> {
+        let shard = self.shard;
+        let store = self.shards.inner.store.clone();
+        let local = store.append(shard, epoch.clone(), prev.clone(), entry.clone());
+        let remote = join_all(self.view.replicas.iter().map(|(peer, _)| {
+            let request = Request::Replicate {
+                shard,
+                epoch: epoch.clone(),
+                prev: prev.clone(),
+                entry: entry.clone(),
+            };
+            self.call(peer, request)
+        }));
+        let (local, remote) = tokio::join!(local, remote);
+        if let Err(error) = local {
+            // Replicas may have taken the change: report it as possibly applied.
+            if let StoreError::Fenced { .. } = error {
+                self.stop_serving();
+            }
+            warn!(%shard, %error, "local append failed");
+            return Err(unavailable(format!("shard {shard}: {error}")));
+        }
+        let mut behind = Vec::new();
+        for ((peer, _), answer) in self.view.replicas.iter().zip(remote) {
+            match answer {
+                Ok(Response::Done) => {}
+                Ok(Response::Behind(_)) => behind.push(peer.clone()),
+                Ok(Response::Fenced(newer)) => {
+                    // Another replica may have taken the change before the new owner sealed
+                    // it, so it may still take effect: not retryable.
+                    warn!(%shard, %newer, "fenced by a newer owner");
+                    self.stop_serving();
+                    return Err(unavailable(format!(
+                        "shard {shard} changed owner during the write"
+                    )));
+                }
+                Ok(other) => return Err(unavailable(describe(peer, &other))),
+                Err(problem) => return Err(unavailable(problem)),
+            }
+        }
+        // A replica that missed earlier changes copies them (and this one) from here.
+        for peer in behind {
+            self.push_catch_up(&epoch, &peer)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    fn seal_due(&self) -> bool {
+        self.last_seal.is_none_or(|at| at.elapsed() >= SEAL_RETRY)
+    }
+
+    async fn try_seal(&mut self, myself: &ActorRef<OwnerMsg>) {
+        if let Err(message) = self.seal().await {
+            warn!(shard = %self.shard, %message, "cannot take over the shard yet");
+            self.schedule_reseal(myself);
+        }
+    }
+
+    fn schedule_reseal(&self, myself: &ActorRef<OwnerMsg>) {
+        myself.send_after(SEAL_RETRY, || OwnerMsg::Reseal);
+    }
+
+    /// Takes the shard over with a new epoch (see the module doc).
+    async fn seal(&mut self) -> Result<(), String> {
+        self.last_seal = Some(Instant::now());
+        let shard = self.shard;
+        let store = self.shards.inner.store.clone();
+        let me = self.shards.inner.me.clone();
+        let mut term = store
+            .meta(shard)
+            .map_err(|e| e.to_string())?
+            .epoch
+            .map_or(0, |e| e.term)
+            + 1;
+        for _ in 0..SEAL_ROUNDS {
+            let epoch = Epoch {
+                term,
+                owner: me.clone(),
+            };
+            match self.seal_round(&epoch).await? {
+                None => {
+                    info!(%shard, %epoch, "serving the shard");
+                    self.epoch = Some(epoch.clone());
+                    self.shards.update_local(shard, |l| {
+                        l.serving = Some(epoch);
+                        l.synced = true;
+                    });
+                    return Ok(());
+                }
+                Some(newer) => term = term.max(newer + 1),
+            }
+        }
+        Err(format!("shard {shard}: other owners keep sealing it"))
+    }
+
+    /// One attempt at sealing with `epoch`: `Ok(None)` when done, `Ok(Some(term))` when a holder
+    /// follows a newer term.
+    async fn seal_round(&mut self, epoch: &Epoch) -> Result<Option<u64>, String> {
+        let shard = self.shard;
+        let store = self.shards.inner.store.clone();
+        match store.seal(shard, epoch.clone()).await {
+            Ok(_) => {}
+            Err(StoreError::Fenced { current }) => return Ok(Some(current.term)),
+            Err(error) => return Err(error.to_string()),
+        }
+        let peers: Vec<Peer> = self
+            .view
+            .replicas
+            .iter()
+            .map(|(p, _)| p.clone())
+            .chain(self.view.others.iter().cloned())
+            .collect();
+        let answers = join_all(peers.iter().map(|peer| {
+            self.call(
+                peer,
+                Request::Seal {
+                    shard,
+                    epoch: epoch.clone(),
+                },
+            )
+        }))
+        .await;
+        let mut best: Option<(Position, Peer)> = None;
+        let mut holders = Vec::new();
+        for (index, (peer, answer)) in peers.iter().zip(answers).enumerate() {
+            let is_replica = index < self.view.replicas.len();
+            match answer {
+                Ok(Response::Sealed(meta)) => {
+                    if !meta.installing && best.as_ref().is_none_or(|(p, _)| meta.position > *p) {
+                        best = Some((meta.position.clone(), peer.clone()));
+                    }
+                    if !is_replica && (meta.installing || meta.position.applied > 0) {
+                        holders.push(peer.clone());
+                    }
+                }
+                Ok(Response::Fenced(newer)) => return Ok(Some(newer.term)),
+                Ok(other) if is_replica => return Err(describe(peer, &other)),
+                Err(problem) if is_replica => return Err(problem),
+                // A member outside the replica set that cannot be reached holds nothing needed
+                // (every acknowledged change is on the replicas of its time).
+                _ => {}
+            }
+        }
+        let mine = store.meta(shard).map_err(|e| e.to_string())?;
+        if let Some((position, source)) = best {
+            if mine.installing || position > mine.position {
+                info!(%shard, source = %source.node_id, "pulling the most advanced copy");
+                sync::catch_up(&store, &self.shards.inner.rpc, shard, epoch, &source)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let replicas: Vec<Peer> = self.view.replicas.iter().map(|(p, _)| p.clone()).collect();
+        for peer in &replicas {
+            self.push_catch_up(epoch, peer).await?;
+        }
+        for peer in holders {
+            self.drop_copy(epoch, peer);
+        }
+        Ok(None)
+    }
+
+    /// Has `peer` copy this shard from here, up to this node's position.
+    async fn push_catch_up(&self, epoch: &Epoch, peer: &Peer) -> Result<(), String> {
+        let request = Request::CatchUp {
+            shard: self.shard,
+            epoch: epoch.clone(),
+            source: Peer {
+                node_id: self.shards.inner.me.clone(),
+                rpc_addr: self
+                    .my_rpc_addr()
+                    .ok_or("this node is not in the membership")?,
+            },
+        };
+        let answer = self
+            .shards
+            .inner
+            .rpc
+            .call_with_timeout(
+                &peer.node_id,
+                &peer.rpc_addr,
+                request,
+                SYNC_CALL_TIMEOUT * 3,
+            )
+            .await
+            .map_err(|e| format!("replica {}: {e}", peer.node_id))?;
+        match answer {
+            Response::Done => Ok(()),
+            other => Err(describe(peer, &other)),
+        }
+    }
+
+    /// Tells a member outside the replica set to delete its copy (best effort, in the
+    /// background: the copy is only garbage now).
+    fn drop_copy(&self, epoch: &Epoch, peer: Peer) {
+        let rpc = self.shards.inner.rpc.clone();
+        let request = Request::Drop {
+            shard: self.shard,
+            epoch: epoch.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(error) = rpc.call(&peer.node_id, &peer.rpc_addr, request).await {
+                tracing::debug!(peer = %peer.node_id, %error, "could not drop a stale copy");
+            }
+        });
+    }
+
+    fn my_rpc_addr(&self) -> Option<crate::config::HostPort> {
+        let topology = self.shards.topology();
+        topology
+            .membership
+            .get(&self.shards.inner.me)
+            .map(|m| m.rpc_addr.clone())
+    }
+
+    async fn call(&self, peer: &Peer, request: Request) -> Result<Response, String> {
+        self.shards
+            .inner
+            .rpc
+            .call(&peer.node_id, &peer.rpc_addr, request)
+            .await
+            .map_err(|e| format!("replica {}: {e}", peer.node_id))
+    }
+
+    fn fenced(&mut self) -> Response {
+        self.stop_serving();
+        Response::NotOwner { owner: None }
+    }
+
+    fn store_failure(&mut self, error: StoreError) -> Response {
+        match error {
+            StoreError::Fenced { .. } => self.fenced(),
+            other => {
+                warn!(shard = %self.shard, error = %other, "shard storage failed");
+                unavailable(format!("shard {}: {other}", self.shard))
+            }
+        }
+    }
+
+    fn stop_serving(&mut self) {
+        self.epoch = None;
+        self.shards.update_local(self.shard, |l| l.serving = None);
+    }
+}
+
+fn moving(message: String) -> Response {
+    Response::Moving { message }
+}
+
+fn unavailable(message: String) -> Response {
+    Response::Unavailable { message }
+}
+
+fn describe(peer: &Peer, answer: &Response) -> String {
+    match answer {
+        Response::Unavailable { message } | Response::Failed { message } => {
+            format!("replica {}: {message}", peer.node_id)
+        }
+        other => format!("replica {}: unexpected answer {other:?}", peer.node_id),
+    }
+}

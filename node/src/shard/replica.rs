@@ -1,0 +1,173 @@
+//! What any holder of a shard answers: the owner's seal, replicate, catch-up and drop requests,
+//! another holder's catch-up reads, and reads in the owner's place.
+
+use super::command::Query;
+use super::host::Shards;
+use super::store::Item;
+use super::sync::{self, SNAPSHOT_PAGE};
+use super::{Entry, Epoch, Peer, Position, StoreError};
+use crate::ids::ShardId;
+use crate::rpc::wire::Response;
+
+impl Shards {
+    /// Answers a read: as the serving owner, or as an up-to-date replica when the caller could
+    /// not reach the owner (`allow_replica`). Either way only within a majority view, so a
+    /// node cut off from the cluster never answers with a value older than one acknowledged on
+    /// the other side.
+    pub fn read(&self, shard: ShardId, query: &Query, allow_replica: bool) -> Response {
+        let topology = self.topology();
+        let me = &self.inner.me;
+        let local = self.local_shard(shard);
+        let may_answer = if topology.owns(me, shard) {
+            local.serving.is_some() && self.still_follows(shard, local.serving.as_ref())
+        } else {
+            allow_replica && local.synced && topology.table.replicas(shard).contains(me)
+        };
+        if !may_answer {
+            return Response::NotOwner {
+                owner: topology.table.owner(shard).cloned(),
+            };
+        }
+        if !topology.membership.has_majority() {
+            return Response::Unavailable {
+                message: "this node does not see a majority of the cluster".into(),
+            };
+        }
+        match query.answer(&self.inner.store, shard) {
+            Ok(answer) => Response::Answer(answer),
+            Err(error) => failed(error),
+        }
+    }
+
+    /// Whether the store still follows the epoch this node serves (a newer owner may have
+    /// sealed it since).
+    fn still_follows(&self, shard: ShardId, serving: Option<&Epoch>) -> bool {
+        matches!(self.inner.store.meta(shard), Ok(meta) if meta.epoch.as_ref() == serving)
+    }
+
+    /// A new owner's seal: follow its epoch from now on, and report this copy's position.
+    pub async fn seal(&self, shard: ShardId, epoch: Epoch) -> Response {
+        if let Some(serving) = self.local_shard(shard).serving {
+            if serving < epoch {
+                tracing::info!(%shard, %serving, newer = %epoch, "a newer owner sealed the shard");
+                self.owner_fenced(shard);
+            }
+        }
+        match self.inner.store.seal(shard, epoch).await {
+            Ok(meta) => {
+                // Until the new owner has brought this copy up to date, it may be stale.
+                self.update_local(shard, |l| l.synced = false);
+                Response::Sealed(meta)
+            }
+            Err(error) => store_answer(error),
+        }
+    }
+
+    /// The owner's change: applied if it follows this copy's history.
+    pub async fn replicate(
+        &self,
+        shard: ShardId,
+        epoch: Epoch,
+        prev: Position,
+        entry: Entry,
+    ) -> Response {
+        match self.inner.store.append(shard, epoch, prev, entry).await {
+            Ok(()) => Response::Done,
+            Err(error) => store_answer(error),
+        }
+    }
+
+    /// The owner's request to catch up from `source`.
+    pub async fn catch_up(&self, shard: ShardId, epoch: Epoch, source: Peer) -> Response {
+        match sync::catch_up(&self.inner.store, &self.inner.rpc, shard, &epoch, &source).await {
+            Ok(()) => {
+                self.update_local(shard, |l| l.synced = true);
+                Response::Done
+            }
+            Err(sync::SyncError::Store(error)) => store_answer(error),
+            Err(error) => Response::Unavailable {
+                message: error.to_string(),
+            },
+        }
+    }
+
+    /// Another holder catching up from this one: the entries it misses, or that it needs a
+    /// snapshot. Entries are capped at a quarter of a frame so the answer always fits.
+    pub fn entries_after(&self, shard: ShardId, from: &Position) -> Response {
+        let max_bytes = self.inner.max_frame_bytes / 4;
+        match self.inner.store.entries_after(shard, from, max_bytes) {
+            Ok(Some(entries)) => Response::Entries { entries },
+            Ok(None) => Response::NeedSnapshot,
+            Err(error) => failed(error),
+        }
+    }
+
+    /// One page of this holder's copy, for a snapshot transfer.
+    pub fn snapshot_page(&self, shard: ShardId, after: Option<&[u8]>) -> Response {
+        let store = &self.inner.store;
+        let page = store
+            .meta(shard)
+            .and_then(|meta| Ok((meta, store.snapshot_page(shard, after, SNAPSHOT_PAGE)?)));
+        match page {
+            Ok((meta, items)) => {
+                let found = items.len();
+                let items = fit(items, self.inner.max_frame_bytes / 2);
+                Response::Page {
+                    // The end of the shard, unless the page was full or trimmed to fit.
+                    last: found < SNAPSHOT_PAGE && items.len() == found,
+                    items,
+                    position: meta.position,
+                }
+            }
+            Err(error) => failed(error),
+        }
+    }
+
+    /// The owner says this node is not in the shard's replica set any more.
+    pub async fn drop_copy(&self, shard: ShardId, epoch: Epoch) -> Response {
+        if self
+            .topology()
+            .table
+            .replicas(shard)
+            .contains(&self.inner.me)
+        {
+            // This node's view still places a copy here; keep it until the views agree.
+            return Response::Done;
+        }
+        self.update_local(shard, |l| l.synced = false);
+        match self.inner.store.drop_shard(shard, epoch).await {
+            Ok(()) => Response::Done,
+            Err(error) => store_answer(error),
+        }
+    }
+}
+
+/// Trims a snapshot page to `max_bytes` (at least one item); the caller continues after the
+/// last item it got.
+fn fit(mut items: Vec<Item>, max_bytes: usize) -> Vec<Item> {
+    let mut bytes = 0;
+    let keep = items
+        .iter()
+        .position(|item| {
+            bytes += item.key.len() + item.value.len();
+            bytes > max_bytes
+        })
+        .map_or(items.len(), |i| i.max(1));
+    items.truncate(keep);
+    items
+}
+
+fn store_answer(error: StoreError) -> Response {
+    match error {
+        StoreError::Fenced { current } => Response::Fenced(current),
+        StoreError::OutOfOrder { position } => Response::Behind(position),
+        other => failed(other),
+    }
+}
+
+fn failed(error: StoreError) -> Response {
+    tracing::warn!(%error, "shard storage failed");
+    Response::Failed {
+        message: error.to_string(),
+    }
+}

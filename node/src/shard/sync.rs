@@ -1,0 +1,129 @@
+//! Bringing this node's copy of a shard up to a source holder's: the missing log entries when
+//! the source's log reaches back to where this copy ends, otherwise a snapshot of the source's
+//! entities, page by page.
+//!
+//! The source must not change meanwhile. It never does: the source is either the owner, which
+//! waits for this catch-up inside its actor (so no command runs), or a former holder the new
+//! owner is pulling from while it seals the shard (sealed holders refuse the old owner).
+
+use std::time::Duration;
+
+use super::store::Item;
+use super::{Epoch, Peer, Position, ShardStore, StoreError};
+use crate::ids::ShardId;
+use crate::rpc::wire::{Request, Response};
+use crate::rpc::RpcClient;
+
+/// Entities per snapshot page.
+pub const SNAPSHOT_PAGE: usize = 512;
+/// Deadline of one catch-up or snapshot call.
+pub const SYNC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a catch-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The local store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The source could not be reached or answered something unexpected.
+    #[error("catching up from {source_node}: {message}")]
+    Source {
+        /// The source.
+        source_node: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Pulls from `source` until this node's copy of `shard` matches it, following `epoch`.
+pub async fn catch_up(
+    store: &ShardStore,
+    rpc: &RpcClient,
+    shard: ShardId,
+    epoch: &Epoch,
+    source: &Peer,
+) -> Result<(), SyncError> {
+    loop {
+        let meta = store.meta(shard)?;
+        if meta.installing {
+            return install_snapshot(store, rpc, shard, epoch, source).await;
+        }
+        let request = Request::EntriesAfter {
+            shard,
+            from: meta.position.clone(),
+        };
+        match call(rpc, source, request).await? {
+            Response::Entries { entries } if entries.is_empty() => return Ok(()),
+            Response::Entries { entries } => {
+                let mut prev = meta.position;
+                for entry in entries {
+                    let next = Position {
+                        last_epoch: Some(entry.epoch.clone()),
+                        applied: entry.seq,
+                    };
+                    store.append(shard, epoch.clone(), prev, entry).await?;
+                    prev = next;
+                }
+            }
+            Response::NeedSnapshot => {
+                return install_snapshot(store, rpc, shard, epoch, source).await
+            }
+            other => return Err(unexpected(source, &other)),
+        }
+    }
+}
+
+async fn install_snapshot(
+    store: &ShardStore,
+    rpc: &RpcClient,
+    shard: ShardId,
+    epoch: &Epoch,
+    source: &Peer,
+) -> Result<(), SyncError> {
+    tracing::info!(%shard, source = %source.node_id, "installing a snapshot");
+    store.begin_snapshot(shard, epoch.clone()).await?;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let request = Request::SnapshotPage {
+            shard,
+            after: after.clone(),
+        };
+        let (items, position, last) = match call(rpc, source, request).await? {
+            Response::Page {
+                items,
+                position,
+                last,
+            } => (items, position, last),
+            other => return Err(unexpected(source, &other)),
+        };
+        after = items.last().map(|item: &Item| item.key.clone());
+        store.put_snapshot_page(shard, epoch.clone(), items).await?;
+        if last {
+            store
+                .finish_snapshot(shard, epoch.clone(), position)
+                .await?;
+            return Ok(());
+        }
+    }
+}
+
+async fn call(rpc: &RpcClient, source: &Peer, request: Request) -> Result<Response, SyncError> {
+    rpc.call_with_timeout(
+        &source.node_id,
+        &source.rpc_addr,
+        request,
+        SYNC_CALL_TIMEOUT,
+    )
+    .await
+    .map_err(|e| SyncError::Source {
+        source_node: source.node_id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn unexpected(source: &Peer, answer: &Response) -> SyncError {
+    SyncError::Source {
+        source_node: source.node_id.to_string(),
+        message: format!("unexpected answer {answer:?}"),
+    }
+}

@@ -1,0 +1,453 @@
+//! The users service on replicated shards, against real `troupe node` processes on 127.0.0.1:
+//! the HTTP contract through every node, reads through a SIGKILL, catch-up of a restarted node
+//! checked by per-shard digests, and no acknowledged write lost under concurrent writers.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{cluster_lock, TestCluster, GOSSIP_INTERVAL_MS};
+
+/// Failure detection plus re-sealing, doubled for a loaded CI machine.
+fn recovery_bound() -> Duration {
+    Duration::from_millis(2 * (12 * GOSSIP_INTERVAL_MS) + 10_000)
+}
+
+/// What a request got: status and JSON body (`Null` when empty or not JSON); status 0 for a
+/// transport error.
+async fn send(
+    cluster: &TestCluster,
+    node: usize,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = cluster.http.request(method, cluster.nodes[node].url(path));
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = response.json::<Value>().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+fn user(i: usize) -> Value {
+    json!({
+        "id": format!("00000000-0000-4000-8000-{i:012}"),
+        "name": format!("user {i}"),
+        "email": format!("u{i}@example.com"),
+        "group": i,
+    })
+}
+
+/// Waits until every node in `nodes` is ready and sees all of them as ready members.
+async fn wait_ready(cluster: &TestCluster, nodes: &[usize]) {
+    let expected = nodes.len();
+    cluster
+        .wait_for("nodes ready and agreeing", recovery_bound() * 2, || async {
+            for &i in nodes {
+                let (status, _) = cluster.get(i, "/readyz").await.ok()?;
+                let (_, view) = cluster.get(i, "/cluster").await.ok()?;
+                let ready = view["members"]
+                    .as_array()?
+                    .iter()
+                    .filter(|m| m["live"] == true && m["status"] == "ready")
+                    .count();
+                if status != 200 || ready != expected {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+}
+
+/// Creates users `range` through the nodes in turn, retrying 503s (not acknowledged), and
+/// panics on anything else but 201.
+async fn create_users(cluster: &TestCluster, nodes: &[usize], range: std::ops::Range<usize>) {
+    for i in range {
+        let node = nodes[i % nodes.len()];
+        let deadline = Instant::now() + recovery_bound();
+        loop {
+            let (status, body) = send(
+                cluster,
+                node,
+                reqwest::Method::POST,
+                "/api/user",
+                Some(user(i)),
+            )
+            .await;
+            match status {
+                201 => break,
+                // Retried create whose first attempt was applied but not acknowledged.
+                409 if body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("exists")) =>
+                {
+                    break
+                }
+                503 | 0 if Instant::now() < deadline => continue,
+                _ => panic!("create {i} on node {node}: {status} {body}"),
+            }
+        }
+    }
+}
+
+/// Every shard's copies agree: same digest and entity count on the owner and every replica
+/// of the shard, as the cluster's table says.
+async fn digests_agree(cluster: &TestCluster, nodes: &[usize]) -> Option<()> {
+    let (_, view) = cluster.get(nodes[0], "/cluster").await.ok()?;
+    let mut copies: BTreeMap<(u64, String), (String, u64)> = BTreeMap::new();
+    for &i in nodes {
+        let (status, list) = cluster.get(i, "/cluster/shards").await.ok()?;
+        if status != 200 {
+            return None;
+        }
+        for copy in list.as_array()? {
+            let key = (copy["shard"].as_u64()?, cluster.nodes[i].id.clone());
+            let value = (
+                copy["digest"].as_str()?.to_owned(),
+                copy["entities"].as_u64()?,
+            );
+            copies.insert(key, value);
+        }
+    }
+    for shard in view["shards"].as_array()? {
+        let number = shard["shard"].as_u64()?;
+        let holders: Vec<String> = std::iter::once(shard["owner"].as_str()?.to_owned())
+            .chain(
+                shard["replicas"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned)),
+            )
+            .collect();
+        let digests: BTreeSet<&(String, u64)> = holders
+            .iter()
+            .map(|h| copies.get(&(number, h.clone())))
+            .collect::<Option<_>>()?;
+        if digests.len() != 1 {
+            return None;
+        }
+    }
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_crud_list_and_count_behave_the_same_through_every_node() {
+    let _guard = cluster_lock().await;
+    let cluster = TestCluster::start(3);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    create_users(&cluster, &[0, 1, 2], 0..30).await;
+
+    let id = user(7)["id"].as_str().expect("id").to_owned();
+    for node in 0..3 {
+        let (status, body) = cluster
+            .get(node, &format!("/api/user/{id}"))
+            .await
+            .expect("get");
+        assert_eq!((status, body), (200, user(7)), "read through node {node}");
+    }
+    let (status, body) = send(
+        &cluster,
+        1,
+        reqwest::Method::POST,
+        "/api/user/",
+        Some(user(7)),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let patch = json!({"id": id, "group": 99});
+    let (status, body) = send(&cluster, 2, reqwest::Method::PUT, "/api/user", Some(patch)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["group"], 99);
+    assert_eq!(body["name"], "user 7");
+    let (status, _) = send(
+        &cluster,
+        0,
+        reqwest::Method::DELETE,
+        &format!("/api/user/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, body) = cluster
+        .get(1, &format!("/api/user/{id}"))
+        .await
+        .expect("get");
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], format!("no user with id: {id}"));
+
+    let (_, count) = cluster.get(2, "/api/user/count").await.expect("count");
+    assert_eq!(count, json!({"count": 29}));
+    // Pages are ordered by id, stable, and cover every user exactly once.
+    let mut seen = Vec::new();
+    for offset in (0..29).step_by(10) {
+        let (status, page) = cluster
+            .get(offset % 3, &format!("/api/user?offset={offset}&limit=10"))
+            .await
+            .expect("list");
+        assert_eq!(status, 200);
+        assert_eq!(page["total"], 29);
+        assert_eq!(page["offset"], offset);
+        assert_eq!(page["limit"], 10);
+        for u in page["users"].as_array().expect("users") {
+            seen.push(u["id"].as_str().expect("id").to_owned());
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "ids in order, no duplicates");
+    assert_eq!(seen.len(), 29);
+    let (_, beyond) = cluster.get(0, "/api/user?offset=500").await.expect("list");
+    assert_eq!(beyond["users"], json!([]));
+    assert_eq!(beyond["total"], 29);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_user_stays_readable_when_a_node_is_killed_and_writes_resume() {
+    let _guard = cluster_lock().await;
+    let mut cluster = TestCluster::start(3);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    let users = 200;
+    create_users(&cluster, &[0, 1, 2], 0..users).await;
+
+    cluster.nodes[1].kill();
+    // Reads right after the kill, before the failure detector has decided anything.
+    let mut latencies = Vec::new();
+    for i in 0..users {
+        let node = [0, 2][i % 2];
+        let id = user(i)["id"].as_str().expect("id").to_owned();
+        let started = Instant::now();
+        let (status, body) = cluster
+            .get(node, &format!("/api/user/{id}"))
+            .await
+            .expect("get");
+        latencies.push(started.elapsed());
+        assert_eq!(
+            (status, body),
+            (200, user(i)),
+            "user {i} through node {node}"
+        );
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!(
+        "reads after SIGKILL: p50 {:?} p99 {p99:?} max {:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    assert!(p99 < Duration::from_millis(250), "read p99 {p99:?}");
+
+    // Writes to every shard succeed again once the dead node is out of placement.
+    let killed_at = Instant::now();
+    create_users(&cluster, &[0, 2], users..users + 64).await;
+    eprintln!(
+        "writes resumed within {:?} of the kill",
+        killed_at.elapsed()
+    );
+    let (_, count) = cluster.get(0, "/api/user/count").await.expect("count");
+    assert_eq!(count["count"], users + 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_catches_up_on_restart_and_every_copy_of_every_shard_matches() {
+    let _guard = cluster_lock().await;
+    let mut cluster = TestCluster::start(3);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    create_users(&cluster, &[0, 1, 2], 0..100).await;
+
+    let status = cluster.nodes[2].terminate(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit: {status:?}"
+    );
+    wait_ready(&cluster, &[0, 1]).await;
+    create_users(&cluster, &[0, 1], 100..250).await;
+    for i in (0..100).step_by(3) {
+        let id = user(i)["id"].as_str().expect("id").to_owned();
+        let (status, _) = send(
+            &cluster,
+            i % 2,
+            reqwest::Method::DELETE,
+            &format!("/api/user/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 204, "delete {i}");
+    }
+
+    cluster.start_node(2);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster
+        .wait_for(
+            "every copy of every shard matches",
+            recovery_bound(),
+            || digests_agree(&cluster, &[0, 1, 2]),
+        )
+        .await;
+    let expected = 250 - (0..100).step_by(3).count();
+    for node in 0..3 {
+        let (_, count) = cluster.get(node, "/api/user/count").await.expect("count");
+        assert_eq!(count["count"], expected, "count through node {node}");
+    }
+    // The restarted node serves reads of users written while it was down.
+    let id = user(200)["id"].as_str().expect("id").to_owned();
+    let (status, body) = cluster
+        .get(2, &format!("/api/user/{id}"))
+        .await
+        .expect("get");
+    assert_eq!((status, body), (200, user(200)));
+}
+
+/// What the writers know of a user from acknowledged answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Known {
+    /// An unacknowledged write (503, timeout) leaves it open.
+    Unknown,
+    Absent,
+    Present(u64),
+}
+
+/// One writer's step on user `i`: the request and what each answer means.
+async fn write_step(
+    http: &reqwest::Client,
+    base: &str,
+    i: usize,
+    round: usize,
+    known: Known,
+) -> Known {
+    let id = user(i)["id"].as_str().expect("id").to_owned();
+    let group = (round * 10 + i) as u64;
+    let (request, on_success) = match known {
+        Known::Absent => (
+            http.post(format!("{base}/api/user"))
+                .body(user(i).to_string()),
+            Known::Present(i as u64),
+        ),
+        Known::Present(_) if round % 5 == 4 => {
+            (http.delete(format!("{base}/api/user/{id}")), Known::Absent)
+        }
+        Known::Present(_) | Known::Unknown => (
+            http.put(format!("{base}/api/user"))
+                .body(json!({"id": id, "group": group}).to_string()),
+            Known::Present(group),
+        ),
+    };
+    match request.send().await.map(|r| r.status().as_u16()) {
+        Ok(200 | 201 | 204) => on_success,
+        // An authoritative "no such user" (only updates of an unknown user can get it).
+        Ok(404) if known == Known::Unknown => Known::Absent,
+        _ => Known::Unknown,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_lose_no_acknowledged_write_when_a_node_is_killed_and_restarted() {
+    let _guard = cluster_lock().await;
+    let mut cluster = TestCluster::start(3);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    let writers_count = 4;
+    let ids_per_writer = 40;
+    let ledger: Arc<Mutex<BTreeMap<usize, Known>>> = Arc::default();
+    let acks = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
+    let mut writers = Vec::new();
+    for w in 0..writers_count {
+        let (http, urls) = (cluster.http.clone(), urls.clone());
+        let (ledger, acks, stop) = (ledger.clone(), acks.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // Each writer owns its ids (w, w + writers, ...), so its ledger is exact.
+                let i = w + writers_count * (round % ids_per_writer);
+                let known = *ledger
+                    .lock()
+                    .expect("ledger")
+                    .get(&i)
+                    .unwrap_or(&Known::Absent);
+                let base = &urls[(w + round) % urls.len()];
+                let next = write_step(&http, base, i, round / ids_per_writer, known).await;
+                if next != Known::Unknown {
+                    acks.fetch_add(1, Ordering::Relaxed);
+                }
+                ledger.lock().expect("ledger").insert(i, next);
+                round += 1;
+            }
+        }));
+    }
+    let progress = |at_least: usize| {
+        let acks = acks.clone();
+        move || {
+            let acks = acks.clone();
+            async move { (acks.load(Ordering::Relaxed) >= at_least).then_some(()) }
+        }
+    };
+    cluster
+        .wait_for("writers make progress", recovery_bound(), progress(100))
+        .await;
+    cluster.nodes[1].kill();
+    let before = acks.load(Ordering::Relaxed);
+    cluster
+        .wait_for(
+            "writes continue without the killed node",
+            recovery_bound(),
+            progress(before + 100),
+        )
+        .await;
+    cluster.start_node(1);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    let before = acks.load(Ordering::Relaxed);
+    cluster
+        .wait_for(
+            "writes continue after the restart",
+            recovery_bound(),
+            progress(before + 100),
+        )
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+
+    let ledger = ledger.lock().expect("ledger").clone();
+    let mut checked = 0;
+    for (i, known) in &ledger {
+        let id = user(*i)["id"].as_str().expect("id").to_owned();
+        let (status, body) = cluster
+            .get(0, &format!("/api/user/{id}"))
+            .await
+            .expect("get");
+        match known {
+            Known::Present(group) => {
+                assert_eq!((status, &body["group"]), (200, &json!(group)), "user {i}")
+            }
+            Known::Absent => assert_eq!(status, 404, "deleted user {i}: {body}"),
+            Known::Unknown => continue,
+        }
+        checked += 1;
+    }
+    eprintln!("checked {checked} users whose last write was acknowledged");
+    assert!(
+        checked > writers_count * ids_per_writer / 2,
+        "too few acknowledged to mean anything"
+    );
+    cluster
+        .wait_for(
+            "every copy of every shard matches",
+            recovery_bound(),
+            || digests_agree(&cluster, &[0, 1, 2]),
+        )
+        .await;
+}
