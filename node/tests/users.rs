@@ -398,6 +398,20 @@ async fn concurrent_writers_lose_no_acknowledged_write_when_a_node_is_killed_and
         .wait_for("writers make progress", recovery_bound(), progress(100))
         .await;
     cluster.nodes[1].kill();
+    cluster
+        .wait_for(
+            "the killed node is declared dead",
+            recovery_bound(),
+            || async {
+                let (_, view) = cluster.get(0, "/cluster").await.ok()?;
+                let members = view["members"].as_array()?;
+                members
+                    .iter()
+                    .any(|m| m["node_id"] == "n2" && m["live"] == false)
+                    .then_some(())
+            },
+        )
+        .await;
     let before = acks.load(Ordering::Relaxed);
     cluster
         .wait_for(
@@ -439,6 +453,21 @@ async fn concurrent_writers_lose_no_acknowledged_write_when_a_node_is_killed_and
         checked += 1;
     }
     eprintln!("checked {checked} users whose last write was acknowledged");
+    // Count and list agree with what is readable, user by user.
+    let mut present = 0;
+    for i in ledger.keys() {
+        let id = user(*i)["id"].as_str().expect("id").to_owned();
+        let (status, _) = cluster
+            .get(2, &format!("/api/user/{id}"))
+            .await
+            .expect("get");
+        present += usize::from(status == 200);
+    }
+    let (_, count) = cluster.get(1, "/api/user/count").await.expect("count");
+    let (_, page) = cluster.get(2, "/api/user?limit=1000").await.expect("list");
+    assert_eq!(count["count"], present);
+    assert_eq!(page["total"], present);
+    assert_eq!(page["users"].as_array().map(Vec::len), Some(present));
     assert!(
         checked > writers_count * ids_per_writer / 2,
         "too few acknowledged to mean anything"

@@ -259,10 +259,16 @@ impl SimCluster {
     }
 }
 
-/// The repository's cluster.toml with the simulation's gossip interval.
+/// Shards of a simulated cluster: fewer than the default 64 so more seeds run per minute (every
+/// shard runs its own seal and catch-up on each membership change); nothing in the protocol
+/// depends on the count.
+pub const SIM_SHARDS: u32 = 16;
+
+/// The repository's cluster.toml with the simulation's gossip interval and shard count.
 fn cluster_config() -> turmoil::Result<ClusterConfig> {
     let mut cluster = ClusterConfig::parse(EMBEDDED_CLUSTER_TOML, "<embedded>")?;
     cluster.gossip.interval_ms = GOSSIP_INTERVAL_MS;
+    cluster.cluster.shards = SIM_SHARDS;
     Ok(cluster)
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::harness::SimCluster;
+use crate::harness::{SimCluster, SIM_SHARDS};
 use crate::observe::Views;
 
 /// Nodes in every scenario.
@@ -66,9 +66,9 @@ pub fn converge(seed: u64) -> turmoil::Result<Measurements> {
     let cluster = converged_cluster(seed, &mut measured)?;
     let views = cluster.views();
     let table = &views.of("n1").ok_or("n1 answered")?.shards;
-    if table.len() != 64 {
+    if table.len() != SIM_SHARDS as usize {
         return Err(format!(
-            "seed {seed}: shard table has {} entries, expected 64",
+            "seed {seed}: shard table has {} entries, expected {SIM_SHARDS}",
             table.len()
         )
         .into());

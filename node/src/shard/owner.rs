@@ -61,6 +61,8 @@ pub struct OwnerState {
     /// The epoch this actor serves, once sealed.
     epoch: Option<Epoch>,
     last_seal: Option<Instant>,
+    /// Seal attempts failed in a row.
+    failed_seals: u32,
 }
 
 impl Actor for ShardOwner {
@@ -81,6 +83,7 @@ impl Actor for ShardOwner {
             view: args.view,
             epoch: None,
             last_seal: None,
+            failed_seals: 0,
         })
     }
 
@@ -252,9 +255,19 @@ impl OwnerState {
     }
 
     async fn try_seal(&mut self, myself: &ActorRef<OwnerMsg>) {
-        if let Err(message) = self.seal().await {
-            warn!(shard = %self.shard, %message, "cannot take over the shard yet");
-            self.schedule_reseal(myself);
+        match self.seal().await {
+            Ok(()) => self.failed_seals = 0,
+            Err(message) => {
+                // Once per streak at warn: a dead replica makes every retry fail until the
+                // failure detector removes it.
+                if self.failed_seals == 0 {
+                    warn!(shard = %self.shard, %message, "cannot take over the shard yet");
+                } else {
+                    tracing::debug!(shard = %self.shard, %message, "cannot take over the shard yet");
+                }
+                self.failed_seals += 1;
+                self.schedule_reseal(myself);
+            }
         }
     }
 

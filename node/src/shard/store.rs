@@ -492,3 +492,202 @@ fn bound_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
         Bound::Unbounded => Bound::Unbounded,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::NodeId;
+    use crate::shard::Op;
+    use crate::storage::{StorageOptions, WriteMode};
+
+    const S: ShardId = ShardId(3);
+
+    fn open() -> (tempfile::TempDir, ShardStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = StorageOptions {
+            map_size_bytes: 64 << 20,
+            writes: WriteMode::Inline,
+            ..StorageOptions::default()
+        };
+        let storage = Storage::open(dir.path(), options).expect("open");
+        let store = ShardStore::open(&storage).expect("shard store");
+        (dir, store)
+    }
+
+    fn epoch(term: u64, owner: &str) -> Epoch {
+        Epoch {
+            term,
+            owner: NodeId::new(owner),
+        }
+    }
+
+    fn put(seq: u64, e: &Epoch, key: &str, value: &str) -> Entry {
+        Entry {
+            seq,
+            epoch: e.clone(),
+            ops: vec![Op {
+                tenant: Tenant::USERS,
+                key: key.as_bytes().to_vec(),
+                value: Some(value.as_bytes().to_vec()),
+            }],
+        }
+    }
+
+    fn at(e: &Epoch, applied: u64) -> Position {
+        Position {
+            last_epoch: Some(e.clone()),
+            applied,
+        }
+    }
+
+    /// Appends entries 1..=n putting key `k{seq}`.
+    async fn fill(store: &ShardStore, e: &Epoch, n: u64) {
+        let mut prev = Position::default();
+        for seq in 1..=n {
+            let entry = put(seq, e, &format!("k{seq:04}"), "v");
+            store
+                .append(S, e.clone(), prev, entry)
+                .await
+                .expect("append");
+            prev = at(e, seq);
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_apply_only_in_order_and_a_gap_reports_where_the_copy_ends() {
+        let (_dir, store) = open();
+        let e = epoch(1, "a");
+        fill(&store, &e, 2).await;
+        let gap = store
+            .append(S, e.clone(), at(&e, 5), put(6, &e, "x", "v"))
+            .await;
+        match gap {
+            Err(StoreError::OutOfOrder { position }) => assert_eq!(position, at(&e, 2)),
+            other => panic!("expected out of order, got {other:?}"),
+        }
+        assert_eq!(store.meta(S).expect("meta").position, at(&e, 2));
+        assert_eq!(store.count(S, Tenant::USERS).expect("count"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_seal_fences_every_older_epoch_and_survives_dropping_the_copy() {
+        let (_dir, store) = open();
+        let (old, new) = (epoch(1, "a"), epoch(2, "b"));
+        fill(&store, &old, 1).await;
+        store.seal(S, new.clone()).await.expect("seal");
+        let late = store
+            .append(S, old.clone(), at(&old, 1), put(2, &old, "x", "v"))
+            .await;
+        assert!(matches!(late, Err(StoreError::Fenced { current }) if current == new));
+        store.drop_shard(S, new.clone()).await.expect("drop");
+        let meta = store.meta(S).expect("meta");
+        assert_eq!(
+            (meta.epoch, meta.position),
+            (Some(new), Position::default())
+        );
+        assert_eq!(store.count(S, Tenant::USERS).expect("count"), 0);
+        assert!(matches!(
+            store.seal(S, old).await,
+            Err(StoreError::Fenced { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn entries_after_serves_a_prefix_of_the_history_and_asks_for_a_snapshot_otherwise() {
+        let (_dir, store) = open();
+        let e = epoch(1, "a");
+        fill(&store, &e, 10).await;
+        let missing = store
+            .entries_after(S, &at(&e, 7), usize::MAX)
+            .expect("read")
+            .expect("covered by the log");
+        assert_eq!(
+            missing.iter().map(|x| x.seq).collect::<Vec<_>>(),
+            [8, 9, 10]
+        );
+        let none = store
+            .entries_after(S, &at(&e, 10), usize::MAX)
+            .expect("read");
+        assert_eq!(none, Some(Vec::new()));
+        // Same sequence number written by another epoch: a diverged history.
+        let diverged = store.entries_after(S, &at(&epoch(1, "z"), 7), usize::MAX);
+        assert_eq!(diverged.expect("read"), None);
+        // Ahead of this copy.
+        assert_eq!(
+            store
+                .entries_after(S, &at(&e, 11), usize::MAX)
+                .expect("read"),
+            None
+        );
+        // The byte cap still returns at least one entry.
+        let capped = store.entries_after(S, &at(&e, 0), 1).expect("read");
+        assert_eq!(capped.map(|v| v.len()), Some(1));
+    }
+
+    #[tokio::test]
+    async fn the_log_keeps_only_recent_entries_so_far_behind_copies_need_a_snapshot() {
+        let (_dir, store) = open();
+        let e = epoch(1, "a");
+        fill(&store, &e, LOG_KEEP + 5).await;
+        assert_eq!(
+            store
+                .entries_after(S, &at(&e, 2), usize::MAX)
+                .expect("read"),
+            None
+        );
+        let recent = store
+            .entries_after(S, &at(&e, 10), usize::MAX)
+            .expect("read");
+        assert_eq!(recent.map(|v| v.len() as u64), Some(LOG_KEEP - 5));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_replaces_the_copy_and_is_flagged_until_finished() {
+        let (_dir, source) = open();
+        let (_dir2, target) = open();
+        let e = epoch(2, "a");
+        fill(&source, &e, 5).await;
+        fill(&target, &epoch(1, "b"), 3).await;
+        target.begin_snapshot(S, e.clone()).await.expect("begin");
+        assert!(target.meta(S).expect("meta").installing);
+        assert_eq!(target.count(S, Tenant::USERS).expect("count"), 0);
+        let page = source.snapshot_page(S, None, 100).expect("page");
+        target
+            .put_snapshot_page(S, e.clone(), page)
+            .await
+            .expect("page");
+        target
+            .finish_snapshot(S, e.clone(), at(&e, 5))
+            .await
+            .expect("finish");
+        let meta = target.meta(S).expect("meta");
+        assert!(!meta.installing);
+        assert_eq!(meta.position, at(&e, 5));
+        assert_eq!(target.digest(S).expect("d"), source.digest(S).expect("d"));
+    }
+
+    #[tokio::test]
+    async fn scans_are_ordered_paged_and_confined_to_their_shard_and_tenant() {
+        let (_dir, store) = open();
+        let e = epoch(1, "a");
+        fill(&store, &e, 5).await;
+        let other = ShardId(S.0 + 1);
+        let entry = put(1, &e, "k0000", "elsewhere");
+        store
+            .append(other, e.clone(), Position::default(), entry)
+            .await
+            .expect("append");
+        let first = store.scan(S, Tenant::USERS, None, 2).expect("scan");
+        let keys: Vec<_> = first.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, [b"k0001".to_vec(), b"k0002".to_vec()]);
+        let rest = store
+            .scan(S, Tenant::USERS, Some(b"k0002"), 10)
+            .expect("scan");
+        assert_eq!(rest.len(), 3);
+        assert_eq!(
+            store.scan(S, Tenant(9), None, 10).expect("scan"),
+            Vec::new()
+        );
+        assert_eq!(store.count(other, Tenant::USERS).expect("count"), 1);
+    }
+}
