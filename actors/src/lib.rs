@@ -1,10 +1,11 @@
-//! Troupe's domain actors (ractor), the commands they accept and the domain rules they run.
+//! The services' domain rules: their types, the validation of what clients send (with the
+//! client-facing messages) and pure state transitions: [`users`], [`sessions`], [`jobs`].
 //!
-//! The cluster core (issue 2) needs no domain actor: routing and `locate` are answered by the
-//! node itself. The users service's domain rules (ids, the user record, validation of create and
-//! update bodies) live in [`users`]; the replicated shard actor that runs them lives in the node
-//! crate's `shard` module. Actors are local to their node: no ractor global names, pid registry
+//! Nothing here does I/O. The ractor actor that applies these rules, one per owned shard, lives
+//! in the node crate's `shard` module, next to the replication it needs. Actors are local to their node: no ractor global names, pid registry
 //! or process groups (see `docs/decisions/001-inter-node-transport.md`), and peers reach them
 //! through the node's RPC.
 
+pub mod jobs;
+pub mod sessions;
 pub mod users;

@@ -2,6 +2,8 @@
 
 use std::future::Future;
 
+use troupe_actors::jobs::Job;
+use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 
 use crate::error::ApiError;
@@ -50,6 +52,25 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
         offset: u64,
         limit: u32,
     ) -> impl Future<Output = Result<UserPage, ApiError>> + Send;
+    /// For `POST /add-session`: a refusal at the cap is a reply, not an error.
+    fn add_session(
+        &self,
+        user: SessionUser,
+    ) -> impl Future<Output = Result<SessionReply, ApiError>> + Send;
+    /// For `POST /remove-session`: a refusal at 0 is a reply, not an error.
+    fn remove_session(
+        &self,
+        user: SessionUser,
+    ) -> impl Future<Output = Result<SessionReply, ApiError>> + Send;
+    /// For `GET /sessions/{user_id}`: 0 for an unknown user.
+    fn session_count(
+        &self,
+        user: SessionUser,
+    ) -> impl Future<Output = Result<u32, ApiError>> + Send;
+    /// For `POST /jobs`: `BadRequest` within the de-duplication window.
+    fn create_job(&self, object_id: String) -> impl Future<Output = Result<Job, ApiError>> + Send;
+    /// For `GET /jobs/{job_id}`: `NotFound` for an unknown id.
+    fn get_job(&self, job_id: String) -> impl Future<Output = Result<Job, ApiError>> + Send;
     /// For `/metrics`: every metric of the node (the edge's own included, registered through
     /// [`HttpMetrics::register`](crate::HttpMetrics::register)) in Prometheus text format.
     fn render_metrics(&self) -> String;

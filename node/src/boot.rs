@@ -135,9 +135,7 @@ async fn run_node(
         ShardStore::open(&storage)?,
         rpc.clone(),
         topology.clone(),
-        cluster.cluster.shards,
-        cluster.cluster.replication_factor,
-        cluster.rpc.max_frame_bytes as usize,
+        cluster.clone(),
     );
     let shard_host = tokio::spawn(
         shards

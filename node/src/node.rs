@@ -8,6 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
+use troupe_actors::jobs::Job;
+use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 use troupe_http::views::{ClusterView, Located, MemberView, ShardCopyView, ShardView, UserPage};
 use troupe_http::{ApiError, NodeApi, Readiness};
@@ -221,6 +223,26 @@ impl NodeApi for Node {
 
     async fn list_users(&self, offset: u64, limit: u32) -> Result<UserPage, ApiError> {
         services::users::list(self, offset, limit).await
+    }
+
+    async fn add_session(&self, user: SessionUser) -> Result<SessionReply, ApiError> {
+        services::sessions::change(self, user, true).await
+    }
+
+    async fn remove_session(&self, user: SessionUser) -> Result<SessionReply, ApiError> {
+        services::sessions::change(self, user, false).await
+    }
+
+    async fn session_count(&self, user: SessionUser) -> Result<u32, ApiError> {
+        services::sessions::count(self, user).await
+    }
+
+    async fn create_job(&self, object_id: String) -> Result<Job, ApiError> {
+        services::jobs::create(self, object_id).await
+    }
+
+    async fn get_job(&self, job_id: String) -> Result<Job, ApiError> {
+        services::jobs::get(self, job_id).await
     }
 
     fn render_metrics(&self) -> String {

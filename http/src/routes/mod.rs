@@ -1,6 +1,8 @@
 //! The route table of the edge.
 
 mod admin;
+mod jobs;
+mod sessions;
 mod users;
 
 use axum::extract::DefaultBodyLimit;
@@ -31,6 +33,12 @@ pub fn router<N: NodeApi>(node: N, metrics: HttpMetrics, max_body_bytes: usize) 
             "/api/user/{id}",
             get(users::get::<N>).delete(users::delete::<N>),
         )
+        .route("/add-session", post(sessions::add::<N>))
+        .route("/remove-session", post(sessions::remove::<N>))
+        .route("/sessions/{user_id}", get(sessions::count::<N>))
+        .route("/jobs", post(jobs::create::<N>))
+        .route("/jobs/", post(jobs::create::<N>))
+        .route("/jobs/{job_id}", get(jobs::get::<N>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)

@@ -144,7 +144,10 @@ fn path_id(path: Result<Path<String>, PathRejection>) -> Result<UserId, ApiError
 }
 
 /// The body, or the error the client sees: 413 over the bound, 400 for any other failure.
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: MaxBodyBytes) -> Result<Bytes, ApiError> {
+pub(super) fn body_bytes(
+    body: Result<Bytes, BytesRejection>,
+    limit: MaxBodyBytes,
+) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(format!("request body is larger than {} bytes", limit.0))
@@ -167,6 +170,7 @@ mod tests {
     use axum::Router;
     use prometheus_client::registry::Registry;
     use tower::ServiceExt;
+    use troupe_actors::sessions::{SessionReply, SessionUser};
     use troupe_actors::users::UserPatch;
 
     use super::*;
@@ -204,6 +208,26 @@ mod tests {
                 replication_factor: 1,
                 shards: Vec::new(),
             }
+        }
+
+        async fn add_session(&self, _: SessionUser) -> Result<SessionReply, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
+        async fn remove_session(&self, _: SessionUser) -> Result<SessionReply, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
+        async fn session_count(&self, _: SessionUser) -> Result<u32, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
+        async fn create_job(&self, _: String) -> Result<troupe_actors::jobs::Job, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
+        async fn get_job(&self, _: String) -> Result<troupe_actors::jobs::Job, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
         }
 
         fn shard_copies(&self) -> Result<Vec<crate::views::ShardCopyView>, ApiError> {

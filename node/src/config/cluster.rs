@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::services::{JobsConfig, SessionsConfig};
 use super::ConfigError;
 use crate::ids::RegionName;
 use crate::region::Region;
@@ -32,6 +33,12 @@ pub struct ClusterConfig {
     /// The HTTP edge.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The sessions service.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+    /// The jobs service.
+    #[serde(default)]
+    pub jobs: JobsConfig,
     /// The region table; a node's region must be one of these.
     pub regions: Vec<Region>,
 }
@@ -212,6 +219,8 @@ impl ClusterConfig {
         self.gossip.validate()?;
         self.rpc.validate()?;
         self.http.validate()?;
+        self.sessions.validate()?;
+        self.jobs.validate()?;
         validate_regions(&self.regions)
     }
 }
@@ -334,7 +343,7 @@ fn validate_regions(regions: &[Region]) -> Result<(), ConfigError> {
 }
 
 /// Checks `min <= value <= max`, naming the field and both bounds otherwise.
-fn in_range<T: PartialOrd + std::fmt::Display>(
+pub(super) fn in_range<T: PartialOrd + std::fmt::Display>(
     field: &'static str,
     value: T,
     min: T,

@@ -6,6 +6,7 @@
 mod cluster;
 mod host_port;
 mod node;
+mod services;
 
 pub use cluster::{
     ClusterConfig, ClusterSection, GossipConfig, HttpConfig, RpcConfig, Secret,
@@ -13,6 +14,7 @@ pub use cluster::{
 };
 pub use host_port::HostPort;
 pub use node::{NodeArgs, NodeConfig};
+pub use services::{JobsConfig, SessionsConfig};
 
 /// Why a configuration was refused. Every variant names what to fix.
 #[derive(Debug, thiserror::Error)]

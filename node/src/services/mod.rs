@@ -2,4 +2,6 @@
 //! into shard changes and its entities into stored bytes. The HTTP contracts live in
 //! `troupe-http`, the validation rules in `troupe-actors`.
 
+pub mod jobs;
+pub mod sessions;
 pub mod users;

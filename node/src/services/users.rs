@@ -71,6 +71,7 @@ pub fn decide_create(
     Ok(Decision {
         outcome: Outcome::User(user.clone()),
         ops: vec![put(user)?],
+        follow_up: None,
     })
 }
 
@@ -93,6 +94,7 @@ pub fn decide_update(
     Ok(Decision {
         outcome: Outcome::User(merged.clone()),
         ops: vec![put(&merged)?],
+        follow_up: None,
     })
 }
 
@@ -114,6 +116,7 @@ pub fn decide_delete(
             key: key(id),
             value: None,
         }],
+        follow_up: None,
     })
 }
 

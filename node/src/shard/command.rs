@@ -7,10 +7,15 @@
 //! through the actor.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use troupe_actors::jobs::Job;
+use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 
 use super::store::KeyValue;
 use super::{Op, ShardStore, StoreError, Tenant};
+use crate::config::ClusterConfig;
 use crate::ids::ShardId;
 use crate::services;
 
@@ -23,6 +28,29 @@ pub enum Command {
     UpdateUser(UserPatch),
     /// Delete a user.
     DeleteUser(UserId),
+    /// One more session for a user, unless at the cap.
+    AddSession(SessionUser),
+    /// One session fewer for a user, unless at 0.
+    RemoveSession(SessionUser),
+    /// Create a job, unless the object had one within the de-duplication window.
+    CreateJob {
+        /// The new job's id (in the object id's shard).
+        job_id: String,
+        /// The object to process.
+        object_id: String,
+    },
+    /// End a job's attempt (sent by the owner actor to itself when the run is over).
+    FinishJob {
+        /// The job.
+        job_id: String,
+        /// The attempt that ends.
+        attempt: u32,
+    },
+    /// Run a `processing` job again under this owner.
+    RerunJob {
+        /// The job.
+        job_id: String,
+    },
 }
 
 /// The client-facing result of a command.
@@ -36,6 +64,26 @@ pub enum Outcome {
     NotFound(String),
     /// The command conflicts with the current state (the message is for the client).
     Conflict(String),
+    /// The command is refused as a bad request (the message is for the client).
+    Invalid(String),
+    /// A session command's result (the cap and "no sessions" are outcomes, not errors).
+    Session(SessionReply),
+    /// A job as stored after the command.
+    Job(Job),
+}
+
+/// Work the owner actor schedules once a command is acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowUp {
+    /// Send [`Command::FinishJob`] to itself after `after`.
+    FinishJob {
+        /// The job.
+        job_id: String,
+        /// The attempt running.
+        attempt: u32,
+        /// When the run ends.
+        after: Duration,
+    },
 }
 
 /// What executing a command decided: the answer, and the changes that must be durable on every
@@ -46,6 +94,8 @@ pub struct Decision {
     pub outcome: Outcome,
     /// The changes.
     pub ops: Vec<Op>,
+    /// What to schedule once the changes are acknowledged.
+    pub follow_up: Option<FollowUp>,
 }
 
 impl Decision {
@@ -54,17 +104,36 @@ impl Decision {
         Self {
             outcome,
             ops: Vec::new(),
+            follow_up: None,
         }
     }
 }
 
 impl Command {
     /// Decides the command against the shard's state in `store`.
-    pub fn decide(&self, store: &ShardStore, shard: ShardId) -> Result<Decision, StoreError> {
+    pub fn decide(
+        &self,
+        store: &ShardStore,
+        shard: ShardId,
+        config: &ClusterConfig,
+    ) -> Result<Decision, StoreError> {
+        use services::{jobs, sessions, users};
+        let (sessions_config, jobs_config) = (&config.sessions, &config.jobs);
         match self {
-            Self::CreateUser(user) => services::users::decide_create(store, shard, user),
-            Self::UpdateUser(patch) => services::users::decide_update(store, shard, patch),
-            Self::DeleteUser(id) => services::users::decide_delete(store, shard, id),
+            Self::CreateUser(user) => users::decide_create(store, shard, user),
+            Self::UpdateUser(patch) => users::decide_update(store, shard, patch),
+            Self::DeleteUser(id) => users::decide_delete(store, shard, id),
+            Self::AddSession(user) => sessions::decide(store, shard, user, true, sessions_config),
+            Self::RemoveSession(user) => {
+                sessions::decide(store, shard, user, false, sessions_config)
+            }
+            Self::CreateJob { job_id, object_id } => {
+                jobs::decide_create(store, shard, job_id, object_id, jobs_config)
+            }
+            Self::FinishJob { job_id, attempt } => {
+                jobs::decide_finish(store, shard, job_id, *attempt, jobs_config)
+            }
+            Self::RerunJob { job_id } => jobs::decide_rerun(store, shard, job_id, jobs_config),
         }
     }
 }

@@ -21,6 +21,7 @@ use troupe_http::views::ShardCopyView;
 use super::command::Command;
 use super::owner::{OwnerArgs, OwnerMsg, ShardOwner};
 use super::{Epoch, Peer, ShardStore, StoreError};
+use crate::config::ClusterConfig;
 use crate::ids::{Generation, NodeId, ShardId};
 use crate::rpc::wire::Response;
 use crate::rpc::RpcClient;
@@ -99,8 +100,7 @@ pub(crate) struct ShardsInner {
     pub(crate) store: ShardStore,
     pub(crate) rpc: RpcClient,
     pub(crate) topology: watch::Receiver<Arc<Topology>>,
-    pub(crate) replication_factor: usize,
-    pub(crate) max_frame_bytes: usize,
+    pub(crate) config: ClusterConfig,
     pub(crate) local: Mutex<Vec<LocalShard>>,
     owners: Mutex<HashMap<ShardId, OwnerHandle>>,
 }
@@ -112,19 +112,17 @@ impl Shards {
         store: ShardStore,
         rpc: RpcClient,
         topology: watch::Receiver<Arc<Topology>>,
-        shard_count: u32,
-        replication_factor: usize,
-        max_frame_bytes: usize,
+        config: ClusterConfig,
     ) -> Self {
+        let shard_count = config.cluster.shards as usize;
         Self {
             inner: Arc::new(ShardsInner {
                 me,
                 store,
                 rpc,
                 topology,
-                replication_factor,
-                max_frame_bytes,
-                local: Mutex::new(vec![LocalShard::default(); shard_count as usize]),
+                config,
+                local: Mutex::new(vec![LocalShard::default(); shard_count]),
                 owners: Mutex::new(HashMap::new()),
             }),
         }

@@ -52,6 +52,12 @@ pub struct Tenant(pub u8);
 impl Tenant {
     /// Users (issue 3).
     pub const USERS: Tenant = Tenant(1);
+    /// Active sessions per user (issue 4).
+    pub const SESSIONS: Tenant = Tenant(2);
+    /// Jobs by id (issue 4).
+    pub const JOBS: Tenant = Tenant(3);
+    /// The latest job of each object id, for de-duplication (issue 4).
+    pub const JOB_OBJECTS: Tenant = Tenant(4);
 }
 
 /// One entity change: `value = None` deletes the key.

@@ -9,6 +9,7 @@
 //! is brought up to date. A write is acknowledged only once the owner and every replica have it
 //! durably, and only while this node sees a majority of the cluster.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -16,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::command::Command;
+use super::command::{Command, FollowUp};
 use super::host::{OwnerView, Shards};
 use super::sync::{self, SYNC_CALL_TIMEOUT};
 use super::{Entry, Epoch, Peer, Position, StoreError};
@@ -25,6 +26,8 @@ use crate::rpc::wire::{Request, Response};
 
 /// Least time between two seal attempts of one shard (a failed seal is retried, not spun).
 const SEAL_RETRY: Duration = Duration::from_millis(250);
+/// Pause before a self-sent command that was not acknowledged is tried again.
+const RUN_RETRY: Duration = Duration::from_secs(1);
 /// Seal rounds before giving up when other owners keep fencing this one.
 const SEAL_ROUNDS: usize = 4;
 
@@ -51,6 +54,9 @@ pub enum OwnerMsg {
     Reseal,
     /// Another node sealed the shard with a newer epoch.
     Fenced,
+    /// A command the actor sends itself (finishing or re-running a job); retried until it is
+    /// acknowledged or the actor stops.
+    Run(Command),
 }
 
 /// The actor's state.
@@ -63,6 +69,10 @@ pub struct OwnerState {
     last_seal: Option<Instant>,
     /// Seal attempts failed in a row.
     failed_seals: u32,
+    /// Jobs this actor has a finish timer for.
+    running: HashSet<String>,
+    /// Whether the jobs left `processing` by a previous owner were re-run since the last seal.
+    jobs_resumed: bool,
 }
 
 impl Actor for ShardOwner {
@@ -84,6 +94,8 @@ impl Actor for ShardOwner {
             epoch: None,
             last_seal: None,
             failed_seals: 0,
+            running: HashSet::new(),
+            jobs_resumed: false,
         })
     }
 
@@ -95,12 +107,28 @@ impl Actor for ShardOwner {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             OwnerMsg::Command(command, reply) => {
-                let answer = state.execute(command).await;
+                let (answer, follow_up) = state.execute(command).await;
+                state.schedule(&myself, follow_up);
                 if state.epoch.is_none() {
                     state.schedule_reseal(&myself);
                 }
                 // The caller may have given up; nothing to do then.
                 let _ = reply.send(answer);
+            }
+            OwnerMsg::Run(command) => {
+                let (answer, follow_up) = state.execute(command.clone()).await;
+                match answer {
+                    Response::Outcome(_) => {
+                        if let Command::FinishJob { job_id, .. } = &command {
+                            state.running.remove(job_id);
+                        }
+                        state.schedule(&myself, follow_up);
+                    }
+                    // Not acknowledged: try again while this actor owns the shard.
+                    _ => {
+                        myself.send_after(RUN_RETRY, move || OwnerMsg::Run(command));
+                    }
+                }
             }
             OwnerMsg::Reconfigure(view) => {
                 state.view = view;
@@ -121,6 +149,16 @@ impl Actor for ShardOwner {
                 state.schedule_reseal(&myself);
             }
         }
+        state.resume_jobs(&myself);
+        Ok(())
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<OwnerMsg>,
+        state: &mut OwnerState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.resume_jobs(&myself);
         Ok(())
     }
 
@@ -135,40 +173,85 @@ impl Actor for ShardOwner {
 }
 
 impl OwnerState {
-    async fn execute(&mut self, command: Command) -> Response {
-        if self.epoch.is_none() && self.seal_due() {
-            if let Err(message) = self.seal().await {
-                return moving(message);
+    /// Schedules what an acknowledged command asked for.
+    fn schedule(&mut self, myself: &ActorRef<OwnerMsg>, follow_up: Option<FollowUp>) {
+        let Some(FollowUp::FinishJob {
+            job_id,
+            attempt,
+            after,
+        }) = follow_up
+        else {
+            return;
+        };
+        self.running.insert(job_id.clone());
+        myself.send_after(after, move || {
+            OwnerMsg::Run(Command::FinishJob { job_id, attempt })
+        });
+    }
+
+    /// Once per seal: re-runs the shard's `processing` jobs this actor has no timer for.
+    fn resume_jobs(&mut self, myself: &ActorRef<OwnerMsg>) {
+        if self.jobs_resumed || self.epoch.is_none() {
+            return;
+        }
+        match crate::services::jobs::processing(&self.shards.inner.store, self.shard) {
+            Ok(ids) => {
+                let orphans: Vec<String> = ids
+                    .into_iter()
+                    .filter(|id| !self.running.contains(id))
+                    .collect();
+                if !orphans.is_empty() {
+                    info!(shard = %self.shard, jobs = orphans.len(), "re-running jobs left processing");
+                }
+                for job_id in orphans {
+                    self.running.insert(job_id.clone());
+                    let _ = myself.cast(OwnerMsg::Run(Command::RerunJob { job_id }));
+                }
+                self.jobs_resumed = true;
             }
+            Err(error) => warn!(shard = %self.shard, %error, "cannot list processing jobs"),
+        }
+    }
+
+    async fn execute(&mut self, command: Command) -> (Response, Option<FollowUp>) {
+        match self.execute_inner(command).await {
+            Ok((response, follow_up)) => (response, follow_up),
+            Err(response) => (response, None),
+        }
+    }
+
+    async fn execute_inner(
+        &mut self,
+        command: Command,
+    ) -> Result<(Response, Option<FollowUp>), Response> {
+        if self.epoch.is_none() && self.seal_due() {
+            self.seal().await.map_err(moving)?;
         }
         let Some(epoch) = self.epoch.clone() else {
-            return moving(format!("shard {} is being taken over", self.shard));
+            return Err(moving(format!("shard {} is being taken over", self.shard)));
         };
         if let Some(refusal) = self.write_refusal() {
-            return refusal;
+            return Err(refusal);
         }
-        let store = &self.shards.inner.store;
-        let decision = match command.decide(store, self.shard) {
-            Ok(decision) => decision,
-            Err(error) => return self.store_failure(error),
-        };
+        let store = self.shards.inner.store.clone();
+        let decision = command
+            .decide(&store, self.shard, &self.shards.inner.config)
+            .map_err(|error| self.store_failure(error))?;
         if decision.ops.is_empty() {
-            return Response::Outcome(decision.outcome);
+            return Ok((Response::Outcome(decision.outcome), None));
         }
         let prev = match store.meta(self.shard) {
             Ok(meta) if meta.epoch.as_ref() == Some(&epoch) => meta.position,
-            Ok(_) => return self.fenced(),
-            Err(error) => return self.store_failure(error),
+            Ok(_) => return Err(self.fenced()),
+            Err(error) => return Err(self.store_failure(error)),
         };
         let entry = Entry {
             seq: prev.applied + 1,
             epoch: epoch.clone(),
             ops: decision.ops,
         };
-        match self.replicate(epoch, prev, entry).await {
-            Ok(()) => Response::Outcome(decision.outcome),
-            Err(response) => response,
-        }
+        self.replicate(epoch, prev, entry).await?;
+        Ok((Response::Outcome(decision.outcome), decision.follow_up))
     }
 
     /// Why a write must not be acknowledged now, if it must not.
@@ -186,10 +269,10 @@ impl OwnerState {
             ));
         }
         let copies = self.view.replicas.len() + 1;
-        if copies < shards.inner.replication_factor {
+        if copies < shards.inner.config.cluster.replication_factor {
             return Some(moving(format!(
                 "shard {} has {copies} live copies, {} needed",
-                self.shard, shards.inner.replication_factor
+                self.shard, shards.inner.config.cluster.replication_factor
             )));
         }
         None
@@ -454,6 +537,7 @@ impl OwnerState {
 
     fn stop_serving(&mut self) {
         self.epoch = None;
+        self.jobs_resumed = false;
         self.shards.update_local(self.shard, |l| l.serving = None);
     }
 }

@@ -94,7 +94,7 @@ impl Shards {
     /// Another holder catching up from this one: the entries it misses, or that it needs a
     /// snapshot. Entries are capped at a quarter of a frame so the answer always fits.
     pub fn entries_after(&self, shard: ShardId, from: &Position) -> Response {
-        let max_bytes = self.inner.max_frame_bytes / 4;
+        let max_bytes = self.inner.config.rpc.max_frame_bytes as usize / 4;
         match self.inner.store.entries_after(shard, from, max_bytes) {
             Ok(Some(entries)) => Response::Entries { entries },
             Ok(None) => Response::NeedSnapshot,
@@ -111,7 +111,7 @@ impl Shards {
         match page {
             Ok((meta, items)) => {
                 let found = items.len();
-                let items = fit(items, self.inner.max_frame_bytes / 2);
+                let items = fit(items, self.inner.config.rpc.max_frame_bytes as usize / 2);
                 Response::Page {
                     // The end of the shard, unless the page was full or trimmed to fit.
                     last: found < SNAPSHOT_PAGE && items.len() == found,

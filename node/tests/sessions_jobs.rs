@@ -1,0 +1,333 @@
+//! Sessions and jobs on the shard layer, against real `troupe node` processes on 127.0.0.1:
+//! the session cap under concurrency, exact counts through a SIGKILL, and jobs that end in
+//! exactly one terminal state even when their owner dies.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use support::{cluster_lock, TestCluster};
+
+/// Generous bound for failure detection, takeover and a loaded CI machine.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+async fn post(cluster: &TestCluster, node: usize, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = cluster.http.post(cluster.nodes[node].url(path));
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+async fn wait_ready(cluster: &TestCluster, nodes: &[usize]) {
+    cluster
+        .wait_for("nodes ready and agreeing", RECOVERY, || async {
+            for &i in nodes {
+                let (status, _) = cluster.get(i, "/readyz").await.ok()?;
+                let (_, view) = cluster.get(i, "/cluster").await.ok()?;
+                let ready = view["members"]
+                    .as_array()?
+                    .iter()
+                    .filter(|m| m["live"] == true && m["status"] == "ready")
+                    .count();
+                if status != 200 || ready != nodes.len() {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+}
+
+/// Index of the node that owns `key`'s shard.
+async fn owner_of(cluster: &TestCluster, kind: &str, key: &str) -> usize {
+    let (_, located) = cluster
+        .get(0, &format!("/cluster/locate/{kind}/{key}"))
+        .await
+        .expect("locate");
+    let owner = located["owner"].as_str().expect("owner").to_owned();
+    cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == owner)
+        .expect("owner is a node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_adds_over_three_nodes_admit_exactly_the_cap_and_leave_no_garbage() {
+    let _guard = cluster_lock().await;
+    let cluster = TestCluster::start(3);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+
+    let adds = (0..100).map(|i| post(&cluster, i % 3, "/add-session?user_id=alice", None));
+    let answers = join_all(adds).await;
+    let admitted = answers.iter().filter(|(s, _)| *s == 200).count();
+    let refused = answers.iter().filter(|(s, _)| *s == 409).count();
+    assert_eq!((admitted, refused), (3, 97), "{answers:?}");
+    let refusal = answers.iter().find(|(s, _)| *s == 409).expect("a refusal");
+    assert_eq!(
+        refusal.1,
+        json!({"message": "max sessions (3) reached", "user_id": "alice", "active_sessions": 3})
+    );
+    let (_, count) = cluster.get(1, "/sessions/alice").await.expect("count");
+    assert_eq!(count, json!({"user_id": "alice", "active_sessions": 3}));
+
+    for expected in [2, 1, 0] {
+        let (status, body) = post(
+            &cluster,
+            expected % 3,
+            "/remove-session?user_id=alice",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["active_sessions"], expected);
+    }
+    let (status, body) = post(&cluster, 2, "/remove-session?user_id=alice", None).await;
+    assert_eq!(
+        (status, &body["message"]),
+        (409, &json!("no active sessions"))
+    );
+    for path in [
+        "/add-session",
+        "/add-session?user_id=",
+        "/remove-session?other=1",
+    ] {
+        let (status, body) = post(&cluster, 0, path, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+    let long = "x".repeat(257);
+    let (status, _) = post(&cluster, 0, &format!("/add-session?user_id={long}"), None).await;
+    assert_eq!(status, 400);
+
+    // The entry went away at 0: no copy of any shard holds an entity.
+    for node in 0..3 {
+        let (_, copies) = cluster.get(node, "/cluster/shards").await.expect("copies");
+        let entities: u64 = copies
+            .as_array()
+            .expect("copies")
+            .iter()
+            .filter_map(|c| c["entities"].as_u64())
+            .sum();
+        assert_eq!(entities, 0, "node {node} keeps garbage: {copies}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_counts_equal_acknowledged_adds_minus_removes_and_survive_killing_the_owner() {
+    let _guard = cluster_lock().await;
+    let mut cluster = TestCluster::start(3);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    let users: Vec<String> = (0..8).map(|u| format!("user-{u}")).collect();
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for round in 0..12 {
+        let calls = users.iter().enumerate().map(|(u, user)| {
+            let adding = (round + u) % 3 != 2;
+            let path = if adding {
+                "add-session"
+            } else {
+                "remove-session"
+            };
+            let node = (round + u) % 3;
+            let cluster = &cluster;
+            async move {
+                let (status, _) =
+                    post(cluster, node, &format!("/{path}?user_id={user}"), None).await;
+                (user.clone(), adding, status)
+            }
+        });
+        for (user, adding, status) in join_all(calls).await {
+            assert!(matches!(status, 200 | 409), "{user}: {status}");
+            if status == 200 {
+                *expected.entry(user).or_default() += if adding { 1 } else { -1 };
+            }
+        }
+    }
+    let victim = owner_of(&cluster, "session", &users[0]).await;
+    cluster.nodes[victim].kill();
+    let survivor = (victim + 1) % 3;
+    for user in &users {
+        let (status, body) = cluster
+            .get(survivor, &format!("/sessions/{user}"))
+            .await
+            .expect("count");
+        let want = expected.get(user).copied().unwrap_or(0);
+        assert_eq!(
+            (status, body["active_sessions"].as_i64()),
+            (200, Some(want)),
+            "{user}"
+        );
+        assert!(want <= 3);
+    }
+}
+
+/// Polls a job until it leaves `processing`; panics if a terminal job ever changes.
+async fn wait_terminal(cluster: &TestCluster, node: usize, job_id: &str) -> Value {
+    let deadline = Instant::now() + RECOVERY * 2;
+    loop {
+        let (status, body) = cluster
+            .get(node, &format!("/jobs/{job_id}"))
+            .await
+            .unwrap_or((0, Value::Null));
+        let job = &body["message"];
+        if status == 200 && job["status"] != "processing" {
+            return job.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job_id} never ended: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const SHORT_JOBS: &[(&str, &str)] = &[
+    ("min_duration_ms", "200"),
+    ("max_duration_ms", "1500"),
+    ("timeout_ms", "1200"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_created_deduplicated_and_ends_finished_or_cancelled() {
+    let _guard = cluster_lock().await;
+    let cluster = TestCluster::start_with(3, SHORT_JOBS);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+
+    let (status, body) = post(&cluster, 0, "/jobs", Some(json!({"object_id": "obj-1"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let job = &body["message"];
+    assert_eq!(job["object_id"], "obj-1");
+    assert_eq!(job["status"], "processing");
+    assert_eq!(job["attempts"], 1);
+    let job_id = job["job_id"].as_str().expect("job id").to_owned();
+    let (status, dup) = post(&cluster, 1, "/jobs", Some(json!({"object_id": "obj-1"}))).await;
+    assert_eq!(
+        (status, dup),
+        (
+            400,
+            json!({"message": "you need to wait 5 minutes before rerunning the same job"})
+        )
+    );
+    let (status, missing) = post(&cluster, 2, "/jobs", Some(json!({}))).await;
+    assert_eq!(
+        (status, missing),
+        (400, json!({"message": "you must provide an object_id"}))
+    );
+    let (status, unknown) = cluster.get(2, "/jobs/nope").await.expect("get");
+    assert_eq!(
+        (status, unknown),
+        (404, json!({"message": "no job with id: nope"}))
+    );
+
+    let done = wait_terminal(&cluster, 2, &job_id).await;
+    assert!(
+        done["status"] == "finished" || done["status"] == "cancelled",
+        "{done}"
+    );
+    assert_eq!(done["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_owner_is_killed_is_rerun_elsewhere_and_finishes_once() {
+    let _guard = cluster_lock().await;
+    let slow = [
+        ("min_duration_ms", "4000"),
+        ("max_duration_ms", "4000"),
+        ("timeout_ms", "60000"),
+    ];
+    let mut cluster = TestCluster::start_with(3, &slow);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    let (status, body) = post(&cluster, 0, "/jobs", Some(json!({"object_id": "obj-kill"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let job_id = body["message"]["job_id"].as_str().expect("id").to_owned();
+    let owner = owner_of(&cluster, "job", &job_id).await;
+    cluster.nodes[owner].kill();
+    let survivor = (owner + 1) % 3;
+    let done = wait_terminal(&cluster, survivor, &job_id).await;
+    assert_eq!(done["status"], "finished", "{done}");
+    assert_eq!(done["attempts"], 2, "re-run once by the new owner: {done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_jobs_each_reach_exactly_one_terminal_state_across_a_node_restart() {
+    let _guard = cluster_lock().await;
+    let mut cluster = TestCluster::start_with(3, SHORT_JOBS);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    let mut ids = Vec::new();
+    for batch in 0..20 {
+        if batch == 10 {
+            cluster.nodes[2].kill();
+        }
+        if batch == 14 {
+            cluster.start_node(2);
+        }
+        let creates = (0..50).map(|k| {
+            let i = batch * 50 + k;
+            let node = if (10..14).contains(&batch) {
+                i % 2
+            } else {
+                i % 3
+            };
+            let cluster = &cluster;
+            async move {
+                let deadline = Instant::now() + RECOVERY;
+                loop {
+                    let body = json!({"object_id": format!("object-{i}")});
+                    let (status, answer) = post(cluster, node, "/jobs", Some(body)).await;
+                    match status {
+                        201 => return answer["message"]["job_id"].as_str().map(str::to_owned),
+                        // The first attempt took effect without an acknowledgement.
+                        400 if answer["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("wait")) =>
+                        {
+                            return None
+                        }
+                        _ if Instant::now() < deadline => continue,
+                        _ => panic!("create {i} via node {node}: {status} {answer}"),
+                    }
+                }
+            }
+        });
+        ids.extend(join_all(creates).await.into_iter().flatten());
+    }
+    assert!(ids.len() > 900, "only {} jobs acknowledged", ids.len());
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    let mut ended: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    for id in &ids {
+        let job = wait_terminal(&cluster, 0, id).await;
+        let status = job["status"].as_str().expect("status").to_owned();
+        ended.insert(
+            id.clone(),
+            (status, job["attempts"].as_u64().expect("attempts")),
+        );
+    }
+    // Terminal states never change, whichever node answers.
+    for (id, (status, _)) in &ended {
+        for node in 0..3 {
+            let (_, body) = cluster
+                .get(node, &format!("/jobs/{id}"))
+                .await
+                .expect("get");
+            assert_eq!(
+                body["message"]["status"],
+                json!(status),
+                "job {id} via node {node}"
+            );
+        }
+    }
+    let reruns = ended.values().filter(|(_, attempts)| *attempts > 1).count();
+    eprintln!(
+        "{} jobs ended, {reruns} of them re-run after a takeover",
+        ended.len()
+    );
+}
