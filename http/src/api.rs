@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use troupe_actors::integers::Average;
 use troupe_actors::jobs::Job;
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
@@ -71,6 +72,11 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     fn create_job(&self, object_id: String) -> impl Future<Output = Result<Job, ApiError>> + Send;
     /// For `GET /jobs/{job_id}`: `NotFound` for an unknown id.
     fn get_job(&self, job_id: String) -> impl Future<Output = Result<Job, ApiError>> + Send;
+    /// For `GET /v1/integers`: the newest `limit` stored averages, newest first.
+    fn integer_averages(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Average>, ApiError>> + Send;
     /// For `/metrics`: every metric of the node (the edge's own included, registered through
     /// [`HttpMetrics::register`](crate::HttpMetrics::register)) in Prometheus text format.
     fn render_metrics(&self) -> String;

@@ -151,6 +151,7 @@ async fn run_node(
             topology,
             rpc,
             shards,
+            aggregator: Default::default(),
             metrics: node_metrics,
             registry,
             joined: AtomicBool::new(false),
@@ -167,6 +168,9 @@ async fn run_node(
             core_stop.child_token(),
         )
         .in_current_span(),
+    );
+    let integers = tokio::spawn(
+        crate::services::integers::run(node.clone(), core_stop.child_token()).in_current_span(),
     );
     let router = troupe_http::router(node.clone(), http_metrics, cluster.http.max_body_bytes);
     let http_server = {
@@ -205,6 +209,7 @@ async fn run_node(
     core_stop.cancel();
     let _ = rpc_server.await;
     let _ = shard_host.await;
+    let _ = integers.await;
     membership.shutdown().await;
     drop(node);
     storage.close().await;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
+use troupe_actors::integers::Average;
 use troupe_actors::jobs::Job;
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
@@ -39,6 +40,7 @@ pub(crate) struct NodeInner {
     pub(crate) topology: watch::Receiver<Arc<Topology>>,
     pub(crate) rpc: RpcClient,
     pub(crate) shards: Shards,
+    pub(crate) aggregator: services::integers::LocalAggregator,
     pub(crate) metrics: NodeMetrics,
     pub(crate) registry: Registry,
     /// Set once this node has joined and published `ready`.
@@ -66,6 +68,7 @@ impl Node {
                 node_id: self.inner.me.clone(),
             },
             Request::Locate { kind, key } => self.locate_here(kind, key),
+            Request::Integer(sample) => self.inner.aggregator.deliver(sample),
             request => self.handle_shard(request).await,
         }
     }
@@ -96,7 +99,7 @@ impl Node {
             Request::EntriesAfter { from, .. } => shards.entries_after(shard, &from),
             Request::SnapshotPage { after, .. } => shards.snapshot_page(shard, after.as_deref()),
             Request::Drop { epoch, .. } => shards.drop_copy(shard, epoch).await,
-            Request::Ping | Request::Locate { .. } => Response::Failed {
+            Request::Ping | Request::Locate { .. } | Request::Integer(_) => Response::Failed {
                 message: "not a shard request".into(),
             },
         }
@@ -243,6 +246,10 @@ impl NodeApi for Node {
 
     async fn get_job(&self, job_id: String) -> Result<Job, ApiError> {
         services::jobs::get(self, job_id).await
+    }
+
+    async fn integer_averages(&self, limit: usize) -> Result<Vec<Average>, ApiError> {
+        services::integers::latest(self, limit).await
     }
 
     fn render_metrics(&self) -> String {

@@ -1,6 +1,7 @@
 //! The route table of the edge.
 
 mod admin;
+mod integers;
 mod jobs;
 mod sessions;
 mod users;
@@ -39,6 +40,8 @@ pub fn router<N: NodeApi>(node: N, metrics: HttpMetrics, max_body_bytes: usize) 
         .route("/jobs", post(jobs::create::<N>))
         .route("/jobs/", post(jobs::create::<N>))
         .route("/jobs/{job_id}", get(jobs::get::<N>))
+        .route("/v1/integers", get(integers::latest::<N>))
+        .route("/v1/integers/last", get(integers::last::<N>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)

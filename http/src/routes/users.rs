@@ -230,6 +230,13 @@ mod tests {
             Err(ApiError::Internal("not part of the users tests".into()))
         }
 
+        async fn integer_averages(
+            &self,
+            _: usize,
+        ) -> Result<Vec<troupe_actors::integers::Average>, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
         fn shard_copies(&self) -> Result<Vec<crate::views::ShardCopyView>, ApiError> {
             Ok(Vec::new())
         }

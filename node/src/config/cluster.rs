@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::services::{JobsConfig, SessionsConfig};
+use super::services::{IntegersConfig, JobsConfig, SessionsConfig};
 use super::ConfigError;
 use crate::ids::RegionName;
 use crate::region::Region;
@@ -39,6 +39,9 @@ pub struct ClusterConfig {
     /// The jobs service.
     #[serde(default)]
     pub jobs: JobsConfig,
+    /// The integers service.
+    #[serde(default)]
+    pub integers: IntegersConfig,
     /// The region table; a node's region must be one of these.
     pub regions: Vec<Region>,
 }
@@ -221,6 +224,7 @@ impl ClusterConfig {
         self.http.validate()?;
         self.sessions.validate()?;
         self.jobs.validate()?;
+        self.integers.validate()?;
         validate_regions(&self.regions)
     }
 }

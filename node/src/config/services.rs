@@ -83,3 +83,47 @@ impl JobsConfig {
         )
     }
 }
+
+/// `[integers]`: generators, their rate, and the averaging window.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegersConfig {
+    /// Generator actors, each on a different node when there are enough nodes.
+    pub generators: u32,
+    /// Milliseconds between two integers of one generator.
+    pub tick_ms: u64,
+    /// Length of an averaging window, in seconds (windows are aligned to the wall clock).
+    pub window_secs: u64,
+    /// Stored averages kept; older ones are deleted as new ones are stored.
+    pub keep_windows: u64,
+}
+
+impl Default for IntegersConfig {
+    fn default() -> Self {
+        Self {
+            generators: 2,
+            tick_ms: 100,
+            window_secs: 5,
+            keep_windows: 100,
+        }
+    }
+}
+
+impl IntegersConfig {
+    /// Time between two integers of one generator.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+
+    /// Window length in milliseconds.
+    pub fn window_ms(&self) -> u64 {
+        self.window_secs * 1000
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        in_range("integers.generators", self.generators, 0, 64)?;
+        in_range("integers.tick_ms", self.tick_ms, 10, 60_000)?;
+        in_range("integers.window_secs", self.window_secs, 1, 3_600)?;
+        in_range("integers.keep_windows", self.keep_windows, 10, 100_000)
+    }
+}

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use troupe_http::views::Located;
 
 use crate::ids::{NodeId, ShardId};
+use crate::services::integers::Sample;
 use crate::shard::command::{Command, Outcome, Query, QueryAnswer};
 use crate::shard::store::Item;
 use crate::shard::{Entry, Epoch, Peer, Position, ShardMeta};
@@ -138,6 +139,8 @@ pub enum Request {
         /// Exclusive start (an [`Item::key`]).
         after: Option<Vec<u8>>,
     },
+    /// An integer for the aggregator, which runs on the owner of its shard.
+    Integer(Sample),
     /// Owner to a former holder: delete your copy (you are not in the replica set).
     Drop {
         /// The shard.
@@ -151,7 +154,7 @@ impl Request {
     /// The shard a shard-layer request is about.
     pub fn shard(&self) -> Option<ShardId> {
         match self {
-            Self::Ping | Self::Locate { .. } => None,
+            Self::Ping | Self::Locate { .. } | Self::Integer(_) => None,
             Self::Command { shard, .. }
             | Self::Read { shard, .. }
             | Self::Seal { shard, .. }

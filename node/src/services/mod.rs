@@ -2,6 +2,7 @@
 //! into shard changes and its entities into stored bytes. The HTTP contracts live in
 //! `troupe-http`, the validation rules in `troupe-actors`.
 
+pub mod integers;
 pub mod jobs;
 pub mod sessions;
 pub mod users;

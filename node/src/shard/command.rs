@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+use troupe_actors::integers::Average;
 use troupe_actors::jobs::Job;
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
@@ -20,7 +21,7 @@ use crate::ids::ShardId;
 use crate::services;
 
 /// A change request for one shard.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Create a user; conflict if the id exists.
     CreateUser(User),
@@ -51,10 +52,12 @@ pub enum Command {
         /// The job.
         job_id: String,
     },
+    /// Store a window's average (the integers aggregator).
+    StoreAverage(Average),
 }
 
 /// The client-facing result of a command.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The user as stored after the command.
     User(User),
@@ -70,6 +73,8 @@ pub enum Outcome {
     Session(SessionReply),
     /// A job as stored after the command.
     Job(Job),
+    /// Stored (or already there).
+    Stored,
 }
 
 /// Work the owner actor schedules once a command is acknowledged.
@@ -88,7 +93,7 @@ pub enum FollowUp {
 
 /// What executing a command decided: the answer, and the changes that must be durable on every
 /// copy before the answer is given (none for a rejection).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     /// The answer.
     pub outcome: Outcome,
@@ -134,6 +139,9 @@ impl Command {
                 jobs::decide_finish(store, shard, job_id, *attempt, jobs_config)
             }
             Self::RerunJob { job_id } => jobs::decide_rerun(store, shard, job_id, jobs_config),
+            Self::StoreAverage(average) => {
+                services::integers::decide_store(store, shard, average, &config.integers)
+            }
         }
     }
 }

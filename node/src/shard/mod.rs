@@ -58,6 +58,8 @@ impl Tenant {
     pub const JOBS: Tenant = Tenant(3);
     /// The latest job of each object id, for de-duplication (issue 4).
     pub const JOB_OBJECTS: Tenant = Tenant(4);
+    /// Stored averages of the integers service, by window start (issue 5).
+    pub const INTEGERS: Tenant = Tenant(5);
 }
 
 /// One entity change: `value = None` deletes the key.

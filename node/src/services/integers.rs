@@ -1,0 +1,449 @@
+//! Integers (seed 003): generator actors emit integers, one aggregator actor averages them per
+//! clock-aligned window and stores each average in the shard layer (durable, replicated).
+//!
+//! Placement: generator `g` is the placement unit `integers/generator/g`, assigned over the
+//! ready nodes by the balanced placement function, so generators sit on different nodes when
+//! there are enough. The aggregator runs on the owner of the shard of [`AGGREGATOR_KEY`], next
+//! to the shard its averages are stored in, and moves with it. [`run`] follows the topology and
+//! starts or stops this node's actors.
+//!
+//! Integers are tagged with their generator and tick (the wall-clock tick number, the same
+//! whichever node runs the generator), so the aggregator counts each at most once, also across
+//! a generator's move. A window the aggregator did not see whole, in which a generator was
+//! silent, or that holds fewer than 90 % of the integers a full window holds (a generator was
+//! moving), is stored with `complete: false`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use troupe_actors::integers::{self, Average};
+use troupe_http::ApiError;
+
+use super::sessions::now_millis;
+use crate::codec;
+use crate::config::IntegersConfig;
+use crate::ids::{NodeId, ShardId};
+use crate::node::Node;
+use crate::placement::{assign, shard_for_key};
+use crate::routing::read_shard;
+use crate::rpc::wire::{Request, Response};
+use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
+use crate::shard::{Op, ShardStore, StoreError, Tenant};
+
+/// The key whose shard holds the averages and whose owner runs the aggregator.
+pub const AGGREGATOR_KEY: &str = "integers/aggregator";
+/// Integers of one generator in flight to the aggregator; further ticks are skipped.
+const MAX_IN_FLIGHT: usize = 16;
+/// Deadline of one integer's delivery; a late integer is simply not counted.
+const SEND_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One integer on its way to the aggregator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sample {
+    /// The generator.
+    pub generator: u32,
+    /// Wall-clock tick number (`at_ms / tick_ms`).
+    pub tick: u64,
+    /// The value.
+    pub value: u64,
+    /// When it was emitted, Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// The shard of the averages.
+pub fn aggregator_shard(shards: u32) -> ShardId {
+    shard_for_key(AGGREGATOR_KEY, shards)
+}
+
+/// This node's aggregator, if it runs here (for the RPC handler); cheap to clone.
+#[derive(Clone, Default)]
+pub struct LocalAggregator(Arc<Mutex<Option<ActorRef<AggregatorMsg>>>>);
+
+impl LocalAggregator {
+    fn get(&self) -> Option<ActorRef<AggregatorMsg>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, actor: Option<ActorRef<AggregatorMsg>>) -> Option<ActorRef<AggregatorMsg>> {
+        std::mem::replace(
+            &mut *self.0.lock().unwrap_or_else(|p| p.into_inner()),
+            actor,
+        )
+    }
+
+    /// Hands a sample to the aggregator running here; `NotOwner` if there is none.
+    pub fn deliver(&self, sample: Sample) -> Response {
+        match self.get() {
+            Some(actor) if actor.cast(AggregatorMsg::Sample(sample)).is_ok() => Response::Done,
+            _ => Response::NotOwner { owner: None },
+        }
+    }
+}
+
+/// Follows the topology until `shutdown`: runs the generators placed on this node and the
+/// aggregator when this node owns its shard.
+pub async fn run(node: Node, shutdown: CancellationToken) {
+    let mut topology = node.inner.topology.clone();
+    let mut generators: HashMap<u32, ActorRef<GeneratorMsg>> = HashMap::new();
+    loop {
+        let current = topology.borrow_and_update().clone();
+        let config = &node.inner.cluster.integers;
+        let mine = generators_of(
+            &node.inner.me,
+            config,
+            &current.membership.placement_nodes(),
+        );
+        generators.retain(|g, actor| {
+            let keep = mine.contains(g);
+            if !keep {
+                actor.stop(Some("generator moved".into()));
+            }
+            keep
+        });
+        for g in mine {
+            if let std::collections::hash_map::Entry::Vacant(slot) = generators.entry(g) {
+                match Actor::spawn(None, Generator, (node.clone(), g)).await {
+                    Ok((actor, _)) => {
+                        slot.insert(actor);
+                    }
+                    Err(error) => tracing::warn!(generator = g, %error, "cannot start a generator"),
+                }
+            }
+        }
+        let shard = aggregator_shard(node.inner.cluster.cluster.shards);
+        ensure_aggregator(&node, current.owns(&node.inner.me, shard)).await;
+        tokio::select! {
+            // The node is stopping.
+            _ = shutdown.cancelled() => break,
+            changed = topology.changed() => if changed.is_err() { break },
+        }
+    }
+    for (_, actor) in generators {
+        actor.stop(None);
+    }
+    if let Some(actor) = node.inner.aggregator.set(None) {
+        let _ = actor
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+    }
+}
+
+/// The generators placement puts on `me`.
+fn generators_of(me: &NodeId, config: &IntegersConfig, nodes: &[NodeId]) -> Vec<u32> {
+    let units: Vec<String> = (0..config.generators)
+        .map(|g| format!("integers/generator/{g}"))
+        .collect();
+    assign(&units, nodes)
+        .iter()
+        .enumerate()
+        .filter(|(_, owner)| *owner == me)
+        .map(|(g, _)| g as u32)
+        .collect()
+}
+
+async fn ensure_aggregator(node: &Node, here: bool) {
+    let running = node.inner.aggregator.get().is_some();
+    if here && !running {
+        match Actor::spawn(None, Aggregator, node.clone()).await {
+            Ok((actor, _)) => {
+                tracing::info!("aggregator started on this node");
+                node.inner.aggregator.set(Some(actor));
+            }
+            Err(error) => tracing::warn!(%error, "cannot start the aggregator"),
+        }
+    } else if !here && running {
+        if let Some(actor) = node.inner.aggregator.set(None) {
+            tracing::info!("aggregator moved away from this node");
+            actor.stop(None);
+        }
+    }
+}
+
+/// A generator actor: one integer per wall-clock tick.
+pub struct Generator;
+
+/// Generator messages.
+pub enum GeneratorMsg {
+    /// Emit for this tick, then schedule the next.
+    Tick(u64),
+}
+
+/// Generator state.
+pub struct GeneratorState {
+    node: Node,
+    generator: u32,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Actor for Generator {
+    type Msg = GeneratorMsg;
+    type State = GeneratorState;
+    type Arguments = (Node, u32);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<GeneratorMsg>,
+        (node, generator): (Node, u32),
+    ) -> Result<GeneratorState, ActorProcessingErr> {
+        let interval = node.inner.cluster.integers.tick_ms;
+        schedule_tick(&myself, now_millis() / interval + 1, interval);
+        Ok(GeneratorState {
+            node,
+            generator,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<GeneratorMsg>,
+        GeneratorMsg::Tick(tick): GeneratorMsg,
+        state: &mut GeneratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let config = &state.node.inner.cluster.integers;
+        let interval = config.tick_ms;
+        let draw = rand::rng().random::<u64>();
+        let sample = Sample {
+            generator: state.generator,
+            tick,
+            value: integers::value_for(state.generator, config.generators, draw),
+            at_ms: tick * interval,
+        };
+        if state.in_flight.load(Ordering::Relaxed) < MAX_IN_FLIGHT {
+            state.in_flight.fetch_add(1, Ordering::Relaxed);
+            let (node, in_flight) = (state.node.clone(), state.in_flight.clone());
+            tokio::spawn(async move {
+                send(&node, sample).await;
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        // After a stall, skip the missed ticks rather than emitting them late.
+        schedule_tick(
+            &myself,
+            (tick + 1).max(now_millis() / interval + 1),
+            interval,
+        );
+        Ok(())
+    }
+}
+
+fn schedule_tick(myself: &ActorRef<GeneratorMsg>, tick: u64, interval_ms: u64) {
+    let wait = (tick * interval_ms).saturating_sub(now_millis());
+    myself.send_after(Duration::from_millis(wait), move || {
+        GeneratorMsg::Tick(tick)
+    });
+}
+
+/// One delivery attempt to the aggregator's node; a failure loses the sample (its window is
+/// then incomplete).
+async fn send(node: &Node, sample: Sample) {
+    let shard = aggregator_shard(node.inner.cluster.cluster.shards);
+    let topology = node.topology();
+    let Some(owner) = topology.owner(shard) else {
+        return;
+    };
+    if owner.node_id == node.inner.me {
+        node.inner.aggregator.deliver(sample);
+        return;
+    }
+    let request = Request::Integer(sample);
+    let sent = node
+        .inner
+        .rpc
+        .call_with_timeout(&owner.node_id, &owner.rpc_addr, request, SEND_TIMEOUT)
+        .await;
+    if let Err(error) = sent {
+        tracing::debug!(%error, "integer not delivered");
+    }
+}
+
+/// The aggregator actor.
+pub struct Aggregator;
+
+/// Aggregator messages.
+pub enum AggregatorMsg {
+    /// An integer.
+    Sample(Sample),
+    /// Store the windows that are over.
+    Flush,
+}
+
+/// Aggregator state.
+pub struct AggregatorState {
+    node: Node,
+    /// When this aggregator started: earlier windows are incomplete.
+    started_ms: u64,
+    windows: BTreeMap<u64, Window>,
+    /// Everything before this was stored or given up.
+    flushed_until: u64,
+}
+
+#[derive(Default)]
+struct Window {
+    sum: u64,
+    seen: BTreeSet<(u32, u64)>,
+    generators: BTreeSet<u32>,
+}
+
+impl Actor for Aggregator {
+    type Msg = AggregatorMsg;
+    type State = AggregatorState;
+    type Arguments = Node;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AggregatorMsg>,
+        node: Node,
+    ) -> Result<AggregatorState, ActorProcessingErr> {
+        let interval = node.inner.cluster.integers.interval();
+        myself.send_interval(interval.max(Duration::from_millis(100)), || {
+            AggregatorMsg::Flush
+        });
+        let started_ms = now_millis();
+        Ok(AggregatorState {
+            node,
+            started_ms,
+            windows: BTreeMap::new(),
+            flushed_until: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AggregatorMsg>,
+        message: AggregatorMsg,
+        state: &mut AggregatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AggregatorMsg::Sample(sample) => state.add(sample),
+            AggregatorMsg::Flush => state.flush().await,
+        }
+        Ok(())
+    }
+}
+
+impl AggregatorState {
+    fn config(&self) -> &IntegersConfig {
+        &self.node.inner.cluster.integers
+    }
+
+    fn add(&mut self, sample: Sample) {
+        let start = integers::window_start(sample.at_ms, self.config().window_ms());
+        if start < self.flushed_until {
+            return; // Too late: its window is stored.
+        }
+        let window = self.windows.entry(start).or_default();
+        if window.seen.insert((sample.generator, sample.tick)) {
+            window.sum += sample.value;
+            window.generators.insert(sample.generator);
+        }
+    }
+
+    /// Stores every window that ended more than a few ticks ago (late integers still count).
+    async fn flush(&mut self) {
+        let config = self.config().clone();
+        let grace = 3 * config.tick_ms;
+        // Integers a full window holds; one missing in ten is tolerated (a slow tick).
+        let expected = u64::from(config.generators) * config.window_ms() / config.tick_ms;
+        let now = now_millis();
+        let due: Vec<u64> = self
+            .windows
+            .keys()
+            .copied()
+            .filter(|start| start + config.window_ms() + grace <= now)
+            .collect();
+        for start in due {
+            let Some(window) = self.windows.get(&start) else {
+                continue;
+            };
+            let count = window.seen.len() as u64;
+            let average = Average {
+                window_start_ms: start,
+                average: window.sum as f64 / count.max(1) as f64,
+                count,
+                complete: self.started_ms <= start
+                    && window.generators.len() as u32 == config.generators
+                    && count * 10 >= expected * 9,
+            };
+            let shard = aggregator_shard(self.node.inner.cluster.cluster.shards);
+            let stored = self
+                .node
+                .inner
+                .shards
+                .command(shard, Command::StoreAverage(average))
+                .await;
+            match stored {
+                Response::Outcome(_) => {
+                    self.windows.remove(&start);
+                    self.flushed_until = self.flushed_until.max(start + config.window_ms());
+                }
+                // Not stored yet: try again at the next flush.
+                other => tracing::debug!(window = start, ?other, "average not stored yet"),
+            }
+        }
+    }
+}
+
+fn average_key(window_start_ms: u64) -> Vec<u8> {
+    window_start_ms.to_be_bytes().to_vec()
+}
+
+/// Stores a window's average (unless one is stored for that window already) and deletes the
+/// one that falls out of the kept history.
+pub fn decide_store(
+    store: &ShardStore,
+    shard: ShardId,
+    average: &Average,
+    config: &IntegersConfig,
+) -> Result<Decision, StoreError> {
+    let key = average_key(average.window_start_ms);
+    if store.get(shard, Tenant::INTEGERS, &key)?.is_some() {
+        return Ok(Decision::answer_only(Outcome::Stored));
+    }
+    let mut ops = vec![Op {
+        tenant: Tenant::INTEGERS,
+        key,
+        value: Some(codec::encode(average)?),
+    }];
+    let horizon = config.keep_windows * config.window_ms();
+    if let Some(old) = average.window_start_ms.checked_sub(horizon) {
+        ops.push(Op {
+            tenant: Tenant::INTEGERS,
+            key: average_key(old),
+            value: None,
+        });
+    }
+    Ok(Decision {
+        outcome: Outcome::Stored,
+        ops,
+        follow_up: None,
+    })
+}
+
+/// The newest `limit` stored averages, newest first.
+pub async fn latest(node: &Node, limit: usize) -> Result<Vec<Average>, ApiError> {
+    let config = &node.inner.cluster.integers;
+    let shard = aggregator_shard(node.inner.cluster.cluster.shards);
+    let query = Query::Scan {
+        tenant: Tenant::INTEGERS,
+        after: None,
+        limit: u32::try_from(config.keep_windows + 1).unwrap_or(u32::MAX),
+    };
+    let items = match read_shard(node, shard, query).await? {
+        QueryAnswer::Items(items) => items,
+        other => return Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+    };
+    let mut averages = items
+        .iter()
+        .map(|(_, value)| codec::decode::<Average>(value))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Internal(format!("stored average cannot be read: {e}")))?;
+    averages.reverse();
+    averages.truncate(limit);
+    Ok(averages)
+}

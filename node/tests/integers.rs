@@ -1,0 +1,81 @@
+//! The integers service against real `troupe node` processes: averages every 5 seconds with
+//! the right counts, and no stored average lost when the aggregator's node is killed.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{cluster_lock, TestCluster};
+
+/// Several windows plus failure detection, on a loaded CI machine.
+const WITHIN: Duration = Duration::from_secs(60);
+
+async fn averages(cluster: &TestCluster, node: usize) -> Option<Vec<Value>> {
+    let (status, body) = cluster.get(node, "/v1/integers").await.ok()?;
+    (status == 200).then(|| body.as_array().cloned()).flatten()
+}
+
+fn window(average: &Value) -> u64 {
+    average["window_start_ms"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn averages_arrive_every_five_seconds_and_survive_killing_the_aggregator() {
+    let _guard = cluster_lock().await;
+    let mut cluster = TestCluster::start(3);
+    let before = cluster
+        .wait_for("two complete windows", WITHIN, || async {
+            let list = averages(&cluster, 0).await?;
+            (list.iter().filter(|a| a["complete"] == true).count() >= 2).then_some(list)
+        })
+        .await;
+    // Newest first, 5 s apart, about 2 generators × 10 per second × 5 s each.
+    for pair in before.windows(2) {
+        assert_eq!(window(&pair[0]) - window(&pair[1]), 5_000, "{pair:?}");
+    }
+    for average in before.iter().filter(|a| a["complete"] == true) {
+        let count = average["count"].as_u64().unwrap_or(0);
+        assert!((90..=100).contains(&count), "count {count} in {average}");
+        let mean = average["average"].as_f64().unwrap_or(0.0);
+        assert!((1.0..=10_000.0).contains(&mean), "{average}");
+    }
+
+    let (_, located) = cluster
+        .get(0, "/cluster/locate/integers/integers%2Faggregator")
+        .await
+        .expect("locate");
+    let owner = located["owner"].as_str().expect("owner").to_owned();
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == owner)
+        .expect("node");
+    cluster.nodes[victim].kill();
+    let survivor = (victim + 1) % 3;
+    let newest_before = window(&before[0]);
+    let after = cluster
+        .wait_for(
+            "a complete window stored by the new aggregator",
+            WITHIN,
+            || async {
+                let list = averages(&cluster, survivor).await?;
+                list.iter()
+                    .any(|a| window(a) > newest_before + 5_000 && a["complete"] == true)
+                    .then_some(list)
+            },
+        )
+        .await;
+    for stored in &before {
+        assert!(
+            after.iter().any(|a| a == stored)
+                || window(stored) < window(after.last().expect("some")),
+            "stored average lost: {stored}"
+        );
+    }
+    let (status, last) = cluster
+        .get(survivor, "/v1/integers/last")
+        .await
+        .expect("last");
+    assert_eq!((status, window(&last)), (200, window(&after[0])));
+}
