@@ -1,5 +1,5 @@
 //! The services' domain rules: their types, the validation of what clients send (with the
-//! client-facing messages) and pure state transitions: [`users`], [`sessions`], [`jobs`],
+//! client-facing messages) and pure state transitions: [`users`], [`sessions`], [`jobs`], [`parties`],
 //! [`integers`].
 //!
 //! Nothing here does I/O. The ractor actor that applies these rules, one per owned shard, lives
@@ -9,6 +9,7 @@
 
 pub mod integers;
 pub mod jobs;
+pub mod parties;
 pub mod sessions;
 pub mod time;
 pub mod users;

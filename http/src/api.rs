@@ -4,11 +4,15 @@ use std::future::Future;
 
 use troupe_actors::integers::Average;
 use troupe_actors::jobs::Job;
+use troupe_actors::parties::{CreateParty, JoinParty, Party};
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 
 use crate::error::ApiError;
-use crate::views::{ClusterView, Located, ShardCopyView, UserPage};
+use crate::views::{
+    ClusterView, Located, ManagerView, NearbyParty, PartyCreated, PartyLeft, PartyMember,
+    ShardCopyView, UserPage,
+};
 
 /// Whether the node should receive traffic, with the reason when not.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +81,35 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
         &self,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Average>, ApiError>> + Send;
+    /// For `GET /managers/find`: the manager of the closest region and its node.
+    fn find_manager(&self, lat: f64, lng: f64) -> Result<ManagerView, ApiError>;
+    /// For `POST /parties`.
+    fn create_party(
+        &self,
+        request: CreateParty,
+    ) -> impl Future<Output = Result<PartyCreated, ApiError>> + Send;
+    /// For `POST /parties/{code}/participants`: `true` when the device was added (201), `false`
+    /// when it was already there (200).
+    fn join_party(
+        &self,
+        code: String,
+        request: JoinParty,
+    ) -> impl Future<Output = Result<(bool, PartyMember), ApiError>> + Send;
+    /// For `GET /parties/{code}/participants`.
+    fn party(&self, code: String) -> impl Future<Output = Result<Party, ApiError>> + Send;
+    /// For `DELETE /parties/{code}/participants/{device_id}`.
+    fn leave_party(
+        &self,
+        code: String,
+        device_id: String,
+    ) -> impl Future<Output = Result<PartyLeft, ApiError>> + Send;
+    /// For `GET /parties/nearby`: open parties within the radius, nearest first.
+    fn nearby_parties(
+        &self,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+    ) -> impl Future<Output = Result<Vec<NearbyParty>, ApiError>> + Send;
     /// For `/metrics`: every metric of the node (the edge's own included, registered through
     /// [`HttpMetrics::register`](crate::HttpMetrics::register)) in Prometheus text format.
     fn render_metrics(&self) -> String;

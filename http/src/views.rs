@@ -102,3 +102,64 @@ pub struct ShardCopyView {
     /// Hash of the copy's contents (equal on two nodes means equal contents), hex.
     pub digest: String,
 }
+
+/// `GET /managers/find`: the party manager for a point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerView {
+    /// Advertised HTTP address of the node hosting the manager.
+    pub hostname: String,
+    /// The region closest to the point.
+    pub region: String,
+    /// The manager's name (`<region>/m<k>`).
+    pub manager: String,
+}
+
+/// `POST /parties` (201).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyCreated {
+    /// Nine digits.
+    pub party_code: String,
+    /// The creator's id: 0.
+    pub participant_id: u32,
+    /// The region the party was dispatched to.
+    pub region: String,
+}
+
+/// `POST /parties/{code}/participants`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyMember {
+    /// The party.
+    pub party_code: String,
+    /// The participant.
+    pub participant_id: u32,
+}
+
+/// `DELETE /parties/{code}/participants/{device_id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyLeft {
+    /// The party.
+    pub party_code: String,
+    /// Who left.
+    pub participant_id: u32,
+    /// The host now (absent once the party closed).
+    pub host: Option<u32>,
+    /// Whether the party closed (its last participant left).
+    pub closed: bool,
+}
+
+/// One entry of `GET /parties/nearby`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NearbyParty {
+    /// The party.
+    pub party_code: String,
+    /// Its region.
+    pub region: String,
+    /// Location.
+    pub lat: f64,
+    /// Location.
+    pub lng: f64,
+    /// Distance from the searched point.
+    pub distance_km: f64,
+    /// Participants now.
+    pub participants: u32,
+}

@@ -147,6 +147,7 @@ async fn run_node(
         inner: Arc::new(NodeInner {
             cluster: cluster.clone(),
             me,
+            region: config.region.clone(),
             membership: membership.clone(),
             topology,
             rpc,

@@ -10,9 +10,13 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use troupe_actors::integers::Average;
 use troupe_actors::jobs::Job;
+use troupe_actors::parties::{CreateParty, JoinParty, Party};
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
-use troupe_http::views::{ClusterView, Located, MemberView, ShardCopyView, ShardView, UserPage};
+use troupe_http::views::{
+    ClusterView, Located, ManagerView, MemberView, NearbyParty, PartyCreated, PartyLeft,
+    PartyMember, ShardCopyView, ShardView, UserPage,
+};
 use troupe_http::{ApiError, NodeApi, Readiness};
 
 use crate::config::ClusterConfig;
@@ -36,6 +40,8 @@ pub struct Node {
 pub(crate) struct NodeInner {
     pub(crate) cluster: ClusterConfig,
     pub(crate) me: NodeId,
+    /// This node's region (the default region of parties created here).
+    pub(crate) region: crate::ids::RegionName,
     pub(crate) membership: Membership,
     pub(crate) topology: watch::Receiver<Arc<Topology>>,
     pub(crate) rpc: RpcClient,
@@ -250,6 +256,39 @@ impl NodeApi for Node {
 
     async fn integer_averages(&self, limit: usize) -> Result<Vec<Average>, ApiError> {
         services::integers::latest(self, limit).await
+    }
+
+    fn find_manager(&self, lat: f64, lng: f64) -> Result<ManagerView, ApiError> {
+        services::parties::find(self, lat, lng)
+    }
+
+    async fn create_party(&self, request: CreateParty) -> Result<PartyCreated, ApiError> {
+        services::parties::create(self, request).await
+    }
+
+    async fn join_party(
+        &self,
+        code: String,
+        request: JoinParty,
+    ) -> Result<(bool, PartyMember), ApiError> {
+        services::parties::join(self, code, request).await
+    }
+
+    async fn party(&self, code: String) -> Result<Party, ApiError> {
+        services::parties::get(self, code).await
+    }
+
+    async fn leave_party(&self, code: String, device_id: String) -> Result<PartyLeft, ApiError> {
+        services::parties::leave(self, code, device_id).await
+    }
+
+    async fn nearby_parties(
+        &self,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+    ) -> Result<Vec<NearbyParty>, ApiError> {
+        services::parties::nearby(self, lat, lng, radius_km).await
     }
 
     fn render_metrics(&self) -> String {

@@ -414,6 +414,7 @@ mod tests {
             name: RegionName::new(name),
             lat,
             lng,
+            managers: None,
         })
         .collect()
     }

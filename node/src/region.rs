@@ -19,6 +19,9 @@ pub struct Region {
     pub lat: f64,
     /// Longitude in degrees, `-180..=180`.
     pub lng: f64,
+    /// Party managers of this region, overriding `parties.managers_per_region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managers: Option<u32>,
 }
 
 /// Great-circle distance in kilometres between two points given in decimal degrees.
@@ -50,6 +53,7 @@ mod tests {
             name: RegionName::new(name),
             lat,
             lng,
+            managers: None,
         }
     }
 

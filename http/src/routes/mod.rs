@@ -3,6 +3,7 @@
 mod admin;
 mod integers;
 mod jobs;
+mod parties;
 mod sessions;
 mod users;
 
@@ -42,6 +43,18 @@ pub fn router<N: NodeApi>(node: N, metrics: HttpMetrics, max_body_bytes: usize) 
         .route("/jobs/{job_id}", get(jobs::get::<N>))
         .route("/v1/integers", get(integers::latest::<N>))
         .route("/v1/integers/last", get(integers::last::<N>))
+        .route("/managers/find", get(parties::find::<N>))
+        .route("/parties", post(parties::create::<N>))
+        .route("/parties/", post(parties::create::<N>))
+        .route("/parties/nearby", get(parties::nearby::<N>))
+        .route(
+            "/parties/{code}/participants",
+            post(parties::join::<N>).get(parties::participants::<N>),
+        )
+        .route(
+            "/parties/{code}/participants/{device_id}",
+            axum::routing::delete(parties::leave::<N>),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)

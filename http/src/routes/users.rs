@@ -237,6 +237,46 @@ mod tests {
             Err(ApiError::Internal("not part of the users tests".into()))
         }
 
+        fn find_manager(&self, _: f64, _: f64) -> Result<crate::views::ManagerView, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
+        async fn create_party(
+            &self,
+            _: troupe_actors::parties::CreateParty,
+        ) -> Result<crate::views::PartyCreated, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
+        async fn join_party(
+            &self,
+            _: String,
+            _: troupe_actors::parties::JoinParty,
+        ) -> Result<(bool, crate::views::PartyMember), ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
+        async fn party(&self, _: String) -> Result<troupe_actors::parties::Party, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
+        async fn leave_party(
+            &self,
+            _: String,
+            _: String,
+        ) -> Result<crate::views::PartyLeft, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
+        async fn nearby_parties(
+            &self,
+            _: f64,
+            _: f64,
+            _: f64,
+        ) -> Result<Vec<crate::views::NearbyParty>, ApiError> {
+            Err(ApiError::Internal("not part of the users tests".into()))
+        }
+
         fn shard_copies(&self) -> Result<Vec<crate::views::ShardCopyView>, ApiError> {
             Ok(Vec::new())
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::services::{IntegersConfig, JobsConfig, SessionsConfig};
+use super::services::{IntegersConfig, JobsConfig, PartiesConfig, SessionsConfig};
 use super::ConfigError;
 use crate::ids::RegionName;
 use crate::region::Region;
@@ -42,6 +42,9 @@ pub struct ClusterConfig {
     /// The integers service.
     #[serde(default)]
     pub integers: IntegersConfig,
+    /// The parties service.
+    #[serde(default)]
+    pub parties: PartiesConfig,
     /// The region table; a node's region must be one of these.
     pub regions: Vec<Region>,
 }
@@ -225,6 +228,7 @@ impl ClusterConfig {
         self.sessions.validate()?;
         self.jobs.validate()?;
         self.integers.validate()?;
+        self.parties.validate()?;
         validate_regions(&self.regions)
     }
 }
@@ -309,6 +313,9 @@ fn validate_regions(regions: &[Region]) -> Result<(), ConfigError> {
     }
     let mut seen = BTreeSet::new();
     for r in regions {
+        if let Some(managers) = r.managers {
+            in_range("regions.managers", managers, 1, 1_000)?;
+        }
         if r.name.as_str().is_empty() || !r.name.as_str().chars().all(is_name_char) {
             return Err(ConfigError::invalid(
                 "regions.name",

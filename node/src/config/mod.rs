@@ -14,7 +14,7 @@ pub use cluster::{
 };
 pub use host_port::HostPort;
 pub use node::{NodeArgs, NodeConfig};
-pub use services::{IntegersConfig, JobsConfig, SessionsConfig};
+pub use services::{IntegersConfig, JobsConfig, PartiesConfig, SessionsConfig};
 
 /// Why a configuration was refused. Every variant names what to fix.
 #[derive(Debug, thiserror::Error)]

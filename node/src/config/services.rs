@@ -127,3 +127,31 @@ impl IntegersConfig {
         in_range("integers.keep_windows", self.keep_windows, 10, 100_000)
     }
 }
+
+/// `[parties]`: party managers per region.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartiesConfig {
+    /// Manager actors per region, unless the region's `managers` says otherwise. A hot region
+    /// gets more managers, spread over more of its nodes, and its parties spread over them.
+    pub managers_per_region: u32,
+}
+
+impl Default for PartiesConfig {
+    fn default() -> Self {
+        Self {
+            managers_per_region: 1,
+        }
+    }
+}
+
+impl PartiesConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        in_range(
+            "parties.managers_per_region",
+            self.managers_per_region,
+            1,
+            1_000,
+        )
+    }
+}

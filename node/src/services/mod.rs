@@ -4,5 +4,6 @@
 
 pub mod integers;
 pub mod jobs;
+pub mod parties;
 pub mod sessions;
 pub mod users;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use troupe_actors::integers::Average;
 use troupe_actors::jobs::Job;
+use troupe_actors::parties::Party;
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 
@@ -54,6 +55,24 @@ pub enum Command {
     },
     /// Store a window's average (the integers aggregator).
     StoreAverage(Average),
+    /// Open a party (its code is new and hashes to its manager's shard).
+    CreateParty(Party),
+    /// Add a device to a party (or find it there).
+    JoinParty {
+        /// The party.
+        code: String,
+        /// The device.
+        device_id: String,
+        /// Its name.
+        name: String,
+    },
+    /// Remove a device from a party; the party closes with its last participant.
+    LeaveParty {
+        /// The party.
+        code: String,
+        /// The device.
+        device_id: String,
+    },
 }
 
 /// The client-facing result of a command.
@@ -75,6 +94,24 @@ pub enum Outcome {
     Job(Job),
     /// Stored (or already there).
     Stored,
+    /// A participant of a party: created, joined, or found already there (`existed`).
+    Participant {
+        /// The party.
+        party_code: String,
+        /// The participant.
+        participant_id: u32,
+        /// Whether the device was already in the party.
+        existed: bool,
+    },
+    /// A participant left.
+    Left {
+        /// The party.
+        party_code: String,
+        /// Who left.
+        participant_id: u32,
+        /// The host now (`None`: the party closed).
+        host: Option<u32>,
+    },
 }
 
 /// Work the owner actor schedules once a command is acknowledged.
@@ -139,6 +176,15 @@ impl Command {
                 jobs::decide_finish(store, shard, job_id, *attempt, jobs_config)
             }
             Self::RerunJob { job_id } => jobs::decide_rerun(store, shard, job_id, jobs_config),
+            Self::CreateParty(party) => services::parties::decide_create(store, shard, party),
+            Self::JoinParty {
+                code,
+                device_id,
+                name,
+            } => services::parties::decide_join(store, shard, code, device_id, name),
+            Self::LeaveParty { code, device_id } => {
+                services::parties::decide_leave(store, shard, code, device_id)
+            }
             Self::StoreAverage(average) => {
                 services::integers::decide_store(store, shard, average, &config.integers)
             }
@@ -160,6 +206,15 @@ pub enum Query {
     Count {
         /// The service.
         tenant: Tenant,
+    },
+    /// Entities whose keys start with `prefix`, in key order.
+    Prefix {
+        /// The service.
+        tenant: Tenant,
+        /// Key prefix.
+        prefix: Vec<u8>,
+        /// Most entities returned.
+        limit: u32,
     },
     /// Entities in key order after `after`.
     Scan {
@@ -189,6 +244,11 @@ impl Query {
         Ok(match self {
             Self::Get { tenant, key } => QueryAnswer::Value(store.get(shard, *tenant, key)?),
             Self::Count { tenant } => QueryAnswer::Count(store.count(shard, *tenant)?),
+            Self::Prefix {
+                tenant,
+                prefix,
+                limit,
+            } => QueryAnswer::Items(store.scan_prefix(shard, *tenant, prefix, *limit as usize)?),
             Self::Scan {
                 tenant,
                 after,

@@ -29,6 +29,8 @@ use crate::topology::Topology;
 
 /// Commands waiting at one shard's owner before new ones get 503 (bounds the actor's mailbox).
 pub const MAX_PENDING_PER_SHARD: usize = 1024;
+/// Longest pause after a topology change before owner actors follow it.
+const MAX_SETTLE: Duration = Duration::from_millis(300);
 /// How long a command may wait for its owner actor.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -254,6 +256,7 @@ impl Shards {
     /// Follows the topology until `shutdown`, then stops every owner actor.
     pub async fn follow_topology(self, shutdown: CancellationToken) {
         let mut topology = self.inner.topology.clone();
+        let settle = self.inner.config.gossip.interval().min(MAX_SETTLE);
         loop {
             let current = topology.borrow_and_update().clone();
             self.reconcile(&current).await;
@@ -262,6 +265,10 @@ impl Shards {
                 _ = shutdown.cancelled() => break,
                 changed = topology.changed() => if changed.is_err() { break },
             }
+            // Let the views of all nodes settle: nodes briefly disagree while a change
+            // spreads, and acting on every intermediate view makes two nodes seal the same
+            // shard in turn, fencing each other mid-write.
+            while let Ok(Ok(())) = tokio::time::timeout(settle, topology.changed()).await {}
         }
         let actors: Vec<_> = self.owners().drain().map(|(_, h)| h.actor).collect();
         for actor in actors {

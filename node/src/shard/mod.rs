@@ -60,6 +60,10 @@ impl Tenant {
     pub const JOB_OBJECTS: Tenant = Tenant(4);
     /// Stored averages of the integers service, by window start (issue 5).
     pub const INTEGERS: Tenant = Tenant(5);
+    /// Parties by code (issue 5).
+    pub const PARTIES: Tenant = Tenant(6);
+    /// Each manager's open parties, by `manager/code`, for nearby search (issue 5).
+    pub const PARTY_INDEX: Tenant = Tenant(7);
 }
 
 /// One entity change: `value = None` deletes the key.

@@ -145,6 +145,26 @@ impl ShardStore {
         })
     }
 
+    /// Up to `limit` entities of `tenant` whose keys start with `prefix`, in key order; keys
+    /// are returned whole (with the prefix).
+    pub fn scan_prefix(
+        &self,
+        shard: ShardId,
+        tenant: Tenant,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let base = tenant_prefix(shard, tenant);
+        let full = entity_key(shard, tenant, prefix);
+        self.read(|rtxn| {
+            let items = self.range_from(rtxn, &full, None, limit)?;
+            Ok(items
+                .into_iter()
+                .map(|(k, v)| (k[base.len()..].to_vec(), v))
+                .collect())
+        })
+    }
+
     /// Up to `limit` entities of any tenant after `after` (a key as in [`Item::key`]), for
     /// snapshot transfer.
     pub fn snapshot_page(

@@ -1,0 +1,293 @@
+//! Parties against real `troupe node` processes: dispatch to the closest region, the party life
+//! cycle with host promotion, nearby search across a region border, and parties that survive
+//! the death of the node hosting their manager.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{cluster_lock, TestCluster};
+
+const RECOVERY: Duration = Duration::from_secs(30);
+
+async fn send(
+    cluster: &TestCluster,
+    node: usize,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = cluster.http.request(method, cluster.nodes[node].url(path));
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+async fn post(cluster: &TestCluster, node: usize, path: &str, body: Value) -> (u16, Value) {
+    send(cluster, node, reqwest::Method::POST, path, Some(body)).await
+}
+
+async fn wait_ready(cluster: &TestCluster, nodes: &[usize]) {
+    cluster
+        .wait_for("nodes ready", RECOVERY, || async {
+            for &i in nodes {
+                let (status, _) = cluster.get(i, "/readyz").await.ok()?;
+                let (_, view) = cluster.get(i, "/cluster").await.ok()?;
+                let ready = view["members"]
+                    .as_array()?
+                    .iter()
+                    .filter(|m| m["live"] == true && m["status"] == "ready")
+                    .count();
+                if status != 200 || ready != nodes.len() {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_and_the_party_life_cycle_with_host_promotion() {
+    let _guard = cluster_lock().await;
+    let cluster = TestCluster::start(3);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    let hosts: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.http_port))
+        .collect();
+    for (lat, lng, region) in [
+        (53.3, -6.3, "eu-west-1"),
+        (51.5, -0.1, "eu-west-2"),
+        (50.0, 8.7, "eu-central-1"),
+        (35.7, 139.7, "ap-northeast-1"),
+        (-33.9, 151.2, "ap-southeast-2"),
+    ] {
+        let (status, found) = cluster
+            .get(1, &format!("/managers/find?lng={lng}&lat={lat}"))
+            .await
+            .expect("find");
+        assert_eq!((status, &found["region"]), (200, &json!(region)), "{found}");
+        assert!(
+            hosts.contains(&found["hostname"].as_str().unwrap_or("").to_owned()),
+            "{found}"
+        );
+    }
+    for query in ["lng=1", "lat=x&lng=1", "lat=91&lng=0", "lat=0&lng=181"] {
+        let (status, _) = cluster
+            .get(0, &format!("/managers/find?{query}"))
+            .await
+            .expect("find");
+        assert_eq!(status, 400, "{query}");
+    }
+
+    let (status, created) = post(
+        &cluster,
+        0,
+        "/parties",
+        json!({"device_id": "host-dev", "lat": 53.3, "lng": -6.3}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["participant_id"], 0);
+    assert_eq!(created["region"], "eu-west-1");
+    let code = created["party_code"].as_str().expect("code").to_owned();
+    assert!(
+        code.len() == 9 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
+    let join = |device: &str, name: &str| json!({"device_id": device, "participant_name": name});
+    let path = format!("/parties/{code}/participants");
+    assert_eq!(
+        post(&cluster, 1, &path, join("a", "Ann")).await,
+        (201, json!({"party_code": code, "participant_id": 1}))
+    );
+    assert_eq!(post(&cluster, 2, &path, join("b", "Bob")).await.0, 201);
+    assert_eq!(
+        post(&cluster, 0, &path, join("a", "Ann")).await,
+        (200, json!({"party_code": code, "participant_id": 1}))
+    );
+    assert_eq!(
+        post(&cluster, 0, &path, json!({"device_id": "c"})).await.0,
+        400
+    );
+
+    let (_, listed) = cluster.get(2, &path).await.expect("list");
+    assert_eq!(listed["host"], 0);
+    assert_eq!(listed["participants"].as_array().map(Vec::len), Some(3));
+    let (status, left) = send(
+        &cluster,
+        1,
+        reqwest::Method::DELETE,
+        &format!("{path}/host-dev"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &left["host"]),
+        (200, &json!(1)),
+        "earliest remaining joiner is host"
+    );
+    send(
+        &cluster,
+        2,
+        reqwest::Method::DELETE,
+        &format!("{path}/a"),
+        None,
+    )
+    .await;
+    let (_, last) = send(
+        &cluster,
+        0,
+        reqwest::Method::DELETE,
+        &format!("{path}/b"),
+        None,
+    )
+    .await;
+    assert_eq!(last["closed"], true);
+    let (status, gone) = cluster.get(1, &path).await.expect("list");
+    assert_eq!(
+        (status, gone),
+        (
+            404,
+            json!({"message": format!("no party with code: {code}")})
+        )
+    );
+    assert_eq!(
+        post(
+            &cluster,
+            1,
+            "/parties/123456789/participants",
+            join("z", "Z")
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        post(&cluster, 1, "/parties", json!({"lat": 1, "lng": 2}))
+            .await
+            .0,
+        400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nearby_search_crosses_region_borders_and_parties_survive_their_managers_node() {
+    let _guard = cluster_lock().await;
+    let mut cluster = TestCluster::start(3);
+    wait_ready(&cluster, &[0, 1, 2]).await;
+    let mut codes = Vec::new();
+    // Dublin (eu-west-1), Holyhead in Wales (closer to Dublin's coordinates than London's?
+    // the dispatcher decides), London (eu-west-2), Tokyo (far away).
+    for (device, lat, lng) in [
+        ("dub", 53.35, -6.26),
+        ("wal", 53.3, -4.6),
+        ("lon", 51.5, -0.12),
+        ("tyo", 35.7, 139.7),
+    ] {
+        let (status, created) = post(
+            &cluster,
+            0,
+            "/parties",
+            json!({"device_id": device, "lat": lat, "lng": lng}),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        codes.push(created["party_code"].as_str().expect("code").to_owned());
+    }
+    let (status, near) = cluster
+        .get(2, "/parties/nearby?lat=52.5&lng=-3.5&radius_km=300")
+        .await
+        .expect("nearby");
+    assert_eq!(status, 200, "{near}");
+    let found: Vec<&str> = near
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["party_code"].as_str())
+        .collect();
+    assert_eq!(found.len(), 3, "{near}");
+    assert!(!found.contains(&codes[3].as_str()));
+    let regions: std::collections::BTreeSet<&str> = near
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["region"].as_str())
+        .collect();
+    assert!(
+        regions.contains("eu-west-1") && regions.contains("eu-west-2"),
+        "{near}"
+    );
+    let distances: Vec<f64> = near
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["distance_km"].as_f64())
+        .collect();
+    assert!(
+        distances.windows(2).all(|w| w[0] <= w[1]),
+        "nearest first: {distances:?}"
+    );
+    assert_eq!(
+        cluster
+            .get(0, "/parties/nearby?lat=1&lng=1&radius_km=5000")
+            .await
+            .expect("q")
+            .0,
+        400
+    );
+
+    let (_, found) = cluster
+        .get(0, "/managers/find?lat=53.35&lng=-6.26")
+        .await
+        .expect("find");
+    let host = found["hostname"].as_str().expect("hostname").to_owned();
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| host.ends_with(&format!(":{}", n.http_port)))
+        .expect("node");
+    cluster.nodes[victim].kill();
+    let survivor = (victim + 1) % 3;
+    let path = format!("/parties/{}/participants", codes[0]);
+    let deadline = Instant::now() + RECOVERY;
+    loop {
+        let body = json!({"device_id": "late", "participant_name": "Late"});
+        let (status, joined) = post(&cluster, survivor, &path, body).await;
+        // 200: an earlier attempt took effect without an acknowledgement.
+        if status == 201 || status == 200 {
+            assert_eq!(joined["participant_id"], 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "join after the kill: {status} {joined}"
+        );
+    }
+    for code in &codes {
+        let (status, _) = cluster
+            .get(survivor, &format!("/parties/{code}/participants"))
+            .await
+            .expect("get");
+        assert_eq!(status, 200, "party {code} lost");
+    }
+    cluster
+        .wait_for("the manager moves off the dead node", RECOVERY, || async {
+            let (status, moved) = cluster
+                .get(survivor, "/managers/find?lat=53.35&lng=-6.26")
+                .await
+                .ok()?;
+            (status == 200 && moved["hostname"] != json!(host)).then_some(())
+        })
+        .await;
+}
