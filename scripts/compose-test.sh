@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compose test: brings up docker-compose.yml from scratch on this machine's Docker engine and
-# checks convergence, stop/sleep/start under reads, a network partition, a rolling restart under
-# reads, and that `down -v` leaves nothing behind. Prints a SKIPPED line when there is no engine.
+# checks convergence, the seed's stop/sleep/start under reads of every user, a network partition
+# (the cut-off node refuses writes, nothing diverges), a rolling restart under reads, and that
+# `down -v` leaves nothing behind. Prints a SKIPPED line when there is no engine.
 #
 #   scripts/compose-test.sh               # STOP_SECONDS=60 for the seed's full safety check
 set -euo pipefail
@@ -37,9 +38,40 @@ PY
   done
 }
 
-start_reader() { rm -f "$stop_file"; python3 scripts/compose_reader.py "$stop_file" "$@" & reader=$!; }
+start_reader() { rm -f "$stop_file"; python3 scripts/compose_reader.py "$stop_file" "$ids_file" "$@" & reader=$!; }
 stop_reader() { touch "$stop_file"; if ! wait "$reader"; then echo "FAILED: reads failed during: $1"; exit 1; fi; }
 stop_file=$(mktemp -u)
+ids_file=$(mktemp)
+
+# Creates $2 users through node URL $1, appending their ids to $ids_file; any status but 201 fails.
+create_users() {
+  python3 - "$1" "$2" "$ids_file" <<'PY'
+import json, sys, urllib.request, uuid
+url, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(path, "a", encoding="utf-8") as out:
+    for i in range(n):
+        uid = str(uuid.uuid4())
+        body = json.dumps({"id": uid, "name": f"user {i}", "email": f"u{i}@example.com", "group": i}).encode()
+        req = urllib.request.Request(url + "/api/user", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 201, resp.status
+        out.write(uid + "\n")
+PY
+}
+
+# Succeeds when every node lists the same digest for every copy of every shard it holds as
+# owner or replica (compared per shard across nodes).
+copies_agree() {
+  python3 - "$@" <<'PY'
+import json, sys, urllib.request
+digests = {}
+for url in sys.argv[1:]:
+    for copy in json.load(urllib.request.urlopen(url + "/cluster/shards", timeout=5)):
+        if copy["role"] in ("owner", "replica"):
+            digests.setdefault(copy["shard"], set()).add(copy["digest"])
+sys.exit(0 if digests and all(len(d) == 1 for d in digests.values()) else 1)
+PY
+}
 
 step "build the image FROM scratch"
 scripts/build-image.sh | tail -1
@@ -48,6 +80,8 @@ step "bring up 3 nodes"
 dc up -d
 for url in "${urls[@]}"; do wait_members "$url" 60 "n1 n2 n3"; done
 echo "converged"
+create_users "${urls[0]}" 200
+echo "200 users created"
 
 step "seed safety check: stop n2, wait ${stop_seconds}s, start it, while reading through n1 and n3"
 start_reader "${urls[0]}" "${urls[2]}"
@@ -58,6 +92,12 @@ dc start n2
 wait_members "${urls[0]}" 60 "n1 n2 n3"
 wait_members "${urls[1]}" 60 "n1 n2 n3"
 stop_reader "stop/start of n2"
+deadline=$((SECONDS + 60))
+until copies_agree "${urls[@]}"; do
+  if [ "$SECONDS" -ge "$deadline" ]; then echo "FAILED: copies differ after n2 came back"; exit 1; fi
+  sleep 1
+done
+echo "n2 caught up: every copy of every shard matches"
 
 step "partition: disconnect n3 from the network, then reconnect"
 network="${project//[^a-z0-9_-]/}_default"
@@ -65,9 +105,22 @@ container=$(dc ps -q n3)
 docker network disconnect "$network" "$container"
 wait_members "${urls[0]}" 30 "n1 n2"
 wait_members "${urls[1]}" 30 "n1 n2"
+# The cut-off node sees no majority: it must refuse writes rather than diverge.
+status=$(curl -s -o /dev/null -w '%{http_code}' -m 20 -X POST "${urls[2]}/api/user" \
+  -d '{"name":"minority","email":"m@example.com","group":1}' || true)
+if [ "$status" = "201" ]; then echo "FAILED: the partitioned node acknowledged a write"; exit 1; fi
+echo "partitioned n3 refused a write (status $status)"
+create_users "${urls[0]}" 20
 docker network connect --alias n3 "$network" "$container"
 for url in "${urls[@]}"; do wait_members "$url" 60 "n1 n2 n3"; done
-echo "healed"
+deadline=$((SECONDS + 60))
+until copies_agree "${urls[@]}"; do
+  if [ "$SECONDS" -ge "$deadline" ]; then echo "FAILED: copies differ after the partition healed"; exit 1; fi
+  sleep 1
+done
+count=$(curl -s "${urls[2]}/api/user/count")
+if [ "$count" != '{"count":220}' ]; then echo "FAILED: count through n3 is $count, expected 220"; exit 1; fi
+echo "healed: copies match, count 220 through n3"
 
 step "rolling restart of every node while reading through all of them"
 start_reader "${urls[@]}"
@@ -83,4 +136,5 @@ dc down -v --remove-orphans
 left=$(docker ps -aq --filter "label=com.docker.compose.project=$project"; docker volume ls -q --filter "label=com.docker.compose.project=$project")
 if [ -n "$left" ]; then echo "FAILED: left behind: $left"; exit 1; fi
 trap - EXIT
+rm -f "$ids_file"
 echo "compose test: 5 passed, 0 failed"

@@ -2,8 +2,10 @@
 """Reads continuously through the given node URLs until STOP_FILE exists, then prints
 `reads=N retried=R failed=F` and exits 1 if any read failed. Used by scripts/compose-test.sh.
 
-Each read is GET /cluster/locate/user/{key} for keys cycling over 64 values, starting at the
-next node in turn. Like a load-balancing client, a read that meets a connection error or a 503
+    compose_reader.py STOP_FILE IDS_FILE URL...
+
+Each read is GET /api/user/{id} for the user ids in IDS_FILE (one per line), cycling over
+them, starting at the next node in turn; a read must answer 200 with that user. Like a load-balancing client, a read that meets a connection error or a 503
 is retried on the following nodes for up to 1 s; it then counts as retried, not failed. A read
 fails on any other status, or when no node answers 200 within that second."""
 import os
@@ -12,7 +14,9 @@ import time
 import urllib.error
 import urllib.request
 
-stop_file, urls = sys.argv[1], sys.argv[2:]
+stop_file, ids_file, urls = sys.argv[1], sys.argv[2], sys.argv[3:]
+with open(ids_file, encoding="utf-8") as f:
+    ids = [line.strip() for line in f if line.strip()]
 reads = retried = failed = 0
 errors = {}
 
@@ -29,7 +33,7 @@ def attempt(url):
 
 
 while not os.path.exists(stop_file):
-    path = f"/cluster/locate/user/key-{reads % 64}"
+    path = f"/api/user/{ids[reads % len(ids)]}"
     deadline, tries, status = time.monotonic() + 1.0, 0, None
     while True:
         status = attempt(urls[(reads + tries) % len(urls)] + path)

@@ -6,60 +6,16 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::{cluster_lock, TestCluster};
 
 const RECOVERY: Duration = Duration::from_secs(30);
-
-async fn send(
-    cluster: &TestCluster,
-    node: usize,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = cluster.http.request(method, cluster.nodes[node].url(path));
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.json().await.unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
-}
-
-async fn post(cluster: &TestCluster, node: usize, path: &str, body: Value) -> (u16, Value) {
-    send(cluster, node, reqwest::Method::POST, path, Some(body)).await
-}
-
-async fn wait_ready(cluster: &TestCluster, nodes: &[usize]) {
-    cluster
-        .wait_for("nodes ready", RECOVERY, || async {
-            for &i in nodes {
-                let (status, _) = cluster.get(i, "/readyz").await.ok()?;
-                let (_, view) = cluster.get(i, "/cluster").await.ok()?;
-                let ready = view["members"]
-                    .as_array()?
-                    .iter()
-                    .filter(|m| m["live"] == true && m["status"] == "ready")
-                    .count();
-                if status != 200 || ready != nodes.len() {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatch_and_the_party_life_cycle_with_host_promotion() {
     let _guard = cluster_lock().await;
     let cluster = TestCluster::start(3);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
     let hosts: Vec<String> = cluster
         .nodes
         .iter()
@@ -90,13 +46,13 @@ async fn dispatch_and_the_party_life_cycle_with_host_promotion() {
         assert_eq!(status, 400, "{query}");
     }
 
-    let (status, created) = post(
-        &cluster,
-        0,
-        "/parties",
-        json!({"device_id": "host-dev", "lat": 53.3, "lng": -6.3}),
-    )
-    .await;
+    let (status, created) = cluster
+        .post(
+            0,
+            "/parties",
+            json!({"device_id": "host-dev", "lat": 53.3, "lng": -6.3}),
+        )
+        .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["participant_id"], 0);
     assert_eq!(created["region"], "eu-west-1");
@@ -108,51 +64,41 @@ async fn dispatch_and_the_party_life_cycle_with_host_promotion() {
     let join = |device: &str, name: &str| json!({"device_id": device, "participant_name": name});
     let path = format!("/parties/{code}/participants");
     assert_eq!(
-        post(&cluster, 1, &path, join("a", "Ann")).await,
+        cluster.post(1, &path, join("a", "Ann")).await,
         (201, json!({"party_code": code, "participant_id": 1}))
     );
-    assert_eq!(post(&cluster, 2, &path, join("b", "Bob")).await.0, 201);
+    assert_eq!(cluster.post(2, &path, join("b", "Bob")).await.0, 201);
     assert_eq!(
-        post(&cluster, 0, &path, join("a", "Ann")).await,
+        cluster.post(0, &path, join("a", "Ann")).await,
         (200, json!({"party_code": code, "participant_id": 1}))
     );
     assert_eq!(
-        post(&cluster, 0, &path, json!({"device_id": "c"})).await.0,
+        cluster.post(0, &path, json!({"device_id": "c"})).await.0,
         400
     );
 
     let (_, listed) = cluster.get(2, &path).await.expect("list");
     assert_eq!(listed["host"], 0);
     assert_eq!(listed["participants"].as_array().map(Vec::len), Some(3));
-    let (status, left) = send(
-        &cluster,
-        1,
-        reqwest::Method::DELETE,
-        &format!("{path}/host-dev"),
-        None,
-    )
-    .await;
+    let (status, left) = cluster
+        .send(
+            1,
+            reqwest::Method::DELETE,
+            &format!("{path}/host-dev"),
+            None,
+        )
+        .await;
     assert_eq!(
         (status, &left["host"]),
         (200, &json!(1)),
         "earliest remaining joiner is host"
     );
-    send(
-        &cluster,
-        2,
-        reqwest::Method::DELETE,
-        &format!("{path}/a"),
-        None,
-    )
-    .await;
-    let (_, last) = send(
-        &cluster,
-        0,
-        reqwest::Method::DELETE,
-        &format!("{path}/b"),
-        None,
-    )
-    .await;
+    cluster
+        .send(2, reqwest::Method::DELETE, &format!("{path}/a"), None)
+        .await;
+    let (_, last) = cluster
+        .send(0, reqwest::Method::DELETE, &format!("{path}/b"), None)
+        .await;
     assert_eq!(last["closed"], true);
     let (status, gone) = cluster.get(1, &path).await.expect("list");
     assert_eq!(
@@ -163,18 +109,15 @@ async fn dispatch_and_the_party_life_cycle_with_host_promotion() {
         )
     );
     assert_eq!(
-        post(
-            &cluster,
-            1,
-            "/parties/123456789/participants",
-            join("z", "Z")
-        )
-        .await
-        .0,
+        cluster
+            .post(1, "/parties/123456789/participants", join("z", "Z"))
+            .await
+            .0,
         404
     );
     assert_eq!(
-        post(&cluster, 1, "/parties", json!({"lat": 1, "lng": 2}))
+        cluster
+            .post(1, "/parties", json!({"lat": 1, "lng": 2}))
             .await
             .0,
         400
@@ -185,7 +128,7 @@ async fn dispatch_and_the_party_life_cycle_with_host_promotion() {
 async fn nearby_search_crosses_region_borders_and_parties_survive_their_managers_node() {
     let _guard = cluster_lock().await;
     let mut cluster = TestCluster::start(3);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
     let mut codes = Vec::new();
     // Dublin (eu-west-1), Holyhead in Wales (closer to Dublin's coordinates than London's?
     // the dispatcher decides), London (eu-west-2), Tokyo (far away).
@@ -195,13 +138,13 @@ async fn nearby_search_crosses_region_borders_and_parties_survive_their_managers
         ("lon", 51.5, -0.12),
         ("tyo", 35.7, 139.7),
     ] {
-        let (status, created) = post(
-            &cluster,
-            0,
-            "/parties",
-            json!({"device_id": device, "lat": lat, "lng": lng}),
-        )
-        .await;
+        let (status, created) = cluster
+            .post(
+                0,
+                "/parties",
+                json!({"device_id": device, "lat": lat, "lng": lng}),
+            )
+            .await;
         assert_eq!(status, 201, "{created}");
         codes.push(created["party_code"].as_str().expect("code").to_owned());
     }
@@ -263,7 +206,7 @@ async fn nearby_search_crosses_region_borders_and_parties_survive_their_managers
     let deadline = Instant::now() + RECOVERY;
     loop {
         let body = json!({"device_id": "late", "participant_name": "Late"});
-        let (status, joined) = post(&cluster, survivor, &path, body).await;
+        let (status, joined) = cluster.post(survivor, &path, body).await;
         // 200: an earlier attempt took effect without an acknowledgement.
         if status == 201 || status == 200 {
             assert_eq!(joined["participant_id"], 1);

@@ -14,40 +14,6 @@ use support::{cluster_lock, TestCluster};
 /// Generous bound for failure detection, takeover and a loaded CI machine.
 const RECOVERY: Duration = Duration::from_secs(30);
 
-async fn post(cluster: &TestCluster, node: usize, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = cluster.http.post(cluster.nodes[node].url(path));
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.json().await.unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
-}
-
-async fn wait_ready(cluster: &TestCluster, nodes: &[usize]) {
-    cluster
-        .wait_for("nodes ready and agreeing", RECOVERY, || async {
-            for &i in nodes {
-                let (status, _) = cluster.get(i, "/readyz").await.ok()?;
-                let (_, view) = cluster.get(i, "/cluster").await.ok()?;
-                let ready = view["members"]
-                    .as_array()?
-                    .iter()
-                    .filter(|m| m["live"] == true && m["status"] == "ready")
-                    .count();
-                if status != 200 || ready != nodes.len() {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await
-}
-
 /// Index of the node that owns `key`'s shard.
 async fn owner_of(cluster: &TestCluster, kind: &str, key: &str) -> usize {
     let (_, located) = cluster
@@ -66,9 +32,9 @@ async fn owner_of(cluster: &TestCluster, kind: &str, key: &str) -> usize {
 async fn a_hundred_concurrent_adds_over_three_nodes_admit_exactly_the_cap_and_leave_no_garbage() {
     let _guard = cluster_lock().await;
     let cluster = TestCluster::start(3);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
 
-    let adds = (0..100).map(|i| post(&cluster, i % 3, "/add-session?user_id=alice", None));
+    let adds = (0..100).map(|i| cluster.post(i % 3, "/add-session?user_id=alice", None));
     let answers = join_all(adds).await;
     let admitted = answers.iter().filter(|(s, _)| *s == 200).count();
     let refused = answers.iter().filter(|(s, _)| *s == 409).count();
@@ -82,17 +48,13 @@ async fn a_hundred_concurrent_adds_over_three_nodes_admit_exactly_the_cap_and_le
     assert_eq!(count, json!({"user_id": "alice", "active_sessions": 3}));
 
     for expected in [2, 1, 0] {
-        let (status, body) = post(
-            &cluster,
-            expected % 3,
-            "/remove-session?user_id=alice",
-            None,
-        )
-        .await;
+        let (status, body) = cluster
+            .post(expected % 3, "/remove-session?user_id=alice", None)
+            .await;
         assert_eq!(status, 200);
         assert_eq!(body["active_sessions"], expected);
     }
-    let (status, body) = post(&cluster, 2, "/remove-session?user_id=alice", None).await;
+    let (status, body) = cluster.post(2, "/remove-session?user_id=alice", None).await;
     assert_eq!(
         (status, &body["message"]),
         (409, &json!("no active sessions"))
@@ -102,11 +64,13 @@ async fn a_hundred_concurrent_adds_over_three_nodes_admit_exactly_the_cap_and_le
         "/add-session?user_id=",
         "/remove-session?other=1",
     ] {
-        let (status, body) = post(&cluster, 0, path, None).await;
+        let (status, body) = cluster.post(0, path, None).await;
         assert_eq!(status, 400, "{path}: {body}");
     }
     let long = "x".repeat(257);
-    let (status, _) = post(&cluster, 0, &format!("/add-session?user_id={long}"), None).await;
+    let (status, _) = cluster
+        .post(0, &format!("/add-session?user_id={long}"), None)
+        .await;
     assert_eq!(status, 400);
 
     // The entry went away at 0: no copy of any shard holds an entity.
@@ -126,7 +90,7 @@ async fn a_hundred_concurrent_adds_over_three_nodes_admit_exactly_the_cap_and_le
 async fn session_counts_equal_acknowledged_adds_minus_removes_and_survive_killing_the_owner() {
     let _guard = cluster_lock().await;
     let mut cluster = TestCluster::start(3);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
     let users: Vec<String> = (0..8).map(|u| format!("user-{u}")).collect();
     let mut expected: BTreeMap<String, i64> = BTreeMap::new();
     for round in 0..12 {
@@ -140,8 +104,9 @@ async fn session_counts_equal_acknowledged_adds_minus_removes_and_survive_killin
             let node = (round + u) % 3;
             let cluster = &cluster;
             async move {
-                let (status, _) =
-                    post(cluster, node, &format!("/{path}?user_id={user}"), None).await;
+                let (status, _) = cluster
+                    .post(node, &format!("/{path}?user_id={user}"), None)
+                    .await;
                 (user.clone(), adding, status)
             }
         });
@@ -200,16 +165,20 @@ const SHORT_JOBS: &[(&str, &str)] = &[
 async fn a_job_is_created_deduplicated_and_ends_finished_or_cancelled() {
     let _guard = cluster_lock().await;
     let cluster = TestCluster::start_with(3, SHORT_JOBS);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
 
-    let (status, body) = post(&cluster, 0, "/jobs", Some(json!({"object_id": "obj-1"}))).await;
+    let (status, body) = cluster
+        .post(0, "/jobs", Some(json!({"object_id": "obj-1"})))
+        .await;
     assert_eq!(status, 201, "{body}");
     let job = &body["message"];
     assert_eq!(job["object_id"], "obj-1");
     assert_eq!(job["status"], "processing");
     assert_eq!(job["attempts"], 1);
     let job_id = job["job_id"].as_str().expect("job id").to_owned();
-    let (status, dup) = post(&cluster, 1, "/jobs", Some(json!({"object_id": "obj-1"}))).await;
+    let (status, dup) = cluster
+        .post(1, "/jobs", Some(json!({"object_id": "obj-1"})))
+        .await;
     assert_eq!(
         (status, dup),
         (
@@ -217,7 +186,7 @@ async fn a_job_is_created_deduplicated_and_ends_finished_or_cancelled() {
             json!({"message": "you need to wait 5 minutes before rerunning the same job"})
         )
     );
-    let (status, missing) = post(&cluster, 2, "/jobs", Some(json!({}))).await;
+    let (status, missing) = cluster.post(2, "/jobs", Some(json!({}))).await;
     assert_eq!(
         (status, missing),
         (400, json!({"message": "you must provide an object_id"}))
@@ -245,8 +214,10 @@ async fn a_job_whose_owner_is_killed_is_rerun_elsewhere_and_finishes_once() {
         ("timeout_ms", "60000"),
     ];
     let mut cluster = TestCluster::start_with(3, &slow);
-    wait_ready(&cluster, &[0, 1, 2]).await;
-    let (status, body) = post(&cluster, 0, "/jobs", Some(json!({"object_id": "obj-kill"}))).await;
+    cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
+    let (status, body) = cluster
+        .post(0, "/jobs", Some(json!({"object_id": "obj-kill"})))
+        .await;
     assert_eq!(status, 201, "{body}");
     let job_id = body["message"]["job_id"].as_str().expect("id").to_owned();
     let owner = owner_of(&cluster, "job", &job_id).await;
@@ -261,7 +232,7 @@ async fn a_job_whose_owner_is_killed_is_rerun_elsewhere_and_finishes_once() {
 async fn a_thousand_jobs_each_reach_exactly_one_terminal_state_across_a_node_restart() {
     let _guard = cluster_lock().await;
     let mut cluster = TestCluster::start_with(3, SHORT_JOBS);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
     let mut ids = Vec::new();
     for batch in 0..20 {
         if batch == 10 {
@@ -282,7 +253,7 @@ async fn a_thousand_jobs_each_reach_exactly_one_terminal_state_across_a_node_res
                 let deadline = Instant::now() + RECOVERY;
                 loop {
                     let body = json!({"object_id": format!("object-{i}")});
-                    let (status, answer) = post(cluster, node, "/jobs", Some(body)).await;
+                    let (status, answer) = cluster.post(node, "/jobs", Some(body)).await;
                     match status {
                         201 => return answer["message"]["job_id"].as_str().map(str::to_owned),
                         // The first attempt took effect without an acknowledgement.
@@ -301,7 +272,7 @@ async fn a_thousand_jobs_each_reach_exactly_one_terminal_state_across_a_node_res
         ids.extend(join_all(creates).await.into_iter().flatten());
     }
     assert!(ids.len() > 900, "only {} jobs acknowledged", ids.len());
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
     let mut ended: BTreeMap<String, (String, u64)> = BTreeMap::new();
     for id in &ids {
         let job = wait_terminal(&cluster, 0, id).await;

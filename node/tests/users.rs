@@ -17,29 +17,6 @@ fn recovery_bound() -> Duration {
     Duration::from_millis(2 * (12 * GOSSIP_INTERVAL_MS) + 10_000)
 }
 
-/// What a request got: status and JSON body (`Null` when empty or not JSON); status 0 for a
-/// transport error.
-async fn send(
-    cluster: &TestCluster,
-    node: usize,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = cluster.http.request(method, cluster.nodes[node].url(path));
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let body = response.json::<Value>().await.unwrap_or(Value::Null);
-            (status, body)
-        }
-        Err(_) => (0, Value::Null),
-    }
-}
-
 fn user(i: usize) -> Value {
     json!({
         "id": format!("00000000-0000-4000-8000-{i:012}"),
@@ -49,28 +26,6 @@ fn user(i: usize) -> Value {
     })
 }
 
-/// Waits until every node in `nodes` is ready and sees all of them as ready members.
-async fn wait_ready(cluster: &TestCluster, nodes: &[usize]) {
-    let expected = nodes.len();
-    cluster
-        .wait_for("nodes ready and agreeing", recovery_bound() * 2, || async {
-            for &i in nodes {
-                let (status, _) = cluster.get(i, "/readyz").await.ok()?;
-                let (_, view) = cluster.get(i, "/cluster").await.ok()?;
-                let ready = view["members"]
-                    .as_array()?
-                    .iter()
-                    .filter(|m| m["live"] == true && m["status"] == "ready")
-                    .count();
-                if status != 200 || ready != expected {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await
-}
-
 /// Creates users `range` through the nodes in turn, retrying 503s (not acknowledged), and
 /// panics on anything else but 201.
 async fn create_users(cluster: &TestCluster, nodes: &[usize], range: std::ops::Range<usize>) {
@@ -78,14 +33,9 @@ async fn create_users(cluster: &TestCluster, nodes: &[usize], range: std::ops::R
         let node = nodes[i % nodes.len()];
         let deadline = Instant::now() + recovery_bound();
         loop {
-            let (status, body) = send(
-                cluster,
-                node,
-                reqwest::Method::POST,
-                "/api/user",
-                Some(user(i)),
-            )
-            .await;
+            let (status, body) = cluster
+                .send(node, reqwest::Method::POST, "/api/user", Some(user(i)))
+                .await;
             match status {
                 201 => break,
                 // Retried create whose first attempt was applied but not acknowledged.
@@ -146,7 +96,7 @@ async fn digests_agree(cluster: &TestCluster, nodes: &[usize]) -> Option<()> {
 async fn users_crud_list_and_count_behave_the_same_through_every_node() {
     let _guard = cluster_lock().await;
     let cluster = TestCluster::start(3);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
     create_users(&cluster, &[0, 1, 2], 0..30).await;
 
     let id = user(7)["id"].as_str().expect("id").to_owned();
@@ -157,28 +107,20 @@ async fn users_crud_list_and_count_behave_the_same_through_every_node() {
             .expect("get");
         assert_eq!((status, body), (200, user(7)), "read through node {node}");
     }
-    let (status, body) = send(
-        &cluster,
-        1,
-        reqwest::Method::POST,
-        "/api/user/",
-        Some(user(7)),
-    )
-    .await;
+    let (status, body) = cluster
+        .send(1, reqwest::Method::POST, "/api/user/", Some(user(7)))
+        .await;
     assert_eq!(status, 409, "{body}");
     let patch = json!({"id": id, "group": 99});
-    let (status, body) = send(&cluster, 2, reqwest::Method::PUT, "/api/user", Some(patch)).await;
+    let (status, body) = cluster
+        .send(2, reqwest::Method::PUT, "/api/user", Some(patch))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["group"], 99);
     assert_eq!(body["name"], "user 7");
-    let (status, _) = send(
-        &cluster,
-        0,
-        reqwest::Method::DELETE,
-        &format!("/api/user/{id}"),
-        None,
-    )
-    .await;
+    let (status, _) = cluster
+        .send(0, reqwest::Method::DELETE, &format!("/api/user/{id}"), None)
+        .await;
     assert_eq!(status, 204);
     let (status, body) = cluster
         .get(1, &format!("/api/user/{id}"))
@@ -218,7 +160,7 @@ async fn users_crud_list_and_count_behave_the_same_through_every_node() {
 async fn every_acknowledged_user_stays_readable_when_a_node_is_killed_and_writes_resume() {
     let _guard = cluster_lock().await;
     let mut cluster = TestCluster::start(3);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
     let users = 200;
     create_users(&cluster, &[0, 1, 2], 0..users).await;
 
@@ -264,7 +206,7 @@ async fn every_acknowledged_user_stays_readable_when_a_node_is_killed_and_writes
 async fn a_stopped_node_catches_up_on_restart_and_every_copy_of_every_shard_matches() {
     let _guard = cluster_lock().await;
     let mut cluster = TestCluster::start(3);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
     create_users(&cluster, &[0, 1, 2], 0..100).await;
 
     let status = cluster.nodes[2].terminate(Duration::from_secs(30));
@@ -272,23 +214,23 @@ async fn a_stopped_node_catches_up_on_restart_and_every_copy_of_every_shard_matc
         status.is_some_and(|s| s.success()),
         "clean exit: {status:?}"
     );
-    wait_ready(&cluster, &[0, 1]).await;
+    cluster.wait_ready(&[0, 1], recovery_bound() * 2).await;
     create_users(&cluster, &[0, 1], 100..250).await;
     for i in (0..100).step_by(3) {
         let id = user(i)["id"].as_str().expect("id").to_owned();
-        let (status, _) = send(
-            &cluster,
-            i % 2,
-            reqwest::Method::DELETE,
-            &format!("/api/user/{id}"),
-            None,
-        )
-        .await;
+        let (status, _) = cluster
+            .send(
+                i % 2,
+                reqwest::Method::DELETE,
+                &format!("/api/user/{id}"),
+                None,
+            )
+            .await;
         assert_eq!(status, 204, "delete {i}");
     }
 
     cluster.start_node(2);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
     cluster
         .wait_for(
             "every copy of every shard matches",
@@ -356,7 +298,7 @@ async fn write_step(
 async fn concurrent_writers_lose_no_acknowledged_write_when_a_node_is_killed_and_restarted() {
     let _guard = cluster_lock().await;
     let mut cluster = TestCluster::start(3);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
     let writers_count = 4;
     let ids_per_writer = 40;
     let ledger: Arc<Mutex<BTreeMap<usize, Known>>> = Arc::default();
@@ -421,7 +363,7 @@ async fn concurrent_writers_lose_no_acknowledged_write_when_a_node_is_killed_and
         )
         .await;
     cluster.start_node(1);
-    wait_ready(&cluster, &[0, 1, 2]).await;
+    cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
     let before = acks.load(Ordering::Relaxed);
     cluster
         .wait_for(

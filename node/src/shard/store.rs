@@ -252,13 +252,7 @@ impl ShardStore {
     /// Promises to follow `epoch` from now on (durably), unless a newer epoch is already
     /// followed. Returns the shard's position.
     pub async fn seal(&self, shard: ShardId, epoch: Epoch) -> Result<ShardMeta, StoreError> {
-        let this = self.clone();
-        self.storage
-            .write(move |wtxn| {
-                let mut meta = this.meta_in(wtxn, shard)?;
-                this.follow(wtxn, shard, &mut meta, &epoch)?;
-                Ok(meta)
-            })
+        self.as_follower(shard, epoch, |_, _, meta| Ok(meta.clone()))
             .await
     }
 
@@ -271,35 +265,27 @@ impl ShardStore {
         prev: Position,
         entry: Entry,
     ) -> Result<(), StoreError> {
-        let this = self.clone();
-        self.storage
-            .write(move |wtxn| {
-                let mut meta = this.meta_in(wtxn, shard)?;
-                this.follow(wtxn, shard, &mut meta, &epoch)?;
-                if meta.installing || meta.position != prev || entry.seq != prev.applied + 1 {
-                    return Err(StoreError::OutOfOrder {
-                        position: meta.position,
-                    });
-                }
-                this.apply(wtxn, shard, &mut meta, entry)
-            })
-            .await
+        self.as_follower(shard, epoch, move |this, wtxn, meta| {
+            if meta.installing || meta.position != prev || entry.seq != prev.applied + 1 {
+                return Err(StoreError::OutOfOrder {
+                    position: meta.position.clone(),
+                });
+            }
+            this.apply(wtxn, shard, meta, entry)
+        })
+        .await
     }
 
     /// Starts replacing the shard's contents with a snapshot: clears entities and log and
     /// flags the shard as installing until [`finish_snapshot`](Self::finish_snapshot).
     pub async fn begin_snapshot(&self, shard: ShardId, epoch: Epoch) -> Result<(), StoreError> {
-        let this = self.clone();
-        self.storage
-            .write(move |wtxn| {
-                let mut meta = this.meta_in(wtxn, shard)?;
-                this.follow(wtxn, shard, &mut meta, &epoch)?;
-                this.clear(wtxn, shard)?;
-                meta.position = Position::default();
-                meta.installing = true;
-                this.put_meta(wtxn, shard, &meta)
-            })
-            .await
+        self.as_follower(shard, epoch, move |this, wtxn, meta| {
+            this.clear(wtxn, shard)?;
+            meta.position = Position::default();
+            meta.installing = true;
+            this.put_meta(wtxn, shard, meta)
+        })
+        .await
     }
 
     /// Stores one page of a snapshot being installed.
@@ -309,19 +295,15 @@ impl ShardStore {
         epoch: Epoch,
         items: Vec<Item>,
     ) -> Result<(), StoreError> {
-        let this = self.clone();
-        self.storage
-            .write(move |wtxn| {
-                let mut meta = this.meta_in(wtxn, shard)?;
-                this.follow(wtxn, shard, &mut meta, &epoch)?;
-                let prefix = shard.0.to_be_bytes();
-                for item in items {
-                    let key = [&prefix[..], &item.key].concat();
-                    this.entities.put(wtxn, &key, &item.value)?;
-                }
-                Ok(())
-            })
-            .await
+        self.as_follower(shard, epoch, move |this, wtxn, _| {
+            let prefix = shard.0.to_be_bytes();
+            for item in items {
+                let key = [&prefix[..], &item.key].concat();
+                this.entities.put(wtxn, &key, &item.value)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Completes a snapshot install: the shard now stands at `position`.
@@ -331,30 +313,39 @@ impl ShardStore {
         epoch: Epoch,
         position: Position,
     ) -> Result<(), StoreError> {
-        let this = self.clone();
-        self.storage
-            .write(move |wtxn| {
-                let mut meta = this.meta_in(wtxn, shard)?;
-                this.follow(wtxn, shard, &mut meta, &epoch)?;
-                meta.position = position;
-                meta.installing = false;
-                this.put_meta(wtxn, shard, &meta)
-            })
-            .await
+        self.as_follower(shard, epoch, move |this, wtxn, meta| {
+            meta.position = position;
+            meta.installing = false;
+            this.put_meta(wtxn, shard, meta)
+        })
+        .await
     }
 
     /// Deletes this holder's copy of the shard (it is no longer in the shard's replica set).
     /// The followed epoch is kept, so an older owner stays fenced.
     pub async fn drop_shard(&self, shard: ShardId, epoch: Epoch) -> Result<(), StoreError> {
+        self.as_follower(shard, epoch, move |this, wtxn, meta| {
+            this.clear(wtxn, shard)?;
+            meta.position = Position::default();
+            meta.installing = false;
+            this.put_meta(wtxn, shard, meta)
+        })
+        .await
+    }
+
+    /// Runs `f` in a write transaction as a follower of `epoch` (adopted unless a newer epoch
+    /// is followed, then `Fenced`), with the shard's bookkeeping at hand.
+    async fn as_follower<R, F>(&self, shard: ShardId, epoch: Epoch, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Self, &mut RwTxn, &mut ShardMeta) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
         let this = self.clone();
         self.storage
             .write(move |wtxn| {
                 let mut meta = this.meta_in(wtxn, shard)?;
                 this.follow(wtxn, shard, &mut meta, &epoch)?;
-                this.clear(wtxn, shard)?;
-                meta.position = Position::default();
-                meta.installing = false;
-                this.put_meta(wtxn, shard, &meta)
+                f(&this, wtxn, &mut meta)
             })
             .await
     }

@@ -229,6 +229,53 @@ impl TestCluster {
         }
     }
 
+    /// A request to node `i`: status and JSON body (`Null` when empty or not JSON); status 0
+    /// for a transport error.
+    pub async fn send(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.nodes[i].url(path));
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// POST to node `i`, with a JSON body (a `Value`) or none (`None`).
+    pub async fn post(&self, i: usize, path: &str, body: impl Into<Option<Value>>) -> (u16, Value) {
+        self.send(i, reqwest::Method::POST, path, body.into()).await
+    }
+
+    /// Waits until every node in `nodes` is ready and sees exactly them as live, ready members.
+    pub async fn wait_ready(&self, nodes: &[usize], within: Duration) {
+        self.wait_for("nodes ready and agreeing", within, || async {
+            for &i in nodes {
+                let (status, _) = self.get(i, "/readyz").await.ok()?;
+                let (_, view) = self.get(i, "/cluster").await.ok()?;
+                let ready = view["members"]
+                    .as_array()?
+                    .iter()
+                    .filter(|m| m["live"] == true && m["status"] == "ready")
+                    .count();
+                if status != 200 || ready != nodes.len() {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+    }
+
     pub fn dump_logs(&self) {
         for node in &self.nodes {
             let text = node.log_text();
