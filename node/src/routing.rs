@@ -36,7 +36,10 @@ pub async fn call_owner(
         let topology = retry.topology();
         let problem = match topology.table.owner(shard) {
             None => format!("no ready node owns shard {shard}"),
-            Some(owner) => match attempt(node, &topology, owner, request.clone()).await {
+            Some(owner) => match retry
+                .bounded(attempt(node, &topology, owner, request.clone()))
+                .await
+            {
                 Ok(Response::Unavailable { message }) => return Err(unavailable(message)),
                 Ok(answer) => return Ok(answer),
                 Err(problem) => problem,
@@ -62,7 +65,10 @@ pub async fn read_shard(
                 query: query.clone(),
                 allow_replica: index > 0,
             };
-            match attempt(node, &topology, holder, request).await {
+            match retry
+                .bounded(attempt(node, &topology, holder, request))
+                .await
+            {
                 Ok(Response::Answer(answer)) => return Ok(answer),
                 Ok(other) => problem = format!("{holder}: {}", describe(&other)),
                 Err(reason) => problem = reason,
@@ -125,6 +131,24 @@ impl Retry {
             budget,
             deadline: Instant::now() + budget,
             backoff: FIRST_BACKOFF,
+        }
+    }
+
+    /// Runs one attempt, but not past the budget: a request never outlives it, even when a
+    /// peer stops answering mid-call (the attempt then counts as not acknowledged).
+    async fn bounded(
+        &self,
+        attempt: impl std::future::Future<Output = Result<Response, String>>,
+    ) -> Result<Response, String> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, attempt).await {
+            Ok(result) => result,
+            Err(_) => Ok(Response::Unavailable {
+                message: format!(
+                    "no answer within the {} ms budget; the request may or may not have taken effect",
+                    self.budget.as_millis()
+                ),
+            }),
         }
     }
 
