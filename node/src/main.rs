@@ -22,6 +22,7 @@ fn main() -> std::process::ExitCode {
             Command::Local(args) => cli::local::run(args).await,
             Command::Health(args) => cli::health::run(args).await,
             Command::Restart(args) => cli::restart::run(args).await,
+            Command::Bench(args) => cli::bench::run(args).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
 //! The `troupe` command line: one subcommand per file. `main.rs` only parses and dispatches.
 
+pub mod bench;
 pub mod health;
 pub mod local;
 pub mod node;
@@ -27,6 +28,8 @@ pub enum Command {
     Restart(restart::RestartArgs),
     /// Probe a URL once (container health checks); exit status 0 on 2xx.
     Health(health::HealthArgs),
+    /// Load a running cluster with a workload and report throughput and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 /// Installs the log subscriber: `RUST_LOG` style filter from `TROUPE_LOG` (default `info`).

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Benchmarks a fresh local 3-node cluster with `troupe bench` and prints a markdown table.
+#
+# The cluster is pinned to CPU 0 and the load generator to CPU 1 (when taskset exists and the
+# machine has two CPUs), so they do not compete for the same core. Every workload runs at 16
+# and 64 clients, ROUNDS times, the workload order alternating between rounds; the table
+# shows the median req/s (with min-max over rounds) and the ratio to healthz at the same
+# number of clients. Workloads whose route does not exist yet (404) are skipped with a note.
+#
+# Usage: scripts/bench.sh
+#   DURATION=10s   measured time of each run (warm-up is troupe bench's default, 2s)
+#   ROUNDS=1       rounds over all workloads
+#   WORKLOADS="healthz users-read users-write sessions jobs-create parties-join mixed"
+#   CLIENTS="16 64"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration="${DURATION:-10s}"
+rounds="${ROUNDS:-1}"
+read -ra workloads <<<"${WORKLOADS:-healthz users-read users-write sessions jobs-create parties-join mixed}"
+read -ra client_counts <<<"${CLIENTS:-16 64}"
+base_port=19080
+ports=("$base_port" "$((base_port + 1))" "$((base_port + 2))")
+urls="http://127.0.0.1:${ports[0]},http://127.0.0.1:${ports[1]},http://127.0.0.1:${ports[2]}"
+bin=target/release/troupe
+
+command -v jq >/dev/null || { echo "bench.sh needs jq" >&2; exit 1; }
+command -v curl >/dev/null || { echo "bench.sh needs curl" >&2; exit 1; }
+
+cargo build --release -p troupe-node --bin troupe
+
+# CPU pinning: cluster on 0, load generator on 1.
+pin_cluster=()
+pin_bench=()
+if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then
+  pin_cluster=(taskset -c 0)
+  pin_bench=(taskset -c 1)
+fi
+
+work="$(mktemp -d)"
+cluster_pid=""
+stop_cluster() {
+  if [[ -n "$cluster_pid" ]] && kill -0 "$cluster_pid" 2>/dev/null; then
+    kill -TERM "$cluster_pid"        # troupe local stops its nodes on SIGTERM
+    wait "$cluster_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap stop_cluster EXIT
+trap 'exit 130' INT TERM
+
+"${pin_cluster[@]}" "$bin" local --dir "$work/cluster" --base-port "$base_port" --fresh \
+  >"$work/local.log" 2>&1 &
+cluster_pid=$!
+
+wait_ready() {
+  local deadline=$((SECONDS + 60)) port
+  for port in "${ports[@]}"; do
+    until curl -sf -o /dev/null "http://127.0.0.1:$port/readyz"; do
+      if ! kill -0 "$cluster_pid" 2>/dev/null || ((SECONDS > deadline)); then
+        echo "cluster not ready on port $port; troupe local log:" >&2
+        cat "$work/local.log" >&2
+        exit 1
+      fi
+      sleep 0.2
+    done
+  done
+}
+
+# Sends one POST and prints its status code.
+post_status() {
+  curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
+    ${2:+--data "$2"} "http://127.0.0.1:${ports[0]}$1"
+}
+
+# Whether the routes a workload needs exist (anything but 404).
+route_exists() {
+  case "$1" in
+    healthz | users-read | users-write) return 0 ;;
+    sessions)
+      [[ "$(post_status '/add-session?user_id=bench-probe')" != 404 ]] || return 1
+      post_status '/remove-session?user_id=bench-probe' >/dev/null ;;
+    jobs-create) [[ "$(post_status /jobs '{"object_id":"bench-probe"}')" != 404 ]] ;;
+    parties-join) [[ "$(post_status /parties '{"device_id":"bench-probe"}')" != 404 ]] ;;
+    mixed) route_exists sessions && route_exists jobs-create ;;
+    *) echo "unknown workload $1" >&2; return 1 ;;
+  esac
+}
+
+wait_ready
+echo "cluster ready: $urls" >&2
+
+available=()
+for w in "${workloads[@]}"; do
+  if route_exists "$w"; then
+    available+=("$w")
+  else
+    echo "note: skipping $w (its route answers 404 on this build)" >&2
+  fi
+done
+
+results="$work/results.jsonl"
+: >"$results"
+for ((round = 1; round <= rounds; round++)); do
+  order=("${available[@]}")
+  if ((round % 2 == 0)); then   # alternate the order so no workload always runs on a warmer cluster
+    order=()
+    for ((i = ${#available[@]} - 1; i >= 0; i--)); do order+=("${available[i]}"); done
+  fi
+  for w in "${order[@]}"; do
+    for c in "${client_counts[@]}"; do
+      echo "round $round: $w, $c clients" >&2
+      "${pin_bench[@]}" "$bin" bench --urls "$urls" --workload "$w" --clients "$c" \
+        --duration "$duration" --json >>"$results"
+    done
+  done
+done
+
+mem_gib="$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)"
+rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ "$rev" != unknown && -n "$(GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no)" ]]; then
+  rev="$rev (dirty)"
+fi
+echo
+echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), commit $rev, $(nproc) CPUs, ${mem_gib} GiB RAM," \
+  "3-node troupe local, duration $duration, rounds $rounds"
+echo
+jq -rs --arg order "${available[*]}" '
+  def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+                     else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  def r2: . * 100 | round / 100;
+  def fixed2: r2 | tostring | if test("\\.") then . else . + ".00" end
+            | if test("\\.[0-9]$") then . + "0" else . end;
+  ($order | split(" ")) as $order
+  | (map(select(.workload == "healthz")) | group_by(.clients)
+     | map({key: (.[0].clients | tostring), value: (map(.throughput) | median)}) | from_entries)
+    as $healthz
+  | group_by([.workload, .clients])
+  | sort_by([(.[0].workload as $w | $order | index($w)), .[0].clients])
+  | "| workload | clients | req/s | ratio to healthz | p50 ms | p99 ms | p99.9 ms | errors |",
+    "|---|---|---|---|---|---|---|---|",
+    (.[] | . as $runs
+     | ($runs | map(.throughput)) as $rps
+     | ($rps | median) as $med
+     | $healthz[$runs[0].clients | tostring] as $base
+     | ([$runs[].errors | to_entries[]] | group_by(.key)
+        | map("\(.[0].key): \(map(.value) | add)") | join(", ")) as $errors
+     | "| \($runs[0].workload) | \($runs[0].clients) | \($med | round)"
+       + (if ($rps | length) > 1 then " (\($rps | min | round)–\($rps | max | round))" else "" end)
+       + " | " + (if $base then ($med / $base | fixed2) else "–" end)
+       + " | \($runs | map(.latency_ms.p50) | median | fixed2)"
+       + " | \($runs | map(.latency_ms.p99) | median | fixed2)"
+       + " | \($runs | map(.latency_ms.p99_9) | median | fixed2)"
+       + " | \(if $errors == "" then "0" else $errors end) |")
+' "$results"
