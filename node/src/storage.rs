@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 /// Version of the on-disk layout; bumped on any incompatible change of what is stored.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 const META_DB: &str = "meta";
 const LAYOUT_KEY: &str = "layout_version";

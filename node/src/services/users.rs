@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 
 use futures_util::future::try_join_all;
+use serde::{Deserialize, Serialize};
 use troupe_actors::users::{self, User, UserId, UserPatch};
 use troupe_http::views::UserPage;
 use troupe_http::ApiError;
@@ -24,9 +25,29 @@ use crate::shard::{Op, ShardStore, StoreError, Tenant};
 /// Users fetched per shard and round trip while merging a list.
 const LIST_PAGE: u32 = 1000;
 
-/// The shard key of a user id.
+/// The stored key of a user: the 16 bytes of its UUID (byte order sorts like the canonical
+/// text, so listing by key is listing by id).
 pub fn key(id: &UserId) -> Vec<u8> {
-    id.as_str().as_bytes().to_vec()
+    match uuid::Uuid::parse_str(id.as_str()) {
+        Ok(uuid) => uuid.as_bytes().to_vec(),
+        // A `UserId` is always a canonical UUID; the text is only a fallback.
+        Err(_) => id.as_str().as_bytes().to_vec(),
+    }
+}
+
+/// A user as stored: the id is the key, so the value holds only the other fields (the space
+/// target of issue 3).
+#[derive(Serialize, Deserialize)]
+struct StoredUser {
+    name: String,
+    email: String,
+    group: u64,
+}
+
+fn id_from_key(key: &[u8]) -> Result<UserId, codec::CodecError> {
+    let uuid = uuid::Uuid::from_slice(key)
+        .map_err(|e| codec::CodecError::Decode(format!("user key: {e}")))?;
+    UserId::parse(&uuid.to_string()).map_err(codec::CodecError::Decode)
 }
 
 /// The query that reads one user.
@@ -37,23 +58,34 @@ pub fn get_query(id: &UserId) -> Query {
     }
 }
 
-/// Decodes a stored user.
-pub fn decode(bytes: &[u8]) -> Result<User, codec::CodecError> {
-    codec::decode(bytes)
+/// Decodes a stored user whose id is `id`.
+pub fn decode(id: UserId, bytes: &[u8]) -> Result<User, codec::CodecError> {
+    let stored: StoredUser = codec::decode(bytes)?;
+    Ok(User {
+        id,
+        name: stored.name,
+        email: stored.email,
+        group: stored.group,
+    })
 }
 
 fn load(store: &ShardStore, shard: ShardId, id: &UserId) -> Result<Option<User>, StoreError> {
     match store.get(shard, Tenant::USERS, &key(id))? {
-        Some(bytes) => Ok(Some(decode(&bytes)?)),
+        Some(bytes) => Ok(Some(decode(id.clone(), &bytes)?)),
         None => Ok(None),
     }
 }
 
 fn put(user: &User) -> Result<Op, StoreError> {
+    let stored = StoredUser {
+        name: user.name.clone(),
+        email: user.email.clone(),
+        group: user.group,
+    };
     Ok(Op {
         tenant: Tenant::USERS,
         key: key(&user.id),
-        value: Some(codec::encode(user)?),
+        value: Some(codec::encode(&stored)?),
     })
 }
 
@@ -177,7 +209,7 @@ pub async fn delete(node: &Node, id: UserId) -> Result<(), ApiError> {
 pub async fn get(node: &Node, id: UserId) -> Result<User, ApiError> {
     let shard = shard_of(node, &id);
     match read_shard(node, shard, get_query(&id)).await? {
-        QueryAnswer::Value(Some(bytes)) => decode(&bytes).map_err(corrupt),
+        QueryAnswer::Value(Some(bytes)) => decode(id, &bytes).map_err(corrupt),
         QueryAnswer::Value(None) => Err(ApiError::NotFound(users::not_found_message(id.as_str()))),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     }
@@ -225,11 +257,12 @@ pub async fn list(node: &Node, offset: u64, limit: u32) -> Result<UserPage, ApiE
             .map(|(_, i)| i);
         let Some(index) = next else { break };
         let cursor = &mut cursors[index];
-        if let Some((_, value)) = cursor.items.pop_front() {
+        if let Some((key, value)) = cursor.items.pop_front() {
             if skipped < offset {
                 skipped += 1;
             } else {
-                users.push(decode(&value).map_err(corrupt)?);
+                let id = id_from_key(&key).map_err(corrupt)?;
+                users.push(decode(id, &value).map_err(corrupt)?);
             }
         }
         cursor.refill(node).await?;

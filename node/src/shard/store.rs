@@ -23,7 +23,7 @@ use crate::storage::{Storage, StorageError};
 
 /// Log entries kept per shard. A holder further behind gets a snapshot instead. Small on
 /// purpose: the log duplicates recent values, and space must stay near one copy per holder.
-pub const LOG_KEEP: u64 = 64;
+pub const LOG_KEEP: u64 = 32;
 
 /// Why a shard operation on the store failed.
 #[derive(Debug, thiserror::Error)]
