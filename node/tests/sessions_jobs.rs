@@ -302,3 +302,25 @@ async fn a_thousand_jobs_each_reach_exactly_one_terminal_state_across_a_node_res
         ended.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_lease_sessions_that_are_not_renewed_expire() {
+    let _guard = cluster_lock().await;
+    let cluster = TestCluster::start_with(3, &[("ttl_seconds", "1")]);
+    cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
+    for _ in 0..3 {
+        let (status, _) = cluster.post(0, "/add-session?user_id=crashy", None).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = cluster.post(1, "/add-session?user_id=crashy", None).await;
+    assert_eq!(status, 409, "at the cap while the leases run");
+    // Nobody renews: the slots come back.
+    cluster
+        .wait_for("the sessions expire", RECOVERY, || async {
+            let (_, body) = cluster.get(2, "/sessions/crashy").await.ok()?;
+            (body["active_sessions"] == 0).then_some(())
+        })
+        .await;
+    let (status, body) = cluster.post(2, "/add-session?user_id=crashy", None).await;
+    assert_eq!((status, &body["active_sessions"]), (200, &json!(1)));
+}

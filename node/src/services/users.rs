@@ -234,19 +234,17 @@ pub async fn count(node: &Node) -> Result<u64, ApiError> {
     Ok(counts.into_iter().sum())
 }
 
-/// `GET /api/user?offset&limit`: a merge, in id order, of every shard's users (each shard is
-/// read in pages, from its owner).
+/// `GET /api/user?offset&limit`: a merge, in id order, of every shard's users. Each shard is
+/// asked once for its count and first page (from its owner); only a listing deeper than a page
+/// per shard asks again.
 pub async fn list(node: &Node, offset: u64, limit: u32) -> Result<UserPage, ApiError> {
-    let total = count(node).await?;
-    let mut users = Vec::new();
-    if limit == 0 || offset >= total {
-        return Ok(UserPage { users, total });
-    }
     let page = u32::try_from(offset + u64::from(limit))
         .unwrap_or(LIST_PAGE)
         .min(LIST_PAGE);
     let mut cursors =
         try_join_all(all_shards(node).map(|shard| Cursor::open(node, shard, page))).await?;
+    let total = cursors.iter().map(|c| c.count).sum();
+    let mut users = Vec::new();
     let mut skipped = 0;
     while users.len() < limit as usize {
         let next = cursors
@@ -274,6 +272,8 @@ pub async fn list(node: &Node, offset: u64, limit: u32) -> Result<UserPage, ApiE
 struct Cursor {
     shard: ShardId,
     page: u32,
+    /// The shard's user count when the cursor opened.
+    count: u64,
     items: VecDeque<KeyValue>,
     last_key: Option<Vec<u8>>,
     exhausted: bool,
@@ -281,15 +281,22 @@ struct Cursor {
 
 impl Cursor {
     async fn open(node: &Node, shard: ShardId, page: u32) -> Result<Self, ApiError> {
-        let mut cursor = Self {
+        let query = Query::Page {
+            tenant: Tenant::USERS,
+            limit: page,
+        };
+        let (count, items) = match read_shard(node, shard, query).await? {
+            QueryAnswer::Page { count, items } => (count, items),
+            other => return Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+        };
+        Ok(Self {
             shard,
             page,
-            items: VecDeque::new(),
-            last_key: None,
-            exhausted: false,
-        };
-        cursor.refill(node).await?;
-        Ok(cursor)
+            count,
+            exhausted: items.len() < page as usize,
+            last_key: items.last().map(|(key, _)| key.clone()),
+            items: items.into(),
+        })
     }
 
     /// Fetches the next page once the buffered one is used up.

@@ -216,6 +216,14 @@ pub enum Query {
         /// Most entities returned.
         limit: u32,
     },
+    /// The tenant's entity count in the shard and its first `limit` entities in key order:
+    /// what a listing needs from each shard, in one call.
+    Page {
+        /// The service.
+        tenant: Tenant,
+        /// Most entities returned.
+        limit: u32,
+    },
     /// Entities in key order after `after`.
     Scan {
         /// The service.
@@ -236,6 +244,13 @@ pub enum QueryAnswer {
     Count(u64),
     /// For [`Query::Scan`]: keys and values.
     Items(Vec<KeyValue>),
+    /// For [`Query::Page`].
+    Page {
+        /// Entities of the tenant in the shard.
+        count: u64,
+        /// The first of them, keys and values.
+        items: Vec<KeyValue>,
+    },
 }
 
 impl Query {
@@ -244,6 +259,10 @@ impl Query {
         Ok(match self {
             Self::Get { tenant, key } => QueryAnswer::Value(store.get(shard, *tenant, key)?),
             Self::Count { tenant } => QueryAnswer::Count(store.count(shard, *tenant)?),
+            Self::Page { tenant, limit } => QueryAnswer::Page {
+                count: store.count(shard, *tenant)?,
+                items: store.scan(shard, *tenant, None, *limit as usize)?,
+            },
             Self::Prefix {
                 tenant,
                 prefix,
