@@ -89,41 +89,50 @@ pub fn not_found_message(job_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    #[test]
-    fn the_dedup_message_follows_the_configured_window() {
-        assert_eq!(
-            dedup_message(300),
-            "you need to wait 5 minutes before rerunning the same job"
-        );
-        assert_eq!(
-            dedup_message(60),
-            "you need to wait 1 minute before rerunning the same job"
-        );
-        assert_eq!(
-            dedup_message(90),
-            "you need to wait 90 seconds before rerunning the same job"
-        );
+    fn create_error(body: &str) -> String {
+        parse_create(body.as_bytes()).expect_err(body).to_string()
     }
 
     #[test]
-    fn a_create_body_needs_a_non_empty_string_object_id_and_nothing_else() {
+    fn the_dedup_message_follows_the_configured_window() {
+        let cases = [
+            (300, "5 minutes"),
+            (60, "1 minute"),
+            (3600, "60 minutes"),
+            (90, "90 seconds"),
+            (30, "30 seconds"),
+            (1, "1 second"),
+            (0, "0 seconds"),
+        ];
+        for (window, wait) in cases {
+            assert_eq!(
+                dedup_message(window),
+                format!("you need to wait {wait} before rerunning the same job"),
+                "{window}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_not_found_message_names_the_id() {
+        assert_eq!(not_found_message("j-1"), "no job with id: j-1");
+    }
+
+    #[test]
+    fn a_create_body_needs_a_non_empty_string_object_id() {
         let missing = "you must provide an object_id";
         for (body, expected) in [
             (r#"{}"#, missing),
             (r#"{"object_id":""}"#, missing),
             (r#"{"object_id":null}"#, missing),
             (r#"{"object_id":3}"#, "object_id must be a string"),
-            (r#"[1]"#, "body must be a JSON object"),
-            (
-                r#"{"object_id":"a","x":1}"#,
-                "unknown field \"x\"; expected object_id",
-            ),
+            (r#"{"object_id":["a"]}"#, "object_id must be a string"),
+            (r#"{"object_id":false}"#, "object_id must be a string"),
         ] {
-            let error = parse_create(body.as_bytes()).expect_err(body);
-            assert_eq!(error.to_string(), expected, "{body}");
+            assert_eq!(create_error(body), expected, "{body}");
         }
-        assert!(parse_create(b"{not json").is_err());
         assert_eq!(
             parse_create(br#"{"object_id":"o-1"}"#),
             Ok("o-1".to_owned())
@@ -131,12 +140,75 @@ mod tests {
     }
 
     #[test]
+    fn a_create_body_must_be_a_json_object() {
+        for body in ["[1]", "\"o-1\"", "null", "3"] {
+            assert_eq!(create_error(body), "body must be a JSON object", "{body}");
+        }
+        for body in ["{not json", ""] {
+            let message = create_error(body);
+            assert!(message.starts_with("malformed JSON: "), "{message}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_named_and_checked_first() {
+        let expected = "unknown field \"x\"; expected object_id";
+        assert_eq!(create_error(r#"{"object_id":"a","x":1}"#), expected);
+        assert_eq!(create_error(r#"{"x":1}"#), expected);
+        let long = format!(r#"{{"{}":1}}"#, "y".repeat(100));
+        assert_eq!(
+            create_error(&long),
+            format!("unknown field {:?}; expected object_id", "y".repeat(64))
+        );
+    }
+
+    #[test]
+    fn object_id_is_bounded_in_bytes() {
+        let longest = "é".repeat(128);
+        let body = json!({ "object_id": longest }).to_string();
+        assert_eq!(parse_create(body.as_bytes()), Ok(longest));
+        let body = json!({ "object_id": "é".repeat(129) }).to_string();
+        assert_eq!(create_error(&body), "object_id must be at most 256 bytes");
+        let body = json!({ "object_id": "x".repeat(257) }).to_string();
+        assert_eq!(create_error(&body), "object_id must be at most 256 bytes");
+    }
+
+    #[test]
     fn processing_is_the_only_non_terminal_status_and_serializes_lowercase() {
         assert!(!JobStatus::Processing.is_terminal());
         assert!(JobStatus::Finished.is_terminal() && JobStatus::Cancelled.is_terminal());
+        for (status, text) in [
+            (JobStatus::Processing, "processing"),
+            (JobStatus::Finished, "finished"),
+            (JobStatus::Cancelled, "cancelled"),
+        ] {
+            assert_eq!(serde_json::to_value(status).ok(), Some(json!(text)));
+            let back: JobStatus = serde_json::from_value(json!(text)).expect("status");
+            assert_eq!(back, status);
+        }
+    }
+
+    #[test]
+    fn job_json_has_exactly_its_five_fields() {
+        let job = Job {
+            job_id: "j-1".into(),
+            object_id: "o-1".into(),
+            status: JobStatus::Finished,
+            timestamp: rfc3339_millis(1_795_392_495_123),
+            attempts: 2,
+        };
+        let value = serde_json::to_value(&job).expect("json");
         assert_eq!(
-            serde_json::to_string(&JobStatus::Cancelled).ok(),
-            Some("\"cancelled\"".to_owned())
+            value,
+            json!({
+                "job_id": "j-1",
+                "object_id": "o-1",
+                "status": "finished",
+                "timestamp": "2026-11-23T00:08:15.123Z",
+                "attempts": 2,
+            })
         );
+        let back: Job = serde_json::from_value(value).expect("job");
+        assert_eq!(back, job);
     }
 }

@@ -106,34 +106,90 @@ pub fn remove(current: u32) -> (SessionOutcome, u32) {
 mod tests {
     use super::*;
 
+    fn reply(outcome: SessionOutcome, active_sessions: u32) -> SessionReply {
+        SessionReply {
+            outcome,
+            user_id: SessionUser("u".into()),
+            active_sessions,
+            max_sessions: 3,
+        }
+    }
+
+    fn parse_error(raw: Option<&str>) -> String {
+        SessionUser::parse(raw)
+            .expect_err("should be rejected")
+            .to_string()
+    }
+
     #[test]
     fn adds_stop_at_the_cap_and_removes_stop_at_zero() {
+        assert_eq!(add(0, 3), (SessionOutcome::Added, 1));
         assert_eq!(add(2, 3), (SessionOutcome::Added, 3));
         assert_eq!(add(3, 3), (SessionOutcome::CapReached, 3));
+        assert_eq!(remove(3), (SessionOutcome::Removed, 2));
         assert_eq!(remove(1), (SessionOutcome::Removed, 0));
         assert_eq!(remove(0), (SessionOutcome::NoSessions, 0));
     }
 
     #[test]
-    fn user_id_is_required_non_empty_and_bounded_in_bytes() {
-        assert!(SessionUser::parse(None).is_err());
-        assert!(SessionUser::parse(Some("")).is_err());
-        assert!(SessionUser::parse(Some(&"é".repeat(129))).is_err());
+    fn a_count_above_a_lowered_cap_is_kept_not_clamped() {
+        // The cap is configuration: after it is lowered, a user over it keeps their sessions and
+        // can only remove.
+        assert_eq!(add(5, 3), (SessionOutcome::CapReached, 5));
+        assert_eq!(remove(5), (SessionOutcome::Removed, 4));
+        assert_eq!(add(0, 0), (SessionOutcome::CapReached, 0));
         assert_eq!(
-            SessionUser::parse(Some("alice")).map(|u| u.to_string()),
-            Ok("alice".to_owned())
+            add(u32::MAX, u32::MAX),
+            (SessionOutcome::CapReached, u32::MAX)
         );
     }
 
     #[test]
-    fn refusals_are_conflicts_with_the_seed_messages() {
-        let reply = SessionReply {
-            outcome: SessionOutcome::CapReached,
-            user_id: SessionUser("u".into()),
-            active_sessions: 3,
-            max_sessions: 3,
-        };
-        assert!(reply.is_conflict());
-        assert_eq!(reply.message(), "max sessions (3) reached");
+    fn user_id_is_required_and_non_empty() {
+        assert_eq!(parse_error(None), "user_id is required");
+        assert_eq!(parse_error(Some("")), "user_id is required");
+    }
+
+    #[test]
+    fn user_id_is_bounded_in_bytes_not_characters() {
+        let too_long = "user_id must be at most 256 bytes";
+        assert_eq!(parse_error(Some(&"x".repeat(257))), too_long);
+        // 129 two-byte characters: 258 bytes.
+        assert_eq!(parse_error(Some(&"é".repeat(129))), too_long);
+        let longest = "é".repeat(128);
+        assert_eq!(
+            SessionUser::parse(Some(&longest)).map(|u| u.as_str().len()),
+            Ok(MAX_USER_ID_BYTES)
+        );
+    }
+
+    #[test]
+    fn user_id_is_kept_as_given() {
+        let user = SessionUser::parse(Some(" Alice b")).expect("valid");
+        assert_eq!(user.as_str(), " Alice b");
+        assert_eq!(user.to_string(), " Alice b");
+    }
+
+    #[test]
+    fn each_outcome_has_its_message_and_only_refusals_are_conflicts() {
+        let cases = [
+            (SessionOutcome::Added, "session added", false),
+            (SessionOutcome::Removed, "session removed", false),
+            (SessionOutcome::CapReached, "max sessions (3) reached", true),
+            (SessionOutcome::NoSessions, "no active sessions", true),
+        ];
+        for (outcome, message, conflict) in cases {
+            let reply = reply(outcome, 1);
+            assert_eq!(reply.message(), message, "{outcome:?}");
+            assert_eq!(reply.is_conflict(), conflict, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn replies_survive_a_wire_round_trip() {
+        let reply = reply(SessionOutcome::CapReached, 3);
+        let json = serde_json::to_string(&reply).expect("json");
+        let back: SessionReply = serde_json::from_str(&json).expect("reply");
+        assert_eq!(back, reply);
     }
 }

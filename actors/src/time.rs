@@ -36,9 +36,19 @@ mod tests {
     fn timestamps_are_rfc3339_utc_with_milliseconds() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        // Checked with `date -u -d @1795392495.123 +%FT%T.%3NZ`, as are the ones below.
         assert_eq!(
             rfc3339_millis(1_795_392_495_123),
             "2026-11-23T00:08:15.123Z"
         );
+        assert_eq!(
+            rfc3339_millis(1_709_164_800_000),
+            "2024-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(4_102_444_799_999),
+            "2099-12-31T23:59:59.999Z"
+        );
+        assert_eq!(rfc3339_millis(86_399_999), "1970-01-01T23:59:59.999Z");
     }
 }

@@ -57,24 +57,33 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
         offset: u64,
         limit: u32,
     ) -> impl Future<Output = Result<UserPage, ApiError>> + Send;
-    /// For `POST /add-session`: a refusal at the cap is a reply, not an error.
+    /// For `POST /add-session`: one more session for the user, applied by the owner of the
+    /// user's shard so the cap is exact. A refusal at the cap is a reply
+    /// ([`SessionOutcome::CapReached`](troupe_actors::sessions::SessionOutcome::CapReached),
+    /// answered 409), not an error.
     fn add_session(
         &self,
         user: SessionUser,
     ) -> impl Future<Output = Result<SessionReply, ApiError>> + Send;
-    /// For `POST /remove-session`: a refusal at 0 is a reply, not an error.
+    /// For `POST /remove-session`: one session fewer for the user. A refusal at 0 is a reply
+    /// ([`SessionOutcome::NoSessions`](troupe_actors::sessions::SessionOutcome::NoSessions),
+    /// answered 409), not an error.
     fn remove_session(
         &self,
         user: SessionUser,
     ) -> impl Future<Output = Result<SessionReply, ApiError>> + Send;
-    /// For `GET /sessions/{user_id}`: 0 for an unknown user.
+    /// For `GET /sessions/{user_id}`: the user's active sessions, 0 for an unknown user.
     fn session_count(
         &self,
         user: SessionUser,
     ) -> impl Future<Output = Result<u32, ApiError>> + Send;
-    /// For `POST /jobs`: `BadRequest` within the de-duplication window.
+    /// For `POST /jobs`: creates and starts a job for the object (status `processing`,
+    /// timestamp now); [`ApiError::BadRequest`] with
+    /// [`dedup_message`](troupe_actors::jobs::dedup_message) when the object had a job created
+    /// within the de-duplication window.
     fn create_job(&self, object_id: String) -> impl Future<Output = Result<Job, ApiError>> + Send;
-    /// For `GET /jobs/{job_id}`: `NotFound` for an unknown id.
+    /// For `GET /jobs/{job_id}`: the job as it is now; [`ApiError::NotFound`] with
+    /// [`not_found_message`](troupe_actors::jobs::not_found_message) when there is none.
     fn get_job(&self, job_id: String) -> impl Future<Output = Result<Job, ApiError>> + Send;
     /// For `GET /v1/integers`: the newest `limit` stored averages, newest first.
     fn integer_averages(

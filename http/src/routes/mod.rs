@@ -5,6 +5,8 @@ mod integers;
 mod jobs;
 mod parties;
 mod sessions;
+#[cfg(test)]
+mod test_node;
 mod users;
 
 use axum::extract::DefaultBodyLimit;

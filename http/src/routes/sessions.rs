@@ -1,6 +1,10 @@
 //! The sessions service's routes: `POST /add-session`, `POST /remove-session` and
 //! `GET /sessions/{user_id}`. A refusal (cap reached, no sessions) is a 409 with the same body
 //! shape as a success, so clients always learn the current count.
+//!
+//! The user id is taken from the query (percent-decoded) or the path and validated with
+//! [`SessionUser::parse`], so a missing, empty or too long id is a JSON 400 that never reaches a
+//! shard.
 
 use std::collections::HashMap;
 
@@ -14,8 +18,8 @@ use troupe_actors::sessions::{SessionReply, SessionUser};
 use crate::api::NodeApi;
 use crate::error::ApiError;
 
-/// `POST /add-session?user_id=U`.
-#[tracing::instrument(name = "add_session", skip_all, fields(route = "/add-session"))]
+/// `POST /add-session?user_id=U`: 200 when added, 409 at the cap.
+#[tracing::instrument(name = "add_session", skip_all, fields(route = "/add-session", key))]
 pub async fn add<N: NodeApi>(
     State(node): State<N>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -24,8 +28,12 @@ pub async fn add<N: NodeApi>(
     node.add_session(user).await.map(reply)
 }
 
-/// `POST /remove-session?user_id=U`.
-#[tracing::instrument(name = "remove_session", skip_all, fields(route = "/remove-session"))]
+/// `POST /remove-session?user_id=U`: 200 when removed, 409 when there was none.
+#[tracing::instrument(
+    name = "remove_session",
+    skip_all,
+    fields(route = "/remove-session", key)
+)]
 pub async fn remove<N: NodeApi>(
     State(node): State<N>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -38,7 +46,7 @@ pub async fn remove<N: NodeApi>(
 #[tracing::instrument(
     name = "session_count",
     skip_all,
-    fields(route = "/sessions/{user_id}")
+    fields(route = "/sessions/{user_id}", key)
 )]
 pub async fn count<N: NodeApi>(
     State(node): State<N>,
@@ -46,20 +54,25 @@ pub async fn count<N: NodeApi>(
 ) -> Result<Json<Value>, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let user = SessionUser::parse(Some(&raw)).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    tracing::Span::current().record("key", user.as_str());
     let count = node.session_count(user.clone()).await?;
     Ok(Json(
         json!({ "user_id": user.as_str(), "active_sessions": count }),
     ))
 }
 
+/// The validated `user_id` query parameter; other parameters are ignored.
 fn query_user(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<SessionUser, ApiError> {
     let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    SessionUser::parse(params.get("user_id").map(String::as_str))
-        .map_err(|e| ApiError::BadRequest(e.to_string()))
+    let user = SessionUser::parse(params.get("user_id").map(String::as_str))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    tracing::Span::current().record("key", user.as_str());
+    Ok(user)
 }
 
+/// 200 or 409, with `{"message", "user_id", "active_sessions"}` either way.
 fn reply(reply: SessionReply) -> (StatusCode, Json<Value>) {
     let status = if reply.is_conflict() {
         StatusCode::CONFLICT
@@ -72,4 +85,144 @@ fn reply(reply: SessionReply) -> (StatusCode, Json<Value>) {
         "active_sessions": reply.active_sessions,
     });
     (status, Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use super::*;
+    use crate::routes::test_node::{call, MemoryNode, MAX_SESSIONS};
+
+    fn body(message: &str, user_id: &str, active_sessions: u32) -> Value {
+        json!({ "message": message, "user_id": user_id, "active_sessions": active_sessions })
+    }
+
+    async fn count(node: &MemoryNode, user_id: &str) -> (StatusCode, Value) {
+        call(node, Method::GET, &format!("/sessions/{user_id}"), "").await
+    }
+
+    #[tokio::test]
+    async fn adds_answer_200_up_to_the_cap_then_409_with_the_count() {
+        let node = MemoryNode::default();
+        for n in 1..=MAX_SESSIONS {
+            let reply = call(&node, Method::POST, "/add-session?user_id=alice", "").await;
+            assert_eq!(reply, (StatusCode::OK, body("session added", "alice", n)));
+        }
+        let reply = call(&node, Method::POST, "/add-session?user_id=alice", "").await;
+        assert_eq!(
+            reply,
+            (
+                StatusCode::CONFLICT,
+                body("max sessions (3) reached", "alice", 3)
+            )
+        );
+        // Another user has their own counter.
+        let reply = call(&node, Method::POST, "/add-session?user_id=bob", "").await;
+        assert_eq!(reply, (StatusCode::OK, body("session added", "bob", 1)));
+    }
+
+    #[tokio::test]
+    async fn removes_answer_200_down_to_zero_then_409_with_the_count() {
+        let node = MemoryNode::default();
+        for _ in 0..2 {
+            call(&node, Method::POST, "/add-session?user_id=alice", "").await;
+        }
+        for n in [1, 0] {
+            let reply = call(&node, Method::POST, "/remove-session?user_id=alice", "").await;
+            assert_eq!(reply, (StatusCode::OK, body("session removed", "alice", n)));
+        }
+        let reply = call(&node, Method::POST, "/remove-session?user_id=alice", "").await;
+        assert_eq!(
+            reply,
+            (StatusCode::CONFLICT, body("no active sessions", "alice", 0))
+        );
+        let reply = call(&node, Method::POST, "/remove-session?user_id=nobody", "").await;
+        assert_eq!(
+            reply,
+            (
+                StatusCode::CONFLICT,
+                body("no active sessions", "nobody", 0)
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_empty_or_too_long_user_id_is_400() {
+        let node = MemoryNode::default();
+        let required = json!({ "message": "user_id is required" });
+        let too_long = json!({ "message": "user_id must be at most 256 bytes" });
+        let long_query = format!("?user_id={}", "x".repeat(257));
+        let cases = [
+            ("", &required),
+            ("?user_id=", &required),
+            ("?userid=alice", &required),
+            (long_query.as_str(), &too_long),
+        ];
+        for path in ["/add-session", "/remove-session"] {
+            for (query, expected) in cases {
+                let uri = format!("{path}{query}");
+                let (status, body) = call(&node, Method::POST, &uri, "").await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+                assert_eq!(&body, expected, "{uri}");
+            }
+        }
+        let (status, body) = count(&node, &"x".repeat(257)).await;
+        assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &too_long));
+        // Nothing reached the node.
+        assert_eq!(count(&node, "x").await.1["active_sessions"], 0);
+    }
+
+    #[tokio::test]
+    async fn the_longest_user_id_is_accepted() {
+        let node = MemoryNode::default();
+        let user_id = "x".repeat(256);
+        let uri = format!("/add-session?user_id={user_id}");
+        let reply = call(&node, Method::POST, &uri, "").await;
+        assert_eq!(reply, (StatusCode::OK, body("session added", &user_id, 1)));
+        let (status, body) = count(&node, &user_id).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["active_sessions"], 1);
+    }
+
+    #[tokio::test]
+    async fn the_count_of_an_unknown_user_is_0() {
+        let node = MemoryNode::default();
+        let reply = count(&node, "ghost").await;
+        assert_eq!(
+            reply,
+            (
+                StatusCode::OK,
+                json!({ "user_id": "ghost", "active_sessions": 0 })
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn query_and_path_user_ids_are_percent_decoded_to_the_same_user() {
+        let node = MemoryNode::default();
+        let reply = call(&node, Method::POST, "/add-session?user_id=a%20b", "").await;
+        assert_eq!(reply, (StatusCode::OK, body("session added", "a b", 1)));
+        let reply = call(&node, Method::POST, "/add-session?user_id=a+b&x=1", "").await;
+        assert_eq!(reply, (StatusCode::OK, body("session added", "a b", 2)));
+        let reply = call(&node, Method::POST, "/add-session?user_id=%C3%A9%26", "").await;
+        assert_eq!(reply, (StatusCode::OK, body("session added", "é&", 1)));
+        let reply = count(&node, "a%20b").await;
+        assert_eq!(
+            reply,
+            (
+                StatusCode::OK,
+                json!({ "user_id": "a b", "active_sessions": 2 })
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_method_is_405() {
+        let node = MemoryNode::default();
+        let (status, _) = call(&node, Method::GET, "/add-session?user_id=a", "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _) = call(&node, Method::POST, "/sessions/a", "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
 }
