@@ -19,6 +19,32 @@ pub struct ClusterView {
     pub replication_factor: usize,
     /// One entry per shard, in shard order.
     pub shards: Vec<ShardView>,
+    /// Shards this node is moving right now (empty when placement and copies agree).
+    #[serde(default)]
+    pub transit: Vec<TransitView>,
+}
+
+/// A shard in transit at the node that answered, in [`ClusterView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitView {
+    /// Shard number.
+    pub shard: u32,
+    /// `taking-over` (placement made this node the owner; it is sealing the shard and bringing
+    /// copies up to date), `installing` (this node's copy is being filled from a snapshot) or
+    /// `replicas-waiting` (this node serves the shard; new replicas wait for placement to hold
+    /// still).
+    pub state: String,
+    /// The epoch this node's copy follows, as `term@owner`.
+    pub epoch: Option<String>,
+    /// Changes applied to this node's copy so far: catch-up progress.
+    pub applied: u64,
+    /// For `replicas-waiting`: the nodes waiting to become replicas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
+    /// For `replicas-waiting`: milliseconds until they are brought in, unless placement
+    /// changes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_in_ms: Option<u64>,
 }
 
 /// One member in [`ClusterView`].

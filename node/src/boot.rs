@@ -68,8 +68,9 @@ const JOIN_GRACE_ROUNDS: u32 = 6;
 /// How many gossip rounds a leaving node keeps gossiping so peers see `leaving` before it stops.
 const LEAVE_ROUNDS: u32 = 3;
 
-/// Runs a node until `shutdown` is cancelled, then stops it cleanly: publishes `leaving`, stops
-/// taking requests, finishes in-flight ones, stops gossip and closes storage.
+/// Runs a node until `shutdown` is cancelled, then stops it cleanly: publishes `leaving`, hands
+/// its shards to their next owners ([`crate::handoff`]), stops taking requests, finishes
+/// in-flight ones, stops gossip and closes storage.
 pub async fn run(
     cluster: ClusterConfig,
     config: NodeConfig,
@@ -200,9 +201,12 @@ async fn run_node(
     info!("shutting down");
     node.inner.leaving.store(true, Ordering::Release);
     membership.set_status(NodeStatus::Leaving).await;
+    let left_at = tokio::time::Instant::now();
+    // Requests that arrive meanwhile are still served (forwarded to the new owners).
+    crate::handoff::hand_off(&node, cluster.migration.handoff_timeout()).await;
     // Give peers a few gossip rounds to see `leaving` and route elsewhere before we stop
-    // answering; requests that still arrive meanwhile are served.
-    tokio::time::sleep(cluster.gossip.interval() * LEAVE_ROUNDS).await;
+    // answering, even when there was nothing to hand off.
+    tokio::time::sleep_until(left_at + cluster.gossip.interval() * LEAVE_ROUNDS).await;
     http_stop.cancel();
     if let Err(error) = http_server.await {
         warn!(%error, "http server task failed");

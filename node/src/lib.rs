@@ -4,6 +4,7 @@
 //! Table of contents, from the outside in:
 //! - [`cli`]: the `troupe` subcommands (`node`, `local`).
 //! - [`boot`]: starting and stopping a node; [`boot::NodeIo`] is the production/simulation seam.
+//! - [`handoff`]: a stopping node handing its shards to their next owners.
 //! - [`node`]: the running node as the HTTP edge and peers see it.
 //! - [`routing`]: serve locally or forward to the owner, with bounded retries.
 //! - [`services`]: the services on the shard layer (users), their keys and commands.
@@ -19,6 +20,7 @@ pub mod boot;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod handoff;
 pub mod ids;
 pub mod membership;
 pub mod metrics;

@@ -190,6 +190,10 @@ impl NodeApi for Node {
             shard_count: self.inner.cluster.cluster.shards,
             replication_factor: self.inner.cluster.cluster.replication_factor,
             shards,
+            transit: self.inner.shards.in_transit().unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot read shard metadata for /cluster");
+                Vec::new()
+            }),
         }
     }
 

@@ -98,6 +98,7 @@ impl NodeApi for MemoryNode {
             shard_count: 1,
             replication_factor: 1,
             shards: Vec::new(),
+            transit: Vec::new(),
         }
     }
 

@@ -33,6 +33,9 @@ pub struct ClusterConfig {
     /// The HTTP edge.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Moving shards when membership changes.
+    #[serde(default)]
+    pub migration: MigrationConfig,
     /// The sessions service.
     #[serde(default)]
     pub sessions: SessionsConfig,
@@ -101,6 +104,19 @@ pub struct HttpConfig {
     pub forward_budget_ms: u64,
 }
 
+/// `[migration]`: how shards follow membership changes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationConfig {
+    /// Longest a stopping node waits for the next owners of its shards to serve them, in
+    /// milliseconds.
+    pub handoff_timeout_ms: u64,
+    /// How long placement must hold still before a shard whose replica died gets a new replica
+    /// in its place, in milliseconds. A node that flaps then costs no copies; owners still fail
+    /// over at once.
+    pub re_replication_delay_ms: u64,
+}
+
 /// The cluster secret. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -159,6 +175,43 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             forward_budget_ms: 5_000,
         }
+    }
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        Self {
+            handoff_timeout_ms: 15_000,
+            re_replication_delay_ms: 5_000,
+        }
+    }
+}
+
+impl MigrationConfig {
+    /// Longest wait for a graceful hand-off.
+    pub fn handoff_timeout(&self) -> Duration {
+        Duration::from_millis(self.handoff_timeout_ms)
+    }
+
+    /// Stable time before a dead replica is replaced.
+    pub fn re_replication_delay(&self) -> Duration {
+        Duration::from_millis(self.re_replication_delay_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        in_range(
+            "migration.handoff_timeout_ms",
+            self.handoff_timeout_ms,
+            0,
+            600_000,
+        )?;
+        in_range(
+            "migration.re_replication_delay_ms",
+            self.re_replication_delay_ms,
+            0,
+            600_000,
+        )?;
+        Ok(())
     }
 }
 
@@ -225,6 +278,7 @@ impl ClusterConfig {
         self.gossip.validate()?;
         self.rpc.validate()?;
         self.http.validate()?;
+        self.migration.validate()?;
         self.sessions.validate()?;
         self.jobs.validate()?;
         self.integers.validate()?;

@@ -14,15 +14,17 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use troupe_http::views::ShardCopyView;
+use troupe_http::views::{ShardCopyView, TransitView};
 
 use super::command::Command;
 use super::owner::{OwnerArgs, OwnerMsg, ShardOwner};
 use super::{Epoch, Peer, ShardStore, StoreError};
 use crate::config::ClusterConfig;
 use crate::ids::{Generation, NodeId, ShardId};
+use crate::membership::MembershipSnapshot;
 use crate::rpc::wire::Response;
 use crate::rpc::RpcClient;
 use crate::topology::Topology;
@@ -31,6 +33,9 @@ use crate::topology::Topology;
 pub const MAX_PENDING_PER_SHARD: usize = 1024;
 /// Longest pause after a topology change before owner actors follow it.
 const MAX_SETTLE: Duration = Duration::from_millis(300);
+/// How long a new owner's seal waits for this node's owner actor to finish its write in
+/// flight (below the RPC call deadline, so the seal is answered in time).
+const RELEASE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// How long a command may wait for its owner actor.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,6 +48,10 @@ pub struct OwnerView {
     /// Every other live member: sealed too (to fence an old owner and find the most advanced
     /// copy), and told to drop copies they no longer need.
     pub others: Vec<Peer>,
+    /// Replicas placement added that wait until it holds still (see [`target_view`]): sealed
+    /// like the others, but they keep their copies, so a returning node's copy is caught up
+    /// incrementally once it is brought in.
+    pub waiting: Vec<Peer>,
 }
 
 impl OwnerView {
@@ -64,7 +73,18 @@ impl OwnerView {
             .filter(|m| m.live && !set.contains(&m.node_id))
             .map(peer_of)
             .collect();
-        Some(Self { replicas, others })
+        Some(Self {
+            replicas,
+            others,
+            waiting: Vec::new(),
+        })
+    }
+}
+
+impl OwnerView {
+    /// Whether `other` has the same replicas and waiting replicas (only `others` differ).
+    fn same_copies(&self, other: &OwnerView) -> bool {
+        self.replicas == other.replicas && self.waiting == other.waiting
     }
 }
 
@@ -87,8 +107,18 @@ pub(crate) struct LocalShard {
 
 struct OwnerHandle {
     actor: ActorRef<OwnerMsg>,
+    /// The view the actor runs with: placement's, or an interim one (see [`target_view`]).
     view: OwnerView,
+    /// Placement's view while replicas are held back, and since when it has held still.
+    deferred: Option<Deferred>,
     pending: Arc<AtomicUsize>,
+}
+
+/// Placement's view of a shard whose new replicas wait for placement to hold still.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Deferred {
+    desired: OwnerView,
+    since: Instant,
 }
 
 /// Handle on the node's shard layer; cheap to clone.
@@ -197,6 +227,51 @@ impl Shards {
         Ok(out)
     }
 
+    /// The shards this node is moving: taking over, installing a snapshot, or serving with
+    /// replicas held back.
+    pub fn in_transit(&self) -> Result<Vec<TransitView>, StoreError> {
+        let topology = self.topology();
+        let local = self.local().clone();
+        let waiting: HashMap<ShardId, (Vec<String>, u64)> = {
+            let delay = self.inner.config.migration.re_replication_delay();
+            let now = Instant::now();
+            self.owners()
+                .iter()
+                .filter(|(_, h)| h.deferred.is_some() && !h.view.waiting.is_empty())
+                .map(|(shard, h)| {
+                    let nodes = h.view.waiting.iter().map(|p| p.node_id.to_string());
+                    let due = h.deferred.as_ref().map_or(Duration::ZERO, |d| {
+                        (d.since + delay).saturating_duration_since(now)
+                    });
+                    (*shard, (nodes.collect(), due.as_millis() as u64))
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (index, known) in local.iter().enumerate() {
+            let shard = ShardId(index as u32);
+            let meta = self.inner.store.meta(shard)?;
+            let (state, waiting, due_in_ms) = if meta.installing {
+                ("installing", Vec::new(), None)
+            } else if known.serving.is_none() && topology.owns(&self.inner.me, shard) {
+                ("taking-over", Vec::new(), None)
+            } else if let Some((nodes, due)) = waiting.get(&shard) {
+                ("replicas-waiting", nodes.clone(), Some(*due))
+            } else {
+                continue;
+            };
+            out.push(TransitView {
+                shard: shard.0,
+                state: state.into(),
+                epoch: meta.epoch.map(|e| e.to_string()),
+                applied: meta.position.applied,
+                waiting,
+                due_in_ms,
+            });
+        }
+        Ok(out)
+    }
+
     /// How many shards this node owns in its current placement but does not serve yet.
     pub fn owned_not_serving(&self) -> usize {
         let topology = self.topology();
@@ -217,6 +292,20 @@ impl Shards {
         if let Some(handle) = self.owners().get(&shard) {
             let _ = handle.actor.cast(OwnerMsg::Fenced);
         }
+    }
+
+    /// Another node is taking over a shard this node serves: lets the owner actor finish the
+    /// command in flight and stop serving (bounded by [`RELEASE_TIMEOUT`]; past it, or without
+    /// an actor, serving stops at once and the write in flight may fail).
+    pub(crate) async fn release(&self, shard: ShardId) {
+        let actor = self.owners().get(&shard).map(|h| h.actor.clone());
+        if let Some(actor) = actor {
+            let released = actor.call(OwnerMsg::Release, Some(RELEASE_TIMEOUT)).await;
+            if matches!(released, Ok(CallResult::Success(()))) {
+                return;
+            }
+        }
+        self.owner_fenced(shard);
     }
 
     /// Runs `command` at this node's owner actor of `shard`; `NotOwner` if there is none.
@@ -257,13 +346,18 @@ impl Shards {
     pub async fn follow_topology(self, shutdown: CancellationToken) {
         let mut topology = self.inner.topology.clone();
         let settle = self.inner.config.gossip.interval().min(MAX_SETTLE);
+        let mut previous: Option<Arc<Topology>> = None;
         loop {
             let current = topology.borrow_and_update().clone();
-            self.reconcile(&current).await;
+            self.reconcile(&current, previous.as_deref()).await;
+            previous = Some(current);
+            let due = self.next_deferral_due();
             tokio::select! {
                 // The node is stopping.
                 _ = shutdown.cancelled() => break,
                 changed = topology.changed() => if changed.is_err() { break },
+                // Held-back replicas are due: reconcile again with the same topology.
+                _ = sleep_until_due(due) => continue,
             }
             // Let the views of all nodes settle: nodes briefly disagree while a change
             // spreads, and acting on every intermediate view makes two nodes seal the same
@@ -280,9 +374,40 @@ impl Shards {
         }
     }
 
-    /// Brings the set of owner actors in line with `topology`.
-    async fn reconcile(&self, topology: &Topology) {
+    /// When the earliest held-back replica set is due.
+    fn next_deferral_due(&self) -> Option<Instant> {
+        let delay = self.inner.config.migration.re_replication_delay();
+        self.owners()
+            .values()
+            .filter_map(|h| h.deferred.as_ref())
+            .map(|d| d.since + delay)
+            .min()
+    }
+
+    /// A replica's copy may answer reads only while the owner that brought it up to date is
+    /// the owner it follows: forget that once this node's view names another owner, or lost
+    /// the majority (the owner may have moved on without reaching this node). The next owner
+    /// seals and catches it up again.
+    fn forget_stale_sync(&self, topology: &Topology) {
+        let majority = topology.membership.has_majority();
         let shard_count = self.local().len() as u32;
+        for shard in (0..shard_count).map(ShardId) {
+            let follows = self.inner.store.meta(shard).ok().and_then(|m| m.epoch);
+            let current =
+                majority && follows.is_some_and(|e| topology.table.owner(shard) == Some(&e.owner));
+            if !current {
+                self.update_local(shard, |l| l.synced = false);
+            }
+        }
+    }
+
+    /// Brings the set of owner actors in line with `topology`; `previous` is the topology
+    /// reconciled before it.
+    async fn reconcile(&self, topology: &Topology, previous: Option<&Topology>) {
+        self.forget_stale_sync(topology);
+        let shard_count = self.local().len() as u32;
+        let delay = self.inner.config.migration.re_replication_delay();
+        let now = Instant::now();
         for shard in (0..shard_count).map(ShardId) {
             let view = OwnerView::of(topology, &self.inner.me, shard);
             let action = {
@@ -297,24 +422,54 @@ impl Shards {
                         self.update_local(shard, |l| l.serving = None);
                         None
                     }
-                    (Some(handle), Some(view)) if handle.view != view => {
-                        handle.view = view.clone();
-                        if let Err(error) = handle.actor.cast(OwnerMsg::Reconfigure(view)) {
-                            warn!(%shard, %error, "cannot reach the shard actor");
+                    (Some(handle), Some(desired)) => {
+                        let holders = replica_ids(&handle.view);
+                        let target = target_view(
+                            &holders,
+                            desired,
+                            &topology.membership,
+                            &mut handle.deferred,
+                            now,
+                            delay,
+                        );
+                        if handle.view != target {
+                            let message = if handle.view.same_copies(&target) {
+                                OwnerMsg::Others(target.clone())
+                            } else {
+                                OwnerMsg::Reconfigure(target.clone())
+                            };
+                            handle.view = target;
+                            if let Err(error) = handle.actor.cast(message) {
+                                warn!(%shard, %error, "cannot reach the shard actor");
+                            }
                         }
                         None
                     }
-                    (Some(_), Some(_)) => None,
-                    (None, Some(view)) => Some(view),
+                    (None, Some(desired)) => {
+                        // The copies placement knew of before: the previous owner and replicas.
+                        let holders = previous
+                            .map(|p| p.table.replicas(shard).to_vec())
+                            .unwrap_or_default();
+                        let mut deferred = None;
+                        let target = target_view(
+                            &holders,
+                            desired,
+                            &topology.membership,
+                            &mut deferred,
+                            now,
+                            delay,
+                        );
+                        Some((target, deferred))
+                    }
                 }
             };
-            if let Some(view) = action {
-                self.start_owner(shard, view).await;
+            if let Some((view, deferred)) = action {
+                self.start_owner(shard, view, deferred).await;
             }
         }
     }
 
-    async fn start_owner(&self, shard: ShardId, view: OwnerView) {
+    async fn start_owner(&self, shard: ShardId, view: OwnerView, deferred: Option<Deferred>) {
         let args = OwnerArgs {
             shards: self.clone(),
             shard,
@@ -328,11 +483,259 @@ impl Shards {
                     OwnerHandle {
                         actor,
                         view,
+                        deferred,
                         pending: Arc::new(AtomicUsize::new(0)),
                     },
                 );
             }
             Err(error) => warn!(%shard, %error, "cannot start the shard actor"),
         }
+    }
+}
+
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn replica_ids(view: &OwnerView) -> Vec<NodeId> {
+    view.replicas
+        .iter()
+        .map(|(p, _)| p.node_id.clone())
+        .collect()
+}
+
+/// The view an owner should run with, given placement's `desired` view and the nodes that
+/// held copies of the shard so far (`holders`).
+///
+/// When a holder died, placement puts another node in its place; copying the shard to that
+/// node at once would make a node that flaps (dead, back, dead) cause a copy each time. So new
+/// replicas wait until placement's view has held still for `delay` (`deferred` tracks since
+/// when): meanwhile the owner runs with the replicas it already had, and the newcomers are only
+/// fenced, like any other member. A returning node is brought in the same way. When no holder
+/// died (a join, or a graceful leave whose node is still live), the view applies at once.
+fn target_view(
+    holders: &[NodeId],
+    desired: OwnerView,
+    membership: &MembershipSnapshot,
+    deferred: &mut Option<Deferred>,
+    now: Instant,
+    delay: Duration,
+) -> OwnerView {
+    let is_new = |(peer, _): &&(Peer, Generation)| !holders.contains(&peer.node_id);
+    let added: Vec<Peer> = desired
+        .replicas
+        .iter()
+        .filter(is_new)
+        .map(|(peer, _)| peer.clone())
+        .collect();
+    let holder_died = holders
+        .iter()
+        .any(|id| !membership.get(id).is_some_and(|m| m.live));
+    if added.is_empty() || delay.is_zero() || !(holder_died || deferred.is_some()) {
+        *deferred = None;
+        return desired;
+    }
+    let since = match deferred.as_ref() {
+        Some(d) if d.desired == desired => d.since,
+        _ => now,
+    };
+    if now >= since + delay {
+        *deferred = None;
+        return desired;
+    }
+    *deferred = Some(Deferred {
+        desired: desired.clone(),
+        since,
+    });
+    OwnerView {
+        replicas: desired
+            .replicas
+            .iter()
+            .filter(|r| !is_new(r))
+            .cloned()
+            .collect(),
+        others: desired.others,
+        waiting: added,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{Member, NodeStatus};
+
+    const DELAY: Duration = Duration::from_secs(5);
+
+    fn member(id: &str, generation: u64, live: bool) -> Member {
+        Member {
+            node_id: NodeId::new(id),
+            generation: Generation(generation),
+            region: crate::ids::RegionName::new("eu-west-1"),
+            http_addr: "127.0.0.1:1".parse().expect("valid"),
+            rpc_addr: "127.0.0.1:2".parse().expect("valid"),
+            gossip_addr: "127.0.0.1:3".parse().expect("valid"),
+            status: NodeStatus::Ready,
+            live,
+        }
+    }
+
+    fn peer(id: &str) -> Peer {
+        Peer {
+            node_id: NodeId::new(id),
+            rpc_addr: "127.0.0.1:2".parse().expect("valid"),
+        }
+    }
+
+    /// Placement's view for an owner whose replicas are `replicas` (id, generation).
+    fn view(replicas: &[(&str, u64)]) -> OwnerView {
+        OwnerView {
+            replicas: replicas
+                .iter()
+                .map(|(id, g)| (peer(id), Generation(*g)))
+                .collect(),
+            others: vec![peer("z")],
+            waiting: Vec::new(),
+        }
+    }
+
+    fn ids(names: &[&str]) -> Vec<NodeId> {
+        names.iter().map(|n| NodeId::new(*n)).collect()
+    }
+
+    #[test]
+    fn a_dead_replicas_replacement_waits_until_placement_holds_still() {
+        let membership = MembershipSnapshot::from_members([
+            member("a", 1, true),
+            member("b", 1, false),
+            member("c", 1, true),
+        ]);
+        let t0 = Instant::now();
+        let mut deferred = None;
+        let desired = view(&[("c", 1)]);
+        let interim = target_view(
+            &ids(&["b"]),
+            desired.clone(),
+            &membership,
+            &mut deferred,
+            t0,
+            DELAY,
+        );
+        assert!(interim.replicas.is_empty(), "no copy to c yet: {interim:?}");
+        assert_eq!(interim.waiting, vec![peer("c")]);
+        assert_eq!(interim.others, desired.others);
+        let just_before = t0 + DELAY - Duration::from_millis(1);
+        let still = target_view(
+            &[],
+            desired.clone(),
+            &membership,
+            &mut deferred,
+            just_before,
+            DELAY,
+        );
+        assert_eq!(still, interim);
+        let due = target_view(
+            &[],
+            desired.clone(),
+            &membership,
+            &mut deferred,
+            t0 + DELAY,
+            DELAY,
+        );
+        assert_eq!(due, desired);
+        assert_eq!(deferred, None);
+    }
+
+    #[test]
+    fn a_join_or_a_graceful_leave_changes_replicas_at_once() {
+        // b is still live (leaving gracefully, or moved by a join): nothing to wait for.
+        let membership = MembershipSnapshot::from_members([
+            member("a", 1, true),
+            member("b", 1, true),
+            member("c", 1, true),
+        ]);
+        let mut deferred = None;
+        let desired = view(&[("c", 1)]);
+        let target = target_view(
+            &ids(&["b"]),
+            desired.clone(),
+            &membership,
+            &mut deferred,
+            Instant::now(),
+            DELAY,
+        );
+        assert_eq!(target, desired);
+        assert_eq!(deferred, None);
+    }
+
+    #[test]
+    fn a_flapping_node_restarts_the_wait_and_causes_no_copy_meanwhile() {
+        let dead = MembershipSnapshot::from_members([
+            member("a", 1, true),
+            member("b", 1, false),
+            member("c", 1, true),
+        ]);
+        let back = MembershipSnapshot::from_members([
+            member("a", 1, true),
+            member("b", 2, true),
+            member("c", 1, true),
+        ]);
+        let t0 = Instant::now();
+        let mut deferred = None;
+        let interim = target_view(
+            &ids(&["b"]),
+            view(&[("c", 1)]),
+            &dead,
+            &mut deferred,
+            t0,
+            DELAY,
+        );
+        assert!(interim.replicas.is_empty());
+        // b returns half-way: placement wants it back; it waits too, from now on.
+        let half = t0 + DELAY / 2;
+        let returning = view(&[("b", 2)]);
+        let target = target_view(&[], returning.clone(), &back, &mut deferred, half, DELAY);
+        assert!(target.replicas.is_empty(), "b waits: {target:?}");
+        assert_eq!(target.waiting, vec![peer("b")]);
+        let target = target_view(
+            &[],
+            returning.clone(),
+            &back,
+            &mut deferred,
+            t0 + DELAY,
+            DELAY,
+        );
+        assert!(
+            target.replicas.is_empty(),
+            "the wait restarted when placement changed"
+        );
+        let target = target_view(
+            &[],
+            returning.clone(),
+            &back,
+            &mut deferred,
+            half + DELAY,
+            DELAY,
+        );
+        assert_eq!(target, returning);
+    }
+
+    #[test]
+    fn a_zero_delay_replaces_a_dead_replica_at_once() {
+        let membership =
+            MembershipSnapshot::from_members([member("a", 1, true), member("c", 1, true)]);
+        let mut deferred = None;
+        let desired = view(&[("c", 1)]);
+        let target = target_view(
+            &ids(&["b"]),
+            desired.clone(),
+            &membership,
+            &mut deferred,
+            Instant::now(),
+            Duration::ZERO,
+        );
+        assert_eq!(target, desired);
     }
 }

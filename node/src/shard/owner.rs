@@ -21,13 +21,15 @@ use super::command::{Command, FollowUp};
 use super::host::{OwnerView, Shards};
 use super::sync::{self, SYNC_CALL_TIMEOUT};
 use super::{Entry, Epoch, Peer, Position, StoreError};
-use crate::ids::ShardId;
+use crate::ids::{NodeId, ShardId};
 use crate::rpc::wire::{Request, Response};
 
 /// Least time between two seal attempts of one shard (a failed seal is retried, not spun).
 const SEAL_RETRY: Duration = Duration::from_millis(250);
 /// Pause before a self-sent command that was not acknowledged is tried again.
 const RUN_RETRY: Duration = Duration::from_secs(1);
+/// Gossip rounds a fenced owner waits before it takes its shard back.
+const FENCED_PAUSE_ROUNDS: u32 = 4;
 /// Seal rounds before giving up when other owners keep fencing this one.
 const SEAL_ROUNDS: usize = 4;
 
@@ -48,12 +50,19 @@ pub struct OwnerArgs {
 pub enum OwnerMsg {
     /// Execute a command and answer with [`Response::Outcome`] or why not.
     Command(Command, RpcReplyPort<Response>),
-    /// The replica set or membership changed: re-seal with a new epoch.
+    /// The replica set changed: re-seal with a new epoch.
     Reconfigure(OwnerView),
+    /// Only the other members changed: remembered for the next seal (a member that joins
+    /// holds nothing this owner must fence now, so writes go on).
+    Others(OwnerView),
     /// Try sealing again after a failure.
     Reseal,
     /// Another node sealed the shard with a newer epoch.
     Fenced,
+    /// Another node is taking the shard over: answered once the command in flight is done
+    /// (messages are handled in order), after which this actor no longer serves, so the new
+    /// owner's seal interrupts no write.
+    Release(RpcReplyPort<()>),
     /// A command the actor sends itself (finishing or re-running a job); retried until it is
     /// acknowledged or the actor stops.
     Run(Command),
@@ -67,6 +76,9 @@ pub struct OwnerState {
     /// The epoch this actor serves, once sealed.
     epoch: Option<Epoch>,
     last_seal: Option<Instant>,
+    /// Another node sealed the shard: do not take it back before this (see
+    /// [`OwnerMsg::Fenced`]).
+    fenced_until: Option<Instant>,
     /// Seal attempts failed in a row.
     failed_seals: u32,
     /// Jobs this actor has a finish timer for.
@@ -93,6 +105,7 @@ impl Actor for ShardOwner {
             view: args.view,
             epoch: None,
             last_seal: None,
+            fenced_until: None,
             failed_seals: 0,
             running: HashSet::new(),
             jobs_resumed: false,
@@ -134,19 +147,29 @@ impl Actor for ShardOwner {
                 state.view = view;
                 state.stop_serving();
                 state.last_seal = None;
-                state.try_seal(&myself).await;
-            }
-            OwnerMsg::Reseal => {
-                if state.epoch.is_none() {
+                // Unless fenced a moment ago: then the pending reseal takes the shard back
+                // after the pause, if placement still says so.
+                if state.seal_due() {
                     state.try_seal(&myself).await;
                 }
             }
+            OwnerMsg::Others(view) => state.view = view,
+            OwnerMsg::Reseal => {
+                if state.epoch.is_none() && state.seal_due() {
+                    state.try_seal(&myself).await;
+                }
+            }
+            OwnerMsg::Release(reply) => {
+                state.pause_after_fence(&myself);
+                let _ = reply.send(());
+            }
             OwnerMsg::Fenced => {
-                // Placement may still make this node the owner (views were briefly apart):
-                // take the shard back after a pause; if placement moved it, this actor is
-                // stopped before that.
-                state.stop_serving();
-                state.schedule_reseal(&myself);
+                // The other node most likely saw a membership change this one has not seen
+                // yet (a node that just became ready): give gossip a few rounds to bring it
+                // here, and this actor is stopped. Taking the shard back at once would make
+                // the two fence each other in turn, failing writes on both. If placement
+                // still makes this node the owner after the pause, it takes the shard back.
+                state.pause_after_fence(&myself);
             }
         }
         state.resume_jobs(&myself);
@@ -333,8 +356,19 @@ impl OwnerState {
         Ok(())
     }
 
+    /// Stops serving because another node sealed the shard, and pauses before taking it back.
+    fn pause_after_fence(&mut self, myself: &ActorRef<OwnerMsg>) {
+        self.stop_serving();
+        let pause = self.shards.inner.config.gossip.interval() * FENCED_PAUSE_ROUNDS;
+        self.fenced_until = Some(Instant::now() + pause);
+        myself.send_after(pause, || OwnerMsg::Reseal);
+    }
+
     fn seal_due(&self) -> bool {
         self.last_seal.is_none_or(|at| at.elapsed() >= SEAL_RETRY)
+            && self
+                .fenced_until
+                .is_none_or(|until| Instant::now() >= until)
     }
 
     async fn try_seal(&mut self, myself: &ActorRef<OwnerMsg>) {
@@ -396,6 +430,11 @@ impl OwnerState {
     async fn seal_round(&mut self, epoch: &Epoch) -> Result<Option<u64>, String> {
         let shard = self.shard;
         let store = self.shards.inner.store.clone();
+        let previous_owner = store
+            .meta(shard)
+            .map_err(|e| e.to_string())?
+            .epoch
+            .map(|e| e.owner);
         match store.seal(shard, epoch.clone()).await {
             Ok(_) => {}
             Err(StoreError::Fenced { current }) => return Ok(Some(current.term)),
@@ -407,27 +446,21 @@ impl OwnerState {
             .iter()
             .map(|(p, _)| p.clone())
             .chain(self.view.others.iter().cloned())
+            .chain(self.view.waiting.iter().cloned())
             .collect();
-        let answers = join_all(peers.iter().map(|peer| {
-            self.call(
-                peer,
-                Request::Seal {
-                    shard,
-                    epoch: epoch.clone(),
-                },
-            )
-        }))
-        .await;
+        let answers = self.seal_peers(&peers, epoch, previous_owner).await;
         let mut best: Option<(Position, Peer)> = None;
         let mut holders = Vec::new();
         for (index, (peer, answer)) in peers.iter().zip(answers).enumerate() {
             let is_replica = index < self.view.replicas.len();
+            let may_drop = index >= self.view.replicas.len()
+                && index < self.view.replicas.len() + self.view.others.len();
             match answer {
                 Ok(Response::Sealed(meta)) => {
                     if !meta.installing && best.as_ref().is_none_or(|(p, _)| meta.position > *p) {
                         best = Some((meta.position.clone(), peer.clone()));
                     }
-                    if !is_replica && (meta.installing || meta.position.applied > 0) {
+                    if may_drop && (meta.installing || meta.position.applied > 0) {
                         holders.push(peer.clone());
                     }
                 }
@@ -456,6 +489,48 @@ impl OwnerState {
             self.drop_copy(epoch, peer);
         }
         Ok(None)
+    }
+
+    /// Seals `peers` with `epoch`: the previous owner first, so it finishes its write in
+    /// flight and stops before its replicas are sealed (a planned move fails no write), then
+    /// the others at once. Answers are in the order of `peers`.
+    async fn seal_peers(
+        &self,
+        peers: &[Peer],
+        epoch: &Epoch,
+        previous_owner: Option<NodeId>,
+    ) -> Vec<Result<Response, String>> {
+        let seal = |peer: Peer| async move {
+            let request = Request::Seal {
+                shard: self.shard,
+                epoch: epoch.clone(),
+            };
+            self.call(&peer, request).await
+        };
+        let first = previous_owner.and_then(|owner| peers.iter().position(|p| p.node_id == owner));
+        let mut first_answer = match first {
+            Some(i) => Some(seal(peers[i].clone()).await),
+            None => None,
+        };
+        let mut rest = join_all(
+            peers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != first)
+                .map(|(_, peer)| seal(peer.clone())),
+        )
+        .await
+        .into_iter();
+        (0..peers.len())
+            .map(|i| {
+                let answer = if Some(i) == first {
+                    first_answer.take()
+                } else {
+                    rest.next()
+                };
+                answer.unwrap_or_else(|| Err("no seal answer".into()))
+            })
+            .collect()
     }
 
     /// Has `peer` copy this shard from here, up to this node's position.

@@ -21,7 +21,10 @@ impl Shards {
         let may_answer = if topology.owns(me, shard) {
             local.serving.is_some() && self.still_follows(shard, local.serving.as_ref())
         } else {
-            allow_replica && local.synced && topology.table.replicas(shard).contains(me)
+            allow_replica
+                && local.synced
+                && topology.table.replicas(shard).contains(me)
+                && self.follows_owner(shard, &topology)
         };
         if !may_answer {
             return Response::NotOwner {
@@ -39,6 +42,13 @@ impl Shards {
         }
     }
 
+    /// Whether this copy follows an epoch of the owner placement names now (a copy that
+    /// follows an older owner may miss what the new one acknowledged).
+    fn follows_owner(&self, shard: ShardId, topology: &crate::topology::Topology) -> bool {
+        matches!(self.inner.store.meta(shard), Ok(meta)
+            if meta.epoch.as_ref().is_some_and(|e| topology.table.owner(shard) == Some(&e.owner)))
+    }
+
     /// Whether the store still follows the epoch this node serves (a newer owner may have
     /// sealed it since).
     fn still_follows(&self, shard: ShardId, serving: Option<&Epoch>) -> bool {
@@ -50,7 +60,7 @@ impl Shards {
         if let Some(serving) = self.local_shard(shard).serving {
             if serving < epoch {
                 tracing::info!(%shard, %serving, newer = %epoch, "a newer owner sealed the shard");
-                self.owner_fenced(shard);
+                self.release(shard).await;
             }
         }
         match self.inner.store.seal(shard, epoch).await {

@@ -4,6 +4,8 @@
 //! starts a cluster holds [`cluster_lock`] so clusters never compete for the 2 cores of CI.
 #![allow(dead_code)]
 
+pub mod workload;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

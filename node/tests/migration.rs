@@ -1,0 +1,194 @@
+//! Shards following membership under a mixed workload (users, sessions, jobs, parties), against
+//! real `troupe node` processes on 127.0.0.1: a rolling restart by SIGTERM with graceful
+//! hand-off, and growing 3 → 4 → 5 nodes then shrinking back. No request may fail (an error
+//! retried successfully within 1 s counts as retried), no acknowledged write may be lost, and
+//! session caps hold. Each test prints what it measured (`-- --nocapture`).
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::workload::{Nodes, Report, Workload, CAP};
+use support::{cluster_lock, TestCluster};
+
+/// Generous bound for joins, hand-offs and a loaded CI machine.
+const SETTLE: Duration = Duration::from_secs(60);
+/// Longest a node may take to hand off and exit after SIGTERM.
+const EXIT_WITHIN: Duration = Duration::from_secs(40);
+/// Client tasks of the workload.
+const CLIENTS: usize = 6;
+
+/// Short jobs, so they finish within the test; a short re-replication delay.
+const OVERRIDES: &[(&str, &str)] = &[
+    ("min_duration_ms", "200"),
+    ("max_duration_ms", "800"),
+    ("timeout_ms", "1000"),
+    ("re_replication_delay_ms", "1000"),
+];
+
+fn nodes_of(cluster: &TestCluster) -> Nodes {
+    Nodes::new(cluster.nodes.iter().map(|n| n.url("")).collect())
+}
+
+/// The owner of every shard as node `i` sees it.
+async fn owners(cluster: &TestCluster, i: usize) -> Vec<String> {
+    let (_, view) = cluster.get(i, "/cluster").await.expect("cluster view");
+    view["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| s["owner"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+fn moved(before: &[String], after: &[String]) -> usize {
+    before.iter().zip(after).filter(|(b, a)| b != a).count()
+}
+
+/// Stops sending to node `i` (as a load balancer drains it), SIGTERMs it and expects a clean
+/// exit after a logged hand-off. Requests it already took, and forwarded ones, it still serves.
+fn leave(cluster: &mut TestCluster, nodes: &Nodes, i: usize) {
+    nodes.set_up(i, false);
+    let status = tokio::task::block_in_place(|| cluster.nodes[i].terminate(EXIT_WITHIN));
+    let log = cluster.nodes[i].log_text();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "node {i} did not exit 0 within {EXIT_WITHIN:?} after SIGTERM: {status:?}"
+    );
+    assert!(
+        log.contains("hand-off complete"),
+        "node {i} did not log a complete hand-off:\n{}",
+        log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Checks the workload's report against what the cluster now answers.
+async fn check(cluster: &TestCluster, live: usize, report: &Report) {
+    println!("measured: {}", report.summary());
+    assert!(
+        report.failed.is_empty(),
+        "failed operations: {:#?}",
+        report.failed
+    );
+    assert!(
+        report.ok > 100,
+        "the workload barely ran: {}",
+        report.summary()
+    );
+    assert!(
+        report.session_counts_seen.iter().all(|&c| c <= CAP),
+        "a session count exceeded the cap: {:?}",
+        report.session_counts_seen
+    );
+    for (n, (id, name)) in report.users.iter().enumerate() {
+        let (status, user) = cluster
+            .get(n % live, &format!("/api/user/{id}"))
+            .await
+            .expect("read user");
+        assert_eq!(
+            (status, &user["name"]),
+            (200, &Value::from(name.as_str())),
+            "user {id}"
+        );
+    }
+    for (n, (user, count)) in report.sessions.iter().enumerate() {
+        let (_, body) = cluster
+            .get(n % live, &format!("/sessions/{user}"))
+            .await
+            .expect("sessions");
+        assert_eq!(body["active_sessions"], *count, "sessions of {user}");
+    }
+    for (n, job) in report.jobs.iter().enumerate() {
+        let (status, body) = cluster
+            .get(n % live, &format!("/jobs/{job}"))
+            .await
+            .expect("job");
+        assert_eq!(status, 200, "job {job}: {body}");
+    }
+    for (n, (code, devices)) in report.parties.iter().enumerate() {
+        let path = format!("/parties/{code}/participants");
+        let (status, body) = cluster.get(n % live, &path).await.expect("party");
+        let text = body.to_string();
+        assert_eq!(status, 200, "party {code}: {body}");
+        for device in devices {
+            assert!(
+                text.contains(device.as_str()),
+                "party {code} lost {device}: {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_a_mixed_workload_fails_no_request_and_loses_nothing() {
+    let _guard = cluster_lock().await;
+    let mut cluster = TestCluster::start_with(3, OVERRIDES);
+    cluster.wait_ready(&[0, 1, 2], SETTLE).await;
+    let nodes = nodes_of(&cluster);
+    for i in 0..3 {
+        nodes.set_up(i, true);
+    }
+    let workload = Workload::start(&nodes, CLIENTS);
+    for i in 0..3 {
+        leave(&mut cluster, &nodes, i);
+        cluster.start_node(i);
+        cluster.wait_ready(&[0, 1, 2], SETTLE).await;
+        nodes.set_up(i, true);
+    }
+    let report = workload.stop().await;
+    check(&cluster, 3, &report).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn growing_to_five_nodes_and_shrinking_back_moves_about_the_ideal_share_and_loses_nothing() {
+    let _guard = cluster_lock().await;
+    let mut cluster = TestCluster::plan_with(5, "integration-test-secret", OVERRIDES);
+    for i in 0..3 {
+        cluster.start_node(i);
+    }
+    cluster.wait_ready(&[0, 1, 2], SETTLE).await;
+    let nodes = nodes_of(&cluster);
+    for i in 0..3 {
+        nodes.set_up(i, true);
+    }
+    let shards = owners(&cluster, 0).await.len();
+    let workload = Workload::start(&nodes, CLIENTS);
+    let mut moves = Vec::new();
+    for joining in [3, 4] {
+        let before = owners(&cluster, 0).await;
+        cluster.start_node(joining);
+        let members: Vec<usize> = (0..=joining).collect();
+        cluster.wait_ready(&members, SETTLE).await;
+        nodes.set_up(joining, true);
+        let count = moved(&before, &owners(&cluster, 0).await);
+        moves.push((
+            format!("join of n{}", joining + 1),
+            count,
+            shards / members.len(),
+        ));
+    }
+    for leaving in [4, 3] {
+        let before = owners(&cluster, 0).await;
+        let held = before
+            .iter()
+            .filter(|o| **o == cluster.nodes[leaving].id)
+            .count();
+        leave(&mut cluster, &nodes, leaving);
+        let members: Vec<usize> = (0..leaving).collect();
+        cluster.wait_ready(&members, SETTLE).await;
+        let count = moved(&before, &owners(&cluster, 0).await);
+        moves.push((format!("leave of n{}", leaving + 1), count, held));
+    }
+    let report = workload.stop().await;
+    for (what, count, ideal) in &moves {
+        println!("measured: {what} moved {count} of {shards} shard owners (ideal {ideal})");
+    }
+    check(&cluster, 3, &report).await;
+    for (what, count, ideal) in &moves {
+        assert!(
+            *count <= ideal + ideal / 2 + 2,
+            "{what} moved {count} owners, ideal {ideal}"
+        );
+    }
+}
