@@ -65,6 +65,8 @@ pub enum BootError {
 
 /// How many gossip rounds a joining node waits for a peer before it starts alone.
 const JOIN_GRACE_ROUNDS: u32 = 6;
+/// Gossip rounds without a change in the live members before a joining node becomes ready.
+const JOIN_SETTLE_ROUNDS: u32 = 3;
 /// How many gossip rounds a leaving node keeps gossiping so peers see `leaving` before it stops.
 const LEAVE_ROUNDS: u32 = 3;
 
@@ -265,6 +267,31 @@ fn membership_options(
 
 /// Waits until the node has met a peer (or, with no seeds or after a grace period, decides it is
 /// alone), then publishes `ready`.
+/// Waits until this node's view of who is live and ready has not changed for
+/// [`JOIN_SETTLE_ROUNDS`] gossip rounds (at most [`JOIN_GRACE_ROUNDS`] × 2 in all).
+///
+/// The first peer met tells about the others, but the failure detector marks each of them live
+/// only as their heartbeats arrive. A node that became ready on a partial view would compute a
+/// placement that gives it shards whose real owner it has not heard of yet, and seal them
+/// without that owner: serving a stale copy.
+async fn wait_for_a_settled_view(node: &Node, cluster: &ClusterConfig) {
+    let round = cluster.gossip.interval();
+    let give_up = tokio::time::Instant::now() + round * JOIN_GRACE_ROUNDS * 2;
+    let mut snapshots = node.inner.membership.subscribe();
+    snapshots.borrow_and_update();
+    while tokio::time::Instant::now() < give_up {
+        match tokio::time::timeout(round * JOIN_SETTLE_ROUNDS, snapshots.changed()).await {
+            // Still for long enough, or gossip stopped (the node is stopping).
+            Err(_) | Ok(Err(_)) => return,
+            // A member appeared or changed: start counting again.
+            Ok(Ok(())) => {
+                snapshots.borrow_and_update();
+            }
+        }
+    }
+    warn!("membership kept changing while joining: becoming ready anyway");
+}
+
 async fn join(node: &Node, cluster: &ClusterConfig, has_seeds: bool) {
     let grace = cluster.gossip.interval() * JOIN_GRACE_ROUNDS;
     if has_seeds {
@@ -276,6 +303,8 @@ async fn join(node: &Node, cluster: &ClusterConfig, has_seeds: bool) {
                 grace_ms = grace.as_millis() as u64,
                 "no peer reachable through the seeds: starting alone"
             );
+        } else {
+            wait_for_a_settled_view(node, cluster).await;
         }
     }
     node.inner.membership.set_status(NodeStatus::Ready).await;
