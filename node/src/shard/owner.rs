@@ -291,7 +291,10 @@ impl OwnerState {
                 "this node does not see a majority of the cluster".into(),
             ));
         }
-        let copies = self.view.replicas.len() + 1;
+        // Replicas held back after a replica died (decision 006) count: placement has the
+        // nodes, the owner only waits for it to hold still. Meanwhile writes are durable on the
+        // owner and every live replica, as the contract asks, with one copy fewer.
+        let copies = self.view.replicas.len() + 1 + self.view.waiting.len();
         if copies < shards.inner.config.cluster.replication_factor {
             return Some(moving(format!(
                 "shard {} has {copies} live copies, {} needed",

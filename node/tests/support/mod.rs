@@ -61,6 +61,18 @@ fn free_udp_port() -> u16 {
         .expect("free udp port")
 }
 
+/// An error with its causes, so a failed request says why (refused, reset, timed out).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// One node process (running or stopped) with its fixed ports and data directory.
 pub struct TestNode {
     pub id: String,
@@ -205,9 +217,12 @@ impl TestCluster {
             .get(self.nodes[i].url(path))
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| error_chain(&e))?;
         let status = response.status().as_u16();
-        let body = response.json::<Value>().await.map_err(|e| e.to_string())?;
+        let body = response
+            .json::<Value>()
+            .await
+            .map_err(|e| error_chain(&e))?;
         Ok((status, body))
     }
 
@@ -281,7 +296,10 @@ impl TestCluster {
     pub fn dump_logs(&self) {
         for node in &self.nodes {
             let text = node.log_text();
-            let warnings: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ")).collect();
+            let warnings: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("panicked"))
+                .collect();
             eprintln!("---- warnings of {} ({}) ----", node.id, warnings.len());
             for line in warnings.iter().take(80) {
                 eprintln!("{line}");
