@@ -1,6 +1,7 @@
 //! Shards following membership under a mixed workload (users, sessions, jobs, parties), against
 //! real `troupe node` processes on 127.0.0.1: a rolling restart by SIGTERM with graceful
-//! hand-off, and growing 3 → 4 → 5 nodes then shrinking back. No request may fail (an error
+//! hand-off, growing 3 → 4 → 5 nodes then shrinking back, and a node killed and restarted
+//! within the re-replication delay (no copies to the other nodes). No request may fail (an error
 //! retried successfully within 1 s counts as retried), no acknowledged write may be lost, and
 //! session caps hold. Each test prints what it measured (`-- --nocapture`).
 
@@ -9,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::workload::{Nodes, Report, Workload, CAP};
+use support::workload::{Mix, Nodes, Report, Workload, CAP};
 use support::{cluster_lock, TestCluster};
 
 /// Generous bound for joins, hand-offs and a loaded CI machine.
@@ -63,7 +64,8 @@ fn leave(cluster: &mut TestCluster, nodes: &Nodes, i: usize) {
     );
 }
 
-/// Checks the workload's report against what the cluster now answers.
+/// Checks the workload's report against what the cluster now answers: no failed operation,
+/// nothing lost.
 async fn check(cluster: &TestCluster, live: usize, report: &Report) {
     println!("measured: {}", report.summary());
     assert!(
@@ -71,6 +73,11 @@ async fn check(cluster: &TestCluster, live: usize, report: &Report) {
         "failed operations: {:#?}",
         report.failed
     );
+    check_nothing_lost(cluster, live, report).await;
+}
+
+/// Every acknowledged write reads back, and session counts never passed the cap.
+async fn check_nothing_lost(cluster: &TestCluster, live: usize, report: &Report) {
     assert!(
         report.ok > 100,
         "the workload barely ran: {}",
@@ -191,4 +198,62 @@ async fn growing_to_five_nodes_and_shrinking_back_moves_about_the_ideal_share_an
             "{what} moved {count} owners, ideal {ideal}"
         );
     }
+}
+
+fn snapshot_installs(cluster: &TestCluster, i: usize) -> usize {
+    cluster.nodes[i]
+        .log_text()
+        .matches("installing a snapshot")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_and_back_within_the_delay_causes_no_copy_to_other_nodes() {
+    let _guard = cluster_lock().await;
+    let overrides = [("re_replication_delay_ms", "60000")];
+    let mut cluster = TestCluster::start_with(3, &overrides);
+    cluster.wait_ready(&[0, 1, 2], SETTLE).await;
+    let nodes = nodes_of(&cluster);
+    for i in 0..3 {
+        nodes.set_up(i, true);
+    }
+    let workload = Workload::start_mix(&nodes, CLIENTS, Mix::UserWrites);
+    let installs_before = [
+        snapshot_installs(&cluster, 0),
+        snapshot_installs(&cluster, 1),
+    ];
+
+    nodes.set_up(2, false);
+    cluster.nodes[2].kill();
+    cluster.wait_ready(&[0, 1], SETTLE).await;
+    // The survivors serve n3's shards and hold back its replacement, as /cluster shows.
+    let waiting = cluster
+        .wait_for("replicas waiting on n1 or n2", SETTLE, || async {
+            let mut waiting = 0;
+            for i in 0..2 {
+                let (_, view) = cluster.get(i, "/cluster").await.ok()?;
+                waiting += view["transit"]
+                    .as_array()?
+                    .iter()
+                    .filter(|t| t["state"] == "replicas-waiting")
+                    .count();
+            }
+            (waiting > 0).then_some(waiting)
+        })
+        .await;
+    cluster.start_node(2);
+    cluster.wait_ready(&[0, 1, 2], SETTLE).await;
+    nodes.set_up(2, true);
+    let report = workload.stop().await;
+    println!("measured: {waiting} shards held their replacement replica back while n3 was away");
+    println!("measured: {}", report.summary());
+    check_nothing_lost(&cluster, 3, &report).await;
+    let installs_after = [
+        snapshot_installs(&cluster, 0),
+        snapshot_installs(&cluster, 1),
+    ];
+    assert_eq!(
+        installs_after, installs_before,
+        "n1 and n2 installed snapshots for a node that came back within the delay"
+    );
 }

@@ -111,12 +111,17 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Starts `clients` client tasks over `nodes`.
+    /// Starts `clients` client tasks over `nodes`, running every kind of operation.
     pub fn start(nodes: &Nodes, clients: usize) -> Self {
+        Self::start_mix(nodes, clients, Mix::All)
+    }
+
+    /// Starts `clients` client tasks over `nodes`, running the operations of `mix`.
+    pub fn start_mix(nodes: &Nodes, clients: usize, mix: Mix) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..clients)
             .map(|c| {
-                let client = Client::new(c, nodes.clone(), stop.clone());
+                let client = Client::new(c, nodes.clone(), stop.clone(), mix);
                 tokio::spawn(client.run())
             })
             .collect();
@@ -134,9 +139,20 @@ impl Workload {
     }
 }
 
+/// Which operations the clients run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// Users, sessions, jobs and parties.
+    All,
+    /// User writes only: retrying one whose answer was lost is harmless (same value), so the
+    /// model stays exact even when a node is killed mid-request.
+    UserWrites,
+}
+
 /// One client task, with its own keys.
 struct Client {
     id: usize,
+    mix: Mix,
     nodes: Nodes,
     stop: Arc<AtomicBool>,
     http: reqwest::Client,
@@ -152,13 +168,14 @@ enum Attempt {
 }
 
 impl Client {
-    fn new(id: usize, nodes: Nodes, stop: Arc<AtomicBool>) -> Self {
+    fn new(id: usize, nodes: Nodes, stop: Arc<AtomicBool>, mix: Mix) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("http client");
         Self {
             id,
+            mix,
             nodes,
             stop,
             http,
@@ -170,7 +187,11 @@ impl Client {
 
     async fn run(mut self) -> Report {
         while !self.stop.load(Ordering::Relaxed) {
-            match self.rng.random_range(0..10) {
+            let pick = match self.mix {
+                Mix::All => self.rng.random_range(0..10),
+                Mix::UserWrites => 0,
+            };
+            match pick {
                 0..=3 => self.write_user().await,
                 4..=6 => self.session_step().await,
                 7 => self.create_job().await,
