@@ -569,8 +569,9 @@ mod tests {
 
     const DELAY: Duration = Duration::from_secs(5);
 
-    fn member(id: &str, generation: u64, live: bool) -> Member {
-        Member {
+    /// A membership of `(id, generation, live)` ready members.
+    fn members(list: &[(&str, u64, bool)]) -> MembershipSnapshot {
+        MembershipSnapshot::from_members(list.iter().map(|&(id, generation, live)| Member {
             node_id: NodeId::new(id),
             generation: Generation(generation),
             region: crate::ids::RegionName::new("eu-west-1"),
@@ -579,7 +580,7 @@ mod tests {
             gossip_addr: "127.0.0.1:3".parse().expect("valid"),
             status: NodeStatus::Ready,
             live,
-        }
+        }))
     }
 
     fn peer(id: &str) -> Peer {
@@ -601,49 +602,32 @@ mod tests {
         }
     }
 
-    fn ids(names: &[&str]) -> Vec<NodeId> {
-        names.iter().map(|n| NodeId::new(*n)).collect()
+    /// [`target_view`] with the test delay, for an owner whose copies were on `holders`.
+    fn target(
+        holders: &[&str],
+        desired: &OwnerView,
+        membership: &MembershipSnapshot,
+        deferred: &mut Option<Deferred>,
+        now: Instant,
+    ) -> OwnerView {
+        let holders: Vec<NodeId> = holders.iter().map(|n| NodeId::new(*n)).collect();
+        target_view(&holders, desired.clone(), membership, deferred, now, DELAY)
     }
 
     #[test]
     fn a_dead_replicas_replacement_waits_until_placement_holds_still() {
-        let membership = MembershipSnapshot::from_members([
-            member("a", 1, true),
-            member("b", 1, false),
-            member("c", 1, true),
-        ]);
+        let membership = members(&[("a", 1, true), ("b", 1, false), ("c", 1, true)]);
         let t0 = Instant::now();
         let mut deferred = None;
         let desired = view(&[("c", 1)]);
-        let interim = target_view(
-            &ids(&["b"]),
-            desired.clone(),
-            &membership,
-            &mut deferred,
-            t0,
-            DELAY,
-        );
+        let interim = target(&["b"], &desired, &membership, &mut deferred, t0);
         assert!(interim.replicas.is_empty(), "no copy to c yet: {interim:?}");
         assert_eq!(interim.waiting, vec![peer("c")]);
         assert_eq!(interim.others, desired.others);
         let just_before = t0 + DELAY - Duration::from_millis(1);
-        let still = target_view(
-            &[],
-            desired.clone(),
-            &membership,
-            &mut deferred,
-            just_before,
-            DELAY,
-        );
+        let still = target(&[], &desired, &membership, &mut deferred, just_before);
         assert_eq!(still, interim);
-        let due = target_view(
-            &[],
-            desired.clone(),
-            &membership,
-            &mut deferred,
-            t0 + DELAY,
-            DELAY,
-        );
+        let due = target(&[], &desired, &membership, &mut deferred, t0 + DELAY);
         assert_eq!(due, desired);
         assert_eq!(deferred, None);
     }
@@ -651,89 +635,53 @@ mod tests {
     #[test]
     fn a_join_or_a_graceful_leave_changes_replicas_at_once() {
         // b is still live (leaving gracefully, or moved by a join): nothing to wait for.
-        let membership = MembershipSnapshot::from_members([
-            member("a", 1, true),
-            member("b", 1, true),
-            member("c", 1, true),
-        ]);
+        let membership = members(&[("a", 1, true), ("b", 1, true), ("c", 1, true)]);
         let mut deferred = None;
         let desired = view(&[("c", 1)]);
-        let target = target_view(
-            &ids(&["b"]),
-            desired.clone(),
-            &membership,
-            &mut deferred,
-            Instant::now(),
-            DELAY,
+        let now = Instant::now();
+        assert_eq!(
+            target(&["b"], &desired, &membership, &mut deferred, now),
+            desired
         );
-        assert_eq!(target, desired);
         assert_eq!(deferred, None);
     }
 
     #[test]
     fn a_flapping_node_restarts_the_wait_and_causes_no_copy_meanwhile() {
-        let dead = MembershipSnapshot::from_members([
-            member("a", 1, true),
-            member("b", 1, false),
-            member("c", 1, true),
-        ]);
-        let back = MembershipSnapshot::from_members([
-            member("a", 1, true),
-            member("b", 2, true),
-            member("c", 1, true),
-        ]);
+        let dead = members(&[("a", 1, true), ("b", 1, false), ("c", 1, true)]);
+        let back = members(&[("a", 1, true), ("b", 2, true), ("c", 1, true)]);
         let t0 = Instant::now();
         let mut deferred = None;
-        let interim = target_view(
-            &ids(&["b"]),
-            view(&[("c", 1)]),
-            &dead,
-            &mut deferred,
-            t0,
-            DELAY,
-        );
+        let interim = target(&["b"], &view(&[("c", 1)]), &dead, &mut deferred, t0);
         assert!(interim.replicas.is_empty());
         // b returns half-way: placement wants it back; it waits too, from now on.
         let half = t0 + DELAY / 2;
         let returning = view(&[("b", 2)]);
-        let target = target_view(&[], returning.clone(), &back, &mut deferred, half, DELAY);
-        assert!(target.replicas.is_empty(), "b waits: {target:?}");
-        assert_eq!(target.waiting, vec![peer("b")]);
-        let target = target_view(
-            &[],
-            returning.clone(),
-            &back,
-            &mut deferred,
-            t0 + DELAY,
-            DELAY,
-        );
+        let waits = target(&[], &returning, &back, &mut deferred, half);
+        assert!(waits.replicas.is_empty(), "b waits: {waits:?}");
+        assert_eq!(waits.waiting, vec![peer("b")]);
+        let still = target(&[], &returning, &back, &mut deferred, t0 + DELAY);
         assert!(
-            target.replicas.is_empty(),
+            still.replicas.is_empty(),
             "the wait restarted when placement changed"
         );
-        let target = target_view(
-            &[],
-            returning.clone(),
-            &back,
-            &mut deferred,
-            half + DELAY,
-            DELAY,
-        );
-        assert_eq!(target, returning);
+        let due = target(&[], &returning, &back, &mut deferred, half + DELAY);
+        assert_eq!(due, returning);
     }
 
     #[test]
     fn a_zero_delay_replaces_a_dead_replica_at_once() {
-        let membership =
-            MembershipSnapshot::from_members([member("a", 1, true), member("c", 1, true)]);
+        let membership = members(&[("a", 1, true), ("c", 1, true)]);
         let mut deferred = None;
         let desired = view(&[("c", 1)]);
+        let holders = [NodeId::new("b")];
+        let now = Instant::now();
         let target = target_view(
-            &ids(&["b"]),
+            &holders,
             desired.clone(),
             &membership,
             &mut deferred,
-            Instant::now(),
+            now,
             Duration::ZERO,
         );
         assert_eq!(target, desired);
