@@ -6,6 +6,10 @@
 //! changes, so a request whose owner died goes to the next owner as soon as the failure detector
 //! says so. Reads do not wait for that: when the owner cannot answer, its replicas are asked in
 //! placement order. When the budget runs out the caller gets 503 with `Retry-After`.
+//!
+//! The exception is a command the owner may have received (the call timed out or the
+//! connection dropped after it was sent): repeating it could apply it twice (a session added
+//! twice), so the caller gets 503 saying the outcome is unknown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,11 +96,32 @@ async fn attempt(
             return Err(format!("node {target} is not a member"));
         };
         node.inner.metrics.forwards.inc();
-        match node.inner.rpc.call(target, &member.rpc_addr, request).await {
+        let changes_state = matches!(request, Request::Command { .. });
+        // A command waits for the owner's own answer (its replication may take a call timeout
+        // of its own), up to the request's budget, which `Retry::bounded` enforces.
+        let deadline = if changes_state {
+            node.inner.cluster.http.forward_budget()
+        } else {
+            node.inner.cluster.rpc.call_timeout()
+        };
+        let call = node
+            .inner
+            .rpc
+            .call_with_timeout(target, &member.rpc_addr, request, deadline);
+        match call.await {
             Ok(answer) => answer,
             Err(error) => {
                 node.inner.metrics.forward_failures.inc();
                 tracing::debug!(%target, %error, "forward attempt failed");
+                if changes_state && error.may_have_been_delivered() {
+                    // Sending it again could apply it twice (a session added twice, say).
+                    return Ok(Response::Unavailable {
+                        message: format!(
+                            "node {target} did not answer ({error}); the request may or may not \
+                             have taken effect"
+                        ),
+                    });
+                }
                 return Err(error.to_string());
             }
         }

@@ -1,9 +1,11 @@
 //! The node's working view of the cluster: a membership snapshot and the shard table computed
 //! from it, published together so no reader ever pairs a table with the wrong membership.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{NodeId, ShardId};
@@ -17,6 +19,10 @@ pub struct Topology {
     pub membership: Arc<MembershipSnapshot>,
     /// Owner and replicas of every shard.
     pub table: ShardTable,
+    /// When a live member last appeared in this node's view (a join, a restart, a partition
+    /// healing). Until gossip has settled after that, the view may still miss live members
+    /// that hold newer copies, so owners wait before taking shards over (see `shard::owner`).
+    pub live_grew_at: Instant,
 }
 
 impl Topology {
@@ -32,7 +38,16 @@ impl Topology {
             &membership.placement_nodes(),
             replication_factor,
         );
-        Self { membership, table }
+        Self {
+            membership,
+            table,
+            live_grew_at: Instant::now(),
+        }
+    }
+
+    /// Whether no live member has appeared for `settle`.
+    pub fn settled(&self, settle: std::time::Duration) -> bool {
+        self.live_grew_at.elapsed() >= settle
     }
 
     /// The owner of `shard` and its membership entry (for its RPC address).
@@ -46,6 +61,15 @@ impl Topology {
     pub fn owns(&self, node: &NodeId, shard: ShardId) -> bool {
         self.table.owner(shard) == Some(node)
     }
+}
+
+/// The live incarnations in `membership` (a restarted node is a new one).
+fn live_members(membership: &MembershipSnapshot) -> BTreeSet<(NodeId, u64)> {
+    membership
+        .members()
+        .filter(|m| m.live)
+        .map(|m| (m.node_id.clone(), m.generation.0))
+        .collect()
 }
 
 /// Keeps a [`Topology`] current: recomputed on every membership change until `shutdown`.
@@ -64,6 +88,8 @@ pub fn track(
         replication_factor,
     ));
     on_change(&first);
+    let mut live = live_members(&first.membership);
+    let mut grew_at = first.live_grew_at;
     let (tx, rx) = watch::channel(first);
     tokio::spawn(async move {
         loop {
@@ -73,7 +99,13 @@ pub fn track(
                 changed = snapshots.changed() => if changed.is_err() { return },
             }
             let snapshot = snapshots.borrow_and_update().clone();
-            let topology = Topology::compute(snapshot, shard_count, replication_factor);
+            let now_live = live_members(&snapshot);
+            if !now_live.is_subset(&live) {
+                grew_at = Instant::now();
+            }
+            live = now_live;
+            let mut topology = Topology::compute(snapshot, shard_count, replication_factor);
+            topology.live_grew_at = grew_at;
             on_change(&topology);
             if tx.send(Arc::new(topology)).is_err() {
                 return;

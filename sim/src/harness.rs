@@ -39,7 +39,7 @@ pub const SEED_ENV: &str = "TROUPE_SIM_SEED";
 pub const LOG_ENV: &str = "TROUPE_SIM_LOG";
 
 /// Longest a simulation may run, in simulated time (turmoil fails the run past it).
-const SIM_DURATION: Duration = Duration::from_secs(120);
+const SIM_DURATION: Duration = Duration::from_secs(300);
 /// Simulated time per step.
 const TICK: Duration = Duration::from_millis(1);
 /// How often `run_until` evaluates its predicate, in simulated time.
@@ -56,6 +56,7 @@ pub struct SimCluster {
     /// temporary directory holding them is removed.
     sim: Sim<'static>,
     hosts: Vec<String>,
+    cluster: ClusterConfig,
     observations: Observations,
     seed: u64,
     _data: TempDir,
@@ -126,6 +127,7 @@ impl SimCluster {
         Ok(Self {
             sim,
             hosts,
+            cluster,
             observations,
             seed,
             _data: data,
@@ -140,6 +142,22 @@ impl SimCluster {
     /// Every node but `host`.
     pub fn others(&self, host: &str) -> Vec<String> {
         self.hosts.iter().filter(|h| *h != host).cloned().collect()
+    }
+
+    /// The cluster.toml every node runs with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cluster
+    }
+
+    /// Adds a client host running `software` (a workload, a reader); it runs as the
+    /// simulation is stepped, and an error it returns fails the run.
+    pub fn client(
+        &mut self,
+        name: &str,
+        software: impl std::future::Future<Output = turmoil::Result> + 'static,
+    ) {
+        info!(name, "client starts");
+        self.sim.client(name, software);
     }
 
     /// The seed of this run.
@@ -264,11 +282,15 @@ impl SimCluster {
 /// depends on the count.
 pub const SIM_SHARDS: u32 = 16;
 
-/// The repository's cluster.toml with the simulation's gossip interval and shard count.
+/// The repository's cluster.toml with the simulation's gossip interval and shard count, and
+/// jobs of 0.5 to 2.5 s with a 2 s timeout, so jobs end (either way) within a scenario.
 fn cluster_config() -> turmoil::Result<ClusterConfig> {
     let mut cluster = ClusterConfig::parse(EMBEDDED_CLUSTER_TOML, "<embedded>")?;
     cluster.gossip.interval_ms = GOSSIP_INTERVAL_MS;
     cluster.cluster.shards = SIM_SHARDS;
+    cluster.jobs.min_duration_ms = 500;
+    cluster.jobs.max_duration_ms = 2_500;
+    cluster.jobs.timeout_ms = 2_000;
     Ok(cluster)
 }
 

@@ -4,12 +4,16 @@
 //! is swapped:
 //! - [`net`]: TCP listeners and dialer (HTTP edge, inter-node RPC) over turmoil TCP;
 //! - [`gossip`]: chitchat's transport over turmoil UDP;
+//! - [`http`]: a minimal HTTP/1.1 client over turmoil TCP;
 //! - [`observe`]: an observer polling every node's `GET /cluster`, and predicates on the views;
 //! - [`harness`]: building a seeded cluster, injecting faults, stepping until a predicate holds;
 //! - [`scenarios`]: the scenario catalogue shared by the tests and the explorer (`src/main.rs`).
 
 pub mod gossip;
 pub mod harness;
+pub mod history;
+pub mod http;
 pub mod net;
 pub mod observe;
 pub mod scenarios;
+pub mod workload;

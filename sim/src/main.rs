@@ -89,7 +89,13 @@ fn sweep(scenario: &Scenario, args: &Args) -> Tally {
         tally.runs += 1;
         if let Err(failure) = &first {
             tally.failures += 1;
-            let short: Vec<&str> = failure.lines().take(25).collect();
+            // A sweep keeps each failure short; a replay of one seed shows all of it.
+            let lines = if args.seeds.end - args.seeds.start > 1 {
+                25
+            } else {
+                usize::MAX
+            };
+            let short: Vec<&str> = failure.lines().take(lines).collect();
             println!(
                 "FAIL scenario={} seed={seed}\n  {}",
                 scenario.name,

@@ -9,9 +9,9 @@ use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use troupe_http::views::{ClusterView, MemberView};
-use turmoil::net::TcpStream;
+
+use crate::http;
 
 /// Time between two polls of the same node.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -149,71 +149,14 @@ async fn poll(host: String, observations: Observations) {
     }
 }
 
-/// `GET /cluster` on `host`'s HTTP edge (port 8080), with a hand-written HTTP/1.1 request.
+/// `GET /cluster` on `host`'s HTTP edge (port 8080).
 pub async fn get_cluster(host: &str) -> io::Result<ClusterView> {
-    let body = http_get(host, 8080, "/cluster").await?;
-    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-/// A minimal HTTP/1.1 GET over turmoil TCP: `Connection: close`, so the body ends at EOF.
-/// Returns the body of a 200 answer; any other status is an error.
-pub async fn http_get(host: &str, port: u16, path: &str) -> io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect((host, port)).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    parse_response(&response)
-}
-
-fn parse_response(response: &[u8]) -> io::Result<Vec<u8>> {
-    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| invalid("no end of headers"))?;
-    let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
-    let body = &response[split + 4..];
-    let status = head.lines().next().unwrap_or_default();
-    if !status.starts_with("http/1.1 200") {
-        return Err(invalid(&format!("unexpected status line {status:?}")));
+    let reply = http::request(host, 8080, "GET", "/cluster", None).await?;
+    if reply.status != 200 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("GET /cluster answered {}", reply.status),
+        ));
     }
-    if head
-        .lines()
-        .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"))
-    {
-        return dechunk(body).ok_or_else(|| invalid("malformed chunked body"));
-    }
-    Ok(body.to_vec())
-}
-
-/// Decodes a chunked body (hyper may chunk a body whose length it does not know up front).
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_and_chunked_bodies_are_read_and_other_statuses_refused() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(plain).expect("plain body"), b"{}");
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).expect("chunked body"), b"abcde");
-        let refused = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
-        assert!(parse_response(refused).is_err());
-    }
+    serde_json::from_slice(&reply.body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }

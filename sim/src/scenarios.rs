@@ -3,10 +3,19 @@
 //!
 //! Tests run each scenario on pinned seeds; the explorer (`src/main.rs`) sweeps many seeds.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tracing::info;
+
 use crate::harness::{SimCluster, SIM_SHARDS};
+use crate::history::{self, Event, History, Observed, Op, Subject, Violation, FINAL_CLIENT};
 use crate::observe::Views;
+use crate::workload::{self, Workload};
+use troupe_node::placement::shard_for_key;
 
 /// Nodes in every scenario.
 pub const SIZE: usize = 5;
@@ -19,6 +28,13 @@ pub const REJOIN_WITHIN: Duration = Duration::from_secs(10);
 
 /// What a passing run measured: named simulated durations, in the order they happened.
 pub type Measurements = Vec<(&'static str, Duration)>;
+
+/// Prints what a run measured, one line each (tests show it with `--nocapture`).
+pub fn print(measured: &Measurements) {
+    for (what, took) in measured {
+        println!("{what}: {took:?}");
+    }
+}
 
 /// One scenario: a name for the command line and the function that runs it for a seed.
 pub struct Scenario {
@@ -41,6 +57,18 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "partition-repair",
         run: partition_repair,
+    },
+    Scenario {
+        name: "workload-calm",
+        run: workload_calm,
+    },
+    Scenario {
+        name: "workload-crash",
+        run: workload_crash,
+    },
+    Scenario {
+        name: "workload-partition",
+        run: workload_partition,
     },
 ];
 
@@ -137,4 +165,196 @@ pub fn partition_repair(seed: u64) -> turmoil::Result<Measurements> {
     })?;
     measured.push(("reconverged after repair", took));
     Ok(measured)
+}
+
+/// Client hosts driving the workload in every workload scenario.
+pub const CLIENTS: usize = 4;
+/// Workload before the first fault, and again once the cluster has recovered.
+const CALM: Duration = Duration::from_secs(5);
+/// Bound on creating the workload's users on a fresh cluster.
+const SETUP_WITHIN: Duration = Duration::from_secs(30);
+/// Bound on every node agreeing again on membership and placement once the faults stop.
+const RECOVER_WITHIN: Duration = Duration::from_secs(30);
+/// Bound on the clients finishing their last request (each request times out before this).
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+/// Bound on the final reads of every key on every node (jobs must have ended by then).
+const FINAL_WITHIN: Duration = Duration::from_secs(60);
+/// Environment variable that prints every event of a workload scenario's history.
+pub const HISTORY_ENV: &str = "TROUPE_SIM_HISTORY";
+/// Violations printed in a failure report; the rest are counted.
+const REPORTED: usize = 8;
+
+/// The workload on a cluster without faults: the checkers' baseline.
+pub fn workload_calm(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, |_, _| Ok(Vec::new()))
+}
+
+/// The workload while a random node crashes and restarts on its data after 1 to 8 s.
+pub fn workload_crash(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, |cluster, rng| {
+        let fault = Fault {
+            what: "crashed for",
+            millis: 1_000..8_000,
+            strike: SimCluster::crash,
+            repair: SimCluster::bounce,
+        };
+        fault.run(cluster, rng)
+    })
+}
+
+/// The workload while a random node is cut off from the other nodes for 3 to 12 s (clients
+/// still reach it, so they see what the minority side answers).
+pub fn workload_partition(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, |cluster, rng| {
+        let fault = Fault {
+            what: "isolated for",
+            millis: 3_000..12_000,
+            strike: SimCluster::isolate,
+            repair: SimCluster::heal,
+        };
+        fault.run(cluster, rng)
+    })
+}
+
+/// A fault that strikes one random node for a random time, then is repaired.
+struct Fault {
+    what: &'static str,
+    millis: std::ops::Range<u64>,
+    strike: fn(&mut SimCluster, &str),
+    repair: fn(&mut SimCluster, &str),
+}
+
+impl Fault {
+    fn run(self, cluster: &mut SimCluster, rng: &mut StdRng) -> turmoil::Result<Measurements> {
+        let victim = pick(cluster, rng);
+        let lasts = Duration::from_millis(rng.random_range(self.millis));
+        (self.strike)(cluster, &victim);
+        cluster.step_for(lasts)?;
+        (self.repair)(cluster, &victim);
+        Ok(vec![(self.what, lasts)])
+    }
+}
+
+/// A node chosen by the scenario's random numbers.
+fn pick(cluster: &SimCluster, rng: &mut StdRng) -> String {
+    let hosts = cluster.hosts();
+    hosts[rng.random_range(0..hosts.len())].clone()
+}
+
+/// Faults injected while the workload runs; they return what they measured.
+type Faults = fn(&mut SimCluster, &mut StdRng) -> turmoil::Result<Measurements>;
+
+/// Runs the workload on a converged cluster around `faults`, waits for recovery, reads every
+/// key on every node, and checks every invariant over the recorded history.
+fn with_workload(seed: u64, faults: Faults) -> turmoil::Result<Measurements> {
+    let mut measured = Vec::new();
+    let mut cluster = converged_cluster(seed, &mut measured)?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let nodes = cluster.hosts().to_vec();
+    let history = History::default();
+
+    let created = Arc::new(AtomicBool::new(false));
+    let setup = workload::setup(nodes.clone(), history.clone(), created.clone());
+    cluster.client("setup", setup);
+    cluster.run_until(SETUP_WITHIN, "setup creates every user", |_| {
+        created.load(Ordering::Relaxed)
+    })?;
+
+    let workload = Workload::default();
+    for i in 0..CLIENTS {
+        let software = workload.client(
+            format!("c{i}"),
+            nodes.clone(),
+            rng.random(),
+            history.clone(),
+        );
+        cluster.client(&format!("client{i}"), software);
+    }
+    cluster.step_for(CALM)?;
+    measured.extend(faults(&mut cluster, &mut rng)?);
+    let took = cluster.run_until(RECOVER_WITHIN, "all nodes converge after the faults", |v| {
+        v.converged(&nodes)
+    })?;
+    measured.push(("reconverged", took));
+    cluster.step_for(CALM)?;
+    workload.stop();
+    cluster.run_until(STOP_WITHIN, "every client stops", |_| workload.finished())?;
+
+    let read = Arc::new(AtomicBool::new(false));
+    let jobs = acknowledged_jobs(&history);
+    let reader = workload::final_reads(nodes.clone(), jobs, history.clone(), read.clone());
+    cluster.client(FINAL_CLIENT, reader);
+    cluster.run_until(
+        FINAL_WITHIN,
+        "final reads of every key on every node",
+        |_| read.load(Ordering::Relaxed),
+    )?;
+
+    let events = history.events();
+    let violations = history::check(&events, cluster.config().sessions.max_per_user);
+    info!(
+        seed,
+        operations = events.len(),
+        violations = violations.len(),
+        "history checked"
+    );
+    if std::env::var_os(HISTORY_ENV).is_some() {
+        for event in &events {
+            println!("{event}");
+        }
+    }
+    if violations.is_empty() {
+        Ok(measured)
+    } else {
+        Err(report(seed, &events, &violations).into())
+    }
+}
+
+/// Ids of the jobs whose creation was acknowledged.
+fn acknowledged_jobs(history: &History) -> Vec<String> {
+    history
+        .events()
+        .into_iter()
+        .filter_map(|e| match (e.op, e.outcome) {
+            (Op::JobCreate { .. }, history::Outcome::Ok(Observed::Job { id, .. })) => Some(id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The key string a subject is stored under, which names its shard.
+fn key_of(subject: &Subject) -> String {
+    match subject {
+        Subject::User(key) => workload::user_id(*key),
+        Subject::Sessions(user) => workload::session_user(*user),
+        Subject::Job(id) => id.clone(),
+    }
+}
+
+/// The failure text: seed, how to replay it, the first violations, and the history of the
+/// first violation's key.
+fn report(seed: u64, events: &[Event], violations: &[Violation]) -> String {
+    let mut text = format!(
+        "seed {seed}: {} invariant violations in {} operations (replay with {}={seed})",
+        violations.len(),
+        events.len(),
+        crate::harness::SEED_ENV
+    );
+    for violation in violations.iter().take(REPORTED) {
+        text.push_str(&format!("\n  {violation}"));
+    }
+    if violations.len() > REPORTED {
+        text.push_str(&format!("\n  ... and {} more", violations.len() - REPORTED));
+    }
+    if let Some(first) = violations.first() {
+        let shard = shard_for_key(&key_of(&first.subject), SIM_SHARDS);
+        text.push_str(&format!(
+            "\n  history of {:?} (shard {shard}):",
+            first.subject
+        ));
+        for event in events.iter().filter(|e| first.subject.touched_by(e)) {
+            text.push_str(&format!("\n    {event}"));
+        }
+    }
+    text
 }

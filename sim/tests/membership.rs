@@ -6,13 +6,7 @@
 //! are printed (`-- --nocapture` shows them).
 
 use troupe_sim::harness::seed_or_env;
-use troupe_sim::scenarios::{self, Measurements};
-
-fn print(measured: &Measurements) {
-    for (what, took) in measured {
-        println!("{what}: {took:?}");
-    }
-}
+use troupe_sim::scenarios::{self, print};
 
 #[test]
 fn five_hosts_converge_on_one_membership_and_shard_table() -> turmoil::Result {

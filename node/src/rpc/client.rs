@@ -113,6 +113,7 @@ impl RpcClient {
         match tokio::time::timeout(deadline, attempt).await {
             Ok(result) => result,
             Err(_) => {
+                let sent = in_flight.is_some();
                 if let Some((conn, id)) = in_flight {
                     lock(&conn.pending).remove(&id);
                     // A call that times out on an established connection may be stuck behind a
@@ -120,7 +121,10 @@ impl RpcClient {
                     debug!(peer = %node, %addr, "rpc call timed out, dropping the connection");
                     conn.close();
                 }
-                Err(RpcError::Timeout { addr: addr.clone() })
+                Err(RpcError::Timeout {
+                    addr: addr.clone(),
+                    sent,
+                })
             }
         }
     }
@@ -140,11 +144,15 @@ impl RpcClient {
         *in_flight = Some((conn.clone(), id));
         if conn.closed.is_cancelled() || conn.frames.send(frame).await.is_err() {
             lock(&conn.pending).remove(&id);
-            return Err(RpcError::ConnectionLost { addr: addr.clone() });
+            return Err(RpcError::ConnectionLost {
+                addr: addr.clone(),
+                sent: false,
+            });
         }
-        reply_rx
-            .await
-            .map_err(|_| RpcError::ConnectionLost { addr: addr.clone() })
+        reply_rx.await.map_err(|_| RpcError::ConnectionLost {
+            addr: addr.clone(),
+            sent: true,
+        })
     }
 
     /// The live connection to `node` at `addr`, dialing one if needed. Concurrent callers share

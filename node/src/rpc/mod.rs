@@ -37,12 +37,16 @@ pub enum RpcError {
     Timeout {
         /// Peer address.
         addr: HostPort,
+        /// Whether the request had been handed to the connection (the peer may have acted on it).
+        sent: bool,
     },
     /// The connection dropped while the call was in flight.
     #[error("connection to {addr} closed while the call was in flight")]
     ConnectionLost {
         /// Peer address.
         addr: HostPort,
+        /// Whether the request had been handed to the connection (the peer may have acted on it).
+        sent: bool,
     },
     /// The peer refused our credentials or proved none of its own.
     #[error("authentication with {addr} failed: {reason}")]
@@ -66,6 +70,17 @@ pub enum RpcError {
     /// A frame could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
+}
+
+impl RpcError {
+    /// Whether the peer may have received the request, and acted on it, although no answer
+    /// came: such a call must not be repeated blindly when it changes state.
+    pub fn may_have_been_delivered(&self) -> bool {
+        matches!(
+            self,
+            RpcError::Timeout { sent: true, .. } | RpcError::ConnectionLost { sent: true, .. }
+        )
+    }
 }
 
 #[cfg(test)]

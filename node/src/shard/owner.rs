@@ -24,6 +24,10 @@ use super::{Entry, Epoch, Peer, Position, StoreError};
 use crate::ids::{NodeId, ShardId};
 use crate::rpc::wire::{Request, Response};
 
+/// Gossip rounds without a live member appearing before this node takes a shard over: right
+/// after a join, a restart or a healed partition, its view may still miss live members that
+/// hold newer copies (decision 007).
+const VIEW_SETTLE_ROUNDS: u32 = 3;
 /// Least time between two seal attempts of one shard (a failed seal is retried, not spun).
 const SEAL_RETRY: Duration = Duration::from_millis(250);
 /// Pause before a self-sent command that was not acknowledged is tried again.
@@ -375,6 +379,10 @@ impl OwnerState {
     }
 
     async fn try_seal(&mut self, myself: &ActorRef<OwnerMsg>) {
+        if let Some(wait) = self.view_unsettled() {
+            myself.send_after(wait, || OwnerMsg::Reseal);
+            return;
+        }
         match self.seal().await {
             Ok(()) => self.failed_seals = 0,
             Err(message) => {
@@ -389,6 +397,19 @@ impl OwnerState {
                 self.schedule_reseal(myself);
             }
         }
+    }
+
+    /// How long to wait before sealing, if this node's view cannot be trusted yet: without a
+    /// majority (a cut-off node must not take shards over, or it would serve its stale copy
+    /// the moment the partition heals), or while gossip settles after a member appeared.
+    fn view_unsettled(&self) -> Option<Duration> {
+        let topology = self.shards.topology();
+        if !topology.membership.has_majority() {
+            return Some(SEAL_RETRY);
+        }
+        let settle = self.shards.inner.config.gossip.interval() * VIEW_SETTLE_ROUNDS;
+        let waited = topology.live_grew_at.elapsed();
+        (waited < settle).then(|| settle - waited)
     }
 
     fn schedule_reseal(&self, myself: &ActorRef<OwnerMsg>) {

@@ -199,7 +199,7 @@ impl TestCluster {
             })
             .collect();
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
             .build()
             .expect("http client");
         Self { dir, nodes, http }

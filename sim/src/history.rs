@@ -1,0 +1,524 @@
+//! What the workload clients did and saw: one [`Event`] per request, with its simulated
+//! invocation and completion times, and the invariant checkers that read the whole history.
+//!
+//! Outcomes are classified the way a client must read them: an answer that says what happened
+//! ([`Outcome::Ok`], [`Outcome::Refused`]), or no such answer ([`Outcome::Unknown`]: a timeout, a
+//! dropped connection, a 5xx), after which the operation may or may not have taken effect. The
+//! checkers only count acknowledged operations as certain and give unknown ones both readings.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// One operation of the workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Create (setup) or partial update of user `key` with a value written nowhere else.
+    UserWrite { key: usize, value: String },
+    /// `GET /api/user/{id}` of user `key`.
+    UserRead { key: usize },
+    /// `POST /add-session` for session user `user`.
+    SessionAdd { user: usize },
+    /// `POST /remove-session` for session user `user`.
+    SessionRemove { user: usize },
+    /// `GET /sessions/{user}`.
+    SessionRead { user: usize },
+    /// `POST /jobs` with a fresh object id.
+    JobCreate { object: String },
+    /// `GET /jobs/{job}`.
+    JobRead { job: String },
+}
+
+/// What an answer said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// A user's `name` (a read, or the merged user of a write).
+    Name(String),
+    /// A session count.
+    Count(u32),
+    /// A job and its status.
+    Job { id: String, status: String },
+    /// Success with nothing to compare (a create that found the user already there).
+    Done,
+}
+
+/// How one request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx answer and what it said.
+    Ok(Observed),
+    /// An answer that says the operation changed nothing (404 of a read, 409 at the cap).
+    Refused(u16),
+    /// No answer that says whether it took effect.
+    Unknown(String),
+}
+
+/// One request of one client.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// The client host that sent it (`final` for the reads after the faults).
+    pub client: String,
+    /// The node it was sent to.
+    pub node: String,
+    /// What it asked.
+    pub op: Op,
+    /// Simulated time it was sent.
+    pub invoked: Duration,
+    /// Simulated time its answer (or its failure) came.
+    pub completed: Duration,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl Event {
+    /// Whether this is an acknowledged change or an answered read.
+    fn ok(&self) -> Option<&Observed> {
+        match &self.outcome {
+            Outcome::Ok(observed) => Some(observed),
+            _ => None,
+        }
+    }
+
+    fn is_unknown(&self) -> bool {
+        matches!(self.outcome, Outcome::Unknown(_))
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[{:>9.3}s..{:>9.3}s] {} via {}: {:?} -> {:?}",
+            self.invoked.as_secs_f64(),
+            self.completed.as_secs_f64(),
+            self.client,
+            self.node,
+            self.op,
+            self.outcome
+        )
+    }
+}
+
+/// The shared, append-only record of every client's events.
+#[derive(Clone, Default)]
+pub struct History(Arc<Mutex<Vec<Event>>>);
+
+impl History {
+    /// Appends one event.
+    pub fn record(&self, event: Event) {
+        self.lock().push(event);
+    }
+
+    /// A copy of every event so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        // Plain data, no invariant spans a panic: keep using it.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One broken invariant, with the events that show it.
+#[derive(Debug)]
+pub struct Violation {
+    /// The invariant's name.
+    pub invariant: &'static str,
+    /// What it is about.
+    pub subject: Subject,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// The key an invariant is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// A user key.
+    User(usize),
+    /// A session user.
+    Sessions(usize),
+    /// A job id.
+    Job(String),
+}
+
+impl Subject {
+    /// Whether `op` touches this subject.
+    pub fn touched_by(&self, event: &Event) -> bool {
+        match (self, &event.op) {
+            (Subject::User(k), Op::UserWrite { key, .. } | Op::UserRead { key }) => k == key,
+            (
+                Subject::Sessions(u),
+                Op::SessionAdd { user } | Op::SessionRemove { user } | Op::SessionRead { user },
+            ) => u == user,
+            (Subject::Job(id), Op::JobRead { job }) => id == job,
+            (Subject::Job(id), Op::JobCreate { .. }) => {
+                matches!(event.ok(), Some(Observed::Job { id: created, .. }) if created == id)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.invariant, self.detail)
+    }
+}
+
+/// Every invariant over the whole history; empty when all hold.
+pub fn check(events: &[Event], session_cap: u32) -> Vec<Violation> {
+    let mut violations = users(events);
+    violations.extend(sessions(events, session_cap));
+    violations.extend(jobs(events));
+    violations
+}
+
+/// Users: every read returns a written value, never one older than a value whose write was
+/// acknowledged before the read began (and whose own write ended before that newer one began),
+/// and never "not found" once the user's creation was acknowledged. Values are unique per write,
+/// so a read names the write it saw.
+fn users(events: &[Event]) -> Vec<Violation> {
+    let mut writes: BTreeMap<usize, Vec<&Event>> = BTreeMap::new();
+    let mut reads: Vec<(usize, &Event)> = Vec::new();
+    for event in events {
+        match &event.op {
+            Op::UserWrite { key, .. } => {
+                writes.entry(*key).or_default().push(event);
+                // A write refused as "no such user" is a read that found nothing.
+                if event.outcome == Outcome::Refused(404) {
+                    reads.push((*key, event));
+                }
+            }
+            Op::UserRead { key } => reads.push((*key, event)),
+            _ => {}
+        }
+    }
+    let mut violations = Vec::new();
+    for (key, read) in reads {
+        let writes = writes.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let acked_before_read = |w: &&&Event| w.ok().is_some() && w.completed < read.invoked;
+        match &read.outcome {
+            Outcome::Refused(404) => {
+                if let Some(created) = writes.iter().find(acked_before_read) {
+                    violations.push(Violation {
+                        invariant: "acknowledged user lost",
+                        subject: Subject::User(key),
+                        detail: format!("{read}\n    after {created}"),
+                    });
+                }
+            }
+            Outcome::Ok(Observed::Name(value)) => {
+                if let Some(why) = stale_or_unwritten(value, read, writes) {
+                    violations.push(Violation {
+                        invariant: "user read not linearizable",
+                        subject: Subject::User(key),
+                        detail: format!("{read}\n    {why}"),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// Why `read`, which returned `value`, could not have been linearized, if it could not.
+fn stale_or_unwritten(value: &str, read: &Event, writes: &[&Event]) -> Option<String> {
+    let sources: Vec<&&Event> = writes
+        .iter()
+        .filter(|w| matches!(&w.op, Op::UserWrite { value: v, .. } if v == value))
+        .collect();
+    if sources.is_empty() {
+        return Some(format!("no write ever wrote {value:?}"));
+    }
+    let mut why = None;
+    for source in sources {
+        if source.invoked > read.completed {
+            why = Some(format!("read before its write was sent: {source}"));
+            continue;
+        }
+        // Only an acknowledged source has a known end; an unknown one may have landed late.
+        let superseded_by = source.ok().and_then(|_| {
+            writes.iter().find(|newer| {
+                newer.ok().is_some()
+                    && source.completed < newer.invoked
+                    && newer.completed < read.invoked
+            })
+        });
+        match superseded_by {
+            Some(newer) => why = Some(format!("stale: {source}\n    superseded by {newer}")),
+            None => return None,
+        }
+    }
+    why
+}
+
+/// Sessions: no answer ever shows more than the cap, and once the workload is over every node
+/// reports a count between what the acknowledged adds and removes allow, counting each
+/// operation whose outcome is unknown as both applied and not.
+fn sessions(events: &[Event], cap: u32) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    #[derive(Default)]
+    struct Tally {
+        adds: u32,
+        maybe_adds: u32,
+        removes: u32,
+        maybe_removes: u32,
+        last: Vec<(u32, String)>,
+    }
+    let mut tallies: BTreeMap<usize, Tally> = BTreeMap::new();
+    for event in events {
+        let (user, add) = match event.op {
+            Op::SessionAdd { user } => (user, Some(true)),
+            Op::SessionRemove { user } => (user, Some(false)),
+            Op::SessionRead { user } => (user, None),
+            _ => continue,
+        };
+        if let Some(Observed::Count(n)) = event.ok() {
+            if *n > cap {
+                violations.push(Violation {
+                    invariant: "session cap exceeded",
+                    subject: Subject::Sessions(user),
+                    detail: event.to_string(),
+                });
+            }
+        }
+        let tally = tallies.entry(user).or_default();
+        match (add, event.ok(), event.is_unknown()) {
+            (Some(true), Some(_), _) => tally.adds += 1,
+            (Some(true), None, true) => tally.maybe_adds += 1,
+            (Some(false), Some(_), _) => tally.removes += 1,
+            (Some(false), None, true) => tally.maybe_removes += 1,
+            (None, Some(Observed::Count(n)), _) if event.client == FINAL_CLIENT => {
+                tally.last.push((*n, event.to_string()))
+            }
+            _ => {}
+        }
+    }
+    for (user, tally) in tallies {
+        let low = tally
+            .adds
+            .saturating_sub(tally.removes + tally.maybe_removes);
+        let high = (tally.adds + tally.maybe_adds).saturating_sub(tally.removes);
+        for (count, event) in &tally.last {
+            if *count < low || *count > high {
+                violations.push(Violation {
+                    invariant: "session count differs from acknowledged adds minus removes",
+                    subject: Subject::Sessions(user),
+                    detail: format!(
+                        "user {user}: final count {count}, allowed {low}..={high} \
+                         ({} adds acked, {} unknown; {} removes acked, {} unknown)\n    {event}",
+                        tally.adds, tally.maybe_adds, tally.removes, tally.maybe_removes
+                    ),
+                });
+            }
+        }
+    }
+    violations
+}
+
+/// Job statuses that end a job.
+const TERMINAL: [&str; 2] = ["finished", "cancelled"];
+
+/// Jobs: an acknowledged job is never "not found" afterwards, reaches a terminal state by the
+/// final reads, and once a read saw it terminal every later read sees that same state.
+fn jobs(events: &[Event]) -> Vec<Violation> {
+    let mut created: BTreeMap<&str, &Event> = BTreeMap::new();
+    let mut reads: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    for event in events {
+        match (&event.op, event.ok()) {
+            (Op::JobCreate { .. }, Some(Observed::Job { id, .. })) => {
+                created.insert(id, event);
+            }
+            (Op::JobRead { job }, _) => reads.entry(job).or_default().push(event),
+            _ => {}
+        }
+    }
+    let mut violations = Vec::new();
+    for (id, create) in &created {
+        let reads = reads.get(id).map(Vec::as_slice).unwrap_or_default();
+        for read in reads {
+            if read.outcome == Outcome::Refused(404) && create.completed < read.invoked {
+                violations.push(Violation {
+                    invariant: "acknowledged job lost",
+                    subject: Subject::Job(id.to_string()),
+                    detail: format!("{read}\n    after {create}"),
+                });
+            }
+        }
+        let status = |e: &Event| match e.ok() {
+            Some(Observed::Job { status, .. }) => Some(status.clone()),
+            _ => None,
+        };
+        for first in reads {
+            let Some(seen) = status(first).filter(|s| TERMINAL.contains(&s.as_str())) else {
+                continue;
+            };
+            for later in reads.iter().filter(|r| first.completed < r.invoked) {
+                if let Some(other) = status(later).filter(|s| *s != seen) {
+                    violations.push(Violation {
+                        invariant: "job left its terminal state",
+                        subject: Subject::Job(id.to_string()),
+                        detail: format!("{seen} then {other}:\n    {first}\n    {later}"),
+                    });
+                }
+            }
+        }
+        let ended = reads
+            .iter()
+            .filter(|r| r.client == FINAL_CLIENT)
+            .any(|r| status(r).is_some_and(|s| TERMINAL.contains(&s.as_str())));
+        if !ended {
+            violations.push(Violation {
+                invariant: "job never reached a terminal state",
+                subject: Subject::Job(id.to_string()),
+                detail: create.to_string(),
+            });
+        }
+    }
+    violations
+}
+
+/// Name of the client that reads everything once the faults are over.
+pub const FINAL_CLIENT: &str = "final";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(client: &str, op: Op, from_ms: u64, to_ms: u64, outcome: Outcome) -> Event {
+        Event {
+            client: client.into(),
+            node: "n1".into(),
+            op,
+            invoked: Duration::from_millis(from_ms),
+            completed: Duration::from_millis(to_ms),
+            outcome,
+        }
+    }
+
+    fn write(value: &str, from: u64, to: u64, outcome: Outcome) -> Event {
+        let op = Op::UserWrite {
+            key: 0,
+            value: value.into(),
+        };
+        at("c1", op, from, to, outcome)
+    }
+
+    fn read(value: &str, from: u64, to: u64) -> Event {
+        let outcome = Outcome::Ok(Observed::Name(value.into()));
+        at("c2", Op::UserRead { key: 0 }, from, to, outcome)
+    }
+
+    fn acked() -> Outcome {
+        Outcome::Ok(Observed::Done)
+    }
+
+    #[test]
+    fn a_read_of_a_superseded_value_is_a_violation_but_a_concurrent_one_is_not() {
+        let history = [
+            write("a", 0, 10, acked()),
+            write("b", 20, 30, acked()),
+            read("a", 25, 35),
+            read("b", 40, 50),
+        ];
+        assert!(
+            check(&history, 3).is_empty(),
+            "concurrent read of a is fine"
+        );
+        let stale = [history[0].clone(), history[1].clone(), read("a", 40, 50)];
+        let violations = check(&stale, 3);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].invariant, "user read not linearizable");
+    }
+
+    #[test]
+    fn a_write_of_unknown_outcome_may_be_read_at_any_later_time() {
+        let history = [
+            write("a", 0, 10, acked()),
+            write("b", 20, 30, Outcome::Unknown("timeout".into())),
+            read("b", 100, 110),
+            read("a", 120, 130),
+        ];
+        assert!(check(&history, 3).is_empty());
+        let invented = [read("z", 0, 10)];
+        assert_eq!(check(&invented, 3).len(), 1);
+    }
+
+    #[test]
+    fn a_lost_user_and_an_overfull_session_count_are_violations() {
+        let lost = [
+            write("a", 0, 10, acked()),
+            at("c2", Op::UserRead { key: 0 }, 20, 30, Outcome::Refused(404)),
+        ];
+        assert_eq!(check(&lost, 3)[0].invariant, "acknowledged user lost");
+        let add = |n, outcome| at("c1", Op::SessionAdd { user: 0 }, n, n + 1, outcome);
+        let over = [add(0, Outcome::Ok(Observed::Count(4)))];
+        assert_eq!(check(&over, 3)[0].invariant, "session cap exceeded");
+    }
+
+    #[test]
+    fn the_final_session_count_must_lie_between_what_acknowledged_operations_allow() {
+        let add = |n, outcome| at("c1", Op::SessionAdd { user: 0 }, n, n + 1, outcome);
+        let last = |count| {
+            let outcome = Outcome::Ok(Observed::Count(count));
+            at(FINAL_CLIENT, Op::SessionRead { user: 0 }, 100, 101, outcome)
+        };
+        let ops = [
+            add(0, Outcome::Ok(Observed::Count(1))),
+            add(2, Outcome::Unknown("reset".into())),
+        ];
+        for (count, fine) in [(0, false), (1, true), (2, true), (3, false)] {
+            let mut history = ops.to_vec();
+            history.push(last(count));
+            assert_eq!(check(&history, 3).is_empty(), fine, "final count {count}");
+        }
+    }
+
+    #[test]
+    fn a_job_must_end_once_and_stay_ended() {
+        let job = |status: &str| {
+            Outcome::Ok(Observed::Job {
+                id: "j".into(),
+                status: status.into(),
+            })
+        };
+        let create = at(
+            "c1",
+            Op::JobCreate { object: "o".into() },
+            0,
+            1,
+            job("processing"),
+        );
+        let read = |client, n, status| {
+            at(
+                client,
+                Op::JobRead { job: "j".into() },
+                n,
+                n + 1,
+                job(status),
+            )
+        };
+        let fine = [
+            create.clone(),
+            read("c1", 5, "processing"),
+            read(FINAL_CLIENT, 10, "finished"),
+        ];
+        assert!(check(&fine, 3).is_empty());
+        let flipped = [
+            create.clone(),
+            read("c1", 5, "finished"),
+            read(FINAL_CLIENT, 10, "cancelled"),
+        ];
+        assert_eq!(
+            check(&flipped, 3)[0].invariant,
+            "job left its terminal state"
+        );
+        let never = [create, read(FINAL_CLIENT, 10, "processing")];
+        assert_eq!(
+            check(&never, 3)[0].invariant,
+            "job never reached a terminal state"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Client hosts that drive a seeded random workload through every node's HTTP edge and record
+//! each request in the [`History`]: user creates, updates and reads, session adds, removes and
+//! reads, job creates and reads.
+//!
+//! Keys are few, so operations on one key overlap and faults hit keys in use. Every write to a
+//! user carries a value never written before, so a read names the write it saw.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::harness::HTTP_PORT;
+use crate::history::{Event, History, Observed, Op, Outcome, FINAL_CLIENT};
+use crate::http;
+
+/// Users the workload creates and then updates and reads.
+pub const USER_KEYS: usize = 4;
+/// Session users the workload adds and removes sessions for.
+pub const SESSION_USERS: usize = 3;
+/// Longest a client waits for one answer; past it the outcome is unknown. Above the edge's
+/// forwarding budget, so the edge normally answers first.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+/// Pause between two requests of one client, in milliseconds (drawn uniformly).
+const THINK_MS: std::ops::Range<u64> = 20..150;
+/// How long the setup and final clients keep trying one operation.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+/// Pause before a final read is tried again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The id of user `key`.
+pub fn user_id(key: usize) -> String {
+    format!("00000000-0000-4000-8000-{key:012}")
+}
+
+/// The id of session user `user`.
+pub fn session_user(user: usize) -> String {
+    format!("sim-user-{user}")
+}
+
+/// The running workload: its clients stop at [`Workload::stop`] and count themselves out.
+#[derive(Clone, Default)]
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    running: Arc<AtomicUsize>,
+}
+
+impl Workload {
+    /// Asks every client to stop after its current request.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether every client has stopped.
+    pub fn finished(&self) -> bool {
+        self.running.load(Ordering::Relaxed) == 0
+    }
+
+    /// A client host's software: random operations on random nodes until stopped.
+    pub fn client(
+        &self,
+        name: String,
+        nodes: Vec<String>,
+        seed: u64,
+        history: History,
+    ) -> impl std::future::Future<Output = turmoil::Result> + 'static {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let workload = self.clone();
+        async move {
+            let mut client = Client::new(name, seed, history);
+            while !workload.stop.load(Ordering::Relaxed) {
+                let node = &nodes[client.rng.random_range(0..nodes.len())];
+                let op = client.next_op();
+                client.send(node, op).await;
+                let think = client.rng.random_range(THINK_MS);
+                tokio::time::sleep(Duration::from_millis(think)).await;
+            }
+            workload.running.fetch_sub(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+/// The setup client: creates every user, retrying through the nodes until each creation is
+/// answered (201, or 409 when an earlier unanswered try had created it), then sets `done`.
+pub async fn setup(nodes: Vec<String>, history: History, done: Arc<AtomicBool>) -> turmoil::Result {
+    let mut client = Client::new("setup".into(), 0, history);
+    for key in 0..USER_KEYS {
+        let op = Op::UserWrite {
+            key,
+            value: format!("init-{key}"),
+        };
+        client.until_answered(&nodes, op, |_| true).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The final reader: once the faults are over, reads every user, session user and
+/// acknowledged job on every node, retrying each until answered (a job until it ended).
+pub async fn final_reads(
+    nodes: Vec<String>,
+    jobs: Vec<String>,
+    history: History,
+    done: Arc<AtomicBool>,
+) -> turmoil::Result {
+    let mut client = Client::new(FINAL_CLIENT.into(), 0, history);
+    for node in &nodes {
+        let one = std::slice::from_ref(node);
+        for key in 0..USER_KEYS {
+            client
+                .until_answered(one, Op::UserRead { key }, |_| true)
+                .await;
+        }
+        for user in 0..SESSION_USERS {
+            client
+                .until_answered(one, Op::SessionRead { user }, |_| true)
+                .await;
+        }
+        for job in &jobs {
+            let op = Op::JobRead { job: job.clone() };
+            let ended = |o: &Outcome| matches!(o, Outcome::Ok(Observed::Job { status, .. }) if status != "processing");
+            client.until_answered(one, op, ended).await;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// One client's state: its random numbers, its counters, its jobs.
+struct Client {
+    name: String,
+    rng: StdRng,
+    history: History,
+    writes: u64,
+    jobs: Vec<String>,
+}
+
+impl Client {
+    fn new(name: String, seed: u64, history: History) -> Self {
+        let rng = StdRng::seed_from_u64(seed);
+        Self {
+            name,
+            rng,
+            history,
+            writes: 0,
+            jobs: Vec::new(),
+        }
+    }
+
+    /// A random operation: mostly users, then sessions, some jobs.
+    fn next_op(&mut self) -> Op {
+        let key = self.rng.random_range(0..USER_KEYS);
+        let user = self.rng.random_range(0..SESSION_USERS);
+        match self.rng.random_range(0..100) {
+            0..30 => {
+                self.writes += 1;
+                let value = format!("{}-{}", self.name, self.writes);
+                Op::UserWrite { key, value }
+            }
+            30..60 => Op::UserRead { key },
+            60..75 => Op::SessionAdd { user },
+            75..87 => Op::SessionRemove { user },
+            87..92 => Op::SessionRead { user },
+            92..96 => {
+                self.writes += 1;
+                let object = format!("{}-object-{}", self.name, self.writes);
+                Op::JobCreate { object }
+            }
+            _ => match self
+                .jobs
+                .get(self.rng.random_range(0..self.jobs.len().max(1)))
+            {
+                Some(job) => Op::JobRead { job: job.clone() },
+                None => Op::UserRead { key },
+            },
+        }
+    }
+
+    /// Sends `op` to the nodes in turn until `enough` holds of an answer.
+    /// Gives up after [`ANSWER_WITHIN`]: the checkers then report what is missing.
+    async fn until_answered(
+        &mut self,
+        nodes: &[String],
+        op: Op,
+        enough: impl Fn(&Outcome) -> bool,
+    ) {
+        let give_up = now() + ANSWER_WITHIN;
+        for node in nodes.iter().cycle() {
+            let outcome = self.send(node, op.clone()).await;
+            let answered = !matches!(outcome, Outcome::Unknown(_)) && enough(&outcome);
+            if answered || now() > give_up {
+                return;
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Sends one operation to `node` and records it.
+    async fn send(&mut self, node: &str, op: Op) -> Outcome {
+        let invoked = now();
+        let (method, path, body) = request(&op);
+        let body = body.map(|b| b.to_string());
+        let answer = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            http::request(
+                node,
+                HTTP_PORT,
+                method,
+                &path,
+                body.as_deref().map(str::as_bytes),
+            ),
+        )
+        .await;
+        let outcome = match answer {
+            Err(_) => Outcome::Unknown("timed out".into()),
+            Ok(Err(error)) => Outcome::Unknown(error.to_string()),
+            Ok(Ok(reply)) => classify(&op, reply.status, &reply.body),
+        };
+        if let (Op::JobCreate { .. }, Outcome::Ok(Observed::Job { id, .. })) = (&op, &outcome) {
+            self.jobs.push(id.clone());
+        }
+        self.history.record(Event {
+            client: self.name.clone(),
+            node: node.to_owned(),
+            op,
+            invoked,
+            completed: now(),
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+}
+
+/// Simulated time since the simulation started.
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// The HTTP request of `op`.
+fn request(op: &Op) -> (&'static str, String, Option<Value>) {
+    match op {
+        Op::UserWrite { key, value } if value.starts_with("init-") => (
+            "POST",
+            "/api/user".into(),
+            Some(
+                json!({"id": user_id(*key), "name": value, "email": "sim@example.com", "group": 1}),
+            ),
+        ),
+        Op::UserWrite { key, value } => (
+            "PUT",
+            "/api/user".into(),
+            Some(json!({"id": user_id(*key), "name": value})),
+        ),
+        Op::UserRead { key } => ("GET", format!("/api/user/{}", user_id(*key)), None),
+        Op::SessionAdd { user } => {
+            let path = format!("/add-session?user_id={}", session_user(*user));
+            ("POST", path, None)
+        }
+        Op::SessionRemove { user } => {
+            let path = format!("/remove-session?user_id={}", session_user(*user));
+            ("POST", path, None)
+        }
+        Op::SessionRead { user } => ("GET", format!("/sessions/{}", session_user(*user)), None),
+        Op::JobCreate { object } => ("POST", "/jobs".into(), Some(json!({"object_id": object}))),
+        Op::JobRead { job } => ("GET", format!("/jobs/{job}"), None),
+    }
+}
+
+/// What an answer to `op` says, by the contracts of the services.
+fn classify(op: &Op, status: u16, body: &[u8]) -> Outcome {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if matches!(op, Op::UserWrite { value, .. } if value.starts_with("init-"))
+        && matches!(status, 201 | 409)
+    {
+        return Outcome::Ok(Observed::Done);
+    }
+    match (op, status) {
+        (Op::UserWrite { .. } | Op::UserRead { .. }, 200 | 201) => match json["name"].as_str() {
+            Some(name) => Outcome::Ok(Observed::Name(name.to_owned())),
+            None => Outcome::Unknown(format!("{status} without a name: {json}")),
+        },
+        (Op::SessionAdd { .. } | Op::SessionRemove { .. } | Op::SessionRead { .. }, 200) => {
+            match json["active_sessions"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+            {
+                Some(n) => Outcome::Ok(Observed::Count(n)),
+                None => Outcome::Unknown(format!("200 without a count: {json}")),
+            }
+        }
+        (Op::JobCreate { .. } | Op::JobRead { .. }, 200 | 201) => {
+            let job = &json["message"];
+            match (job["job_id"].as_str(), job["status"].as_str()) {
+                (Some(id), Some(status)) => Outcome::Ok(Observed::Job {
+                    id: id.to_owned(),
+                    status: status.to_owned(),
+                }),
+                _ => Outcome::Unknown(format!("{status} without a job: {json}")),
+            }
+        }
+        (_, 404 | 409) => Outcome::Refused(status),
+        (_, status) => Outcome::Unknown(format!("{status}: {}", String::from_utf8_lossy(body))),
+    }
+}
