@@ -10,6 +10,10 @@
 //! Each client records into its own histogram and error map; they are merged once at the end,
 //! so the hot path shares only two relaxed counters (for the progress line) and, in open-loop
 //! mode, the ticket counter.
+//!
+//! The `etcd-*` workloads drive etcd v3's JSON gateway instead of Troupe, with the same keys
+//! and value bytes as the users workloads, so issue 9's reference comparison is measured by the
+//! same generator, clients and histograms (`scripts/bench-vs-etcd.sh`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +87,12 @@ pub enum Workload {
     PartiesJoin,
     /// 70% users-read, 15% users-write, 10% sessions, 5% jobs-create.
     Mixed,
+    /// etcd reference for users-write: `POST /v3/kv/put` of the very body users-write would
+    /// send, under its user id (alternately a new id and a preloaded one).
+    EtcdPut,
+    /// etcd reference for users-read: `POST /v3/kv/range` of a preloaded user's key, whose
+    /// value is the JSON the users preload creates.
+    EtcdRange,
 }
 
 /// One request to send and the statuses that count as a normal answer to it.
@@ -152,7 +162,7 @@ impl Workload {
                     &[200],
                 )
             }
-            Workload::UsersWrite => users_write(state),
+            Workload::UsersWrite => users_write(next_user_change(state)),
             Workload::Sessions => session_op(state),
             Workload::JobsCreate => {
                 let body =
@@ -166,15 +176,39 @@ impl Workload {
                 Op::new(Method::POST, path, Some(body), &[201])
             }
             Workload::Mixed => pick_mixed(state.rng.random_range(0..100)).next_op(state),
+            Workload::EtcdPut => {
+                let change = next_user_change(state);
+                etcd_put(&change.id, change.body.to_string().as_bytes())
+            }
+            Workload::EtcdRange => {
+                let i = state.rng.random_range(0..state.preloaded);
+                etcd_range(&user_id(i))
+            }
         }
     }
 
-    /// Whether the workload reads or updates the preloaded users.
+    /// Whether the workload reads or updates the preloaded users (for etcd: their keys).
     fn needs_users(self) -> bool {
         matches!(
             self,
-            Workload::UsersRead | Workload::UsersWrite | Workload::Mixed
+            Workload::UsersRead
+                | Workload::UsersWrite
+                | Workload::Mixed
+                | Workload::EtcdPut
+                | Workload::EtcdRange
         )
+    }
+
+    /// The request that preloads user `i`: a create for Troupe, a put of the same JSON under
+    /// the user's id for etcd, so both systems then serve values of the same size.
+    fn preload_op(self, i: u32) -> Op {
+        let user = preloaded_user(i);
+        match self {
+            Workload::EtcdPut | Workload::EtcdRange => {
+                etcd_put(&user_id(i), user.to_string().as_bytes())
+            }
+            _ => Op::new(Method::POST, "/api/user".into(), Some(user), &[201, 409]),
+        }
     }
 
     /// The flag spelling, e.g. `users-read`.
@@ -200,16 +234,94 @@ fn user_id(i: u32) -> String {
     format!("00000000-0000-4000-8000-{i:012}")
 }
 
-fn users_write(state: &mut ClientState) -> Op {
+/// The user JSON `--preload` creates as user `i` (102 bytes for a 3-digit `i`).
+fn preloaded_user(i: u32) -> Value {
+    json!({
+        "id": user_id(i),
+        "name": format!("user {i}"),
+        "email": format!("u{i}@example.com"),
+        "group": i,
+    })
+}
+
+/// One users-write change, kept apart from its request so etcd-put sends the same bytes.
+struct UserChange {
+    /// A new user (else a partial update of a preloaded one).
+    create: bool,
+    /// The user's id: the key the change goes to.
+    id: String,
+    /// The JSON body users-write sends.
+    body: Value,
+}
+
+/// The next users-write change: alternately a create with a fresh random id and an update of
+/// a preloaded user's group.
+fn next_user_change(state: &mut ClientState) -> UserChange {
     state.write_creates = !state.write_creates;
     if !state.write_creates {
-        let id = uuid::Builder::from_random_bytes(state.rng.random()).into_uuid();
+        let id = uuid::Builder::from_random_bytes(state.rng.random())
+            .into_uuid()
+            .to_string();
         let body = json!({ "id": id, "name": "bench", "email": "bench@example.com", "group": 0 });
-        return Op::new(Method::POST, "/api/user".into(), Some(body), &[201]);
+        return UserChange {
+            create: true,
+            id,
+            body,
+        };
     }
-    let i = state.rng.random_range(0..state.preloaded);
-    let body = json!({ "id": user_id(i), "group": state.rng.random_range(0..1000u32) });
-    Op::new(Method::PUT, "/api/user".into(), Some(body), &[200])
+    let id = user_id(state.rng.random_range(0..state.preloaded));
+    let body = json!({ "id": id, "group": state.rng.random_range(0..1000u32) });
+    UserChange {
+        create: false,
+        id,
+        body,
+    }
+}
+
+/// The Troupe request of a users-write change: a create, or a partial update (PUT).
+fn users_write(change: UserChange) -> Op {
+    if change.create {
+        Op::new(Method::POST, "/api/user".into(), Some(change.body), &[201])
+    } else {
+        Op::new(Method::PUT, "/api/user".into(), Some(change.body), &[200])
+    }
+}
+
+/// etcd v3 JSON gateway put. The gateway answers 200 only once the put is committed by a
+/// majority; any gRPC error comes back as a non-200 status, so errors count as in Troupe.
+fn etcd_put(key: &str, value: &[u8]) -> Op {
+    let body = json!({ "key": base64(key.as_bytes()), "value": base64(value) });
+    Op::new(Method::POST, "/v3/kv/put".into(), Some(body), &[200])
+}
+
+/// etcd v3 JSON gateway range read of one key, linearizable (etcd's default, like a Troupe
+/// read served by the shard's owner).
+fn etcd_range(key: &str) -> Op {
+    let body = json!({ "key": base64(key.as_bytes()) });
+    Op::new(Method::POST, "/v3/kv/range".into(), Some(body), &[200])
+}
+
+/// Standard base64 with padding (RFC 4648), the encoding of the gateway's `bytes` fields. A
+/// dozen lines here rather than a dependency: `base64` is only in the tree transitively.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * k)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn session_op(state: &mut ClientState) -> Op {
@@ -527,11 +639,13 @@ async fn progress(shared: Arc<Shared>) {
 }
 
 /// Creates the users the users workloads read and update; 201 and 409 (already there) are fine.
+/// For the etcd workloads, puts the same JSON under the same keys.
 async fn preload(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for k in 0..args.clients {
         let ids: Vec<u32> = (k..args.preload).step_by(args.clients as usize).collect();
-        tasks.spawn(preload_ids(http.clone(), args.urls.clone(), ids));
+        let (http, urls) = (http.clone(), args.urls.clone());
+        tasks.spawn(preload_ids(http, urls, args.workload, ids));
     }
     let failures: Vec<Answer> = tasks.join_all().await.into_iter().flatten().collect();
     if let Some(first) = failures.first() {
@@ -544,17 +658,16 @@ async fn preload(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Creates users `ids` one after the other; returns the answers that were not 201 or 409.
-async fn preload_ids(http: reqwest::Client, urls: Vec<String>, ids: Vec<u32>) -> Vec<Answer> {
+/// Preloads users `ids` one after the other; returns the unexpected answers.
+async fn preload_ids(
+    http: reqwest::Client,
+    urls: Vec<String>,
+    workload: Workload,
+    ids: Vec<u32>,
+) -> Vec<Answer> {
     let mut failures = Vec::new();
     for i in ids {
-        let body = json!({
-            "id": user_id(i),
-            "name": format!("user {i}"),
-            "email": format!("u{i}@example.com"),
-            "group": i,
-        });
-        let op = Op::new(Method::POST, "/api/user".into(), Some(body), &[201, 409]);
+        let op = workload.preload_op(i);
         let answer = send(&http, &urls[i as usize % urls.len()], &op).await;
         if !matches!(answer, Answer::Status(s) if op.expected.contains(&s)) {
             failures.push(answer);
@@ -770,6 +883,77 @@ mod tests {
             .and_then(|b| b["id"].as_str())
             .unwrap_or_default();
         assert!(id.starts_with("00000000-0000-4000-8000-0000000000"), "{id}");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
+        assert_eq!(base64(&[0xfb, 0xff, 0xfe]), "+//+");
+    }
+
+    #[test]
+    fn etcd_put_sends_the_users_write_body_under_its_user_id() {
+        let (mut troupe, mut etcd) = (ClientState::new(3, 9, 10), ClientState::new(3, 9, 10));
+        for _ in 0..4 {
+            let write = Workload::UsersWrite.next_op(&mut troupe);
+            let put = Workload::EtcdPut.next_op(&mut etcd);
+            let sent = write.body.expect("users-write has a body");
+            let id = sent["id"].as_str().expect("id").to_owned();
+            assert_eq!(
+                (put.method, put.path.as_str()),
+                (Method::POST, "/v3/kv/put")
+            );
+            assert_eq!(put.expected, &[200]);
+            assert_eq!(
+                put.body,
+                Some(json!({
+                    "key": base64(id.as_bytes()),
+                    "value": base64(sent.to_string().as_bytes()),
+                }))
+            );
+        }
+    }
+
+    #[test]
+    fn etcd_range_reads_one_preloaded_key() {
+        let mut state = ClientState::new(0, 5, 10);
+        let keys: Vec<Value> = (0..10)
+            .map(|i| json!(base64(user_id(i).as_bytes())))
+            .collect();
+        for _ in 0..20 {
+            let op = Workload::EtcdRange.next_op(&mut state);
+            assert_eq!(
+                (op.method, op.path.as_str()),
+                (Method::POST, "/v3/kv/range")
+            );
+            let body = op.body.expect("range has a body");
+            assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+            assert!(keys.contains(&body["key"]), "{body}");
+        }
+    }
+
+    #[test]
+    fn etcd_preload_puts_the_user_json_troupe_creates() {
+        let create = Workload::UsersRead.preload_op(123);
+        let put = Workload::EtcdRange.preload_op(123);
+        let user = create.body.expect("create has a body");
+        assert_eq!(
+            (create.method, create.path.as_str()),
+            (Method::POST, "/api/user")
+        );
+        assert_eq!(user.to_string().len(), 102, "{user}");
+        assert_eq!(put, etcd_put(&user_id(123), user.to_string().as_bytes()));
+        assert_eq!(Workload::EtcdPut.preload_op(123), put);
     }
 
     #[test]
