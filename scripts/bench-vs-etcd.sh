@@ -286,6 +286,11 @@ t1="$(ticks_of "${troupe_procs[@]}")" e1="$(ticks_of "${etcd_pids[@]}")"
 idle_cpu="$(awk -v t="$((t1 - t0))" -v e="$((e1 - e0))" -v hz="$clk_tck" \
   'BEGIN { printf "Troupe %.1f %%, etcd %.1f %% of one CPU", t / hz / 5 * 100, e / hz / 5 * 100 }')"
 
+# The commit measured: taken now, since the binary was built from this tree just above.
+rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ "$rev" != unknown && -n "$(GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no)" ]]; then
+  rev="$rev (dirty)"
+fi
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
@@ -319,10 +324,6 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 # --- report ------------------------------------------------------------------------------
 mem_gib="$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)"
 cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ "$rev" != unknown && -n "$(GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no)" ]]; then
-  rev="$rev (dirty)"
-fi
 fs="$(df -T "$work" | awk 'NR == 2 { print $2 }')"
 foreign="$(jq -rs 'map(.foreign_pct) | "\(min)–\(max) %"' "$rounds_log")"
 steal="$(jq -rs 'map(.steal_pct) | "\(min)–\(max) %"' "$rounds_log")"
