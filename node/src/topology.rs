@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{NodeId, ShardId};
-use crate::membership::{Member, Membership, MembershipSnapshot};
+use crate::membership::{Heard, Member, Membership, MembershipSnapshot};
 use crate::placement::ShardTable;
 
 /// Membership plus the placement derived from it.
@@ -23,6 +23,8 @@ pub struct Topology {
     /// healing). Until gossip has settled after that, the view may still miss live members
     /// that hold newer copies, so owners wait before taking shards over (see `shard::owner`).
     pub live_grew_at: Instant,
+    /// When this node last heard from each member (shared, always current).
+    pub heard: Heard,
 }
 
 impl Topology {
@@ -30,6 +32,7 @@ impl Topology {
     /// same snapshot computes the same table).
     pub fn compute(
         membership: Arc<MembershipSnapshot>,
+        heard: Heard,
         shard_count: u32,
         replication_factor: usize,
     ) -> Self {
@@ -42,7 +45,22 @@ impl Topology {
             membership,
             table,
             live_grew_at: Instant::now(),
+            heard,
         }
+    }
+
+    /// Whether `me` heard, within `lease`, from a strict majority of the members it knows
+    /// (itself included, only members the failure detector still calls live). Stricter than
+    /// [`MembershipSnapshot::has_majority`]: a node cut off from the others stops meeting it
+    /// after `lease`, seconds before its failure detector notices.
+    pub fn has_fresh_majority(&self, me: &NodeId, lease: std::time::Duration) -> bool {
+        let known = self.membership.members().count();
+        let fresh = self
+            .membership
+            .members()
+            .filter(|m| m.node_id == *me || (m.live && self.heard.silent_for(&m.node_id) <= lease))
+            .count();
+        fresh * 2 > known
     }
 
     /// Whether no live member has appeared for `settle`.
@@ -82,8 +100,10 @@ pub fn track(
     on_change: impl Fn(&Topology) + Send + 'static,
 ) -> watch::Receiver<Arc<Topology>> {
     let mut snapshots = membership.subscribe();
+    let heard = membership.heard();
     let first = Arc::new(Topology::compute(
         snapshots.borrow_and_update().clone(),
+        heard.clone(),
         shard_count,
         replication_factor,
     ));
@@ -104,7 +124,8 @@ pub fn track(
                 grew_at = Instant::now();
             }
             live = now_live;
-            let mut topology = Topology::compute(snapshot, shard_count, replication_factor);
+            let mut topology =
+                Topology::compute(snapshot, heard.clone(), shard_count, replication_factor);
             topology.live_grew_at = grew_at;
             on_change(&topology);
             if tx.send(Arc::new(topology)).is_err() {

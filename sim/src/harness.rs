@@ -182,21 +182,21 @@ impl SimCluster {
 
     /// Kills `host` abruptly: no leave, its tasks and sockets are dropped on the spot.
     pub fn crash(&mut self, host: &str) {
-        info!(host, "crash");
+        info!(host, at = ?self.sim.elapsed(), "crash");
         self.sim.crash(host);
         self.forget_views();
     }
 
     /// Restarts `host` (after a crash): the node boots again on the same data directory.
     pub fn bounce(&mut self, host: &str) {
-        info!(host, "bounce");
+        info!(host, at = ?self.sim.elapsed(), "bounce");
         self.sim.bounce(host);
         self.forget_views();
     }
 
     /// Cuts every link between `host` and the other nodes (the observer still reaches it).
     pub fn isolate(&mut self, host: &str) {
-        info!(host, "isolate");
+        info!(host, at = ?self.sim.elapsed(), "isolate");
         for other in self.others(host) {
             self.sim.partition(host, other.as_str());
         }
@@ -205,7 +205,7 @@ impl SimCluster {
 
     /// Repairs every link between `host` and the other nodes.
     pub fn heal(&mut self, host: &str) {
-        info!(host, "heal");
+        info!(host, at = ?self.sim.elapsed(), "heal");
         for other in self.others(host) {
             self.sim.repair(host, other.as_str());
         }

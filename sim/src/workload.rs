@@ -122,7 +122,11 @@ pub async fn final_reads(
         }
         for job in &jobs {
             let op = Op::JobRead { job: job.clone() };
-            let ended = |o: &Outcome| matches!(o, Outcome::Ok(Observed::Job { status, .. }) if status != "processing");
+            // On the first node wait for the job to end; the others must then agree.
+            let ended = |o: &Outcome| {
+                node != &nodes[0]
+                    || matches!(o, Outcome::Ok(Observed::Job { status, .. }) if status != "processing")
+            };
             client.until_answered(one, op, ended).await;
         }
     }

@@ -6,6 +6,7 @@
 //! atomically); [`MembershipSnapshot::diff`] turns two snapshots into typed changes. chitchat
 //! runs behind its `Transport` trait, so the simulation can gossip over turmoil UDP.
 
+mod heard;
 pub mod keys;
 pub mod member;
 pub mod snapshot;
@@ -23,6 +24,7 @@ use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+pub use heard::Heard;
 pub use member::{Member, NodeStatus};
 pub use snapshot::{MembershipChange, MembershipSnapshot};
 
@@ -78,10 +80,14 @@ struct Inner {
     signer: keys::Signer,
     /// Nodes already reported as rejected (each is logged once).
     impostors: std::sync::Mutex<BTreeSet<ChitchatId>>,
+    heard: Heard,
 }
 
 /// How often the snapshot is rebuilt even without a change notification, as a safety net.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// How often heartbeats are read into [`Heard`]: well under a gossip round, so a lease check
+/// sees a member's recency to within this.
+const HEARD_EVERY: Duration = Duration::from_millis(100);
 
 impl Membership {
     /// Starts gossiping on `transport` and keeps the snapshot current until `shutdown`.
@@ -120,8 +126,10 @@ impl Membership {
                 node_id: opts.node_id.clone(),
                 signer: opts.signer.clone(),
                 impostors: std::sync::Mutex::new(impostors),
+                heard: Heard::default(),
             }),
         };
+        tokio::spawn(membership.clone().heard_loop(shutdown.clone()));
         tokio::spawn(membership.clone().refresh_loop(shutdown));
         info!(node_id = %opts.node_id, generation = %opts.generation, gossip = %opts.gossip_advertise, "gossip started");
         Ok(membership)
@@ -135,6 +143,11 @@ impl Membership {
     /// A receiver holding the current snapshot and notified of every new one.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MembershipSnapshot>> {
         self.inner.snapshots.subscribe()
+    }
+
+    /// When this node last heard from each member.
+    pub fn heard(&self) -> Heard {
+        self.inner.heard.clone()
     }
 
     /// This node's id.
@@ -183,6 +196,24 @@ impl Membership {
             *current = Arc::new(next);
             true
         });
+    }
+
+    /// Reads every member's heartbeat into [`Heard`] until `shutdown`.
+    async fn heard_loop(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(HEARD_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let chitchat = self.inner.chitchat.lock().await;
+            for (id, state) in chitchat.node_states() {
+                let node = NodeId::new(&*id.node_id);
+                self.inner
+                    .heard
+                    .observe(&node, Generation(id.generation_id), state.heartbeat());
+            }
+        }
     }
 
     /// Rebuilds the snapshot whenever chitchat reports a change in live nodes or their state.

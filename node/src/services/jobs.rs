@@ -170,7 +170,7 @@ pub fn decide_rerun(
 }
 
 /// Ids of the shard's jobs still `processing`.
-pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<String>, StoreError> {
+pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<(String, u32)>, StoreError> {
     let mut out = Vec::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
@@ -178,7 +178,10 @@ pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<String>, Sto
         for (key, value) in &page {
             let record: JobRecord = codec::decode(value)?;
             if record.job.status == JobStatus::Processing {
-                out.push(String::from_utf8_lossy(key).into_owned());
+                out.push((
+                    String::from_utf8_lossy(key).into_owned(),
+                    record.job.attempts,
+                ));
             }
         }
         match page.last() {

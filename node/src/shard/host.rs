@@ -137,7 +137,25 @@ pub(crate) struct ShardsInner {
     owners: Mutex<HashMap<ShardId, OwnerHandle>>,
 }
 
+/// Gossip rounds an owner, or a replica answering in its place, may go without hearing from a
+/// majority of the cluster before it stops answering: the owner's lease (decision 007).
+pub(crate) const LEASE_ROUNDS: u32 = 4;
+/// Rounds a new owner waits past the lease, counted from when it last heard from a dead
+/// previous owner, before taking its shard: covers gossip's own delay.
+pub(crate) const LEASE_MARGIN_ROUNDS: u32 = 2;
+
 impl Shards {
+    /// How long an owner may answer without hearing from a majority.
+    pub(crate) fn lease(&self) -> Duration {
+        self.inner.config.gossip.interval() * LEASE_ROUNDS
+    }
+
+    /// Whether this node heard from a majority within its lease: the condition for answering
+    /// reads and acknowledging writes, and for taking shards over.
+    pub(crate) fn fresh_majority(&self, topology: &Topology) -> bool {
+        topology.has_fresh_majority(&self.inner.me, self.lease())
+    }
+
     /// The shard layer of node `me`.
     pub fn new(
         me: NodeId,

@@ -9,7 +9,7 @@
 //! is brought up to date. A write is acknowledged only once the owner and every replica have it
 //! durably, and only while this node sees a majority of the cluster.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -18,11 +18,12 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::command::{Command, FollowUp};
-use super::host::{OwnerView, Shards};
+use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
 use super::sync::{self, SYNC_CALL_TIMEOUT};
 use super::{Entry, Epoch, Peer, Position, StoreError};
 use crate::ids::{NodeId, ShardId};
 use crate::rpc::wire::{Request, Response};
+use crate::topology::Topology;
 
 /// Gossip rounds without a live member appearing before this node takes a shard over: right
 /// after a join, a restart or a healed partition, its view may still miss live members that
@@ -85,8 +86,8 @@ pub struct OwnerState {
     fenced_until: Option<Instant>,
     /// Seal attempts failed in a row.
     failed_seals: u32,
-    /// Jobs this actor has a finish timer for.
-    running: HashSet<String>,
+    /// Jobs this actor has a finish timer for, and the attempt that timer finishes.
+    running: HashMap<String, u32>,
     /// Whether the jobs left `processing` by a previous owner were re-run since the last seal.
     jobs_resumed: bool,
 }
@@ -111,7 +112,7 @@ impl Actor for ShardOwner {
             last_seal: None,
             fenced_until: None,
             failed_seals: 0,
-            running: HashSet::new(),
+            running: HashMap::new(),
             jobs_resumed: false,
         })
     }
@@ -136,8 +137,11 @@ impl Actor for ShardOwner {
                 let (answer, follow_up) = state.execute(command.clone()).await;
                 match answer {
                     Response::Outcome(_) => {
-                        if let Command::FinishJob { job_id, .. } = &command {
-                            state.running.remove(job_id);
+                        // Only this attempt's timer is done: a re-run may have set a newer one.
+                        if let Command::FinishJob { job_id, attempt } = &command {
+                            if state.running.get(job_id) == Some(attempt) {
+                                state.running.remove(job_id);
+                            }
                         }
                         state.schedule(&myself, follow_up);
                     }
@@ -210,7 +214,7 @@ impl OwnerState {
         else {
             return;
         };
-        self.running.insert(job_id.clone());
+        self.running.insert(job_id.clone(), attempt);
         myself.send_after(after, move || {
             OwnerMsg::Run(Command::FinishJob { job_id, attempt })
         });
@@ -222,16 +226,18 @@ impl OwnerState {
             return;
         }
         match crate::services::jobs::processing(&self.shards.inner.store, self.shard) {
-            Ok(ids) => {
-                let orphans: Vec<String> = ids
+            Ok(jobs) => {
+                // A timer for an older attempt does not count: that attempt was re-run
+                // elsewhere while this actor had lost the shard, and its finish is a no-op.
+                let orphans: Vec<(String, u32)> = jobs
                     .into_iter()
-                    .filter(|id| !self.running.contains(id))
+                    .filter(|(id, attempts)| self.running.get(id) != Some(attempts))
                     .collect();
                 if !orphans.is_empty() {
                     info!(shard = %self.shard, jobs = orphans.len(), "re-running jobs left processing");
                 }
-                for job_id in orphans {
-                    self.running.insert(job_id.clone());
+                for (job_id, attempts) in orphans {
+                    self.running.insert(job_id.clone(), attempts);
                     let _ = myself.cast(OwnerMsg::Run(Command::RerunJob { job_id }));
                 }
                 self.jobs_resumed = true;
@@ -290,9 +296,9 @@ impl OwnerState {
                 owner: topology.table.owner(self.shard).cloned(),
             });
         }
-        if !topology.membership.has_majority() {
+        if !shards.fresh_majority(&topology) {
             return Some(moving(
-                "this node does not see a majority of the cluster".into(),
+                "this node has not heard from a majority of the cluster recently".into(),
             ));
         }
         // Replicas held back after a replica died (decision 006) count: placement has the
@@ -400,16 +406,35 @@ impl OwnerState {
     }
 
     /// How long to wait before sealing, if this node's view cannot be trusted yet: without a
-    /// majority (a cut-off node must not take shards over, or it would serve its stale copy
-    /// the moment the partition heals), or while gossip settles after a member appeared.
+    /// majority heard from recently (a cut-off node must not take shards over, or it would
+    /// serve its stale copy the moment the partition heals), while gossip settles after a
+    /// member appeared, or while a dead previous owner's lease may still run.
     fn view_unsettled(&self) -> Option<Duration> {
         let topology = self.shards.topology();
-        if !topology.membership.has_majority() {
+        if !self.shards.fresh_majority(&topology) {
             return Some(SEAL_RETRY);
         }
-        let settle = self.shards.inner.config.gossip.interval() * VIEW_SETTLE_ROUNDS;
+        let round = self.shards.inner.config.gossip.interval();
+        let settle = round * VIEW_SETTLE_ROUNDS;
         let waited = topology.live_grew_at.elapsed();
-        (waited < settle).then(|| settle - waited)
+        if waited < settle {
+            return Some(settle - waited);
+        }
+        self.previous_owner_lease(&topology, round)
+    }
+
+    /// How long a previous owner that died in this node's view may still be answering on the
+    /// far side of a partition: until its lease ran out, counted from when this node last
+    /// heard from it, plus a margin for gossip's delay.
+    fn previous_owner_lease(&self, topology: &Topology, round: Duration) -> Option<Duration> {
+        let previous = self.shards.inner.store.meta(self.shard).ok()?.epoch?.owner;
+        let live = topology.membership.get(&previous).is_some_and(|m| m.live);
+        if previous == self.shards.inner.me || live {
+            return None;
+        }
+        let expires = self.shards.lease() + round * LEASE_MARGIN_ROUNDS;
+        let silent = topology.heard.silent_for(&previous);
+        (silent < expires).then(|| expires - silent)
     }
 
     fn schedule_reseal(&self, myself: &ActorRef<OwnerMsg>) {
@@ -418,8 +443,14 @@ impl OwnerState {
 
     /// Takes the shard over with a new epoch (see the module doc).
     async fn seal(&mut self) -> Result<(), String> {
-        self.last_seal = Some(Instant::now());
         let shard = self.shard;
+        if let Some(wait) = self.view_unsettled() {
+            return Err(format!(
+                "shard {shard} cannot be taken over for another {} ms (lease or settling view)",
+                wait.as_millis()
+            ));
+        }
+        self.last_seal = Some(Instant::now());
         let store = self.shards.inner.store.clone();
         let me = self.shards.inner.me.clone();
         let mut term = store

@@ -11,9 +11,9 @@ use crate::rpc::wire::Response;
 
 impl Shards {
     /// Answers a read: as the serving owner, or as an up-to-date replica when the caller could
-    /// not reach the owner (`allow_replica`). Either way only within a majority view, so a
-    /// node cut off from the cluster never answers with a value older than one acknowledged on
-    /// the other side.
+    /// not reach the owner (`allow_replica`). Either way only while it has heard from a majority
+    /// within its lease, so a node cut off from the cluster stops answering before the other
+    /// side can have replaced it and acknowledged newer values (decision 007).
     pub fn read(&self, shard: ShardId, query: &Query, allow_replica: bool) -> Response {
         let topology = self.topology();
         let me = &self.inner.me;
@@ -31,9 +31,9 @@ impl Shards {
                 owner: topology.table.owner(shard).cloned(),
             };
         }
-        if !topology.membership.has_majority() {
+        if !self.fresh_majority(&topology) {
             return Response::Unavailable {
-                message: "this node does not see a majority of the cluster".into(),
+                message: "this node has not heard from a majority of the cluster recently".into(),
             };
         }
         match query.answer(&self.inner.store, shard) {
