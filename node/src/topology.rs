@@ -63,11 +63,6 @@ impl Topology {
         fresh * 2 > known
     }
 
-    /// Whether no live member has appeared for `settle`.
-    pub fn settled(&self, settle: std::time::Duration) -> bool {
-        self.live_grew_at.elapsed() >= settle
-    }
-
     /// The owner of `shard` and its membership entry (for its RPC address).
     pub fn owner(&self, shard: ShardId) -> Option<&Member> {
         self.table
