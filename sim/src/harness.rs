@@ -6,10 +6,11 @@
 //! views holds, within a simulated deadline. Time only moves by stepping the simulation: no
 //! real sleeps. Each run logs its seed; `TROUPE_SIM_SEED` replays one.
 
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tempfile::TempDir;
@@ -44,6 +45,8 @@ const SIM_DURATION: Duration = Duration::from_secs(300);
 const TICK: Duration = Duration::from_millis(1);
 /// How often `run_until` evaluates its predicate, in simulated time.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
+/// Longest a message between two hosts takes without a latency fault (turmoil's default).
+const NORMAL_MAX_LATENCY: Duration = Duration::from_millis(100);
 /// Regions given to the nodes in turn.
 const REGIONS: [&str; 3] = ["eu-west-1", "us-east-1", "ap-southeast-1"];
 
@@ -55,7 +58,12 @@ pub struct SimCluster {
     /// Declared first so it drops first: hosts close their LMDB environments before the
     /// temporary directory holding them is removed.
     sim: Sim<'static>,
+    /// Nodes started so far, in start order.
     hosts: Vec<String>,
+    /// Every node the cluster may have: `hosts` first, then spares not yet started.
+    names: Vec<String>,
+    /// How to (re)start each node, and how to stop it gracefully.
+    plans: BTreeMap<String, Arc<HostPlan>>,
     cluster: ClusterConfig,
     observations: Observations,
     seed: u64,
@@ -97,6 +105,13 @@ impl SimCluster {
     /// Builds a seeded simulation with `size` nodes `n1..n{size}`, each seeded with all the
     /// others, and the observer. Nothing runs until the simulation is stepped.
     pub fn start(seed: u64, size: usize) -> turmoil::Result<Self> {
+        Self::start_with_spares(seed, size, 0)
+    }
+
+    /// Like [`Self::start`], with `spares` more nodes `n{size+1}..` that exist (names,
+    /// addresses, data directories, observed by the observer) but only run once
+    /// [`Self::join`]ed. Every node's seeds are the started nodes.
+    pub fn start_with_spares(seed: u64, size: usize, spares: usize) -> turmoil::Result<Self> {
         init_tracing();
         info!(seed, size, "simulation starting");
         if !quiet() {
@@ -104,29 +119,39 @@ impl SimCluster {
         }
         let mut sim = turmoil::Builder::new()
             .rng_seed(seed)
+            .max_message_latency(NORMAL_MAX_LATENCY)
             .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
             .simulation_duration(SIM_DURATION)
             .tick_duration(TICK)
             .build();
         let data = tempfile::tempdir()?;
         let cluster = cluster_config()?;
-        let hosts: Vec<String> = (1..=size).map(|i| format!("n{i}")).collect();
-        let ips: Vec<IpAddr> = hosts.iter().map(|h| sim.lookup(h.as_str())).collect();
+        let names: Vec<String> = (1..=size + spares).map(|i| format!("n{i}")).collect();
+        let ips: Vec<IpAddr> = names.iter().map(|h| sim.lookup(h.as_str())).collect();
         let gossip = GossipNetwork::default();
-        for (i, host) in hosts.iter().enumerate() {
+        let mut plans = BTreeMap::new();
+        for (i, host) in names.iter().enumerate() {
             let plan = Arc::new(HostPlan {
                 cluster: cluster.clone(),
-                config: node_config(host, i, &ips, data.path().join(host)),
+                config: node_config(host, i, &ips[..size], ips[i], data.path().join(host)),
                 ip: ips[i],
                 gossip: gossip.clone(),
+                stop: Mutex::default(),
             });
+            plans.insert(host.clone(), plan);
+        }
+        let hosts = names[..size].to_vec();
+        for host in &hosts {
+            let plan = Arc::clone(&plans[host]);
             sim.host(host.as_str(), move || Arc::clone(&plan).run());
         }
         let observations = Observations::default();
-        sim.client("observer", observe(hosts.clone(), observations.clone()));
+        sim.client("observer", observe(names.clone(), observations.clone()));
         Ok(Self {
             sim,
             hosts,
+            names,
+            plans,
             cluster,
             observations,
             seed,
@@ -134,9 +159,34 @@ impl SimCluster {
         })
     }
 
-    /// The node host names, `n1..nN`.
+    /// The node host names started so far, `n1..nN` and the spares joined since.
     pub fn hosts(&self) -> &[String] {
         &self.hosts
+    }
+
+    /// The next spare node, if any is left.
+    pub fn spare(&self) -> Option<String> {
+        self.names
+            .iter()
+            .find(|name| !self.hosts.contains(name))
+            .cloned()
+    }
+
+    /// Starts the spare node `host` ([`Self::start_with_spares`]): it joins through its seeds.
+    pub fn join(&mut self, host: &str) -> turmoil::Result {
+        let plan = self
+            .plans
+            .get(host)
+            .cloned()
+            .ok_or_else(|| format!("{host} is not a node of this simulation"))?;
+        if self.hosts.iter().any(|h| h == host) {
+            return Err(format!("{host} has already joined").into());
+        }
+        info!(host, at = ?self.sim.elapsed(), "join");
+        self.sim.host(host, move || Arc::clone(&plan).run());
+        self.hosts.push(host.to_owned());
+        self.forget_views();
+        Ok(())
     }
 
     /// Every node but `host`.
@@ -187,11 +237,85 @@ impl SimCluster {
         self.forget_views();
     }
 
-    /// Restarts `host` (after a crash): the node boots again on the same data directory.
+    /// Restarts `host` (after a crash or a stop): the node boots again on its data directory.
     pub fn bounce(&mut self, host: &str) {
         info!(host, at = ?self.sim.elapsed(), "bounce");
         self.sim.bounce(host);
         self.forget_views();
+    }
+
+    /// Stops `host` gracefully, as SIGTERM does: it publishes `leaving`, hands its shards off
+    /// and exits; [`Self::run_until_stopped`] waits for that, [`Self::bounce`] starts it again.
+    pub fn stop(&mut self, host: &str) {
+        info!(host, at = ?self.sim.elapsed(), "stop");
+        if let Some(plan) = self.plans.get(host) {
+            plan.stop_token().cancel();
+        }
+    }
+
+    /// Steps the simulation until `host`'s node has exited, within `within`.
+    pub fn run_until_stopped(&mut self, host: &str, within: Duration) -> turmoil::Result {
+        let start = self.sim.elapsed();
+        while self.sim.is_host_running(host) {
+            if self.sim.elapsed() - start > within {
+                return Err(self.timeout(&format!("{host} exits after its stop"), within));
+            }
+            self.step_for(CHECK_EVERY)?;
+        }
+        info!(host, took = ?(self.sim.elapsed() - start), "stopped");
+        Ok(())
+    }
+
+    /// Crashes `host` and deletes its data directory: restarted, it is a node that lost its
+    /// disk and must be rebuilt from the others.
+    pub fn wipe(&mut self, host: &str) -> turmoil::Result {
+        self.crash(host);
+        let plan = self
+            .plans
+            .get(host)
+            .ok_or_else(|| format!("{host} is not a node of this simulation"))?;
+        info!(host, "data directory wiped");
+        match std::fs::remove_dir_all(&plan.config.data_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cuts the links from `host` to the other nodes, one way: they still reach it, it no
+    /// longer reaches them (its gossip and answers are lost, their requests arrive).
+    pub fn cut_outgoing(&mut self, host: &str) {
+        info!(host, at = ?self.sim.elapsed(), "cut outgoing");
+        for other in self.others(host) {
+            self.sim.partition_oneway(host, other.as_str());
+        }
+        self.forget_views();
+    }
+
+    /// Cuts the links from the other nodes to `host`, one way.
+    pub fn cut_incoming(&mut self, host: &str) {
+        info!(host, at = ?self.sim.elapsed(), "cut incoming");
+        for other in self.others(host) {
+            self.sim.partition_oneway(other.as_str(), host);
+        }
+        self.forget_views();
+    }
+
+    /// Makes every link between nodes slow: each message takes up to `max` (turmoil draws
+    /// latencies from an exponential curve), until [`Self::speed_up`].
+    pub fn slow_down(&mut self, max: Duration) {
+        info!(?max, at = ?self.sim.elapsed(), "links slow");
+        let hosts = self.hosts.clone();
+        for (i, a) in hosts.iter().enumerate() {
+            for b in &hosts[i + 1..] {
+                self.sim
+                    .set_link_max_message_latency(a.as_str(), b.as_str(), max);
+            }
+        }
+    }
+
+    /// Gives the links between nodes their normal latency again.
+    pub fn speed_up(&mut self) {
+        self.slow_down(NORMAL_MAX_LATENCY);
     }
 
     /// Cuts every link between `host` and the other nodes (the observer still reaches it).
@@ -203,7 +327,7 @@ impl SimCluster {
         self.forget_views();
     }
 
-    /// Repairs every link between `host` and the other nodes.
+    /// Repairs every link between `host` and the other nodes, whichever way they were cut.
     pub fn heal(&mut self, host: &str) {
         info!(host, at = ?self.sim.elapsed(), "heal");
         for other in self.others(host) {
@@ -294,10 +418,16 @@ fn cluster_config() -> turmoil::Result<ClusterConfig> {
     Ok(cluster)
 }
 
-/// Node `index` of the cluster: listens on the wildcard address, advertises its host IP, and
-/// uses every other node's gossip address as a seed (IP literals: names would go to real DNS).
-fn node_config(host: &str, index: usize, ips: &[IpAddr], data_dir: PathBuf) -> NodeConfig {
-    let ip = ips[index];
+/// Node `index` of the cluster: listens on the wildcard address, advertises its host IP `ip`,
+/// and uses every other address of `seeds` as a gossip seed (IP literals: names would go to
+/// real DNS).
+fn node_config(
+    host: &str,
+    index: usize,
+    seeds: &[IpAddr],
+    ip: IpAddr,
+    data_dir: PathBuf,
+) -> NodeConfig {
     let wildcard = |port| SocketAddr::from(([0, 0, 0, 0], port));
     let advertised = |port| HostPort::new(ip.to_string(), port);
     NodeConfig {
@@ -309,7 +439,7 @@ fn node_config(host: &str, index: usize, ips: &[IpAddr], data_dir: PathBuf) -> N
         gossip_advertise: advertised(GOSSIP_PORT),
         rpc_listen: wildcard(RPC_PORT),
         rpc_advertise: advertised(RPC_PORT),
-        seeds: ips
+        seeds: seeds
             .iter()
             .filter(|&&other| other != ip)
             .map(|&other| HostPort::new(other.to_string(), GOSSIP_PORT))
@@ -324,9 +454,18 @@ struct HostPlan {
     config: NodeConfig,
     ip: IpAddr,
     gossip: GossipNetwork,
+    /// The shutdown token of the node's current run (a new one on every start).
+    stop: Mutex<CancellationToken>,
 }
 
 impl HostPlan {
+    fn stop_token(&self) -> CancellationToken {
+        self.stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The host's software: binds the simulated sockets and runs the node until it stops.
     /// turmoil calls this again after a bounce, so nothing from a previous run is reused.
     async fn run(self: Arc<Self>) -> turmoil::Result {
@@ -338,15 +477,13 @@ impl HostPlan {
             gossip: Box::new(self.gossip.transport(self.ip)),
             gossip_advertise: SocketAddr::new(self.ip, GOSSIP_PORT),
             writes: WriteMode::Inline,
-            generation_floor: 0,
+            // The simulated wall clock, as production floors by the real one: a node restarted
+            // with an empty data directory still comes back with a higher generation.
+            generation_floor: turmoil::since_epoch().map_or(0, |d| d.as_millis() as u64),
         };
-        boot::run(
-            self.cluster.clone(),
-            self.config.clone(),
-            io,
-            CancellationToken::new(),
-        )
-        .await?;
+        let stop = CancellationToken::new();
+        *self.stop.lock().unwrap_or_else(PoisonError::into_inner) = stop.clone();
+        boot::run(self.cluster.clone(), self.config.clone(), io, stop).await?;
         Ok(())
     }
 }

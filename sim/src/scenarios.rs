@@ -70,6 +70,26 @@ pub const ALL: &[Scenario] = &[
         name: "workload-partition",
         run: workload_partition,
     },
+    Scenario {
+        name: "workload-oneway",
+        run: workload_oneway,
+    },
+    Scenario {
+        name: "workload-wipe",
+        run: workload_wipe,
+    },
+    Scenario {
+        name: "workload-slow",
+        run: workload_slow,
+    },
+    Scenario {
+        name: "workload-rolling",
+        run: workload_rolling,
+    },
+    Scenario {
+        name: "workload-churn",
+        run: workload_churn,
+    },
 ];
 
 /// The scenario called `name`.
@@ -79,7 +99,16 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
 
 /// A started cluster whose nodes all agree on membership and placement.
 fn converged_cluster(seed: u64, measured: &mut Measurements) -> turmoil::Result<SimCluster> {
-    let mut cluster = SimCluster::start(seed, SIZE)?;
+    converged_cluster_with_spares(seed, 0, measured)
+}
+
+/// [`converged_cluster`] with `spares` nodes that can join later.
+fn converged_cluster_with_spares(
+    seed: u64,
+    spares: usize,
+    measured: &mut Measurements,
+) -> turmoil::Result<SimCluster> {
+    let mut cluster = SimCluster::start_with_spares(seed, SIZE, spares)?;
     let hosts = cluster.hosts().to_vec();
     let took = cluster.run_until(CONVERGE_WITHIN, "all nodes converge", |v| {
         v.converged(&hosts)
@@ -175,6 +204,9 @@ const CALM: Duration = Duration::from_secs(5);
 const SETUP_WITHIN: Duration = Duration::from_secs(30);
 /// Bound on every node agreeing again on membership and placement once the faults stop.
 const RECOVER_WITHIN: Duration = Duration::from_secs(30);
+/// Bound on a gracefully stopped node handing its shards off and exiting (the hand-off bound
+/// of cluster.toml, plus room).
+const EXIT_WITHIN: Duration = Duration::from_secs(40);
 /// Bound on the clients finishing their last request (each request times out before this).
 const STOP_WITHIN: Duration = Duration::from_secs(10);
 /// Bound on the final reads of every key on every node: room for a few reads that each retry
@@ -187,17 +219,23 @@ const REPORTED: usize = 8;
 
 /// The workload on a cluster without faults: the checkers' baseline.
 pub fn workload_calm(seed: u64) -> turmoil::Result<Measurements> {
-    with_workload(seed, |_, _| Ok(Vec::new()))
+    with_workload(seed, 0, |_, _| Ok(Vec::new()))
 }
 
 /// The workload while a random node crashes and restarts on its data after 1 to 8 s.
 pub fn workload_crash(seed: u64) -> turmoil::Result<Measurements> {
-    with_workload(seed, |cluster, rng| {
+    with_workload(seed, 0, |cluster, rng| {
         let fault = Fault {
             what: "crashed for",
             millis: 1_000..8_000,
-            strike: SimCluster::crash,
-            repair: SimCluster::bounce,
+            strike: |c, host| {
+                c.crash(host);
+                Ok(())
+            },
+            repair: |c, host| {
+                c.bounce(host);
+                Ok(())
+            },
         };
         fault.run(cluster, rng)
     })
@@ -206,32 +244,161 @@ pub fn workload_crash(seed: u64) -> turmoil::Result<Measurements> {
 /// The workload while a random node is cut off from the other nodes for 3 to 12 s (clients
 /// still reach it, so they see what the minority side answers).
 pub fn workload_partition(seed: u64) -> turmoil::Result<Measurements> {
-    with_workload(seed, |cluster, rng| {
+    with_workload(seed, 0, |cluster, rng| {
         let fault = Fault {
             what: "isolated for",
             millis: 3_000..12_000,
-            strike: SimCluster::isolate,
-            repair: SimCluster::heal,
+            strike: |c, host| {
+                c.isolate(host);
+                Ok(())
+            },
+            repair: |c, host| {
+                c.heal(host);
+                Ok(())
+            },
         };
         fault.run(cluster, rng)
     })
 }
 
+/// The workload while a random node's links are cut one way for 3 to 12 s: either the others
+/// no longer hear it (its gossip and answers are lost, their requests still arrive), or it no
+/// longer hears them.
+pub fn workload_oneway(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, 0, |cluster, rng| {
+        let fault = if rng.random_bool(0.5) {
+            Fault {
+                what: "outgoing links cut for",
+                millis: 3_000..12_000,
+                strike: |c, host| {
+                    c.cut_outgoing(host);
+                    Ok(())
+                },
+                repair: |c, host| {
+                    c.heal(host);
+                    Ok(())
+                },
+            }
+        } else {
+            Fault {
+                what: "incoming links cut for",
+                millis: 3_000..12_000,
+                strike: |c, host| {
+                    c.cut_incoming(host);
+                    Ok(())
+                },
+                repair: |c, host| {
+                    c.heal(host);
+                    Ok(())
+                },
+            }
+        };
+        fault.run(cluster, rng)
+    })
+}
+
+/// The workload while a random node crashes, loses its data directory and restarts empty
+/// after 1 to 8 s: it must be rebuilt from the other copies, and nothing acknowledged is lost.
+pub fn workload_wipe(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, 0, |cluster, rng| {
+        let fault = Fault {
+            what: "wiped and down for",
+            millis: 1_000..8_000,
+            strike: SimCluster::wipe,
+            repair: |c, host| {
+                c.bounce(host);
+                Ok(())
+            },
+        };
+        fault.run(cluster, rng)
+    })
+}
+
+/// The workload while every link between nodes is slow for 5 to 15 s: messages take up to
+/// 0.3 to 2 s (drawn per message, so they also overtake each other on different connections),
+/// past RPC deadlines and gossip intervals.
+pub fn workload_slow(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, 0, |cluster, rng| {
+        let max = Duration::from_millis(rng.random_range(300..2_000));
+        let lasts = Duration::from_millis(rng.random_range(5_000..15_000));
+        cluster.slow_down(max);
+        cluster.step_for(lasts)?;
+        cluster.speed_up();
+        Ok(vec![("latency up to", max), ("links slow for", lasts)])
+    })
+}
+
+/// The workload during a rolling restart: each node in turn is stopped gracefully (hand-off,
+/// exit), started again on its data, and waited for until every node is ready again.
+pub fn workload_rolling(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, 0, |cluster, _| {
+        let mut measured = Vec::new();
+        for host in cluster.hosts().to_vec() {
+            measured.extend(restart_gracefully(cluster, &host)?);
+        }
+        Ok(measured)
+    })
+}
+
+/// The workload while membership churns: a sixth node joins, then a random node leaves
+/// gracefully, stays away for 1 to 8 s and joins again.
+pub fn workload_churn(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, 1, |cluster, rng| {
+        let mut measured = Vec::new();
+        let newcomer = cluster.spare().ok_or("a spare node")?;
+        cluster.join(&newcomer)?;
+        let hosts = cluster.hosts().to_vec();
+        let took =
+            cluster.run_until(RECOVER_WITHIN, "the new node joins and all converge", |v| {
+                v.converged(&hosts)
+            })?;
+        measured.push(("joined", took));
+        let leaver = pick(cluster, rng);
+        let away = Duration::from_millis(rng.random_range(1_000..8_000));
+        cluster.stop(&leaver);
+        cluster.run_until_stopped(&leaver, EXIT_WITHIN)?;
+        cluster.step_for(away)?;
+        cluster.bounce(&leaver);
+        measured.push(("left for", away));
+        Ok(measured)
+    })
+}
+
+/// Stops `host` gracefully, starts it again once it has exited, and waits until every node
+/// sees every other ready.
+fn restart_gracefully(cluster: &mut SimCluster, host: &str) -> turmoil::Result<Measurements> {
+    let stopping = cluster.elapsed();
+    cluster.stop(host);
+    cluster.run_until_stopped(host, EXIT_WITHIN)?;
+    let exited = cluster.elapsed() - stopping;
+    cluster.bounce(host);
+    let hosts = cluster.hosts().to_vec();
+    let took = cluster.run_until(
+        RECOVER_WITHIN,
+        "the restarted node is ready everywhere",
+        |v| v.converged(&hosts),
+    )?;
+    Ok(vec![("hand-off and exit", exited), ("ready again", took)])
+}
+
+/// What a fault does to a node, or how it is repaired.
+type Action = fn(&mut SimCluster, &str) -> turmoil::Result;
+
 /// A fault that strikes one random node for a random time, then is repaired.
 struct Fault {
     what: &'static str,
     millis: std::ops::Range<u64>,
-    strike: fn(&mut SimCluster, &str),
-    repair: fn(&mut SimCluster, &str),
+    strike: Action,
+    repair: Action,
 }
 
 impl Fault {
     fn run(self, cluster: &mut SimCluster, rng: &mut StdRng) -> turmoil::Result<Measurements> {
         let victim = pick(cluster, rng);
         let lasts = Duration::from_millis(rng.random_range(self.millis));
-        (self.strike)(cluster, &victim);
+        (self.strike)(cluster, &victim)?;
         cluster.step_for(lasts)?;
-        (self.repair)(cluster, &victim);
+        (self.repair)(cluster, &victim)?;
         Ok(vec![(self.what, lasts)])
     }
 }
@@ -245,11 +412,12 @@ fn pick(cluster: &SimCluster, rng: &mut StdRng) -> String {
 /// Faults injected while the workload runs; they return what they measured.
 type Faults = fn(&mut SimCluster, &mut StdRng) -> turmoil::Result<Measurements>;
 
-/// Runs the workload on a converged cluster around `faults`, waits for recovery, reads every
-/// key on every node, and checks every invariant over the recorded history.
-fn with_workload(seed: u64, faults: Faults) -> turmoil::Result<Measurements> {
+/// Runs the workload on a converged cluster (with `spares` nodes that may join) around
+/// `faults`, waits for recovery, reads every key on every node, and checks every invariant over
+/// the recorded history.
+fn with_workload(seed: u64, spares: usize, faults: Faults) -> turmoil::Result<Measurements> {
     let mut measured = Vec::new();
-    let mut cluster = converged_cluster(seed, &mut measured)?;
+    let mut cluster = converged_cluster_with_spares(seed, spares, &mut measured)?;
     let mut rng = StdRng::seed_from_u64(seed);
     let nodes = cluster.hosts().to_vec();
     let history = History::default();
@@ -273,6 +441,8 @@ fn with_workload(seed: u64, faults: Faults) -> turmoil::Result<Measurements> {
     }
     cluster.step_for(CALM)?;
     measured.extend(faults(&mut cluster, &mut rng)?);
+    // Nodes may have joined.
+    let nodes = cluster.hosts().to_vec();
     let took = cluster.run_until(RECOVER_WITHIN, "all nodes converge after the faults", |v| {
         v.converged(&nodes)
     })?;
