@@ -20,7 +20,8 @@ use troupe_http::views::{
 use troupe_http::{ApiError, NodeApi, Readiness};
 
 use crate::config::ClusterConfig;
-use crate::ids::NodeId;
+use crate::ids::{NodeId, ShardId};
+use crate::layout::ShardLayout;
 use crate::membership::{Membership, NodeStatus};
 use crate::metrics::NodeMetrics;
 use crate::placement::shard_for_key;
@@ -39,6 +40,8 @@ pub struct Node {
 
 pub(crate) struct NodeInner {
     pub(crate) cluster: ClusterConfig,
+    /// Which shards exist: the hash shards and the party managers' shards.
+    pub(crate) layout: Arc<ShardLayout>,
     pub(crate) me: NodeId,
     /// This node's region (the default region of parties created here).
     pub(crate) region: crate::ids::RegionName,
@@ -83,7 +86,7 @@ impl Node {
     async fn handle_shard(&self, request: Request) -> Response {
         let shards = &self.inner.shards;
         let shard = match request.shard() {
-            Some(shard) if shard.0 < self.inner.cluster.cluster.shards => shard,
+            Some(shard) if shard.0 < self.inner.layout.total() => shard,
             _ => {
                 return Response::Failed {
                     message: "no such shard".into(),
@@ -181,13 +184,18 @@ impl NodeApi for Node {
                 shard: shard as u32,
                 owner: set.first().map(ToString::to_string),
                 replicas: set.iter().skip(1).map(ToString::to_string).collect(),
+                manager: self
+                    .inner
+                    .layout
+                    .manager_of_shard(ShardId(shard as u32))
+                    .map(|m| m.id.clone()),
             })
             .collect();
         ClusterView {
             cluster: self.inner.cluster.cluster.name.clone(),
             node: self.inner.me.to_string(),
             members,
-            shard_count: self.inner.cluster.cluster.shards,
+            shard_count: self.inner.layout.total(),
             replication_factor: self.inner.cluster.cluster.replication_factor,
             shards,
             transit: self.inner.shards.in_transit().unwrap_or_else(|error| {
