@@ -114,8 +114,20 @@ impl Node {
         }
     }
 
+    /// The shard `/cluster/locate` looks in: a party code's manager shard for kind `party`
+    /// (codes are drawn to hash to their manager), the key's hash shard otherwise.
+    fn shard_of(&self, kind: &str, key: &str) -> ShardId {
+        let manager = (kind == "party")
+            .then(|| self.inner.layout.manager_for_key(key))
+            .flatten();
+        match manager {
+            Some(manager) => manager.shard,
+            None => shard_for_key(key, self.inner.cluster.cluster.shards),
+        }
+    }
+
     fn locate_here(&self, kind: String, key: String) -> Response {
-        let shard = shard_for_key(&key, self.inner.cluster.cluster.shards);
+        let shard = self.shard_of(&kind, &key);
         let topology = self.topology();
         if !topology.owns(&self.inner.me, shard) {
             return Response::NotOwner {
@@ -213,7 +225,7 @@ impl NodeApi for Node {
     }
 
     async fn locate(&self, kind: String, key: String) -> Result<Located, ApiError> {
-        let shard = shard_for_key(&key, self.inner.cluster.cluster.shards);
+        let shard = self.shard_of(&kind, &key);
         match routing::call_owner(self, shard, Request::Locate { kind, key }).await? {
             Response::Located(located) => Ok(located),
             other => Err(ApiError::Internal(format!(

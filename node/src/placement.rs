@@ -592,6 +592,7 @@ mod tests {
                 }
             }
         }
+        println!("manager shards: {cases} owner deaths, each succeeded by its first replica");
         assert!(cases > 100, "only {cases} owner deaths checked");
     }
 

@@ -236,6 +236,11 @@ async fn nearby_search_crosses_region_borders_and_parties_stay_in_their_region_w
         Some(host.clone()),
         "/managers/find names the owner of the manager's shard"
     );
+    let (_, located) = cluster
+        .get(1, &format!("/cluster/locate/party/{}", codes[0]))
+        .await
+        .expect("locate");
+    assert_eq!(located["owner"], json!(owner), "{located}");
     let victim = cluster
         .nodes
         .iter()
