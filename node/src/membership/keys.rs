@@ -128,6 +128,10 @@ pub fn parse_member(signer: &Signer, id: &ChitchatId, state: &NodeState, live: b
         Some(true) if state.get(SHARDS_KEY) != Some(signer.shards.to_string().as_str()) => {
             Parsed::Rejected("different cluster.shards: it would compute another shard table")
         }
+        Some(true) if state.get(LAYOUT_KEY).is_none() => Parsed::Rejected(
+            "no shard layout published (a build from before decision 008): every node of a \
+             cluster must run a build that places party shards the same way",
+        ),
         Some(true) if state.get(LAYOUT_KEY) != Some(signer.layout.as_str()) => Parsed::Rejected(
             "different [[regions]] table or party managers (parties.managers_per_region, \
              regions.managers): it would place the party shards elsewhere; give every node \
