@@ -13,7 +13,8 @@ pub struct ClusterView {
     pub node: String,
     /// Every member this node knows of, live or dead, sorted by id.
     pub members: Vec<MemberView>,
-    /// Number of shards (fixed for the life of the cluster).
+    /// Number of shards, hash shards and party manager shards (fixed for the life of the
+    /// cluster).
     pub shard_count: u32,
     /// Replication factor.
     pub replication_factor: usize,
@@ -77,6 +78,10 @@ pub struct ShardView {
     pub owner: Option<String>,
     /// Other members of the replica set, in order.
     pub replicas: Vec<String>,
+    /// For a party manager's shard, the manager (`<region>/m<k>`): its parties live here,
+    /// placed on nodes of its region. Absent for hash shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
 }
 
 /// `GET /cluster/locate/{kind}/{key}`: where a key lives, filled in by the node that served it.

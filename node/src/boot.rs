@@ -15,6 +15,7 @@ use troupe_http::HttpMetrics;
 
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::ids::Generation;
+use crate::layout::ShardLayout;
 use crate::membership::{Membership, MembershipOptions, NodeStatus};
 use crate::metrics::NodeMetrics;
 use crate::net::{AxumListener, BoxListener, Dialer};
@@ -91,8 +92,9 @@ async fn run_node(
     io: NodeIo,
     shutdown: CancellationToken,
 ) -> Result<(), BootError> {
+    let layout = Arc::new(ShardLayout::of(&cluster));
     let storage = open_storage(&config, io.writes).await?;
-    storage.check_identity(&cluster.cluster.name, cluster.cluster.shards)?;
+    storage.check_identity(&cluster.cluster.name, &layout.identity())?;
     let generation = Generation(storage.next_generation(io.generation_floor)?);
     info!(%generation, data_dir = %config.data_dir.display(), "storage open");
 
@@ -101,7 +103,7 @@ async fn run_node(
     let core_stop = CancellationToken::new();
 
     let membership = Membership::start(
-        membership_options(&cluster, &config, generation, io.gossip_advertise),
+        membership_options(&cluster, &config, &layout, generation, io.gossip_advertise),
         io.gossip.as_ref(),
         core_stop.child_token(),
     )
@@ -116,7 +118,7 @@ async fn run_node(
     };
     let topology = topology::track(
         &membership,
-        cluster.cluster.shards,
+        layout.clone(),
         cluster.cluster.replication_factor,
         core_stop.child_token(),
         observer,
@@ -139,6 +141,7 @@ async fn run_node(
         rpc.clone(),
         topology.clone(),
         cluster.clone(),
+        layout.total(),
     );
     let shard_host = tokio::spawn(
         shards
@@ -149,6 +152,7 @@ async fn run_node(
     let node = Node {
         inner: Arc::new(NodeInner {
             cluster: cluster.clone(),
+            layout,
             me,
             region: config.region.clone(),
             membership: membership.clone(),
@@ -243,6 +247,7 @@ async fn open_storage(config: &NodeConfig, writes: WriteMode) -> Result<Storage,
 fn membership_options(
     cluster: &ClusterConfig,
     config: &NodeConfig,
+    layout: &ShardLayout,
     generation: Generation,
     gossip_advertise: SocketAddr,
 ) -> MembershipOptions {
@@ -261,6 +266,7 @@ fn membership_options(
             cluster: cluster.cluster.name.clone(),
             secret: cluster.cluster.secret.clone(),
             shards: cluster.cluster.shards,
+            layout: layout.fingerprint(),
         },
     }
 }

@@ -10,7 +10,9 @@
 //! - [`services`]: the services on the shard layer (users), their keys and commands.
 //! - [`shard`]: replicated shards: owner actors, replicas, catch-up, the LMDB shard store.
 //! - [`topology`]: membership plus the shard table computed from it.
-//! - [`placement`]: the pure placement function (balanced rendezvous hashing).
+//! - [`layout`]: which shards exist (hash shards, then one per party manager).
+//! - [`placement`]: the pure placement function (balanced rendezvous hashing, by region for
+//!   manager shards).
 //! - [`membership`]: chitchat gossip behind a typed snapshot and change stream.
 //! - [`rpc`], [`net`], [`codec`]: the inter-node path (frames, auth, calls) and its seams.
 //! - [`storage`]: the node's LMDB environment.
@@ -22,6 +24,7 @@ pub mod codec;
 pub mod config;
 pub mod handoff;
 pub mod ids;
+pub mod layout;
 pub mod membership;
 pub mod metrics;
 pub mod net;

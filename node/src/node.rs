@@ -20,7 +20,8 @@ use troupe_http::views::{
 use troupe_http::{ApiError, NodeApi, Readiness};
 
 use crate::config::ClusterConfig;
-use crate::ids::NodeId;
+use crate::ids::{NodeId, ShardId};
+use crate::layout::ShardLayout;
 use crate::membership::{Membership, NodeStatus};
 use crate::metrics::NodeMetrics;
 use crate::placement::shard_for_key;
@@ -39,6 +40,8 @@ pub struct Node {
 
 pub(crate) struct NodeInner {
     pub(crate) cluster: ClusterConfig,
+    /// Which shards exist: the hash shards and the party managers' shards.
+    pub(crate) layout: Arc<ShardLayout>,
     pub(crate) me: NodeId,
     /// This node's region (the default region of parties created here).
     pub(crate) region: crate::ids::RegionName,
@@ -83,7 +86,7 @@ impl Node {
     async fn handle_shard(&self, request: Request) -> Response {
         let shards = &self.inner.shards;
         let shard = match request.shard() {
-            Some(shard) if shard.0 < self.inner.cluster.cluster.shards => shard,
+            Some(shard) if shard.0 < self.inner.layout.total() => shard,
             _ => {
                 return Response::Failed {
                     message: "no such shard".into(),
@@ -111,8 +114,20 @@ impl Node {
         }
     }
 
+    /// The shard `/cluster/locate` looks in: a party code's manager shard for kind `party`
+    /// (codes are drawn to hash to their manager), the key's hash shard otherwise.
+    fn shard_of(&self, kind: &str, key: &str) -> ShardId {
+        let manager = (kind == "party")
+            .then(|| self.inner.layout.manager_for_key(key))
+            .flatten();
+        match manager {
+            Some(manager) => manager.shard,
+            None => shard_for_key(key, self.inner.cluster.cluster.shards),
+        }
+    }
+
     fn locate_here(&self, kind: String, key: String) -> Response {
-        let shard = shard_for_key(&key, self.inner.cluster.cluster.shards);
+        let shard = self.shard_of(&kind, &key);
         let topology = self.topology();
         if !topology.owns(&self.inner.me, shard) {
             return Response::NotOwner {
@@ -181,13 +196,18 @@ impl NodeApi for Node {
                 shard: shard as u32,
                 owner: set.first().map(ToString::to_string),
                 replicas: set.iter().skip(1).map(ToString::to_string).collect(),
+                manager: self
+                    .inner
+                    .layout
+                    .manager_of_shard(ShardId(shard as u32))
+                    .map(|m| m.id.clone()),
             })
             .collect();
         ClusterView {
             cluster: self.inner.cluster.cluster.name.clone(),
             node: self.inner.me.to_string(),
             members,
-            shard_count: self.inner.cluster.cluster.shards,
+            shard_count: self.inner.layout.total(),
             replication_factor: self.inner.cluster.cluster.replication_factor,
             shards,
             transit: self.inner.shards.in_transit().unwrap_or_else(|error| {
@@ -205,7 +225,7 @@ impl NodeApi for Node {
     }
 
     async fn locate(&self, kind: String, key: String) -> Result<Located, ApiError> {
-        let shard = shard_for_key(&key, self.inner.cluster.cluster.shards);
+        let shard = self.shard_of(&kind, &key);
         match routing::call_owner(self, shard, Request::Locate { kind, key }).await? {
             Response::Located(located) => Ok(located),
             other => Err(ApiError::Internal(format!(

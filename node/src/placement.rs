@@ -26,6 +26,7 @@ use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::ids::{NodeId, RegionName, ShardId};
+use crate::layout::ShardLayout;
 use crate::region::{self, Region};
 
 const WEIGHT_SEED: u64 = 0x7472_6f75_7065_0001;
@@ -124,19 +125,40 @@ pub fn replica_sets(
         .collect()
 }
 
-/// Owner and replicas of every shard.
+/// Owner and replicas of every shard: the hash shards, then the region-placed manager shards
+/// (see [`crate::layout`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ShardTable {
     shards: Vec<Vec<NodeId>>,
 }
 
 impl ShardTable {
-    /// Places `shard_count` shards on `nodes` with `replication_factor` copies each. With no
-    /// nodes every shard has an empty replica set.
-    pub fn compute(shard_count: u32, nodes: &[NodeId], replication_factor: usize) -> Self {
-        let units: Vec<String> = (0..shard_count).map(|s| format!("shard/{s}")).collect();
-        let mut shards = replica_sets(&units, nodes, replication_factor);
+    /// Places every shard of `layout` on `members` (ready nodes and their regions) with
+    /// `replication_factor` copies each: hash shards by [`replica_sets`] over all nodes, each
+    /// manager shard by [`region_replica_sets`] from its manager's region. With no nodes every
+    /// shard has an empty replica set.
+    pub fn compute(
+        layout: &ShardLayout,
+        members: &[(NodeId, RegionName)],
+        replication_factor: usize,
+    ) -> Self {
+        let units: Vec<String> = (0..layout.hash_shards())
+            .map(|s| format!("shard/{s}"))
+            .collect();
+        let nodes: Vec<NodeId> = members.iter().map(|(n, _)| n.clone()).collect();
+        let mut shards = replica_sets(&units, &nodes, replication_factor);
         shards.resize(units.len(), Vec::new());
+        let managers: Vec<(String, RegionName)> = layout
+            .managers()
+            .iter()
+            .map(|m| (m.id.clone(), m.region.clone()))
+            .collect();
+        shards.extend(region_replica_sets(
+            &managers,
+            members,
+            layout.regions(),
+            replication_factor,
+        ));
         Self { shards }
     }
 
@@ -164,14 +186,14 @@ impl ShardTable {
     }
 }
 
-/// Candidate nodes for the per-region actors of `region`: that region's nodes if it has any,
-/// otherwise those of the nearest region (great-circle distance between region coordinates)
-/// that has nodes. Empty if there are no nodes at all.
-pub fn region_candidates(
-    region: &RegionName,
+/// `members` in groups, in the order a unit of region `home` prefers them: `home`'s nodes,
+/// then each other region's nodes by great-circle distance from `home`, then nodes of regions
+/// the table does not list (kept so every node can hold a copy). Empty groups are left out.
+fn groups_by_distance(
+    home: &RegionName,
     members: &[(NodeId, RegionName)],
     table: &[Region],
-) -> Vec<NodeId> {
+) -> Vec<Vec<NodeId>> {
     let of = |r: &RegionName| -> Vec<NodeId> {
         members
             .iter()
@@ -179,28 +201,61 @@ pub fn region_candidates(
             .map(|(n, _)| n.clone())
             .collect()
     };
-    let here = of(region);
-    if !here.is_empty() {
-        return here;
-    }
-    let Some(origin) = table.iter().find(|r| &r.name == region) else {
-        return Vec::new();
+    let others: Vec<&RegionName> = match table.iter().find(|r| &r.name == home) {
+        Some(origin) => region::by_distance(table, origin.lat, origin.lng)
+            .into_iter()
+            .map(|r| &r.name)
+            .filter(|name| *name != home)
+            .collect(),
+        None => table.iter().map(|r| &r.name).collect(),
     };
-    region::by_distance(table, origin.lat, origin.lng)
-        .into_iter()
-        .map(|r| of(&r.name))
-        .find(|nodes| !nodes.is_empty())
-        .unwrap_or_default()
+    let unlisted: Vec<NodeId> = members
+        .iter()
+        .filter(|(_, r)| r != home && !table.iter().any(|t| &t.name == r))
+        .map(|(n, _)| n.clone())
+        .collect();
+    std::iter::once(of(home))
+        .chain(others.into_iter().map(of))
+        .chain(std::iter::once(unlisted))
+        .filter(|group| !group.is_empty())
+        .collect()
 }
 
-/// Places the per-region `units` of `region` on [`region_candidates`], spread across them.
-pub fn place_in_region(
-    units: &[String],
-    region: &RegionName,
+/// For each unit `(name, home region)`, `[owner, replica 1, ...]`: `min(rf, N)` distinct
+/// nodes, taken from the groups of [`groups_by_distance`] in order (the home region's nodes
+/// first, then the nearest region's, ...). Within a group the order is [`replica_sets`] over
+/// that group for the units of the same home region, so several units of one region spread
+/// over its nodes (balanced within one unit).
+///
+/// Both properties the shard layer relies on hold: when an owner dies, its successor is
+/// exactly its first replica (inside a group by [`replica_sets`]' rule; and when the owner was
+/// its group's last node, the next group's first node is next in line either way), and the
+/// owner is in the home region whenever that region has a ready node, with the replica there
+/// too when it has two.
+pub fn region_replica_sets(
+    units: &[(String, RegionName)],
     members: &[(NodeId, RegionName)],
     table: &[Region],
-) -> Vec<NodeId> {
-    assign(units, &region_candidates(region, members, table))
+    replication_factor: usize,
+) -> Vec<Vec<NodeId>> {
+    let mut sets = vec![Vec::new(); units.len()];
+    let homes: BTreeSet<&RegionName> = units.iter().map(|(_, r)| r).collect();
+    for home in homes {
+        let indices: Vec<usize> = (0..units.len()).filter(|&i| &units[i].1 == home).collect();
+        let names: Vec<String> = indices.iter().map(|&i| units[i].0.clone()).collect();
+        let mut placed = 0;
+        for group in groups_by_distance(home, members, table) {
+            if placed >= replication_factor {
+                break;
+            }
+            let part = replica_sets(&names, &group, replication_factor - placed);
+            placed += part.first().map_or(0, Vec::len);
+            for (&i, nodes) in indices.iter().zip(part) {
+                sets[i].extend(nodes);
+            }
+        }
+    }
+    sets
 }
 
 #[cfg(test)]
@@ -215,6 +270,15 @@ mod tests {
         (1..=n)
             .map(|i| NodeId::new(format!("node-{:x}", i * 7919)))
             .collect()
+    }
+
+    /// The table of `count` hash shards (no managers) over `nodes`, all in one region.
+    fn hash_table(count: u32, nodes: &[NodeId], rf: usize) -> ShardTable {
+        let members: Vec<(NodeId, RegionName)> = nodes
+            .iter()
+            .map(|n| (n.clone(), RegionName::new("r")))
+            .collect();
+        ShardTable::compute(&ShardLayout::new(count, &[], 1), &members, rf)
     }
 
     fn shards(count: u32) -> Vec<String> {
@@ -260,10 +324,10 @@ mod tests {
     #[test]
     fn node_order_does_not_change_the_table() {
         let mut ns = odd_nodes(7);
-        let a = ShardTable::compute(64, &ns, 2);
+        let a = hash_table(64, &ns, 2);
         ns.reverse();
         ns.swap(1, 4);
-        assert_eq!(a, ShardTable::compute(64, &ns, 2));
+        assert_eq!(a, hash_table(64, &ns, 2));
     }
 
     #[test]
@@ -330,10 +394,10 @@ mod tests {
     fn dead_owner_is_succeeded_by_its_first_replica() {
         for n in 3..=12 {
             let ns = odd_nodes(n);
-            let before = ShardTable::compute(64, &ns, 2);
+            let before = hash_table(64, &ns, 2);
             for gone in &ns {
                 let rest: Vec<NodeId> = ns.iter().filter(|x| *x != gone).cloned().collect();
-                let after = ShardTable::compute(64, &rest, 2);
+                let after = hash_table(64, &rest, 2);
                 for s in 0..64 {
                     let set = before.replicas(ShardId(s));
                     if set.first() == Some(gone) {
@@ -384,13 +448,13 @@ mod tests {
     #[test]
     fn replica_sets_are_distinct_ordered_and_sized_by_the_factor() {
         for (n, rf) in [(1, 2), (2, 2), (5, 2), (5, 3), (3, 5)] {
-            let table = ShardTable::compute(64, &nodes(n), rf);
+            let table = hash_table(64, &nodes(n), rf);
             for set in table.iter() {
                 assert_eq!(set.len(), rf.min(n));
                 assert_eq!(set.iter().collect::<BTreeSet<_>>().len(), set.len());
             }
         }
-        assert!(ShardTable::compute(64, &[], 2).owner(ShardId(0)).is_none());
+        assert!(hash_table(64, &[], 2).owner(ShardId(0)).is_none());
     }
 
     #[test]
@@ -423,45 +487,129 @@ mod tests {
         (NodeId::new(node), RegionName::new(region))
     }
 
+    /// The region table's managers (`managers` each, eu-central-1 `hot`) placed on `members`.
+    fn manager_table(members: &[(NodeId, RegionName)], hot: u32) -> (ShardLayout, ShardTable) {
+        let mut regions = region_table();
+        regions[3].managers = Some(hot);
+        let layout = ShardLayout::new(8, &regions, 1);
+        let table = ShardTable::compute(&layout, members, 2);
+        (layout, table)
+    }
+
+    fn region_of<'a>(members: &'a [(NodeId, RegionName)], node: &NodeId) -> &'a str {
+        members
+            .iter()
+            .find(|(n, _)| n == node)
+            .map_or("?", |(_, r)| r.as_str())
+    }
+
     #[test]
-    fn region_actors_go_to_their_region_or_else_the_nearest_region_with_nodes() {
-        let table = region_table();
+    fn a_manager_shards_owner_and_replica_are_in_its_region_when_it_has_two_ready_nodes() {
+        let members = vec![
+            member("a", "us-east-1"),
+            member("b", "eu-central-1"),
+            member("c", "eu-central-1"),
+            member("d", "eu-west-1"),
+            member("e", "eu-west-1"),
+            member("f", "us-east-2"),
+        ];
+        let (layout, table) = manager_table(&members, 3);
+        for manager in layout.managers() {
+            let set = table.replicas(manager.shard);
+            let regions: Vec<&str> = set.iter().map(|n| region_of(&members, n)).collect();
+            let expected = match manager.region.as_str() {
+                // One node in the region: the replica goes to the nearest other region.
+                "us-east-1" => ["us-east-1", "us-east-2"],
+                "us-east-2" => ["us-east-2", "us-east-1"],
+                own => [own, own],
+            };
+            assert_eq!(regions, expected, "{}: {set:?}", manager.id);
+        }
+        // The hash shards still spread over every node.
+        let hash_owners: BTreeSet<&NodeId> =
+            (0..8).filter_map(|s| table.owner(ShardId(s))).collect();
+        assert!(hash_owners.len() >= 5, "{hash_owners:?}");
+    }
+
+    #[test]
+    fn a_manager_shard_goes_to_the_nearest_region_when_its_own_has_no_ready_node() {
         let members = vec![
             member("a", "us-east-1"),
             member("b", "eu-central-1"),
             member("c", "eu-central-1"),
         ];
-        let us = RegionName::new("us-east-1");
+        let (layout, table) = manager_table(&members, 1);
+        let placed = |region: &str| -> Vec<&str> {
+            let manager = &layout.managers_of(&RegionName::new(region))[0];
+            table
+                .replicas(manager.shard)
+                .iter()
+                .map(|n| region_of(&members, n))
+                .collect()
+        };
         assert_eq!(
-            region_candidates(&us, &members, &table),
-            vec![NodeId::new("a")]
+            placed("us-east-2"),
+            ["us-east-1", "eu-central-1"],
+            "us-east-1 is nearest"
         );
-        let us2 = RegionName::new("us-east-2");
-        assert_eq!(
-            region_candidates(&us2, &members, &table),
-            vec![NodeId::new("a")],
-            "us-east-1 is nearest to us-east-2"
-        );
-        let eu_west = RegionName::new("eu-west-1");
-        assert_eq!(
-            region_candidates(&eu_west, &members, &table),
-            vec![NodeId::new("b"), NodeId::new("c")]
-        );
-        assert!(region_candidates(&eu_west, &[], &table).is_empty());
+        assert_eq!(placed("eu-west-1"), ["eu-central-1", "eu-central-1"]);
+        let (layout, table) = manager_table(&[], 1);
+        assert!(table.owner(layout.managers()[0].shard).is_none());
+    }
+
+    #[test]
+    fn a_dead_manager_owner_is_succeeded_by_its_first_replica() {
+        let regions = ["us-east-1", "us-east-2", "eu-west-1", "eu-central-1"];
+        let mut cases = 0;
+        for n in 2..=9 {
+            for shift in 0..regions.len() {
+                let members: Vec<(NodeId, RegionName)> = odd_nodes(n)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, id)| {
+                        (
+                            id,
+                            RegionName::new(regions[(i * i + shift) % regions.len()]),
+                        )
+                    })
+                    .collect();
+                let (layout, before) = manager_table(&members, 3);
+                for (gone, _) in &members {
+                    let rest: Vec<_> = members.iter().filter(|(m, _)| m != gone).cloned().collect();
+                    let (_, after) = manager_table(&rest, 3);
+                    for manager in layout.managers() {
+                        let set = before.replicas(manager.shard);
+                        if set.first() == Some(gone) {
+                            cases += 1;
+                            assert_eq!(
+                                after.owner(manager.shard),
+                                set.get(1),
+                                "{}: successor is not the first replica ({members:?})",
+                                manager.id
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        println!("manager shards: {cases} owner deaths, each succeeded by its first replica");
+        assert!(cases > 100, "only {cases} owner deaths checked");
     }
 
     #[test]
     fn managers_of_one_region_spread_across_its_nodes() {
-        let table = region_table();
         let members = vec![
             member("a", "eu-central-1"),
             member("b", "eu-central-1"),
             member("c", "us-east-1"),
         ];
-        let units: Vec<String> = (0..4)
-            .map(|m| format!("parties/eu-central-1/{m}"))
+        let (layout, table) = manager_table(&members, 4);
+        let owners: Vec<NodeId> = layout
+            .managers_of(&RegionName::new("eu-central-1"))
+            .iter()
+            .filter_map(|m| table.owner(m.shard).cloned())
             .collect();
-        let owners = place_in_region(&units, &RegionName::new("eu-central-1"), &members, &table);
+        assert_eq!(owners.len(), 4);
         let counts = owned_counts(&owners, &[NodeId::new("a"), NodeId::new("b")]);
         assert_eq!(counts, vec![2, 2]);
     }

@@ -79,7 +79,7 @@ pub enum StorageError {
         expected: u32,
     },
     /// The data directory belongs to another cluster, or to this cluster with another shard
-    /// count (which would silently re-home every key).
+    /// count or party managers (which would silently re-home keys or parties).
     #[error("data directory {path} belongs to {stored}, but this node is configured for {configured}: use that cluster's cluster.toml or an empty data directory")]
     WrongCluster {
         /// The data directory.
@@ -256,10 +256,12 @@ impl Storage {
         Ok(result)
     }
 
-    /// Binds the data directory to a cluster name and shard count on first use, and refuses a
-    /// directory created for another cluster or another shard count.
-    pub fn check_identity(&self, cluster: &str, shards: u32) -> Result<(), StorageError> {
-        let configured = format!("cluster {cluster:?} with {shards} shards");
+    /// Binds the data directory to a cluster name and shard layout on first use, and refuses a
+    /// directory created for another cluster or another layout. `shards` describes the layout
+    /// (`layout::ShardLayout::identity`: the shard count and the party managers, which decide
+    /// which shard holds which key).
+    pub fn check_identity(&self, cluster: &str, shards: &str) -> Result<(), StorageError> {
+        let configured = format!("cluster {cluster:?} with {shards}");
         let mut wtxn = self.inner.env.write_txn()?;
         match self.inner.meta.get(&wtxn, IDENTITY_KEY)? {
             None => self
@@ -462,20 +464,24 @@ mod tests {
     }
 
     #[test]
-    fn a_data_directory_is_bound_to_its_cluster_name_and_shard_count() {
+    fn a_data_directory_is_bound_to_its_cluster_name_and_shard_layout() {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Storage::open(dir.path(), options(WriteMode::Inline)).expect("open");
-        storage.check_identity("prod", 64).expect("first use binds");
-        storage.check_identity("prod", 64).expect("same identity");
+        storage
+            .check_identity("prod", "64 shards")
+            .expect("first use binds");
+        storage
+            .check_identity("prod", "64 shards")
+            .expect("same identity");
         let err = storage
-            .check_identity("prod", 128)
+            .check_identity("prod", "128 shards")
             .expect_err("other shard count");
         assert!(
             err.to_string().contains("\"prod\" with 64 shards")
                 && err.to_string().contains("128 shards"),
             "{err}"
         );
-        assert!(storage.check_identity("staging", 64).is_err());
+        assert!(storage.check_identity("staging", "64 shards").is_err());
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{NodeId, ShardId};
+use crate::layout::ShardLayout;
 use crate::membership::{Heard, Member, Membership, MembershipSnapshot};
 use crate::placement::ShardTable;
 
@@ -33,14 +34,11 @@ impl Topology {
     pub fn compute(
         membership: Arc<MembershipSnapshot>,
         heard: Heard,
-        shard_count: u32,
+        layout: &ShardLayout,
         replication_factor: usize,
     ) -> Self {
-        let table = ShardTable::compute(
-            shard_count,
-            &membership.placement_nodes(),
-            replication_factor,
-        );
+        let table =
+            ShardTable::compute(layout, &membership.placement_members(), replication_factor);
         Self {
             membership,
             table,
@@ -89,7 +87,7 @@ fn live_members(membership: &MembershipSnapshot) -> BTreeSet<(NodeId, u64)> {
 /// `on_change` runs after each recomputation (metrics).
 pub fn track(
     membership: &Membership,
-    shard_count: u32,
+    layout: Arc<ShardLayout>,
     replication_factor: usize,
     shutdown: CancellationToken,
     on_change: impl Fn(&Topology) + Send + 'static,
@@ -99,7 +97,7 @@ pub fn track(
     let first = Arc::new(Topology::compute(
         snapshots.borrow_and_update().clone(),
         heard.clone(),
-        shard_count,
+        &layout,
         replication_factor,
     ));
     on_change(&first);
@@ -120,7 +118,7 @@ pub fn track(
             }
             live = now_live;
             let mut topology =
-                Topology::compute(snapshot, heard.clone(), shard_count, replication_factor);
+                Topology::compute(snapshot, heard.clone(), &layout, replication_factor);
             topology.live_grew_at = grew_at;
             on_change(&topology);
             if tx.send(Arc::new(topology)).is_err() {

@@ -263,7 +263,8 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_with_a_wrong_secret_or_shard_count_are_refused_and_never_enter_placement() {
+async fn nodes_with_a_wrong_secret_shard_count_or_party_managers_are_refused_and_never_enter_placement(
+) {
     let _serial = cluster_lock().await;
     let mut cluster = TestCluster::start(2);
     let seeds: Vec<u16> = cluster.nodes.iter().map(|n| n.gossip_port).collect();
@@ -273,12 +274,22 @@ async fn nodes_with_a_wrong_secret_or_shard_count_are_refused_and_never_enter_pl
     rogue.start_node(0);
     let mut misfit = TestCluster::plan_with(1, "integration-test-secret", &[("shards", "32")]);
     misfit.nodes[0].id = "misfit".into();
-    misfit.nodes[0].seeds = seeds;
+    misfit.nodes[0].seeds = seeds.clone();
     misfit.start_node(0);
+    // Same shard count, other party managers: it would place the manager shards elsewhere.
+    let mut stranger = TestCluster::plan_with(
+        1,
+        "integration-test-secret",
+        &[("managers_per_region", "2")],
+    );
+    stranger.nodes[0].id = "stranger".into();
+    stranger.nodes[0].seeds = seeds;
+    stranger.start_node(0);
     wait_agreement(&cluster, &[0, 1], &["n1", "n2"], Duration::from_secs(60)).await;
     for reason in [
         "invalid proof of the cluster secret",
         "different cluster.shards",
+        "different [[regions]] table or party managers",
     ] {
         cluster
             .wait_for(
@@ -290,11 +301,13 @@ async fn nodes_with_a_wrong_secret_or_shard_count_are_refused_and_never_enter_pl
     }
     let (_, view) = cluster.get(0, "/cluster").await.expect("view");
     assert!(
-        !view.to_string().contains("rogue") && !view.to_string().contains("misfit"),
+        ["rogue", "misfit", "stranger"]
+            .iter()
+            .all(|id| !view.to_string().contains(id)),
         "{view}"
     );
     cluster.nodes[1].kill();
-    drop((rogue, misfit));
+    drop((rogue, misfit, stranger));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,15 +1,39 @@
 //! Parties against real `troupe node` processes: dispatch to the closest region, the party life
-//! cycle with host promotion, nearby search across a region border, and parties that survive
-//! the death of the node hosting their manager.
+//! cycle with host promotion, nearby search across a region border, and a region's parties
+//! stored on that region's nodes, surviving the death of the node hosting their manager.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use support::{cluster_lock, TestCluster};
 
 const RECOVERY: Duration = Duration::from_secs(30);
+
+/// The owner and replicas of `manager`'s shard in a `/cluster` view.
+fn manager_shard(view: &Value, manager: &str) -> Option<(String, Vec<String>)> {
+    let shard = view["shards"]
+        .as_array()?
+        .iter()
+        .find(|s| s["manager"] == json!(manager))?;
+    let replicas = shard["replicas"]
+        .as_array()?
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    Some((shard["owner"].as_str()?.to_owned(), replicas))
+}
+
+/// A member's field in a `/cluster` view.
+fn member_field(view: &Value, node: &str, field: &str) -> Option<String> {
+    view["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["node_id"] == json!(node))?[field]
+        .as_str()
+        .map(str::to_owned)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatch_and_the_party_life_cycle_with_host_promotion() {
@@ -125,9 +149,11 @@ async fn dispatch_and_the_party_life_cycle_with_host_promotion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nearby_search_crosses_region_borders_and_parties_survive_their_managers_node() {
+async fn nearby_search_crosses_region_borders_and_parties_stay_in_their_region_when_its_managers_node_dies(
+) {
     let _guard = cluster_lock().await;
-    let mut cluster = TestCluster::start(3);
+    // Two nodes in Dublin's region, one in London's.
+    let mut cluster = TestCluster::start_in_regions(&["eu-west-1", "eu-west-1", "eu-west-2"]);
     cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
     let mut codes = Vec::new();
     // Dublin (eu-west-1), Holyhead in Wales (closer to Dublin's coordinates than London's?
@@ -190,15 +216,35 @@ async fn nearby_search_crosses_region_borders_and_parties_survive_their_managers
         400
     );
 
+    // Each region's manager shard, with the parties in it, is on nodes of that region: owner
+    // and replica for Dublin's two nodes, the owner for London's one.
+    let (_, view) = cluster.get(2, "/cluster").await.expect("cluster");
+    let region = |node: &str| member_field(&view, node, "region").unwrap_or_default();
+    let (london_owner, _) = manager_shard(&view, "eu-west-2/m0").expect("london's shard");
+    assert_eq!(region(&london_owner), "eu-west-2", "{view}");
     let (_, found) = cluster
         .get(0, "/managers/find?lat=53.35&lng=-6.26")
         .await
         .expect("find");
+    let manager = found["manager"].as_str().expect("manager").to_owned();
     let host = found["hostname"].as_str().expect("hostname").to_owned();
+    let (owner, replicas) = manager_shard(&view, &manager).expect("dublin's shard");
+    assert_eq!(region(&owner), "eu-west-1", "{view}");
+    assert_eq!(region(&replicas[0]), "eu-west-1", "{view}");
+    assert_eq!(
+        member_field(&view, &owner, "http_addr"),
+        Some(host.clone()),
+        "/managers/find names the owner of the manager's shard"
+    );
+    let (_, located) = cluster
+        .get(1, &format!("/cluster/locate/party/{}", codes[0]))
+        .await
+        .expect("locate");
+    assert_eq!(located["owner"], json!(owner), "{located}");
     let victim = cluster
         .nodes
         .iter()
-        .position(|n| host.ends_with(&format!(":{}", n.http_port)))
+        .position(|n| n.id == owner)
         .expect("node");
     cluster.nodes[victim].kill();
     let survivor = (victim + 1) % 3;
@@ -224,13 +270,32 @@ async fn nearby_search_crosses_region_borders_and_parties_survive_their_managers
             .expect("get");
         assert_eq!(status, 200, "party {code} lost");
     }
+    // The manager moved, with its parties, to its first replica: the other Dublin node.
+    let successor = &replicas[0];
+    let successor_http = member_field(&view, successor, "http_addr").expect("successor");
     cluster
-        .wait_for("the manager moves off the dead node", RECOVERY, || async {
-            let (status, moved) = cluster
-                .get(survivor, "/managers/find?lat=53.35&lng=-6.26")
-                .await
-                .ok()?;
-            (status == 200 && moved["hostname"] != json!(host)).then_some(())
-        })
+        .wait_for(
+            "the manager moves to the region's other node",
+            RECOVERY,
+            || async {
+                let (status, moved) = cluster
+                    .get(survivor, "/managers/find?lat=53.35&lng=-6.26")
+                    .await
+                    .ok()?;
+                let (_, now) = cluster.get(survivor, "/cluster").await.ok()?;
+                let (new_owner, _) = manager_shard(&now, &manager)?;
+                (status == 200
+                    && moved["hostname"] == json!(successor_http)
+                    && &new_owner == successor)
+                    .then_some(())
+            },
+        )
         .await;
+    let (status, listed) = cluster.get(survivor, &path).await.expect("list");
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["participants"].as_array().map(Vec::len),
+        Some(2),
+        "host and the late joiner: {listed}"
+    );
 }

@@ -405,13 +405,22 @@ impl SimCluster {
 /// shard runs its own seal and catch-up on each membership change); nothing in the protocol
 /// depends on the count.
 pub const SIM_SHARDS: u32 = 16;
+/// Every shard of a simulated cluster: the hash shards plus one party manager shard per region
+/// of [`REGIONS`] (the only regions the simulation's table keeps).
+pub const SIM_SHARDS_TOTAL: u32 = SIM_SHARDS + REGIONS.len() as u32;
 
-/// The repository's cluster.toml with the simulation's gossip interval and shard count, and
-/// jobs of 0.5 to 2.5 s with a 2 s timeout, so jobs end (either way) within a scenario.
+/// The repository's cluster.toml with the simulation's gossip interval and shard count, only
+/// the regions its nodes use (each region's manager is a shard, and every shard runs its own
+/// seal and catch-up on each membership change), and jobs of 0.5 to 2.5 s with a 2 s timeout,
+/// so jobs end (either way) within a scenario.
 fn cluster_config() -> turmoil::Result<ClusterConfig> {
     let mut cluster = ClusterConfig::parse(EMBEDDED_CLUSTER_TOML, "<embedded>")?;
     cluster.gossip.interval_ms = GOSSIP_INTERVAL_MS;
     cluster.cluster.shards = SIM_SHARDS;
+    cluster
+        .regions
+        .retain(|r| REGIONS.contains(&r.name.as_str()));
+    cluster.parties.managers_per_region = 1;
     cluster.jobs.min_duration_ms = 500;
     cluster.jobs.max_duration_ms = 2_500;
     cluster.jobs.timeout_ms = 2_000;

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::info;
 
-use crate::harness::{SimCluster, SIM_SHARDS};
+use crate::harness::{SimCluster, SIM_SHARDS, SIM_SHARDS_TOTAL};
 use crate::history::{self, Event, History, Observed, Op, Subject, Violation, FINAL_CLIENT};
 use crate::observe::Views;
 use crate::workload::{self, Workload};
@@ -123,9 +123,9 @@ pub fn converge(seed: u64) -> turmoil::Result<Measurements> {
     let cluster = converged_cluster(seed, &mut measured)?;
     let views = cluster.views();
     let table = &views.of("n1").ok_or("n1 answered")?.shards;
-    if table.len() != SIM_SHARDS as usize {
+    if table.len() != SIM_SHARDS_TOTAL as usize {
         return Err(format!(
-            "seed {seed}: shard table has {} entries, expected {SIM_SHARDS}",
+            "seed {seed}: shard table has {} entries, expected {SIM_SHARDS_TOTAL}",
             table.len()
         )
         .into());

@@ -283,7 +283,29 @@ impl ClusterConfig {
         self.jobs.validate()?;
         self.integers.validate()?;
         self.parties.validate()?;
-        validate_regions(&self.regions)
+        validate_regions(&self.regions)?;
+        self.validate_manager_count()
+    }
+
+    /// Every party manager has a shard of its own (decision 008), so their total is bounded.
+    fn validate_manager_count(&self) -> Result<(), ConfigError> {
+        let per_region = self.parties.managers_per_region;
+        let total: u64 = self
+            .regions
+            .iter()
+            .map(|r| u64::from(r.managers.unwrap_or(per_region)))
+            .sum();
+        if total > u64::from(crate::layout::MAX_MANAGERS) {
+            return Err(ConfigError::invalid(
+                "parties.managers_per_region",
+                format!(
+                    "the region table has {total} party managers in all (each one a shard), at \
+                     most {} are allowed: lower parties.managers_per_region or regions.managers",
+                    crate::layout::MAX_MANAGERS
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -24,6 +24,10 @@ pub const PROOF_KEY: &str = "proof";
 /// The node's configured shard count: a node with another count would compute another shard
 /// table, so it is kept out of membership.
 pub const SHARDS_KEY: &str = "shards";
+/// Fingerprint of the node's shard layout (`layout::ShardLayout::fingerprint`: region table and
+/// party managers): a node with another one would place the manager shards elsewhere, so it is
+/// kept out of membership too.
+pub const LAYOUT_KEY: &str = "layout";
 
 /// Who signs and checks membership entries: proof of the secret, and a compatible shard count.
 #[derive(Clone, Debug)]
@@ -34,6 +38,8 @@ pub struct Signer {
     pub secret: Secret,
     /// This node's shard count; members must have the same.
     pub shards: u32,
+    /// This node's shard layout fingerprint; members must have the same.
+    pub layout: String,
 }
 
 impl Signer {
@@ -92,6 +98,7 @@ pub fn initial_key_values(
         ),
         (REGION_KEY.to_owned(), region.to_string()),
         (SHARDS_KEY.to_owned(), signer.shards.to_string()),
+        (LAYOUT_KEY.to_owned(), signer.layout.clone()),
         (HTTP_ADDR_KEY.to_owned(), http),
         (RPC_ADDR_KEY.to_owned(), rpc),
         (
@@ -121,6 +128,15 @@ pub fn parse_member(signer: &Signer, id: &ChitchatId, state: &NodeState, live: b
         Some(true) if state.get(SHARDS_KEY) != Some(signer.shards.to_string().as_str()) => {
             Parsed::Rejected("different cluster.shards: it would compute another shard table")
         }
+        Some(true) if state.get(LAYOUT_KEY).is_none() => Parsed::Rejected(
+            "no shard layout published (a build from before decision 008): every node of a \
+             cluster must run a build that places party shards the same way",
+        ),
+        Some(true) if state.get(LAYOUT_KEY) != Some(signer.layout.as_str()) => Parsed::Rejected(
+            "different [[regions]] table or party managers (parties.managers_per_region, \
+             regions.managers): it would place the party shards elsewhere; give every node \
+             the same cluster.toml",
+        ),
         Some(true) => read_member(id, state, live).map_or(Parsed::Incomplete, Parsed::Member),
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::member::Member;
-use crate::ids::NodeId;
+use crate::ids::{NodeId, RegionName};
 
 /// Every known member (newest incarnation of each node id), as of one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,6 +60,15 @@ impl MembershipSnapshot {
             .values()
             .filter(|m| m.takes_placement())
             .map(|m| m.node_id.clone())
+            .collect()
+    }
+
+    /// [`Self::placement_nodes`] with their regions: region-placed shards need both.
+    pub fn placement_members(&self) -> Vec<(NodeId, RegionName)> {
+        self.members
+            .values()
+            .filter(|m| m.takes_placement())
+            .map(|m| (m.node_id.clone(), m.region.clone()))
             .collect()
     }
 

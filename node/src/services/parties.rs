@@ -1,14 +1,15 @@
 //! Parties (seed 000): a dispatcher that is a function of any node, and per-region party
 //! managers.
 //!
-//! Managers are placement units (`<region>/m<k>`), placed on live nodes of their region (or the
-//! nearest region with live nodes) by `placement::place_in_region`; `GET /managers/find`
-//! reports the node hosting the manager. A manager's parties live in the shard of the manager's
-//! id: a party code is nine random digits drawn until it hashes to that shard, so the code
-//! alone routes to the manager's state with no broadcast, and the party and the manager's index
-//! of open parties (for nearby search) change together in one replicated command, executed by
-//! that shard's owner actor. Parties therefore survive the loss of any one node like every
-//! other shard, and move with their shard.
+//! Each manager (`<region>/m<k>`) has a shard of its own ([`crate::layout`], decision 008),
+//! placed on live nodes of its region, or of the nearest region with live nodes
+//! (`placement::region_replica_sets`). The manager *is* that shard's owner: `GET
+//! /managers/find` reports the owner's node, and the party and the manager's index of open
+//! parties (for nearby search) change together in one replicated command, executed by that
+//! shard's owner actor. A party code is nine random digits drawn until it hashes to its manager
+//! (`ShardLayout::manager_for_key`), so the code alone routes to the manager's shard with no
+//! broadcast. Parties therefore survive the loss of any one node like every other shard, stay
+//! in their region while it has a live node, and move with their shard.
 
 use futures_util::future::try_join_all;
 use rand::Rng;
@@ -19,14 +20,14 @@ use troupe_http::ApiError;
 
 use crate::codec;
 use crate::ids::{NodeId, RegionName, ShardId};
+use crate::layout::{Manager, ShardLayout};
 use crate::node::Node;
-use crate::placement::{place_in_region, shard_for_key, weight};
+use crate::placement::weight;
 use crate::region::{by_distance, distance_km, Region};
 use crate::routing::{call_owner, read_shard};
 use crate::rpc::wire::{Request, Response};
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
 use crate::shard::{Op, ShardStore, StoreError, Tenant};
-use crate::topology::Topology;
 
 /// Codes drawn before giving up on finding a free one (a 9-digit space is never that full).
 const CODE_ATTEMPTS: usize = 8;
@@ -174,29 +175,6 @@ pub fn decide_leave(
     })
 }
 
-/// The managers of `region`, in order.
-fn managers(node: &Node, region: &Region) -> Vec<String> {
-    let count = region
-        .managers
-        .unwrap_or(node.inner.cluster.parties.managers_per_region);
-    (0..count)
-        .map(|k| format!("{}/m{k}", region.name))
-        .collect()
-}
-
-/// The node hosting each manager of `region` now.
-fn manager_hosts(node: &Node, topology: &Topology, region: &Region) -> Vec<(String, NodeId)> {
-    let members: Vec<(NodeId, RegionName)> = topology
-        .membership
-        .placement_nodes()
-        .into_iter()
-        .filter_map(|id| topology.membership.get(&id).map(|m| (id, m.region.clone())))
-        .collect();
-    let units = managers(node, region);
-    let hosts = place_in_region(&units, &region.name, &members, &node.inner.cluster.regions);
-    units.into_iter().zip(hosts).collect()
-}
-
 fn closest_region(node: &Node, lat: f64, lng: f64) -> Result<&Region, ApiError> {
     by_distance(&node.inner.cluster.regions, lat, lng)
         .into_iter()
@@ -204,49 +182,55 @@ fn closest_region(node: &Node, lat: f64, lng: f64) -> Result<&Region, ApiError> 
         .ok_or_else(|| ApiError::Internal("the region table is empty".into()))
 }
 
-/// Picks one of a region's managers for `key` (spreads parties and clients over them).
-fn pick(managers: &[String], key: &str) -> Option<String> {
-    managers
+/// Picks one of `region`'s managers for `key` (spreads parties and clients over them).
+fn pick<'a>(node: &'a Node, region: &RegionName, key: &str) -> Result<&'a Manager, ApiError> {
+    node.inner
+        .layout
+        .managers_of(region)
         .iter()
-        .max_by_key(|m| weight(key, &NodeId::new(m.as_str())))
-        .cloned()
+        .max_by_key(|m| weight(key, &NodeId::new(m.id.as_str())))
+        .ok_or_else(|| ApiError::Internal(format!("region {region} has no manager")))
 }
 
-/// `GET /managers/find`: the manager of the closest region for this point, and its node.
+/// `GET /managers/find`: the manager of the closest region for this point, and the node that
+/// owns its shard (where its parties are).
 pub fn find(node: &Node, lat: f64, lng: f64) -> Result<ManagerView, ApiError> {
     let region = closest_region(node, lat, lng)?;
-    let topology = node.topology();
-    let hosts = manager_hosts(node, &topology, region);
-    let names: Vec<String> = hosts.iter().map(|(m, _)| m.clone()).collect();
-    let manager = pick(&names, &format!("{lat:.4},{lng:.4}"))
-        .ok_or_else(|| ApiError::Internal("region has no manager".into()))?;
-    let host = hosts
-        .iter()
-        .find(|(m, _)| *m == manager)
-        .and_then(|(_, id)| topology.membership.get(id))
+    let manager = pick(node, &region.name, &format!("{lat:.4},{lng:.4}"))?;
+    let host = node
+        .topology()
+        .owner(manager.shard)
         .ok_or_else(|| ApiError::Unavailable {
             message: "no live node can host this region's manager".into(),
             retry_after: std::time::Duration::from_secs(1),
-        })?;
+        })?
+        .http_addr
+        .to_string();
     Ok(ManagerView {
-        hostname: host.http_addr.to_string(),
+        hostname: host,
         region: region.name.to_string(),
-        manager,
+        manager: manager.id.clone(),
     })
 }
 
-fn random_code_in(shard: ShardId, shards: u32) -> String {
+/// Nine random digits that hash to `manager` (about one draw per manager in the layout).
+fn random_code_for(layout: &ShardLayout, manager: &Manager) -> String {
     let mut rng = rand::rng();
     loop {
         let code = rng.random_range(100_000_000u32..=999_999_999).to_string();
-        if shard_for_key(&code, shards) == shard {
+        if layout.manager_for_key(&code).map(|m| m.shard) == Some(manager.shard) {
             return code;
         }
     }
 }
 
-fn code_shard(node: &Node, code: &str) -> ShardId {
-    shard_for_key(code, node.inner.cluster.cluster.shards)
+/// The shard of the manager a party code belongs to.
+fn code_shard(node: &Node, code: &str) -> Result<ShardId, ApiError> {
+    node.inner
+        .layout
+        .manager_for_key(code)
+        .map(|m| m.shard)
+        .ok_or_else(|| ApiError::Internal("the cluster has no party manager".into()))
 }
 
 /// `POST /parties`.
@@ -261,21 +245,20 @@ pub async fn create(node: &Node, request: CreateParty) -> Result<PartyCreated, A
             .ok_or_else(|| ApiError::Internal("this node's region is not in the table".into()))?,
     };
     let at = request.location.unwrap_or((region.lat, region.lng));
-    let manager = pick(&managers(node, &region), &request.device_id)
-        .ok_or_else(|| ApiError::Internal("region has no manager".into()))?;
-    let shards = node.inner.cluster.cluster.shards;
-    let shard = shard_for_key(&manager, shards);
+    let layout = &node.inner.layout;
+    let manager = pick(node, &region.name, &request.device_id)?;
+    let shard = manager.shard;
     let host = Participant {
         participant_id: 0,
         device_id: request.device_id,
         participant_name: request.participant_name,
     };
     for _ in 0..CODE_ATTEMPTS {
-        let code = random_code_in(shard, shards);
+        let code = random_code_for(layout, manager);
         let party = Party::new(
             code.clone(),
             region.name.to_string(),
-            manager.clone(),
+            manager.id.clone(),
             at,
             host.clone(),
         );
@@ -307,7 +290,7 @@ async fn party_command(node: &Node, code: &str, command: Command) -> Result<Outc
     if !parties::is_code(code) {
         return Err(ApiError::NotFound(parties::not_found_message(code)));
     }
-    let shard = code_shard(node, code);
+    let shard = code_shard(node, code)?;
     match call_owner(node, shard, Request::Command { shard, command }).await? {
         Response::Outcome(Outcome::NotFound(message)) => Err(ApiError::NotFound(message)),
         Response::Outcome(outcome) => Ok(outcome),
@@ -372,7 +355,7 @@ pub async fn get(node: &Node, code: String) -> Result<Party, ApiError> {
         tenant: Tenant::PARTIES,
         key: code.as_bytes().to_vec(),
     };
-    match read_shard(node, code_shard(node, &code), query).await? {
+    match read_shard(node, code_shard(node, &code)?, query).await? {
         QueryAnswer::Value(Some(bytes)) => codec::decode(&bytes)
             .map_err(|e| ApiError::Internal(format!("stored party cannot be read: {e}"))),
         QueryAnswer::Value(None) => Err(ApiError::NotFound(parties::not_found_message(&code))),
@@ -403,15 +386,16 @@ pub async fn nearby(
     radius_km: f64,
 ) -> Result<Vec<NearbyParty>, ApiError> {
     let regions = touched_regions(&node.inner.cluster.regions, lat, lng, radius_km);
-    let managers: Vec<String> = regions.iter().flat_map(|r| managers(node, r)).collect();
-    let shards = node.inner.cluster.cluster.shards;
-    let lists = try_join_all(managers.iter().map(|manager| async move {
+    let managers = regions
+        .iter()
+        .flat_map(|r| node.inner.layout.managers_of(&r.name));
+    let lists = try_join_all(managers.map(|manager| async move {
         let query = Query::Prefix {
             tenant: Tenant::PARTY_INDEX,
-            prefix: format!("{manager}/").into_bytes(),
+            prefix: format!("{}/", manager.id).into_bytes(),
             limit: INDEX_LIMIT,
         };
-        match read_shard(node, shard_for_key(manager, shards), query).await? {
+        match read_shard(node, manager.shard, query).await? {
             QueryAnswer::Items(items) => Ok(items),
             other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
         }
@@ -474,11 +458,14 @@ mod tests {
     }
 
     #[test]
-    fn codes_are_nine_digits_in_the_asked_shard() {
-        for _ in 0..20 {
-            let code = random_code_in(ShardId(5), 64);
-            assert!(parties::is_code(&code), "{code}");
-            assert_eq!(shard_for_key(&code, 64), ShardId(5));
+    fn codes_are_nine_digits_that_hash_to_their_manager() {
+        let layout = ShardLayout::new(64, &table(), 2);
+        for manager in layout.managers() {
+            for _ in 0..10 {
+                let code = random_code_for(&layout, manager);
+                assert!(parties::is_code(&code), "{code}");
+                assert_eq!(layout.manager_for_key(&code), Some(manager));
+            }
         }
     }
 }

@@ -156,15 +156,16 @@ impl Shards {
         topology.has_fresh_majority(&self.inner.me, self.lease())
     }
 
-    /// The shard layer of node `me`.
+    /// The shard layer of node `me`, for `shard_count` shards (hash and manager shards).
     pub fn new(
         me: NodeId,
         store: ShardStore,
         rpc: RpcClient,
         topology: watch::Receiver<Arc<Topology>>,
         config: ClusterConfig,
+        shard_count: u32,
     ) -> Self {
-        let shard_count = config.cluster.shards as usize;
+        let shard_count = shard_count as usize;
         Self {
             inner: Arc::new(ShardsInner {
                 me,

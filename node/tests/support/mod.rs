@@ -76,6 +76,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// One node process (running or stopped) with its fixed ports and data directory.
 pub struct TestNode {
     pub id: String,
+    /// Region from the region table (`eu-west-1` unless the test says otherwise).
+    pub region: String,
     pub http_port: u16,
     pub gossip_port: u16,
     pub rpc_port: u16,
@@ -107,7 +109,7 @@ impl TestNode {
             .arg("node")
             .arg(format!("--config={}", self.config.display()))
             .arg(format!("--node-id={}", self.id))
-            .arg("--region=eu-west-1")
+            .arg(format!("--region={}", self.region))
             .arg(format!("--http-listen=127.0.0.1:{}", self.http_port))
             .arg(format!("--gossip-listen=127.0.0.1:{}", self.gossip_port))
             .arg(format!("--rpc-listen=127.0.0.1:{}", self.rpc_port))
@@ -175,6 +177,16 @@ impl TestCluster {
         cluster
     }
 
+    /// Starts one node per entry of `regions`, node `i` in `regions[i]`.
+    pub fn start_in_regions(regions: &[&str]) -> Self {
+        let mut cluster = Self::plan(regions.len(), "integration-test-secret");
+        for (node, region) in cluster.nodes.iter_mut().zip(regions) {
+            node.region = (*region).to_owned();
+            node.start();
+        }
+        cluster
+    }
+
     /// Plans `n` nodes with the given secret without starting them.
     pub fn plan(n: usize, secret: &str) -> Self {
         Self::plan_with(n, secret, &[])
@@ -188,6 +200,7 @@ impl TestCluster {
         let nodes = (0..n)
             .map(|i| TestNode {
                 id: format!("n{}", i + 1),
+                region: "eu-west-1".to_owned(),
                 http_port: free_tcp_port(),
                 gossip_port: gossip[i],
                 rpc_port: free_tcp_port(),
