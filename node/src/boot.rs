@@ -149,6 +149,9 @@ async fn run_node(
             .follow_topology(core_stop.child_token())
             .in_current_span(),
     );
+    let lease = tokio::spawn(
+        crate::shard::lease::keep(shards.clone(), core_stop.child_token()).in_current_span(),
+    );
     let node = Node {
         inner: Arc::new(NodeInner {
             cluster: cluster.clone(),
@@ -220,6 +223,7 @@ async fn run_node(
     core_stop.cancel();
     let _ = rpc_server.await;
     let _ = shard_host.await;
+    let _ = lease.await;
     let _ = integers.await;
     membership.shutdown().await;
     drop(node);

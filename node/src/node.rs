@@ -76,6 +76,9 @@ impl Node {
             Request::Ping => Response::Pong {
                 node_id: self.inner.me.clone(),
             },
+            Request::LeaseCheck { from } => Response::LeaseAnswer {
+                hears_you: self.inner.shards.hears(&from),
+            },
             Request::Locate { kind, key } => self.locate_here(kind, key),
             Request::Integer(sample) => self.inner.aggregator.deliver(sample),
             request => self.handle_shard(request).await,
@@ -108,7 +111,10 @@ impl Node {
             Request::EntriesAfter { from, .. } => shards.entries_after(shard, &from),
             Request::SnapshotPage { after, .. } => shards.snapshot_page(shard, after.as_deref()),
             Request::Drop { epoch, .. } => shards.drop_copy(shard, epoch).await,
-            Request::Ping | Request::Locate { .. } | Request::Integer(_) => Response::Failed {
+            Request::Ping
+            | Request::LeaseCheck { .. }
+            | Request::Locate { .. }
+            | Request::Integer(_) => Response::Failed {
                 message: "not a shard request".into(),
             },
         }

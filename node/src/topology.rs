@@ -47,20 +47,6 @@ impl Topology {
         }
     }
 
-    /// Whether `me` heard, within `lease`, from a strict majority of the members it knows
-    /// (itself included, only members the failure detector still calls live). Stricter than
-    /// [`MembershipSnapshot::has_majority`]: a node cut off from the others stops meeting it
-    /// after `lease`, seconds before its failure detector notices.
-    pub fn has_fresh_majority(&self, me: &NodeId, lease: std::time::Duration) -> bool {
-        let known = self.membership.members().count();
-        let fresh = self
-            .membership
-            .members()
-            .filter(|m| m.node_id == *me || (m.live && self.heard.silent_for(&m.node_id) <= lease))
-            .count();
-        fresh * 2 > known
-    }
-
     /// The owner of `shard` and its membership entry (for its RPC address).
     pub fn owner(&self, shard: ShardId) -> Option<&Member> {
         self.table

@@ -1,13 +1,7 @@
 //! Workload scenarios on a simulated five-node cluster, on pinned seeds: clients drive users,
 //! sessions and jobs through every node while faults strike, and the invariant checkers read
-//! the whole history (see `troupe_sim::history`).
-//!
-//! The crash scenario still fails rarely for reasons not yet diagnosed (decision 007: seeds 70,
-//! 131 and 317, about once in 100 runs, a shard that stays unreadable after its owner crashed and
-//! restarted); chitchat's unseeded peer
-//! selection makes a seed's outcome vary between runs, so its tests are `#[ignore]`d in the
-//! default suite rather than left to fail at random: `cargo test -p troupe-sim --test workload
-//! -- --ignored` runs them.
+//! the whole history (see `troupe_sim::history`). Every seed a sweep found failing is pinned
+//! here with the bug it found (decisions 007 and 009).
 //!
 //! `TROUPE_SIM_SEED=<seed> cargo test -p troupe-sim --test workload` replays a seed;
 //! `cargo run -p troupe-sim --release -- --seeds 1..100 --scenario workload-crash` sweeps.
@@ -22,7 +16,6 @@ fn workload_without_faults_keeps_every_invariant() -> turmoil::Result {
 }
 
 #[test]
-#[ignore = "known open (decision 007): rare undiagnosed failures after a crash (seeds 70, 131, 317); run with --ignored or the explorer"]
 fn workload_keeps_every_invariant_while_a_node_crashes_and_restarts() -> turmoil::Result {
     print(&scenarios::workload_crash(seed_or_env(2))?);
     Ok(())
@@ -34,10 +27,51 @@ fn workload_keeps_every_invariant_while_a_node_is_partitioned_away() -> turmoil:
     Ok(())
 }
 
+#[test]
+fn workload_keeps_every_invariant_while_a_nodes_links_are_cut_one_way() -> turmoil::Result {
+    print(&scenarios::workload_oneway(seed_or_env(5))?);
+    Ok(())
+}
+
+#[test]
+fn workload_keeps_every_invariant_while_a_node_loses_its_data_directory() -> turmoil::Result {
+    print(&scenarios::workload_wipe(seed_or_env(6))?);
+    Ok(())
+}
+
+#[test]
+fn workload_keeps_every_invariant_while_every_link_is_slow() -> turmoil::Result {
+    print(&scenarios::workload_slow(seed_or_env(7))?);
+    Ok(())
+}
+
+#[test]
+fn workload_keeps_every_invariant_through_a_rolling_restart() -> turmoil::Result {
+    print(&scenarios::workload_rolling(seed_or_env(8))?);
+    Ok(())
+}
+
+#[test]
+fn workload_keeps_every_invariant_while_a_node_joins_and_another_leaves_and_returns(
+) -> turmoil::Result {
+    print(&scenarios::workload_churn(seed_or_env(9))?);
+    Ok(())
+}
+
+/// Seeds on which a node whose links were cut one way answered a read from the copy it kept
+/// through the cut (3), and on which a change whose replication failed, with no write after
+/// it, left its key unreadable for good (4); decision 009.
+#[test]
+fn oneway_seeds_that_once_read_a_stale_copy_or_left_a_key_unreadable_now_pass() -> turmoil::Result {
+    for seed in [3, 4] {
+        scenarios::workload_oneway(seed)?;
+    }
+    Ok(())
+}
+
 /// Seeds on which routing once repeated a command the owner may have received, applying a
 /// session remove two or three times (decision 007).
 #[test]
-#[ignore = "runs the crash scenario, which has rare undiagnosed failures (decision 007); run with --ignored"]
 fn crash_seeds_that_once_applied_a_command_twice_keep_session_counts_exact() -> turmoil::Result {
     for seed in [7, 8, 10, 12, 13] {
         scenarios::workload_crash(seed)?;
@@ -45,12 +79,27 @@ fn crash_seeds_that_once_applied_a_command_twice_keep_session_counts_exact() -> 
     Ok(())
 }
 
+/// Seeds on which a replica answered in the owner's place from a copy that was being replaced
+/// by a snapshot (47) or that it had synced under another epoch (20), and on which a quickly
+/// restarted owner never learned that another node had taken its shard over, leaving the shard
+/// unreadable for good (131, 317, and 54 by its symptom); decision 009.
+#[test]
+fn crash_seeds_that_once_lost_a_read_or_left_a_shard_unreadable_now_pass() -> turmoil::Result {
+    for seed in [47, 20, 131, 317, 54] {
+        scenarios::workload_crash(seed)?;
+    }
+    Ok(())
+}
+
 /// Seeds on which a node cut off or back from a partition once answered reads from its stale
-/// copy (22, 34, 45, 55), or a job re-run during the partition never finished (97); decision 007.
+/// copy (22, 34, 45, 55), or a job re-run during the partition never finished (97); decision
+/// 007. And seeds on which an owner answered a read of a change its replica did not have yet,
+/// later lost (7), or a replica answered in the owner's place while a snapshot emptied its
+/// copy (17); decision 009.
 #[test]
 fn partition_seeds_that_once_read_stale_values_or_left_a_job_unfinished_now_pass() -> turmoil::Result
 {
-    for seed in [22, 34, 45, 55, 97] {
+    for seed in [22, 34, 45, 55, 97, 7, 17] {
         scenarios::workload_partition(seed)?;
     }
     Ok(())

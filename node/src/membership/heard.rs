@@ -1,7 +1,8 @@
 //! When this node last heard from each member: the moment it saw the member's gossip heartbeat
 //! advance. The failure detector turns the same signal into live/dead only after several
-//! seconds; owners need the raw recency to stop answering *before* the rest of the cluster can
-//! have replaced them (owner leases, decision 007).
+//! seconds; the shard layer needs the raw recency: a node taking over from a dead owner waits
+//! until that owner's lease must have run out (decision 007), and a node confirms another's
+//! lease only while it hears it (`shard::lease`, decision 009).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -103,23 +103,42 @@ impl MembershipSnapshot {
     }
 }
 
+/// A member for tests across the crate: one region, loopback addresses.
+#[cfg(test)]
+pub(crate) fn test_member(
+    id: &str,
+    generation: u64,
+    status: crate::membership::NodeStatus,
+    live: bool,
+) -> Member {
+    Member {
+        node_id: NodeId::new(id),
+        generation: crate::ids::Generation(generation),
+        region: crate::ids::RegionName::new("eu-west-1"),
+        http_addr: "127.0.0.1:1".parse().expect("valid"),
+        rpc_addr: "127.0.0.1:2".parse().expect("valid"),
+        gossip_addr: "127.0.0.1:3".parse().expect("valid"),
+        status,
+        live,
+    }
+}
+
+/// A membership of `(id, generation, live)` ready members, for tests across the crate.
+#[cfg(test)]
+pub(crate) fn test_snapshot(list: &[(&str, u64, bool)]) -> MembershipSnapshot {
+    MembershipSnapshot::from_members(list.iter().map(|&(id, generation, live)| {
+        test_member(id, generation, crate::membership::NodeStatus::Ready, live)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{Generation, RegionName};
+    use crate::ids::Generation;
     use crate::membership::member::NodeStatus;
 
     fn member(id: &str, generation: u64, status: NodeStatus, live: bool) -> Member {
-        Member {
-            node_id: NodeId::new(id),
-            generation: Generation(generation),
-            region: RegionName::new("eu-west-1"),
-            http_addr: "127.0.0.1:1".parse().expect("valid"),
-            rpc_addr: "127.0.0.1:2".parse().expect("valid"),
-            gossip_addr: "127.0.0.1:3".parse().expect("valid"),
-            status,
-            live,
-        }
+        test_member(id, generation, status, live)
     }
 
     #[test]

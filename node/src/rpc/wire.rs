@@ -14,7 +14,7 @@ use crate::shard::store::Item;
 use crate::shard::{Entry, Epoch, Peer, Position, ShardMeta};
 
 /// Version of the message set below; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Random challenge size in bytes.
 pub const NONCE_LEN: usize = 32;
@@ -73,6 +73,12 @@ pub struct Envelope<T> {
 pub enum Request {
     /// Liveness probe of the connection.
     Ping,
+    /// Does the receiver hear `from`'s gossip? The round trip itself is the other half of the
+    /// answer: together they renew `from`'s owner lease (`shard::lease`).
+    LeaseCheck {
+        /// The asking node.
+        from: NodeId,
+    },
     /// Where does this key live? Answered by the node that owns it.
     Locate {
         /// Entity kind (user, session, ...).
@@ -154,7 +160,7 @@ impl Request {
     /// The shard a shard-layer request is about.
     pub fn shard(&self) -> Option<ShardId> {
         match self {
-            Self::Ping | Self::Locate { .. } | Self::Integer(_) => None,
+            Self::Ping | Self::LeaseCheck { .. } | Self::Locate { .. } | Self::Integer(_) => None,
             Self::Command { shard, .. }
             | Self::Read { shard, .. }
             | Self::Seal { shard, .. }
@@ -174,6 +180,11 @@ pub enum Response {
     Pong {
         /// The answering node.
         node_id: NodeId,
+    },
+    /// Answer to [`Request::LeaseCheck`].
+    LeaseAnswer {
+        /// Whether the receiver heard the asker's gossip heartbeat within the lease.
+        hears_you: bool,
     },
     /// Answer to [`Request::Locate`], filled in by the owner.
     Located(Located),

@@ -254,6 +254,19 @@ pub enum QueryAnswer {
 }
 
 impl Query {
+    /// Whether a change of entity `key` of `tenant` could change this query's answer.
+    pub fn touches(&self, tenant: Tenant, key: &[u8]) -> bool {
+        match self {
+            Self::Get { tenant: t, key: k } => *t == tenant && k == key,
+            Self::Prefix {
+                tenant: t, prefix, ..
+            } => *t == tenant && key.starts_with(prefix),
+            Self::Count { tenant: t }
+            | Self::Page { tenant: t, .. }
+            | Self::Scan { tenant: t, .. } => *t == tenant,
+        }
+    }
+
     /// Answers the query from this node's copy of the shard.
     pub fn answer(&self, store: &ShardStore, shard: ShardId) -> Result<QueryAnswer, StoreError> {
         Ok(match self {
@@ -276,5 +289,44 @@ impl Query {
                 QueryAnswer::Items(store.scan(shard, *tenant, after.as_deref(), *limit as usize)?)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_touches_reads_of_its_key_and_every_listing_of_its_tenant_only() {
+        let (users, jobs) = (Tenant::USERS, Tenant::JOBS);
+        let get = |key: &[u8]| Query::Get {
+            tenant: users,
+            key: key.to_vec(),
+        };
+        assert!(get(b"a").touches(users, b"a"));
+        assert!(!get(b"a").touches(users, b"b"));
+        assert!(!get(b"a").touches(jobs, b"a"));
+        let prefix = Query::Prefix {
+            tenant: users,
+            prefix: b"m1/".to_vec(),
+            limit: 10,
+        };
+        assert!(prefix.touches(users, b"m1/123"));
+        assert!(!prefix.touches(users, b"m2/123"));
+        for listing in [
+            Query::Count { tenant: users },
+            Query::Page {
+                tenant: users,
+                limit: 1,
+            },
+            Query::Scan {
+                tenant: users,
+                after: Some(b"z".to_vec()),
+                limit: 1,
+            },
+        ] {
+            assert!(listing.touches(users, b"a"), "{listing:?}");
+            assert!(!listing.touches(jobs, b"a"), "{listing:?}");
+        }
     }
 }

@@ -20,8 +20,9 @@ use tracing::{debug, warn};
 use troupe_http::views::{ShardCopyView, TransitView};
 
 use super::command::Command;
+use super::lease::Confirmations;
 use super::owner::{OwnerArgs, OwnerMsg, ShardOwner};
-use super::{Epoch, Peer, ShardStore, StoreError};
+use super::{Epoch, Peer, ShardStore, StoreError, Tenant};
 use crate::config::ClusterConfig;
 use crate::ids::{Generation, NodeId, ShardId};
 use crate::membership::MembershipSnapshot;
@@ -100,10 +101,19 @@ fn peer_of(member: &crate::membership::Member) -> Peer {
 pub(crate) struct LocalShard {
     /// Set while this node's owner actor has sealed the shard at this epoch and serves it.
     pub(crate) serving: Option<Epoch>,
-    /// Set once this node's copy was brought up to date by the current owner since this
-    /// process started; only then may it answer reads in the owner's place.
-    pub(crate) synced: bool,
+    /// The epoch whose owner last brought this copy up to date (since this process started).
+    /// The copy may answer reads in the owner's place only while its store still follows that
+    /// very epoch: any newer seal, drop or catch-up in progress makes it stale.
+    pub(crate) synced: Option<Epoch>,
+    /// Entities changed by entries this owner applied but no replica set has confirmed yet
+    /// (a write in flight, or one whose replication failed and that a later write or seal has
+    /// not yet carried to every replica). The owner does not answer reads of them: such a
+    /// change may still be lost, if another node takes over from a copy without it.
+    pub(crate) unconfirmed: Option<Arc<Vec<EntityKey>>>,
 }
+
+/// An entity of a shard: its tenant and key.
+pub(crate) type EntityKey = (Tenant, Vec<u8>);
 
 struct OwnerHandle {
     actor: ActorRef<OwnerMsg>,
@@ -135,25 +145,54 @@ pub(crate) struct ShardsInner {
     pub(crate) config: ClusterConfig,
     pub(crate) local: Mutex<Vec<LocalShard>>,
     owners: Mutex<HashMap<ShardId, OwnerHandle>>,
+    pub(crate) confirmations: Confirmations,
 }
 
-/// Gossip rounds an owner, or a replica answering in its place, may go without hearing from a
-/// majority of the cluster before it stops answering: the owner's lease (decision 007).
+/// Gossip rounds an owner, or a replica answering in its place, may go without a majority of the
+/// cluster confirming that they reach each other before it stops answering: the owner's lease
+/// (decisions 007 and 009).
 pub(crate) const LEASE_ROUNDS: u32 = 4;
 /// Rounds a new owner waits past the lease, counted from when it last heard from a dead
 /// previous owner, before taking its shard: covers gossip's own delay.
 pub(crate) const LEASE_MARGIN_ROUNDS: u32 = 2;
 
 impl Shards {
-    /// How long an owner may answer without hearing from a majority.
+    /// How long an owner may answer without a majority confirming it.
     pub(crate) fn lease(&self) -> Duration {
         self.inner.config.gossip.interval() * LEASE_ROUNDS
     }
 
-    /// Whether this node heard from a majority within its lease: the condition for answering
-    /// reads and acknowledging writes, and for taking shards over.
+    /// Whether this node holds the lease (`shard::lease`): the condition for answering reads,
+    /// acknowledging writes and taking shards over.
     pub(crate) fn fresh_majority(&self, topology: &Topology) -> bool {
-        topology.has_fresh_majority(&self.inner.me, self.lease())
+        self.inner
+            .confirmations
+            .majority(topology, &self.inner.me, self.lease())
+    }
+
+    /// Whether this node heard `node`'s gossip heartbeat within the lease (what a lease check
+    /// asks).
+    pub(crate) fn hears(&self, node: &NodeId) -> bool {
+        self.topology().heard.silent_for(node) <= self.lease()
+    }
+
+    /// The lease lapsed: nothing this node served or was synced on may be answered from again
+    /// before an owner has sealed it anew, since others may have taken it over meanwhile. Every
+    /// owner actor stops serving and takes its shard over again once the lease is back.
+    /// Returns how many shards were served or synced here.
+    pub(crate) fn lease_lapsed(&self) -> usize {
+        let mut affected = 0;
+        for local in self.local().iter_mut() {
+            affected += usize::from(local.serving.is_some() || local.synced.is_some());
+            local.serving = None;
+            local.synced = None;
+        }
+        for (shard, handle) in self.owners().iter() {
+            if let Err(error) = handle.actor.cast(OwnerMsg::LeaseLapsed) {
+                warn!(%shard, %error, "cannot reach the shard actor");
+            }
+        }
+        affected
     }
 
     /// The shard layer of node `me`, for `shard_count` shards (hash and manager shards).
@@ -175,6 +214,7 @@ impl Shards {
                 config,
                 local: Mutex::new(vec![LocalShard::default(); shard_count]),
                 owners: Mutex::new(HashMap::new()),
+                confirmations: Confirmations::default(),
             }),
         }
     }
@@ -236,7 +276,7 @@ impl Shards {
                 role: role.into(),
                 epoch: meta.epoch.map(|e| e.to_string()),
                 serving: known.serving.is_some(),
-                synced: known.synced,
+                synced: known.synced.is_some(),
                 applied: meta.position.applied,
                 installing: meta.installing,
                 entities: digest.count,
@@ -415,7 +455,7 @@ impl Shards {
             let current =
                 majority && follows.is_some_and(|e| topology.table.owner(shard) == Some(&e.owner));
             if !current {
-                self.update_local(shard, |l| l.synced = false);
+                self.update_local(shard, |l| l.synced = None);
             }
         }
     }
@@ -584,23 +624,10 @@ fn target_view(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::{Member, NodeStatus};
 
     const DELAY: Duration = Duration::from_secs(5);
 
-    /// A membership of `(id, generation, live)` ready members.
-    fn members(list: &[(&str, u64, bool)]) -> MembershipSnapshot {
-        MembershipSnapshot::from_members(list.iter().map(|&(id, generation, live)| Member {
-            node_id: NodeId::new(id),
-            generation: Generation(generation),
-            region: crate::ids::RegionName::new("eu-west-1"),
-            http_addr: "127.0.0.1:1".parse().expect("valid"),
-            rpc_addr: "127.0.0.1:2".parse().expect("valid"),
-            gossip_addr: "127.0.0.1:3".parse().expect("valid"),
-            status: NodeStatus::Ready,
-            live,
-        }))
-    }
+    use crate::membership::snapshot::test_snapshot as members;
 
     fn peer(id: &str) -> Peer {
         Peer {

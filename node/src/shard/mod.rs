@@ -14,6 +14,7 @@
 
 pub mod command;
 pub mod host;
+pub mod lease;
 pub mod owner;
 pub mod replica;
 pub mod store;

@@ -62,6 +62,12 @@ pub enum OwnerMsg {
     Others(OwnerView),
     /// Try sealing again after a failure.
     Reseal,
+    /// This node's lease lapsed: stop serving, and take the shard over again (new epoch, newest
+    /// copy) once the lease is back (`shard::lease`).
+    LeaseLapsed,
+    /// Bring every replica up to this copy, so that changes whose replication failed are
+    /// confirmed (and readable here) even if no other write follows; repeated until it works.
+    Confirm,
     /// Another node sealed the shard with a newer epoch.
     Fenced,
     /// Another node is taking the shard over: answered once the command in flight is done
@@ -127,6 +133,7 @@ impl Actor for ShardOwner {
             OwnerMsg::Command(command, reply) => {
                 let (answer, follow_up) = state.execute(command).await;
                 state.schedule(&myself, follow_up);
+                state.schedule_confirm(&myself);
                 if state.epoch.is_none() {
                     state.schedule_reseal(&myself);
                 }
@@ -135,6 +142,7 @@ impl Actor for ShardOwner {
             }
             OwnerMsg::Run(command) => {
                 let (answer, follow_up) = state.execute(command.clone()).await;
+                state.schedule_confirm(&myself);
                 match answer {
                     Response::Outcome(_) => {
                         // Only this attempt's timer is done: a re-run may have set a newer one.
@@ -162,6 +170,13 @@ impl Actor for ShardOwner {
                 }
             }
             OwnerMsg::Others(view) => state.view = view,
+            OwnerMsg::Confirm => state.confirm(&myself).await,
+            OwnerMsg::LeaseLapsed => {
+                if state.epoch.is_some() {
+                    state.stop_serving();
+                    state.schedule_reseal(&myself);
+                }
+            }
             OwnerMsg::Reseal => {
                 if state.epoch.is_none() && state.seal_due() {
                     state.try_seal(&myself).await;
@@ -323,6 +338,7 @@ impl OwnerState {
     ) -> Result<(), Response> {
         let shard = self.shard;
         let store = self.shards.inner.store.clone();
+        self.mark_unconfirmed(&entry);
         let local = store.append(shard, epoch.clone(), prev.clone(), entry.clone());
         let remote = join_all(self.view.replicas.iter().map(|(peer, _)| {
             let request = Request::Replicate {
@@ -366,7 +382,48 @@ impl OwnerState {
                 .await
                 .map_err(unavailable)?;
         }
+        // Every replica has every entry up to this one.
+        self.shards.update_local(shard, |l| l.unconfirmed = None);
         Ok(())
+    }
+
+    /// After a write whose replication failed, tries [`OwnerMsg::Confirm`] a moment later.
+    fn schedule_confirm(&self, myself: &ActorRef<OwnerMsg>) {
+        if self.epoch.is_some() && self.shards.local_shard(self.shard).unconfirmed.is_some() {
+            myself.send_after(RUN_RETRY, || OwnerMsg::Confirm);
+        }
+    }
+
+    /// Pushes this copy to every replica; clears the unconfirmed changes once all have it, or
+    /// tries again later. Not needed once the shard is no longer served: the next seal brings
+    /// every replica up to date anyway.
+    async fn confirm(&mut self, myself: &ActorRef<OwnerMsg>) {
+        let Some(epoch) = self.epoch.clone() else {
+            return;
+        };
+        if self.shards.local_shard(self.shard).unconfirmed.is_none() {
+            return;
+        }
+        let peers: Vec<Peer> = self.view.replicas.iter().map(|(p, _)| p.clone()).collect();
+        for peer in &peers {
+            if let Err(problem) = self.push_catch_up(&epoch, peer).await {
+                tracing::debug!(shard = %self.shard, %problem, "replicas not confirmed yet");
+                self.schedule_confirm(myself);
+                return;
+            }
+        }
+        self.shards
+            .update_local(self.shard, |l| l.unconfirmed = None);
+    }
+
+    /// Records the entities `entry` changes as unconfirmed, with those of earlier entries not
+    /// confirmed yet.
+    fn mark_unconfirmed(&self, entry: &Entry) {
+        self.shards.update_local(self.shard, |l| {
+            let mut changed = l.unconfirmed.as_deref().cloned().unwrap_or_default();
+            changed.extend(entry.ops.iter().map(|op| (op.tenant, op.key.clone())));
+            l.unconfirmed = Some(std::sync::Arc::new(changed));
+        });
     }
 
     /// Stops serving because another node sealed the shard, and pauses before taking it back.
@@ -468,9 +525,11 @@ impl OwnerState {
                 None => {
                     info!(%shard, %epoch, "serving the shard");
                     self.epoch = Some(epoch.clone());
+                    // The seal brought every replica up to this copy's position.
                     self.shards.update_local(shard, |l| {
+                        l.synced = Some(epoch.clone());
                         l.serving = Some(epoch);
-                        l.synced = true;
+                        l.unconfirmed = None;
                     });
                     return Ok(());
                 }

@@ -19,10 +19,28 @@ impl Shards {
         let me = &self.inner.me;
         let local = self.local_shard(shard);
         let may_answer = if topology.owns(me, shard) {
-            local.serving.is_some() && self.still_follows(shard, local.serving.as_ref())
+            if local
+                .unconfirmed
+                .as_ref()
+                .is_some_and(|changed| changed.iter().any(|(t, k)| query.touches(*t, k)))
+            {
+                return Response::Moving {
+                    message: format!(
+                        "shard {shard}: a change to what was asked is being replicated"
+                    ),
+                };
+            }
+            let serves = local.serving.is_some();
+            if serves && !self.still_follows(shard, local.serving.as_ref()) {
+                // The store follows another epoch without the owner actor having been told
+                // (a path that skipped `yield_to`): let it step down and take the shard back.
+                self.owner_fenced(shard);
+            }
+            serves && self.still_follows(shard, local.serving.as_ref())
         } else {
             allow_replica
-                && local.synced
+                && local.synced.is_some()
+                && self.still_follows(shard, local.synced.as_ref())
                 && topology.table.replicas(shard).contains(me)
                 && self.follows_owner(shard, &topology)
         };
@@ -43,10 +61,12 @@ impl Shards {
     }
 
     /// Whether this copy follows an epoch of the owner placement names now (a copy that
-    /// follows an older owner may miss what the new one acknowledged).
+    /// follows an older owner may miss what the new one acknowledged), and is whole (not in the
+    /// middle of a snapshot install).
     fn follows_owner(&self, shard: ShardId, topology: &crate::topology::Topology) -> bool {
         matches!(self.inner.store.meta(shard), Ok(meta)
-            if meta.epoch.as_ref().is_some_and(|e| topology.table.owner(shard) == Some(&e.owner)))
+            if !meta.installing
+                && meta.epoch.as_ref().is_some_and(|e| topology.table.owner(shard) == Some(&e.owner)))
     }
 
     /// Whether the store still follows the epoch this node serves (a newer owner may have
@@ -55,18 +75,27 @@ impl Shards {
         matches!(self.inner.store.meta(shard), Ok(meta) if meta.epoch.as_ref() == serving)
     }
 
-    /// A new owner's seal: follow its epoch from now on, and report this copy's position.
-    pub async fn seal(&self, shard: ShardId, epoch: Epoch) -> Response {
+    /// A request from the owner of `epoch`, which the store is about to follow: if this node
+    /// still serves the shard at an older epoch, that ownership is over, so its owner actor
+    /// stops first (and takes the shard back later only if placement still says so). Every
+    /// request that makes the store follow a newer epoch goes through here, not only seals:
+    /// a replicate, catch-up or drop can be the first this node hears of the new owner.
+    async fn yield_to(&self, shard: ShardId, epoch: &Epoch) {
         if let Some(serving) = self.local_shard(shard).serving {
-            if serving < epoch {
-                tracing::info!(%shard, %serving, newer = %epoch, "a newer owner sealed the shard");
+            if serving < *epoch {
+                tracing::info!(%shard, %serving, newer = %epoch, "a newer owner took the shard");
                 self.release(shard).await;
             }
         }
+    }
+
+    /// A new owner's seal: follow its epoch from now on, and report this copy's position.
+    pub async fn seal(&self, shard: ShardId, epoch: Epoch) -> Response {
+        self.yield_to(shard, &epoch).await;
         match self.inner.store.seal(shard, epoch).await {
             Ok(meta) => {
                 // Until the new owner has brought this copy up to date, it may be stale.
-                self.update_local(shard, |l| l.synced = false);
+                self.update_local(shard, |l| l.synced = None);
                 Response::Sealed(meta)
             }
             Err(error) => store_answer(error),
@@ -81,17 +110,22 @@ impl Shards {
         prev: Position,
         entry: Entry,
     ) -> Response {
+        self.yield_to(shard, &epoch).await;
         match self.inner.store.append(shard, epoch, prev, entry).await {
             Ok(()) => Response::Done,
             Err(error) => store_answer(error),
         }
     }
 
-    /// The owner's request to catch up from `source`.
+    /// The owner's request to catch up from `source`. Meanwhile the copy is in flux (a
+    /// snapshot install empties it first), so it answers no reads in the owner's place until
+    /// the catch-up is complete.
     pub async fn catch_up(&self, shard: ShardId, epoch: Epoch, source: Peer) -> Response {
+        self.yield_to(shard, &epoch).await;
+        self.update_local(shard, |l| l.synced = None);
         match sync::catch_up(&self.inner.store, &self.inner.rpc, shard, &epoch, &source).await {
             Ok(()) => {
-                self.update_local(shard, |l| l.synced = true);
+                self.update_local(shard, |l| l.synced = Some(epoch.clone()));
                 Response::Done
             }
             Err(sync::SyncError::Store(error)) => store_answer(error),
@@ -144,7 +178,8 @@ impl Shards {
             // This node's view still places a copy here; keep it until the views agree.
             return Response::Done;
         }
-        self.update_local(shard, |l| l.synced = false);
+        self.yield_to(shard, &epoch).await;
+        self.update_local(shard, |l| l.synced = None);
         match self.inner.store.drop_shard(shard, epoch).await {
             Ok(()) => Response::Done,
             Err(error) => store_answer(error),
