@@ -267,17 +267,18 @@ impl SimCluster {
     }
 
     /// Crashes `host` and deletes its data directory: restarted, it is a node that lost its
-    /// disk and must be rebuilt from the others.
-    pub fn wipe(&mut self, host: &str) -> turmoil::Result {
+    /// disk and must be rebuilt from the others. Panics if the directory cannot be deleted (the
+    /// scenario would not test what it says; the explorer reports the panic with the seed).
+    pub fn wipe(&mut self, host: &str) {
         self.crash(host);
-        let plan = self
-            .plans
-            .get(host)
-            .ok_or_else(|| format!("{host} is not a node of this simulation"))?;
-        info!(host, "data directory wiped");
+        let Some(plan) = self.plans.get(host) else {
+            panic!("{host} is not a node of this simulation");
+        };
         match std::fs::remove_dir_all(&plan.config.data_dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                panic!("cannot wipe {}: {e}", plan.config.data_dir.display())
+            }
+            _ => info!(host, "data directory wiped"),
         }
     }
 

@@ -228,14 +228,8 @@ pub fn workload_crash(seed: u64) -> turmoil::Result<Measurements> {
         let fault = Fault {
             what: "crashed for",
             millis: 1_000..8_000,
-            strike: |c, host| {
-                c.crash(host);
-                Ok(())
-            },
-            repair: |c, host| {
-                c.bounce(host);
-                Ok(())
-            },
+            strike: SimCluster::crash,
+            repair: SimCluster::bounce,
         };
         fault.run(cluster, rng)
     })
@@ -248,14 +242,8 @@ pub fn workload_partition(seed: u64) -> turmoil::Result<Measurements> {
         let fault = Fault {
             what: "isolated for",
             millis: 3_000..12_000,
-            strike: |c, host| {
-                c.isolate(host);
-                Ok(())
-            },
-            repair: |c, host| {
-                c.heal(host);
-                Ok(())
-            },
+            strike: SimCluster::isolate,
+            repair: SimCluster::heal,
         };
         fault.run(cluster, rng)
     })
@@ -266,32 +254,16 @@ pub fn workload_partition(seed: u64) -> turmoil::Result<Measurements> {
 /// longer hears them.
 pub fn workload_oneway(seed: u64) -> turmoil::Result<Measurements> {
     with_workload(seed, 0, |cluster, rng| {
-        let fault = if rng.random_bool(0.5) {
-            Fault {
-                what: "outgoing links cut for",
-                millis: 3_000..12_000,
-                strike: |c, host| {
-                    c.cut_outgoing(host);
-                    Ok(())
-                },
-                repair: |c, host| {
-                    c.heal(host);
-                    Ok(())
-                },
-            }
+        let (what, strike): (_, Action) = if rng.random_bool(0.5) {
+            ("outgoing links cut for", SimCluster::cut_outgoing)
         } else {
-            Fault {
-                what: "incoming links cut for",
-                millis: 3_000..12_000,
-                strike: |c, host| {
-                    c.cut_incoming(host);
-                    Ok(())
-                },
-                repair: |c, host| {
-                    c.heal(host);
-                    Ok(())
-                },
-            }
+            ("incoming links cut for", SimCluster::cut_incoming)
+        };
+        let fault = Fault {
+            what,
+            millis: 3_000..12_000,
+            strike,
+            repair: SimCluster::heal,
         };
         fault.run(cluster, rng)
     })
@@ -305,10 +277,7 @@ pub fn workload_wipe(seed: u64) -> turmoil::Result<Measurements> {
             what: "wiped and down for",
             millis: 1_000..8_000,
             strike: SimCluster::wipe,
-            repair: |c, host| {
-                c.bounce(host);
-                Ok(())
-            },
+            repair: SimCluster::bounce,
         };
         fault.run(cluster, rng)
     })
@@ -382,7 +351,7 @@ fn restart_gracefully(cluster: &mut SimCluster, host: &str) -> turmoil::Result<M
 }
 
 /// What a fault does to a node, or how it is repaired.
-type Action = fn(&mut SimCluster, &str) -> turmoil::Result;
+type Action = fn(&mut SimCluster, &str);
 
 /// A fault that strikes one random node for a random time, then is repaired.
 struct Fault {
@@ -396,9 +365,9 @@ impl Fault {
     fn run(self, cluster: &mut SimCluster, rng: &mut StdRng) -> turmoil::Result<Measurements> {
         let victim = pick(cluster, rng);
         let lasts = Duration::from_millis(rng.random_range(self.millis));
-        (self.strike)(cluster, &victim)?;
+        (self.strike)(cluster, &victim);
         cluster.step_for(lasts)?;
-        (self.repair)(cluster, &victim)?;
+        (self.repair)(cluster, &victim);
         Ok(vec![(self.what, lasts)])
     }
 }
