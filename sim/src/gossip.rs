@@ -14,6 +14,8 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
 use chitchat::ChitchatEnvelope;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tracing::debug;
 use turmoil::net::UdpSocket;
 
@@ -28,19 +30,48 @@ const KEY_LEN: usize = 8;
 /// The envelopes in flight in one simulation, shared by the transports of all its hosts.
 ///
 /// One per simulation: keys are only meaningful within the table that issued them.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct GossipNetwork {
     parked: Arc<Mutex<Parked>>,
 }
 
-#[derive(Default)]
 struct Parked {
     next_key: u64,
     /// Keys grow monotonically, so the first entry is always the oldest.
     envelopes: BTreeMap<u64, ChitchatEnvelope>,
+    /// Probability that a sent datagram is lost ([`GossipNetwork::set_loss`]).
+    loss: f64,
+    /// Draws the losses, seeded from the simulation's seed.
+    rng: StdRng,
 }
 
 impl GossipNetwork {
+    /// The table of one simulation; `seed` seeds the message losses.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            parked: Arc::new(Mutex::new(Parked {
+                next_key: 0,
+                envelopes: BTreeMap::new(),
+                loss: 0.0,
+                rng: StdRng::seed_from_u64(seed),
+            })),
+        }
+    }
+
+    /// Loses each gossip datagram sent from now on with probability `loss` (0 to 1). Only
+    /// gossip: turmoil's TCP does not retransmit, so lost RPC segments would break streams
+    /// in a way real TCP hides as latency, which slow links already model.
+    pub fn set_loss(&self, loss: f64) {
+        self.lock().loss = loss.clamp(0.0, 1.0);
+    }
+
+    /// Whether the next datagram is lost.
+    fn loses(&self) -> bool {
+        let mut parked = self.lock();
+        let loss = parked.loss;
+        loss > 0.0 && parked.rng.random_bool(loss)
+    }
+
     /// A transport for one host whose own address is `host_ip` (what peers see as the sender).
     pub fn transport(&self, host_ip: IpAddr) -> SimTransport {
         SimTransport {
@@ -115,6 +146,12 @@ impl Socket for SimSocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
+        if self.network.loses() {
+            debug!(%to, "gossip datagram lost");
+            return Ok(SendOutcome {
+                num_bytes_sent: KEY_LEN,
+            });
+        }
         let key = self.network.park(envelope);
         // Like real UDP, a datagram that cannot be sent is simply lost: chitchat must cope.
         if let Err(error) = self.socket.send_to(&key.to_be_bytes(), to).await {

@@ -64,6 +64,8 @@ pub struct SimCluster {
     names: Vec<String>,
     /// How to (re)start each node, and how to stop it gracefully.
     plans: BTreeMap<String, Arc<HostPlan>>,
+    /// The gossip datagrams in flight, shared by every node.
+    gossip: GossipNetwork,
     cluster: ClusterConfig,
     observations: Observations,
     seed: u64,
@@ -128,7 +130,7 @@ impl SimCluster {
         let cluster = cluster_config()?;
         let names: Vec<String> = (1..=size + spares).map(|i| format!("n{i}")).collect();
         let ips: Vec<IpAddr> = names.iter().map(|h| sim.lookup(h.as_str())).collect();
-        let gossip = GossipNetwork::default();
+        let gossip = GossipNetwork::new(seed);
         let mut plans = BTreeMap::new();
         for (i, host) in names.iter().enumerate() {
             let plan = Arc::new(HostPlan {
@@ -152,6 +154,7 @@ impl SimCluster {
             hosts,
             names,
             plans,
+            gossip,
             cluster,
             observations,
             seed,
@@ -312,6 +315,12 @@ impl SimCluster {
                     .set_link_max_message_latency(a.as_str(), b.as_str(), max);
             }
         }
+    }
+
+    /// Loses each gossip datagram with probability `loss` from now on (0 ends the loss).
+    pub fn lose_gossip(&mut self, loss: f64) {
+        info!(loss, at = ?self.sim.elapsed(), "gossip loss");
+        self.gossip.set_loss(loss);
     }
 
     /// Gives the links between nodes their normal latency again.

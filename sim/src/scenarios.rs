@@ -83,6 +83,10 @@ pub const ALL: &[Scenario] = &[
         run: workload_slow,
     },
     Scenario {
+        name: "workload-lossy",
+        run: workload_lossy,
+    },
+    Scenario {
         name: "workload-rolling",
         run: workload_rolling,
     },
@@ -294,6 +298,19 @@ pub fn workload_slow(seed: u64) -> turmoil::Result<Measurements> {
         cluster.step_for(lasts)?;
         cluster.speed_up();
         Ok(vec![("latency up to", max), ("links slow for", lasts)])
+    })
+}
+
+/// The workload while 10 to 50 % of all gossip datagrams are lost for 5 to 15 s: heartbeats
+/// arrive late and in bursts, so failure detectors and leases flicker.
+pub fn workload_lossy(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, 0, |cluster, rng| {
+        let percent = rng.random_range(10..=50u64);
+        let lasts = Duration::from_millis(rng.random_range(5_000..15_000));
+        cluster.lose_gossip(percent as f64 / 100.0);
+        cluster.step_for(lasts)?;
+        cluster.lose_gossip(0.0);
+        Ok(vec![("gossip lossy for", lasts)])
     })
 }
 

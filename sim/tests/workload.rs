@@ -46,6 +46,12 @@ fn workload_keeps_every_invariant_while_every_link_is_slow() -> turmoil::Result 
 }
 
 #[test]
+fn workload_keeps_every_invariant_while_gossip_loses_messages() -> turmoil::Result {
+    print(&scenarios::workload_lossy(seed_or_env(10))?);
+    Ok(())
+}
+
+#[test]
 fn workload_keeps_every_invariant_through_a_rolling_restart() -> turmoil::Result {
     print(&scenarios::workload_rolling(seed_or_env(8))?);
     Ok(())
