@@ -17,6 +17,7 @@
 //! - [`rpc`], [`net`], [`codec`]: the inter-node path (frames, auth, calls) and its seams.
 //! - [`storage`]: the node's LMDB environment.
 //! - [`config`], [`ids`], [`region`], [`metrics`]: the vocabulary.
+//! - [`random`]: the node's own random draws, seedable so simulations replay them.
 
 pub mod boot;
 pub mod cli;
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod placement;
+pub mod random;
 pub mod region;
 pub mod routing;
 pub mod rpc;

@@ -116,6 +116,8 @@ impl SimCluster {
     pub fn start_with_spares(seed: u64, size: usize, spares: usize) -> turmoil::Result<Self> {
         init_tracing();
         info!(seed, size, "simulation starting");
+        // The node code's own draws (job durations and ids, integers) follow the seed.
+        troupe_node::random::seed_this_thread(seed);
         if !quiet() {
             println!("simulation seed {seed} (replay with {SEED_ENV}={seed})");
         }

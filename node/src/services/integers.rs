@@ -207,7 +207,7 @@ impl Actor for Generator {
     ) -> Result<(), ActorProcessingErr> {
         let config = &state.node.inner.cluster.integers;
         let interval = config.tick_ms;
-        let draw = rand::rng().random::<u64>();
+        let draw = crate::random::with(|rng| rng.random::<u64>());
         let sample = Sample {
             generator: state.generator,
             tick,

@@ -63,7 +63,7 @@ fn put<T: Serialize>(tenant: Tenant, key: &str, value: &T) -> Result<Op, StoreEr
 }
 
 fn draw_duration(config: &JobsConfig) -> u64 {
-    rand::rng().random_range(config.min_duration_ms..=config.max_duration_ms)
+    crate::random::with(|rng| rng.random_range(config.min_duration_ms..=config.max_duration_ms))
 }
 
 /// When the run ends: at its duration, or at the timeout if that comes first.
@@ -195,7 +195,7 @@ pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<(String, u32
 fn job_id_for(object_id: &str, shards: u32) -> String {
     let target = shard_for_key(object_id, shards);
     loop {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::random::uuid_v4().to_string();
         if shard_for_key(&id, shards) == target {
             return id;
         }

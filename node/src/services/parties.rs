@@ -215,9 +215,9 @@ pub fn find(node: &Node, lat: f64, lng: f64) -> Result<ManagerView, ApiError> {
 
 /// Nine random digits that hash to `manager` (about one draw per manager in the layout).
 fn random_code_for(layout: &ShardLayout, manager: &Manager) -> String {
-    let mut rng = rand::rng();
     loop {
-        let code = rng.random_range(100_000_000u32..=999_999_999).to_string();
+        let code =
+            crate::random::with(|rng| rng.random_range(100_000_000u32..=999_999_999)).to_string();
         if layout.manager_for_key(&code).map(|m| m.shard) == Some(manager.shard) {
             return code;
         }
