@@ -460,11 +460,11 @@ fn parties(events: &[Event]) -> Vec<Violation> {
         let devices: std::collections::BTreeSet<&str> =
             party.changes.iter().map(|(device, ..)| *device).collect();
         for read in &party.reads {
-            let certain =
+            let settled =
                 |device: &str, joined: bool| certain(device, joined, read, &party.changes);
             match &read.outcome {
                 Outcome::Refused(404) => {
-                    if let Some(member) = devices.iter().find_map(|d| certain(d, true)) {
+                    if let Some(member) = devices.iter().find_map(|d| settled(d, true)) {
                         violations.push(Violation {
                             invariant: "acknowledged party lost",
                             subject: subject(),
@@ -483,9 +483,9 @@ fn parties(events: &[Event]) -> Vec<Violation> {
                     for device in &devices {
                         let shown = listed.iter().any(|l| l.device == *device);
                         let (invariant, since) = if shown {
-                            ("acknowledged leave not seen", certain(device, false))
+                            ("acknowledged leave not seen", settled(device, false))
                         } else {
-                            ("acknowledged join not seen", certain(device, true))
+                            ("acknowledged join not seen", settled(device, true))
                         };
                         if let Some(since) = since {
                             violations.push(Violation {

@@ -429,7 +429,7 @@ fn with_workload(seed: u64, spares: usize, faults: Faults) -> turmoil::Result<Me
         created.load(Ordering::Relaxed)
     })?;
 
-    let parties = acknowledged_parties(&history);
+    let parties = acknowledged(&history, party_created);
     let workload = Workload::default();
     for i in 0..CLIENTS {
         let software = workload.client(
@@ -454,7 +454,7 @@ fn with_workload(seed: u64, spares: usize, faults: Faults) -> turmoil::Result<Me
     cluster.run_until(STOP_WITHIN, "every client stops", |_| workload.finished())?;
 
     let read = Arc::new(AtomicBool::new(false));
-    let jobs = acknowledged_jobs(&history);
+    let jobs = acknowledged(&history, job_created);
     let reader = workload::final_reads(nodes.clone(), jobs, parties, history.clone(), read.clone());
     cluster.client(FINAL_CLIENT, reader);
     // Checked even when the final reads did not finish: what they saw so far names the key.
@@ -489,28 +489,32 @@ fn with_workload(seed: u64, spares: usize, faults: Faults) -> turmoil::Result<Me
     }
 }
 
-/// Ids of the jobs whose creation was acknowledged.
-fn acknowledged_jobs(history: &History) -> Vec<String> {
+/// The ids of what the history's acknowledged creations made (`created` reads one event's id).
+fn acknowledged(history: &History, created: fn(Op, Observed) -> Option<String>) -> Vec<String> {
     history
         .events()
         .into_iter()
-        .filter_map(|e| match (e.op, e.outcome) {
-            (Op::JobCreate { .. }, history::Outcome::Ok(Observed::Job { id, .. })) => Some(id),
+        .filter_map(|e| match e.outcome {
+            history::Outcome::Ok(observed) => created(e.op, observed),
             _ => None,
         })
         .collect()
 }
 
-/// Codes of the parties whose creation was acknowledged.
-fn acknowledged_parties(history: &History) -> Vec<String> {
-    history
-        .events()
-        .into_iter()
-        .filter_map(|e| match (e.op, e.outcome) {
-            (Op::PartyCreate { .. }, history::Outcome::Ok(Observed::Party(code))) => Some(code),
-            _ => None,
-        })
-        .collect()
+/// The id of a job whose creation an event acknowledged.
+fn job_created(op: Op, observed: Observed) -> Option<String> {
+    match (op, observed) {
+        (Op::JobCreate { .. }, Observed::Job { id, .. }) => Some(id),
+        _ => None,
+    }
+}
+
+/// The code of a party whose creation an event acknowledged.
+fn party_created(op: Op, observed: Observed) -> Option<String> {
+    match (op, observed) {
+        (Op::PartyCreate { .. }, Observed::Party(code)) => Some(code),
+        _ => None,
+    }
 }
 
 /// Where a subject is stored: its hash shard (from the key string it is stored under), or a
