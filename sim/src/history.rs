@@ -27,6 +27,15 @@ pub enum Op {
     JobCreate { object: String },
     /// `GET /jobs/{job}`.
     JobRead { job: String },
+    /// `POST /parties` by `device` at place `place` of the workload's places; the code is in
+    /// the answer.
+    PartyCreate { device: String, place: usize },
+    /// `POST /parties/{code}/participants` of `device`.
+    PartyJoin { code: String, device: String },
+    /// `DELETE /parties/{code}/participants/{device}`.
+    PartyLeave { code: String, device: String },
+    /// `GET /parties/{code}/participants`.
+    PartyRead { code: String },
 }
 
 /// What an answer said.
@@ -40,6 +49,21 @@ pub enum Observed {
     Job { id: String, status: String },
     /// Success with nothing to compare (a create that found the user already there).
     Done,
+    /// The code of a created party.
+    Party(String),
+    /// The participants a party read listed, in the order listed.
+    Participants(Vec<Listed>),
+}
+
+/// One participant of a party read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Its participant id (assigned in join order).
+    pub id: u32,
+    /// Its device.
+    pub device: String,
+    /// Whether the answer flagged it as host.
+    pub host: bool,
 }
 
 /// How one request ended.
@@ -140,6 +164,8 @@ pub enum Subject {
     Sessions(usize),
     /// A job id.
     Job(String),
+    /// A party code.
+    Party(String),
 }
 
 impl Subject {
@@ -154,6 +180,13 @@ impl Subject {
             (Subject::Job(id), Op::JobRead { job }) => id == job,
             (Subject::Job(id), Op::JobCreate { .. }) => {
                 matches!(event.ok(), Some(Observed::Job { id: created, .. }) if created == id)
+            }
+            (
+                Subject::Party(c),
+                Op::PartyJoin { code, .. } | Op::PartyLeave { code, .. } | Op::PartyRead { code },
+            ) => c == code,
+            (Subject::Party(c), Op::PartyCreate { .. }) => {
+                matches!(event.ok(), Some(Observed::Party(created)) if created == c)
             }
             _ => false,
         }
@@ -171,6 +204,7 @@ pub fn check(events: &[Event], session_cap: u32) -> Vec<Violation> {
     let mut violations = users(events);
     violations.extend(sessions(events, session_cap));
     violations.extend(jobs(events));
+    violations.extend(parties(events));
     violations
 }
 
@@ -380,6 +414,159 @@ fn jobs(events: &[Event]) -> Vec<Violation> {
     violations
 }
 
+/// Parties: every answered read is self-consistent (one host, the earliest joiner listed, no
+/// device twice); a read lists every device whose join was acknowledged before it began and
+/// no device whose leave was, unless a change of that device of the other kind may have taken
+/// effect in between; a party with a certain member never answers "not found"; and once the
+/// workload is over every node answers the same.
+///
+/// A change "may have taken effect" between its invocation and its answer if acknowledged, and
+/// at any time after its invocation if its outcome is unknown (a request that timed out may
+/// still be applied later). A refused change (404: no such party, or device not in it) did
+/// nothing.
+fn parties(events: &[Event]) -> Vec<Violation> {
+    #[derive(Default)]
+    struct Party<'a> {
+        /// (device, whether it joins, the event) of every create, join and leave.
+        changes: Vec<(&'a str, bool, &'a Event)>,
+        /// Every read, and every join refused as "no such party".
+        reads: Vec<&'a Event>,
+    }
+    let mut by_code: BTreeMap<&str, Party> = BTreeMap::new();
+    for event in events {
+        match (&event.op, event.ok()) {
+            (Op::PartyCreate { device, .. }, Some(Observed::Party(code))) => {
+                let party = by_code.entry(code).or_default();
+                party.changes.push((device, true, event));
+            }
+            (Op::PartyJoin { code, device }, _) => {
+                let party = by_code.entry(code).or_default();
+                party.changes.push((device, true, event));
+                if event.outcome == Outcome::Refused(404) {
+                    party.reads.push(event);
+                }
+            }
+            (Op::PartyLeave { code, device }, _) => {
+                let party = by_code.entry(code).or_default();
+                party.changes.push((device, false, event));
+            }
+            (Op::PartyRead { code }, _) => by_code.entry(code).or_default().reads.push(event),
+            _ => {}
+        }
+    }
+    let mut violations = Vec::new();
+    for (code, party) in &by_code {
+        let subject = || Subject::Party(code.to_string());
+        let devices: std::collections::BTreeSet<&str> =
+            party.changes.iter().map(|(device, ..)| *device).collect();
+        for read in &party.reads {
+            let settled =
+                |device: &str, joined: bool| certain(device, joined, read, &party.changes);
+            match &read.outcome {
+                Outcome::Refused(404) => {
+                    if let Some(member) = devices.iter().find_map(|d| settled(d, true)) {
+                        violations.push(Violation {
+                            invariant: "acknowledged party lost",
+                            subject: subject(),
+                            detail: format!("{read}\n    a member since {member}"),
+                        });
+                    }
+                }
+                Outcome::Ok(Observed::Participants(listed)) => {
+                    if let Some(why) = inconsistent(listed) {
+                        violations.push(Violation {
+                            invariant: "party read inconsistent",
+                            subject: subject(),
+                            detail: format!("{read}\n    {why}"),
+                        });
+                    }
+                    for device in &devices {
+                        let shown = listed.iter().any(|l| l.device == *device);
+                        let (invariant, since) = if shown {
+                            ("acknowledged leave not seen", settled(device, false))
+                        } else {
+                            ("acknowledged join not seen", settled(device, true))
+                        };
+                        if let Some(since) = since {
+                            violations.push(Violation {
+                                invariant,
+                                subject: subject(),
+                                detail: format!("{device} in {read}\n    after {since}"),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let finals: Vec<&&Event> = party
+            .reads
+            .iter()
+            .filter(|r| r.client == FINAL_CLIENT && !r.is_unknown())
+            .collect();
+        if let Some(first) = finals.first() {
+            if let Some(other) = finals.iter().find(|r| r.outcome != first.outcome) {
+                violations.push(Violation {
+                    invariant: "final party reads disagree",
+                    subject: subject(),
+                    detail: format!("{first}\n    {other}"),
+                });
+            }
+        }
+    }
+    violations
+}
+
+/// The acknowledged change that makes `device` certainly in the party (`joined`) or certainly
+/// out of it at `read`: one answered before the read began, after which no change of the other
+/// kind may have taken effect before the read ended.
+fn certain<'a>(
+    device: &str,
+    joined: bool,
+    read: &Event,
+    changes: &[(&str, bool, &'a Event)],
+) -> Option<&'a Event> {
+    let of_device = || changes.iter().filter(move |(d, ..)| *d == device);
+    of_device()
+        .filter(|(_, joins, change)| {
+            *joins == joined && change.ok().is_some() && change.completed < read.invoked
+        })
+        .map(|(.., change)| *change)
+        .find(|settled| {
+            !of_device().any(|(_, joins, other)| {
+                let may_end = match other.outcome {
+                    Outcome::Ok(_) => Some(other.completed),
+                    Outcome::Unknown(_) => None,
+                    Outcome::Refused(_) => return false,
+                };
+                *joins != joined
+                    && may_end.is_none_or(|end| end > settled.invoked)
+                    && other.invoked < read.completed
+            })
+        })
+}
+
+/// Why a party read's list could not be a party's state, if it could not: an open party has
+/// exactly one host, its earliest remaining joiner, and lists each device once.
+fn inconsistent(listed: &[Listed]) -> Option<String> {
+    let hosts: Vec<&Listed> = listed.iter().filter(|l| l.host).collect();
+    let earliest = listed.iter().map(|l| l.id).min();
+    match hosts.as_slice() {
+        [] => return Some("no host".into()),
+        [host] if Some(host.id) != earliest => {
+            return Some(format!("host {} is not the earliest joiner", host.id))
+        }
+        [_] => {}
+        more => return Some(format!("{} hosts", more.len())),
+    }
+    let mut devices: Vec<&str> = listed.iter().map(|l| l.device.as_str()).collect();
+    devices.sort_unstable();
+    devices
+        .windows(2)
+        .find(|pair| pair[0] == pair[1])
+        .map(|pair| format!("{} listed twice", pair[0]))
+}
+
 /// Name of the client that reads everything once the faults are over.
 pub const FINAL_CLIENT: &str = "final";
 
@@ -520,5 +707,167 @@ mod tests {
             check(&never, 3)[0].invariant,
             "job never reached a terminal state"
         );
+    }
+
+    fn party(op: Op, from: u64, to: u64, outcome: Outcome) -> Event {
+        at("c1", op, from, to, outcome)
+    }
+
+    fn join(device: &str, from: u64, to: u64, outcome: Outcome) -> Event {
+        let op = Op::PartyJoin {
+            code: "p".into(),
+            device: device.into(),
+        };
+        party(op, from, to, outcome)
+    }
+
+    fn leave(device: &str, from: u64, to: u64, outcome: Outcome) -> Event {
+        let op = Op::PartyLeave {
+            code: "p".into(),
+            device: device.into(),
+        };
+        party(op, from, to, outcome)
+    }
+
+    /// A read listing `(id, device)` in order, the first one flagged host.
+    fn listing(client: &str, members: &[(u32, &str)], from: u64, to: u64) -> Event {
+        let listed = members
+            .iter()
+            .enumerate()
+            .map(|(i, (id, device))| Listed {
+                id: *id,
+                device: (*device).into(),
+                host: i == 0,
+            })
+            .collect();
+        let op = Op::PartyRead { code: "p".into() };
+        at(
+            client,
+            op,
+            from,
+            to,
+            Outcome::Ok(Observed::Participants(listed)),
+        )
+    }
+
+    fn created(from: u64, to: u64) -> Event {
+        let op = Op::PartyCreate {
+            device: "d0".into(),
+            place: 0,
+        };
+        party(op, from, to, Outcome::Ok(Observed::Party("p".into())))
+    }
+
+    fn invariants(history: &[Event]) -> Vec<&'static str> {
+        check(history, 3).iter().map(|v| v.invariant).collect()
+    }
+
+    #[test]
+    fn a_party_read_has_one_host_and_it_is_the_earliest_joiner() {
+        let fine = [listing("c2", &[(0, "d0"), (1, "d1")], 0, 1)];
+        assert!(invariants(&fine).is_empty());
+        let late_host = [listing("c2", &[(1, "d1"), (0, "d0")], 0, 1)];
+        assert_eq!(invariants(&late_host), ["party read inconsistent"]);
+        let mut two_hosts = listing("c2", &[(0, "d0"), (1, "d1")], 0, 1);
+        if let Outcome::Ok(Observed::Participants(listed)) = &mut two_hosts.outcome {
+            listed[1].host = true;
+        }
+        assert_eq!(invariants(&[two_hosts]), ["party read inconsistent"]);
+        let twice = [listing("c2", &[(0, "d0"), (1, "d0")], 0, 1)];
+        assert_eq!(invariants(&twice), ["party read inconsistent"]);
+    }
+
+    #[test]
+    fn a_read_after_an_acknowledged_join_or_leave_must_reflect_it() {
+        let joined = [
+            created(0, 10),
+            join("d1", 20, 30, acked()),
+            listing("c2", &[(0, "d0")], 40, 50),
+        ];
+        assert_eq!(invariants(&joined), ["acknowledged join not seen"]);
+        let left = [
+            created(0, 10),
+            join("d1", 20, 30, acked()),
+            leave("d1", 40, 50, acked()),
+            listing("c2", &[(0, "d0"), (1, "d1")], 60, 70),
+        ];
+        assert_eq!(invariants(&left), ["acknowledged leave not seen"]);
+        let host_left = [
+            created(0, 10),
+            leave("d0", 20, 30, acked()),
+            listing("c2", &[(0, "d0")], 40, 50),
+        ];
+        assert_eq!(invariants(&host_left), ["acknowledged leave not seen"]);
+    }
+
+    #[test]
+    fn overlapping_and_unknown_changes_allow_either_answer() {
+        // The read began before the join was answered: it may precede it.
+        let concurrent = [
+            created(0, 10),
+            join("d1", 20, 30, acked()),
+            listing("c2", &[(0, "d0")], 25, 35),
+        ];
+        assert!(invariants(&concurrent).is_empty());
+        // A leave of unknown outcome may land at any later time, so d1 may be gone or not.
+        let unknown_leave = [
+            created(0, 10),
+            join("d1", 20, 30, acked()),
+            leave("d1", 40, 50, Outcome::Unknown("timed out".into())),
+            listing("c2", &[(0, "d0")], 200, 210),
+            listing("c2", &[(0, "d0"), (1, "d1")], 300, 310),
+        ];
+        assert!(invariants(&unknown_leave).is_empty());
+        // A rejoin overlapping the read may or may not be seen.
+        let rejoin = [
+            created(0, 10),
+            leave("d0", 20, 30, acked()),
+            join("d0", 40, 60, acked()),
+            listing("c2", &[(1, "d0")], 50, 55),
+        ];
+        assert!(invariants(&rejoin).is_empty());
+        // A refused leave changed nothing.
+        let refused_leave = [
+            created(0, 10),
+            leave("d0", 20, 30, Outcome::Refused(404)),
+            listing("c2", &[(0, "d0")], 40, 50),
+        ];
+        assert!(invariants(&refused_leave).is_empty());
+    }
+
+    #[test]
+    fn a_party_with_a_certain_member_is_never_not_found() {
+        let read_404 = |from| {
+            party(
+                Op::PartyRead { code: "p".into() },
+                from,
+                from + 1,
+                Outcome::Refused(404),
+            )
+        };
+        let lost = [created(0, 10), read_404(20)];
+        assert_eq!(invariants(&lost), ["acknowledged party lost"]);
+        let join_404 = [created(0, 10), join("d1", 20, 30, Outcome::Refused(404))];
+        assert_eq!(invariants(&join_404), ["acknowledged party lost"]);
+        let emptied = [
+            created(0, 10),
+            join("d1", 20, 30, acked()),
+            leave("d0", 40, 50, acked()),
+            leave("d1", 60, 70, Outcome::Unknown("reset".into())),
+            read_404(80),
+        ];
+        assert!(invariants(&emptied).is_empty());
+    }
+
+    #[test]
+    fn final_party_reads_must_agree_across_nodes() {
+        let history = [
+            created(0, 10),
+            join("d1", 20, 30, Outcome::Unknown("timed out".into())),
+            listing(FINAL_CLIENT, &[(0, "d0"), (1, "d1")], 100, 101),
+            listing(FINAL_CLIENT, &[(0, "d0")], 102, 103),
+        ];
+        assert_eq!(invariants(&history), ["final party reads disagree"]);
+        assert!(invariants(&history[..3]).is_empty());
     }
 }

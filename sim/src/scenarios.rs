@@ -415,12 +415,14 @@ fn with_workload(seed: u64, spares: usize, faults: Faults) -> turmoil::Result<Me
         created.load(Ordering::Relaxed)
     })?;
 
+    let parties = acknowledged(&history, party_created);
     let workload = Workload::default();
     for i in 0..CLIENTS {
         let software = workload.client(
             format!("c{i}"),
             nodes.clone(),
             rng.random(),
+            parties.clone(),
             history.clone(),
         );
         cluster.client(&format!("client{i}"), software);
@@ -438,8 +440,8 @@ fn with_workload(seed: u64, spares: usize, faults: Faults) -> turmoil::Result<Me
     cluster.run_until(STOP_WITHIN, "every client stops", |_| workload.finished())?;
 
     let read = Arc::new(AtomicBool::new(false));
-    let jobs = acknowledged_jobs(&history);
-    let reader = workload::final_reads(nodes.clone(), jobs, history.clone(), read.clone());
+    let jobs = acknowledged(&history, job_created);
+    let reader = workload::final_reads(nodes.clone(), jobs, parties, history.clone(), read.clone());
     cluster.client(FINAL_CLIENT, reader);
     // Checked even when the final reads did not finish: what they saw so far names the key.
     let unfinished = cluster
@@ -473,25 +475,44 @@ fn with_workload(seed: u64, spares: usize, faults: Faults) -> turmoil::Result<Me
     }
 }
 
-/// Ids of the jobs whose creation was acknowledged.
-fn acknowledged_jobs(history: &History) -> Vec<String> {
+/// The ids of what the history's acknowledged creations made (`created` reads one event's id).
+fn acknowledged(history: &History, created: fn(Op, Observed) -> Option<String>) -> Vec<String> {
     history
         .events()
         .into_iter()
-        .filter_map(|e| match (e.op, e.outcome) {
-            (Op::JobCreate { .. }, history::Outcome::Ok(Observed::Job { id, .. })) => Some(id),
+        .filter_map(|e| match e.outcome {
+            history::Outcome::Ok(observed) => created(e.op, observed),
             _ => None,
         })
         .collect()
 }
 
-/// The key string a subject is stored under, which names its shard.
-fn key_of(subject: &Subject) -> String {
-    match subject {
+/// The id of a job whose creation an event acknowledged.
+fn job_created(op: Op, observed: Observed) -> Option<String> {
+    match (op, observed) {
+        (Op::JobCreate { .. }, Observed::Job { id, .. }) => Some(id),
+        _ => None,
+    }
+}
+
+/// The code of a party whose creation an event acknowledged.
+fn party_created(op: Op, observed: Observed) -> Option<String> {
+    match (op, observed) {
+        (Op::PartyCreate { .. }, Observed::Party(code)) => Some(code),
+        _ => None,
+    }
+}
+
+/// Where a subject is stored: its hash shard (from the key string it is stored under), or a
+/// party's region-placed manager shard.
+fn shard_of(subject: &Subject) -> String {
+    let key = match subject {
         Subject::User(key) => workload::user_id(*key),
         Subject::Sessions(user) => workload::session_user(*user),
         Subject::Job(id) => id.clone(),
-    }
+        Subject::Party(_) => return "its region's party manager shard".into(),
+    };
+    format!("shard {}", shard_for_key(&key, SIM_SHARDS))
 }
 
 /// The failure text: seed, how to replay it, the first violations, and the history of the
@@ -510,10 +531,10 @@ fn report(seed: u64, events: &[Event], violations: &[Violation]) -> String {
         text.push_str(&format!("\n  ... and {} more", violations.len() - REPORTED));
     }
     if let Some(first) = violations.first() {
-        let shard = shard_for_key(&key_of(&first.subject), SIM_SHARDS);
         text.push_str(&format!(
-            "\n  history of {:?} (shard {shard}):",
-            first.subject
+            "\n  history of {:?} ({}):",
+            first.subject,
+            shard_of(&first.subject)
         ));
         for event in events.iter().filter(|e| first.subject.touched_by(e)) {
             text.push_str(&format!("\n    {event}"));

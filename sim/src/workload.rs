@@ -1,9 +1,10 @@
 //! Client hosts that drive a seeded random workload through every node's HTTP edge and record
 //! each request in the [`History`]: user creates, updates and reads, session adds, removes and
-//! reads, job creates and reads.
+//! reads, job creates and reads, party joins, leaves and reads.
 //!
 //! Keys are few, so operations on one key overlap and faults hit keys in use. Every write to a
-//! user carries a value never written before, so a read names the write it saw.
+//! user carries a value never written before, so a read names the write it saw. Each party has
+//! a small fixed pool of devices that join and leave it, so hosts change hands often.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,13 +15,18 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::harness::HTTP_PORT;
-use crate::history::{Event, History, Observed, Op, Outcome, FINAL_CLIENT};
+use crate::history::{Event, History, Listed, Observed, Op, Outcome, FINAL_CLIENT};
 use crate::http;
 
 /// Users the workload creates and then updates and reads.
 pub const USER_KEYS: usize = 4;
 /// Session users the workload adds and removes sessions for.
 pub const SESSION_USERS: usize = 3;
+/// Devices that join and leave each party.
+pub const PARTY_DEVICES: usize = 4;
+/// Where the setup creates one party each: the simulation's regions (eu-west-1, us-east-1,
+/// ap-southeast-1, as in cluster.toml), so every region's manager shard serves a party.
+pub const PARTY_PLACES: [(f64, f64); 3] = [(53.35, -6.26), (38.13, -78.45), (1.37, 103.80)];
 /// Longest a client waits for one answer; past it the outcome is unknown. Above the edge's
 /// forwarding budget, so the edge normally answers first.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
@@ -39,6 +45,11 @@ pub fn user_id(key: usize) -> String {
 /// The id of session user `user`.
 pub fn session_user(user: usize) -> String {
     format!("sim-user-{user}")
+}
+
+/// Device `device` of a party's pool (the same ids in every party).
+pub fn device_id(device: usize) -> String {
+    format!("device-{device}")
 }
 
 /// The running workload: its clients stop at [`Workload::stop`] and count themselves out.
@@ -65,12 +76,14 @@ impl Workload {
         name: String,
         nodes: Vec<String>,
         seed: u64,
+        parties: Vec<String>,
         history: History,
     ) -> impl std::future::Future<Output = turmoil::Result> + 'static {
         self.running.fetch_add(1, Ordering::Relaxed);
         let workload = self.clone();
         async move {
             let mut client = Client::new(name, seed, history);
+            client.parties = parties;
             while !workload.stop.load(Ordering::Relaxed) {
                 let node = &nodes[client.rng.random_range(0..nodes.len())];
                 let op = client.next_op();
@@ -85,7 +98,10 @@ impl Workload {
 }
 
 /// The setup client: creates every user, retrying through the nodes until each creation is
-/// answered (201, or 409 when an earlier unanswered try had created it), then sets `done`.
+/// answered (201, or 409 when an earlier unanswered try had created it), then one party at each
+/// of [`PARTY_PLACES`] (retrying until one is created: an unanswered try may leave a party
+/// nobody uses) and joins the rest of its devices, so hosts change hands from the first leave;
+/// then sets `done`.
 pub async fn setup(nodes: Vec<String>, history: History, done: Arc<AtomicBool>) -> turmoil::Result {
     let mut client = Client::new("setup".into(), 0, history);
     for key in 0..USER_KEYS {
@@ -95,15 +111,34 @@ pub async fn setup(nodes: Vec<String>, history: History, done: Arc<AtomicBool>) 
         };
         client.until_answered(&nodes, op, |_| true).await;
     }
+    for place in 0..PARTY_PLACES.len() {
+        let op = Op::PartyCreate {
+            device: device_id(0),
+            place,
+        };
+        let created = |o: &Outcome| matches!(o, Outcome::Ok(_));
+        let Outcome::Ok(Observed::Party(code)) = client.until_answered(&nodes, op, created).await
+        else {
+            continue;
+        };
+        for device in 1..PARTY_DEVICES {
+            let op = Op::PartyJoin {
+                code: code.clone(),
+                device: device_id(device),
+            };
+            client.until_answered(&nodes, op, |_| true).await;
+        }
+    }
     done.store(true, Ordering::Relaxed);
     Ok(())
 }
 
-/// The final reader: once the faults are over, reads every user, session user and
-/// acknowledged job on every node, retrying each until answered (a job until it ended).
+/// The final reader: once the faults are over, reads every user, session user, acknowledged
+/// job and party on every node, retrying each until answered (a job until it ended).
 pub async fn final_reads(
     nodes: Vec<String>,
     jobs: Vec<String>,
+    parties: Vec<String>,
     history: History,
     done: Arc<AtomicBool>,
 ) -> turmoil::Result {
@@ -129,18 +164,23 @@ pub async fn final_reads(
             };
             client.until_answered(one, op, ended).await;
         }
+        for code in &parties {
+            let op = Op::PartyRead { code: code.clone() };
+            client.until_answered(one, op, |_| true).await;
+        }
     }
     done.store(true, Ordering::Relaxed);
     Ok(())
 }
 
-/// One client's state: its random numbers, its counters, its jobs.
+/// One client's state: its random numbers, its counters, its jobs, the parties it uses.
 struct Client {
     name: String,
     rng: StdRng,
     history: History,
     writes: u64,
     jobs: Vec<String>,
+    parties: Vec<String>,
 }
 
 impl Client {
@@ -152,55 +192,68 @@ impl Client {
             history,
             writes: 0,
             jobs: Vec::new(),
+            parties: Vec::new(),
         }
     }
 
-    /// A random operation: mostly users, then sessions, some jobs.
+    /// A random operation: mostly users, then sessions, parties, some jobs. Parties start full
+    /// and joins are as likely as leaves, so hosts change often and a party sometimes empties
+    /// (and closes for good).
     fn next_op(&mut self) -> Op {
         let key = self.rng.random_range(0..USER_KEYS);
         let user = self.rng.random_range(0..SESSION_USERS);
-        match self.rng.random_range(0..100) {
-            0..30 => {
+        let device = device_id(self.rng.random_range(0..PARTY_DEVICES));
+        let code = self
+            .parties
+            .get(self.rng.random_range(0..self.parties.len().max(1)))
+            .cloned();
+        match (self.rng.random_range(0..100), code) {
+            (0..24, _) => {
                 self.writes += 1;
                 let value = format!("{}-{}", self.name, self.writes);
                 Op::UserWrite { key, value }
             }
-            30..60 => Op::UserRead { key },
-            60..75 => Op::SessionAdd { user },
-            75..87 => Op::SessionRemove { user },
-            87..92 => Op::SessionRead { user },
-            92..96 => {
+            (24..48, _) => Op::UserRead { key },
+            (48..60, _) => Op::SessionAdd { user },
+            (60..70, _) => Op::SessionRemove { user },
+            (70..74, _) => Op::SessionRead { user },
+            (74..77, _) => {
                 self.writes += 1;
                 let object = format!("{}-object-{}", self.name, self.writes);
                 Op::JobCreate { object }
             }
-            _ => match self
+            (77..80, _) => match self
                 .jobs
                 .get(self.rng.random_range(0..self.jobs.len().max(1)))
             {
                 Some(job) => Op::JobRead { job: job.clone() },
                 None => Op::UserRead { key },
             },
+            (80..87, Some(code)) => Op::PartyJoin { code, device },
+            (87..94, Some(code)) => Op::PartyLeave { code, device },
+            (_, Some(code)) => Op::PartyRead { code },
+            (_, None) => Op::UserRead { key },
         }
     }
 
-    /// Sends `op` to the nodes in turn until `enough` holds of an answer.
-    /// Gives up after [`ANSWER_WITHIN`]: the checkers then report what is missing.
+    /// Sends `op` to the nodes in turn until `enough` holds of an answer, and returns the last
+    /// outcome. Gives up after [`ANSWER_WITHIN`]: the checkers then report what is missing.
     async fn until_answered(
         &mut self,
         nodes: &[String],
         op: Op,
         enough: impl Fn(&Outcome) -> bool,
-    ) {
+    ) -> Outcome {
         let give_up = now() + ANSWER_WITHIN;
         for node in nodes.iter().cycle() {
             let outcome = self.send(node, op.clone()).await;
             let answered = !matches!(outcome, Outcome::Unknown(_)) && enough(&outcome);
             if answered || now() > give_up {
-                return;
+                return outcome;
             }
             tokio::time::sleep(RETRY).await;
         }
+        Outcome::Unknown("no node to ask".into())
     }
 
     /// Sends one operation to `node` and records it.
@@ -271,6 +324,22 @@ fn request(op: &Op) -> (&'static str, String, Option<Value>) {
         Op::SessionRead { user } => ("GET", format!("/sessions/{}", session_user(*user)), None),
         Op::JobCreate { object } => ("POST", "/jobs".into(), Some(json!({"object_id": object}))),
         Op::JobRead { job } => ("GET", format!("/jobs/{job}"), None),
+        Op::PartyCreate { device, place } => {
+            let (lat, lng) = PARTY_PLACES.get(*place).copied().unwrap_or_default();
+            let body = json!({"device_id": device, "lat": lat, "lng": lng});
+            ("POST", "/parties".into(), Some(body))
+        }
+        Op::PartyJoin { code, device } => (
+            "POST",
+            format!("/parties/{code}/participants"),
+            Some(json!({"device_id": device, "participant_name": device})),
+        ),
+        Op::PartyLeave { code, device } => (
+            "DELETE",
+            format!("/parties/{code}/participants/{device}"),
+            None,
+        ),
+        Op::PartyRead { code } => ("GET", format!("/parties/{code}/participants"), None),
     }
 }
 
@@ -306,7 +375,33 @@ fn classify(op: &Op, status: u16, body: &[u8]) -> Outcome {
                 _ => Outcome::Unknown(format!("{status} without a job: {json}")),
             }
         }
+        (Op::PartyCreate { .. }, 201) => match json["party_code"].as_str() {
+            Some(code) => Outcome::Ok(Observed::Party(code.to_owned())),
+            None => Outcome::Unknown(format!("201 without a party code: {json}")),
+        },
+        (Op::PartyJoin { .. }, 200 | 201) | (Op::PartyLeave { .. }, 200) => {
+            Outcome::Ok(Observed::Done)
+        }
+        (Op::PartyRead { .. }, 200) => match participants(&json) {
+            Some(listed) => Outcome::Ok(Observed::Participants(listed)),
+            None => Outcome::Unknown(format!("200 without participants: {json}")),
+        },
         (_, 404 | 409) => Outcome::Refused(status),
         (_, status) => Outcome::Unknown(format!("{status}: {}", String::from_utf8_lossy(body))),
     }
+}
+
+/// The participants of a `GET /parties/{code}/participants` answer, in the order listed.
+fn participants(json: &Value) -> Option<Vec<Listed>> {
+    json["participants"]
+        .as_array()?
+        .iter()
+        .map(|p| {
+            Some(Listed {
+                id: u32::try_from(p["participant_id"].as_u64()?).ok()?,
+                device: p["device_id"].as_str()?.to_owned(),
+                host: p["host"].as_bool()?,
+            })
+        })
+        .collect()
 }

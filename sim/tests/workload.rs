@@ -1,5 +1,5 @@
 //! Workload scenarios on a simulated five-node cluster, on pinned seeds: clients drive users,
-//! sessions and jobs through every node while faults strike, and the invariant checkers read
+//! sessions, jobs and parties through every node while faults strike, and the invariant checkers read
 //! the whole history (see `troupe_sim::history`). Every seed a sweep found failing is pinned
 //! here with the bug it found (decisions 007 and 009).
 //!
