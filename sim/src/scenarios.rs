@@ -228,29 +228,29 @@ pub fn workload_calm(seed: u64) -> turmoil::Result<Measurements> {
 
 /// The workload while a random node crashes and restarts on its data after 1 to 8 s.
 pub fn workload_crash(seed: u64) -> turmoil::Result<Measurements> {
-    with_workload(seed, 0, |cluster, rng| {
-        let fault = Fault {
+    with_fault(
+        seed,
+        Fault {
             what: "crashed for",
             millis: 1_000..8_000,
             strike: SimCluster::crash,
             repair: SimCluster::bounce,
-        };
-        fault.run(cluster, rng)
-    })
+        },
+    )
 }
 
 /// The workload while a random node is cut off from the other nodes for 3 to 12 s (clients
 /// still reach it, so they see what the minority side answers).
 pub fn workload_partition(seed: u64) -> turmoil::Result<Measurements> {
-    with_workload(seed, 0, |cluster, rng| {
-        let fault = Fault {
+    with_fault(
+        seed,
+        Fault {
             what: "isolated for",
             millis: 3_000..12_000,
             strike: SimCluster::isolate,
             repair: SimCluster::heal,
-        };
-        fault.run(cluster, rng)
-    })
+        },
+    )
 }
 
 /// The workload while a random node's links are cut one way for 3 to 12 s: either the others
@@ -276,15 +276,15 @@ pub fn workload_oneway(seed: u64) -> turmoil::Result<Measurements> {
 /// The workload while a random node crashes, loses its data directory and restarts empty
 /// after 1 to 8 s: it must be rebuilt from the other copies, and nothing acknowledged is lost.
 pub fn workload_wipe(seed: u64) -> turmoil::Result<Measurements> {
-    with_workload(seed, 0, |cluster, rng| {
-        let fault = Fault {
+    with_fault(
+        seed,
+        Fault {
             what: "wiped and down for",
             millis: 1_000..8_000,
             strike: SimCluster::wipe,
             repair: SimCluster::bounce,
-        };
-        fault.run(cluster, rng)
-    })
+        },
+    )
 }
 
 /// The workload while every link between nodes is slow for 5 to 15 s: messages take up to
@@ -370,6 +370,11 @@ fn restart_gracefully(cluster: &mut SimCluster, host: &str) -> turmoil::Result<M
 /// What a fault does to a node, or how it is repaired.
 type Action = fn(&mut SimCluster, &str);
 
+/// The workload around one [`Fault`].
+fn with_fault(seed: u64, fault: Fault) -> turmoil::Result<Measurements> {
+    with_workload(seed, 0, |cluster, rng| fault.run(cluster, rng))
+}
+
 /// A fault that strikes one random node for a random time, then is repaired.
 struct Fault {
     what: &'static str,
@@ -395,13 +400,14 @@ fn pick(cluster: &SimCluster, rng: &mut StdRng) -> String {
     hosts[rng.random_range(0..hosts.len())].clone()
 }
 
-/// Faults injected while the workload runs; they return what they measured.
-type Faults = fn(&mut SimCluster, &mut StdRng) -> turmoil::Result<Measurements>;
-
 /// Runs the workload on a converged cluster (with `spares` nodes that may join) around
-/// `faults`, waits for recovery, reads every key on every node, and checks every invariant over
+/// `faults` (injected while the workload runs; they return what they measured), waits for recovery, reads every key on every node, and checks every invariant over
 /// the recorded history.
-fn with_workload(seed: u64, spares: usize, faults: Faults) -> turmoil::Result<Measurements> {
+fn with_workload(
+    seed: u64,
+    spares: usize,
+    faults: impl FnOnce(&mut SimCluster, &mut StdRng) -> turmoil::Result<Measurements>,
+) -> turmoil::Result<Measurements> {
     let mut measured = Vec::new();
     let mut cluster = converged_cluster_with_spares(seed, spares, &mut measured)?;
     let mut rng = StdRng::seed_from_u64(seed);
