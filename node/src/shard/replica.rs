@@ -31,12 +31,13 @@ impl Shards {
                 };
             }
             let serves = local.serving.is_some();
-            if serves && !self.still_follows(shard, local.serving.as_ref()) {
+            let follows = serves && self.still_follows(shard, local.serving.as_ref());
+            if serves && !follows {
                 // The store follows another epoch without the owner actor having been told
                 // (a path that skipped `yield_to`): let it step down and take the shard back.
                 self.owner_fenced(shard);
             }
-            serves && self.still_follows(shard, local.serving.as_ref())
+            follows
         } else {
             allow_replica
                 && local.synced.is_some()
