@@ -31,9 +31,10 @@ pub struct TransitView {
     /// Shard number.
     pub shard: u32,
     /// `taking-over` (placement made this node the owner; it is sealing the shard and bringing
-    /// copies up to date), `installing` (this node's copy is being filled from a snapshot) or
-    /// `replicas-waiting` (this node serves the shard; new replicas wait for placement to hold
-    /// still).
+    /// copies up to date), `installing` (this node's copy is being filled from a snapshot),
+    /// `pre-copying` / `pre-copied` (this node is joining; the shard's owner is to copy / has
+    /// copied it here before this node becomes ready) or `replicas-waiting` (this node serves
+    /// the shard; new replicas wait for placement to hold still).
     pub state: String,
     /// The epoch this node's copy follows, as `term@owner`.
     pub epoch: Option<String>,

@@ -315,6 +315,10 @@ async fn join(node: &Node, cluster: &ClusterConfig, has_seeds: bool) {
             );
         } else {
             wait_for_a_settled_view(node, cluster).await;
+            let timeout = cluster.migration.pre_copy_timeout();
+            if !timeout.is_zero() {
+                crate::precopy::pre_copy(node, timeout).await;
+            }
         }
     }
     node.inner.membership.set_status(NodeStatus::Ready).await;
@@ -327,5 +331,6 @@ async fn join(node: &Node, cluster: &ClusterConfig, has_seeds: bool) {
         topology.wait_for(|t| t.membership.placement_nodes().contains(&me)),
     )
     .await;
+    crate::precopy::finish(node);
     info!("joined the cluster");
 }

@@ -5,6 +5,7 @@
 //! - [`cli`]: the `troupe` subcommands (`node`, `local`).
 //! - [`boot`]: starting and stopping a node; [`boot::NodeIo`] is the production/simulation seam.
 //! - [`handoff`]: a stopping node handing its shards to their next owners.
+//! - [`precopy`]: a joining node receiving the shards it will hold before it becomes ready.
 //! - [`node`]: the running node as the HTTP edge and peers see it.
 //! - [`routing`]: serve locally or forward to the owner, with bounded retries.
 //! - [`services`]: the services on the shard layer (users), their keys and commands.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod placement;
+pub mod precopy;
 pub mod random;
 pub mod region;
 pub mod routing;

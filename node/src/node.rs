@@ -107,7 +107,13 @@ impl Node {
             Request::Replicate {
                 epoch, prev, entry, ..
             } => shards.replicate(shard, epoch, prev, entry).await,
-            Request::CatchUp { epoch, source, .. } => shards.catch_up(shard, epoch, source).await,
+            Request::CatchUp {
+                epoch,
+                source,
+                replica,
+                ..
+            } => shards.catch_up(shard, epoch, source, replica).await,
+            Request::PreCopy { to, .. } => shards.pre_copy(shard, to).await,
             Request::EntriesAfter { from, .. } => shards.entries_after(shard, &from),
             Request::SnapshotPage { after, .. } => shards.snapshot_page(shard, after.as_deref()),
             Request::Drop { epoch, .. } => shards.drop_copy(shard, epoch).await,

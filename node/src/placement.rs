@@ -167,6 +167,16 @@ impl ShardTable {
         self.replicas(shard).first()
     }
 
+    /// How many shards the table places.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Whether the table places no shard.
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
     /// The full ordered replica set of `shard`, owner first (empty if unknown).
     pub fn replicas(&self, shard: ShardId) -> &[NodeId] {
         self.shards.get(shard.0 as usize).map_or(&[], Vec::as_slice)

@@ -200,6 +200,112 @@ async fn growing_to_five_nodes_and_shrinking_back_moves_about_the_ideal_share_an
     }
 }
 
+/// Creates `count` users through nodes 0..3, 8 at a time, retrying 503s.
+async fn preload_users(cluster: &TestCluster, count: usize) {
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(0..count)
+        .for_each_concurrent(8, |i| async move {
+            let body = serde_json::json!({
+                "id": format!("00000000-0000-4000-9000-{i:012}"),
+                "name": format!("preloaded {i}"),
+                "email": format!("p{i}@example.com"),
+                "group": i % 10,
+            });
+            let deadline = std::time::Instant::now() + SETTLE;
+            loop {
+                let (status, answer) = cluster
+                    .send(i % 3, reqwest::Method::POST, "/api/user", Some(body.clone()))
+                    .await;
+                match status {
+                    201 => return,
+                    409 if answer.to_string().contains("exists") => return,
+                    503 if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    _ => panic!("preloading user {i}: {status} {answer}"),
+                }
+            }
+        })
+        .await;
+}
+
+/// The shards a node's log says were pre-copied to it before it joined.
+fn pre_copied(log: &str) -> Vec<u32> {
+    log.lines()
+        .find(|line| line.contains("pre-copy complete"))
+        .and_then(|line| line.split_once("copied="))
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map_while(|word| word.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_holds_its_shards_before_they_switch_to_it() {
+    let _guard = cluster_lock().await;
+    let mut cluster = TestCluster::plan_with(4, "integration-test-secret", OVERRIDES);
+    for i in 0..3 {
+        cluster.start_node(i);
+    }
+    cluster.wait_ready(&[0, 1, 2], SETTLE).await;
+    // Enough users that every hash shard has more than its log holds: a snapshot to copy.
+    preload_users(&cluster, 4_000).await;
+    let nodes = nodes_of(&cluster);
+    for i in 0..3 {
+        nodes.set_up(i, true);
+    }
+    let workload = Workload::start(&nodes, CLIENTS);
+    cluster.start_node(3);
+    cluster.wait_ready(&[0, 1, 2, 3], SETTLE).await;
+    nodes.set_up(3, true);
+    let report = workload.stop().await;
+
+    let log = cluster.nodes[3].log_text();
+    let (joining, joined) = log
+        .split_once("joined the cluster")
+        .expect("n4 logged that it joined");
+    let copied = pre_copied(joining);
+    let (_, view) = cluster.get(3, "/cluster").await.expect("cluster view");
+    let me = &cluster.nodes[3].id;
+    let held: Vec<u32> = view["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .filter(|s| {
+            s["owner"] == me.as_str()
+                || s["replicas"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|n| n == me.as_str()))
+        })
+        .filter_map(|s| s["shard"].as_u64().map(|n| n as u32))
+        .collect();
+    let snapshots_after = joined.matches("installing a snapshot").count();
+    println!(
+        "measured: n4 was pre-copied {} shards and holds {} of them after joining; \
+         {snapshots_after} snapshots installed after it joined; {}",
+        copied.len(),
+        held.len(),
+        report.summary()
+    );
+    assert!(!held.is_empty(), "n4 holds no shard: {view}");
+    let missing: Vec<&u32> = held.iter().filter(|s| !copied.contains(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "n4 holds shards it was not pre-copied: {missing:?} (pre-copied {copied:?})"
+    );
+    assert!(
+        joining.matches("installing a snapshot").count() > 0,
+        "the pre-copy installed no snapshot: the test has no data to move"
+    );
+    assert_eq!(
+        snapshots_after, 0,
+        "n4 took a snapshot after it joined: a switch waited for a full copy"
+    );
+    check(&cluster, 4, &report).await;
+}
+
 fn snapshot_installs(cluster: &TestCluster, i: usize) -> usize {
     cluster.nodes[i]
         .log_text()

@@ -115,6 +115,9 @@ pub struct MigrationConfig {
     /// in its place, in milliseconds. A node that flaps then costs no copies; owners still fail
     /// over at once.
     pub re_replication_delay_ms: u64,
+    /// Longest a joining node waits for the current owners to copy it the shards placement will
+    /// give it, before it becomes ready anyway, in milliseconds; 0 turns pre-copy off.
+    pub pre_copy_timeout_ms: u64,
 }
 
 /// The cluster secret. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
@@ -183,6 +186,7 @@ impl Default for MigrationConfig {
         Self {
             handoff_timeout_ms: 15_000,
             re_replication_delay_ms: 5_000,
+            pre_copy_timeout_ms: 30_000,
         }
     }
 }
@@ -198,6 +202,11 @@ impl MigrationConfig {
         Duration::from_millis(self.re_replication_delay_ms)
     }
 
+    /// Longest wait for the pre-copy of a joining node.
+    pub fn pre_copy_timeout(&self) -> Duration {
+        Duration::from_millis(self.pre_copy_timeout_ms)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         in_range(
             "migration.handoff_timeout_ms",
@@ -208,6 +217,12 @@ impl MigrationConfig {
         in_range(
             "migration.re_replication_delay_ms",
             self.re_replication_delay_ms,
+            0,
+            600_000,
+        )?;
+        in_range(
+            "migration.pre_copy_timeout_ms",
+            self.pre_copy_timeout_ms,
             0,
             600_000,
         )?;

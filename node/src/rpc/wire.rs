@@ -14,7 +14,7 @@ use crate::shard::store::Item;
 use crate::shard::{Entry, Epoch, Peer, Position, ShardMeta};
 
 /// Version of the message set below; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Random challenge size in bytes.
 pub const NONCE_LEN: usize = 32;
@@ -129,6 +129,19 @@ pub enum Request {
         epoch: Epoch,
         /// Whom to copy from.
         source: Peer,
+        /// Whether the receiver is a replica of the shard, whose copy the owner keeps current
+        /// and which may answer reads in its place. A pre-copy to a joining node is not: the
+        /// owner does not send it its writes.
+        replica: bool,
+    },
+    /// Joining node to a shard's current owner: copy the shard to `to` now (the owner pushes a
+    /// [`Request::CatchUp`] with `replica: false`), so that the joining node holds it before
+    /// placement makes it an owner or replica (`crate::precopy`).
+    PreCopy {
+        /// The shard.
+        shard: ShardId,
+        /// The joining node.
+        to: Peer,
     },
     /// Holder to holder during a catch-up: the entries after `from`, or that a snapshot is
     /// needed ([`Response::Entries`] or [`Response::NeedSnapshot`]).
@@ -166,6 +179,7 @@ impl Request {
             | Self::Seal { shard, .. }
             | Self::Replicate { shard, .. }
             | Self::CatchUp { shard, .. }
+            | Self::PreCopy { shard, .. }
             | Self::EntriesAfter { shard, .. }
             | Self::SnapshotPage { shard, .. }
             | Self::Drop { shard, .. } => Some(*shard),
@@ -216,7 +230,7 @@ pub enum Response {
     Fenced(Epoch),
     /// The entry does not follow the holder's history, which ends here.
     Behind(Position),
-    /// Done ([`Request::Replicate`], [`Request::CatchUp`], [`Request::Drop`]).
+    /// Done ([`Request::Replicate`], [`Request::CatchUp`], [`Request::PreCopy`], [`Request::Drop`]).
     Done,
     /// Answer to [`Request::EntriesAfter`].
     Entries {

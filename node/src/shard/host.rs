@@ -39,6 +39,9 @@ const MAX_SETTLE: Duration = Duration::from_millis(300);
 const RELEASE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// How long a command may wait for its owner actor.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a pre-copy may wait for the owner actor: commands queued before it, then the copy
+/// (bounded by the sync call deadline).
+pub(crate) const PRE_COPY_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Who else holds or may hold a shard, as its owner sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +113,20 @@ pub(crate) struct LocalShard {
     /// not yet carried to every replica). The owner does not answer reads of them: such a
     /// change may still be lost, if another node takes over from a copy without it.
     pub(crate) unconfirmed: Option<Arc<Vec<EntityKey>>>,
+    /// A catch-up into this copy is running (one at a time: two would interleave their pages).
+    pub(crate) catching_up: bool,
+    /// This node is joining and placement will give it this shard: where its pre-copy stands
+    /// (`crate::precopy`). While set, owners' requests to drop the copy are ignored.
+    pub(crate) pre_copy: Option<PreCopy>,
+}
+
+/// Where a joining node's pre-copy of one shard stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PreCopy {
+    /// Not copied yet.
+    Pending,
+    /// The owner pushed its copy here.
+    Copied,
 }
 
 /// An entity of a shard: its tenant and key.
@@ -286,8 +303,8 @@ impl Shards {
         Ok(out)
     }
 
-    /// The shards this node is moving: taking over, installing a snapshot, or serving with
-    /// replicas held back.
+    /// The shards this node is moving: taking over, installing a snapshot, receiving or holding
+    /// a pre-copy while it joins, or serving with replicas held back.
     pub fn in_transit(&self) -> Result<Vec<TransitView>, StoreError> {
         let topology = self.topology();
         let local = self.local().clone();
@@ -312,6 +329,10 @@ impl Shards {
             let meta = self.inner.store.meta(shard)?;
             let (state, waiting, due_in_ms) = if meta.installing {
                 ("installing", Vec::new(), None)
+            } else if known.pre_copy == Some(PreCopy::Pending) {
+                ("pre-copying", Vec::new(), None)
+            } else if known.pre_copy == Some(PreCopy::Copied) {
+                ("pre-copied", Vec::new(), None)
             } else if known.serving.is_none() && topology.owns(&self.inner.me, shard) {
                 ("taking-over", Vec::new(), None)
             } else if let Some((nodes, due)) = waiting.get(&shard) {
@@ -369,6 +390,37 @@ impl Shards {
 
     /// Runs `command` at this node's owner actor of `shard`; `NotOwner` if there is none.
     pub async fn command(&self, shard: ShardId, command: Command) -> Response {
+        self.ask_owner(shard, COMMAND_TIMEOUT, |reply| {
+            OwnerMsg::Command(command, reply)
+        })
+        .await
+    }
+
+    /// A joining node asks for a copy of `shard` (`crate::precopy`): this node's owner actor
+    /// pushes its copy there between two commands.
+    pub(crate) async fn pre_copy(&self, shard: ShardId, to: Peer) -> Response {
+        let live = self
+            .topology()
+            .membership
+            .get(&to.node_id)
+            .is_some_and(|m| m.live);
+        if !live {
+            return Response::Failed {
+                message: format!("{} is not a live member", to.node_id),
+            };
+        }
+        self.ask_owner(shard, PRE_COPY_TIMEOUT, |reply| OwnerMsg::PreCopy(to, reply))
+            .await
+    }
+
+    /// Sends this node's owner actor of `shard` a message with a reply port and waits for the
+    /// answer; `NotOwner` if there is no actor, 503 when too many wait already.
+    async fn ask_owner(
+        &self,
+        shard: ShardId,
+        timeout: Duration,
+        message: impl FnOnce(ractor::RpcReplyPort<Response>) -> OwnerMsg,
+    ) -> Response {
         let Some((actor, pending)) = self
             .owners()
             .get(&shard)
@@ -384,17 +436,12 @@ impl Shards {
                 message: format!("shard {shard} has too many commands waiting"),
             };
         }
-        let result = actor
-            .call(
-                |reply| OwnerMsg::Command(command, reply),
-                Some(COMMAND_TIMEOUT),
-            )
-            .await;
+        let result = actor.call(message, Some(timeout)).await;
         pending.fetch_sub(1, Ordering::AcqRel);
         match result {
             Ok(CallResult::Success(response)) => response,
             Ok(CallResult::Timeout) => Response::Unavailable {
-                message: format!("shard {shard} did not answer within {COMMAND_TIMEOUT:?}"),
+                message: format!("shard {shard} did not answer within {timeout:?}"),
             },
             // The actor stopped (ownership moved): the caller retries at the new owner.
             Ok(CallResult::SenderError) | Err(_) => Response::NotOwner { owner: None },

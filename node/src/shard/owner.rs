@@ -77,6 +77,10 @@ pub enum OwnerMsg {
     /// A command the actor sends itself (finishing or re-running a job); retried until it is
     /// acknowledged or the actor stops.
     Run(Command),
+    /// Copy the shard to a joining node (`crate::precopy`); answered with [`Response::Done`]
+    /// once it holds this copy. Runs between commands, like a replica's catch-up, because the
+    /// copy's source must not change while it is taken.
+    PreCopy(Peer, RpcReplyPort<Response>),
 }
 
 /// The actor's state.
@@ -170,6 +174,10 @@ impl Actor for ShardOwner {
                 }
             }
             OwnerMsg::Others(view) => state.view = view,
+            OwnerMsg::PreCopy(peer, reply) => {
+                let answer = state.pre_copy(&peer).await;
+                let _ = reply.send(answer);
+            }
             OwnerMsg::Confirm => state.confirm(&myself).await,
             OwnerMsg::LeaseLapsed => {
                 if state.epoch.is_some() {
@@ -647,11 +655,36 @@ impl OwnerState {
             .collect()
     }
 
-    /// Has `peer` copy this shard from here, up to this node's position.
+    /// Copies the shard to a joining node that placement will make an owner or replica of it,
+    /// if this actor serves it.
+    async fn pre_copy(&self, peer: &Peer) -> Response {
+        let Some(epoch) = self.epoch.clone() else {
+            return moving(format!("shard {} is being taken over", self.shard));
+        };
+        if self.view.replicas.iter().any(|(p, _)| p.node_id == peer.node_id) {
+            // Already a replica, kept current by every write.
+            return Response::Done;
+        }
+        match self.push_to(&epoch, peer, false).await {
+            Ok(()) => {
+                tracing::debug!(shard = %self.shard, to = %peer.node_id, "pre-copied the shard");
+                Response::Done
+            }
+            Err(message) => unavailable(message),
+        }
+    }
+
+    /// Has replica `peer` copy this shard from here, up to this node's position.
     async fn push_catch_up(&self, epoch: &Epoch, peer: &Peer) -> Result<(), String> {
+        self.push_to(epoch, peer, true).await
+    }
+
+    /// Has `peer` copy this shard from here, as a replica or as a pre-copy.
+    async fn push_to(&self, epoch: &Epoch, peer: &Peer, replica: bool) -> Result<(), String> {
         let request = Request::CatchUp {
             shard: self.shard,
             epoch: epoch.clone(),
+            replica,
             source: Peer {
                 node_id: self.shards.inner.me.clone(),
                 rpc_addr: self
@@ -667,7 +700,13 @@ impl OwnerState {
                 &peer.node_id,
                 &peer.rpc_addr,
                 request,
-                SYNC_CALL_TIMEOUT * 3,
+                // A pre-copy holds up this shard's writes: bound it tighter than a replica's
+                // catch-up, which the writes need anyway.
+                if replica {
+                    SYNC_CALL_TIMEOUT * 3
+                } else {
+                    SYNC_CALL_TIMEOUT
+                },
             )
             .await
             .map_err(|e| format!("replica {}: {e}", peer.node_id))?;

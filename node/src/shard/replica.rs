@@ -2,7 +2,7 @@
 //! another holder's catch-up reads, and reads in the owner's place.
 
 use super::command::Query;
-use super::host::Shards;
+use super::host::{PreCopy, Shards};
 use super::store::Item;
 use super::sync::{self, SNAPSHOT_PAGE};
 use super::{Entry, Epoch, Peer, Position, StoreError};
@@ -120,13 +120,30 @@ impl Shards {
 
     /// The owner's request to catch up from `source`. Meanwhile the copy is in flux (a
     /// snapshot install empties it first), so it answers no reads in the owner's place until
-    /// the catch-up is complete.
-    pub async fn catch_up(&self, shard: ShardId, epoch: Epoch, source: Peer) -> Response {
+    /// the catch-up is complete, and only if it is a `replica` (a pre-copy is not kept current).
+    pub async fn catch_up(
+        &self,
+        shard: ShardId,
+        epoch: Epoch,
+        source: Peer,
+        replica: bool,
+    ) -> Response {
         self.yield_to(shard, &epoch).await;
+        let Some(_running) = CatchingUp::start(self, shard) else {
+            return Response::Unavailable {
+                message: format!("shard {shard}: a catch-up is already running"),
+            };
+        };
         self.update_local(shard, |l| l.synced = None);
         match sync::catch_up(&self.inner.store, &self.inner.rpc, shard, &epoch, &source).await {
             Ok(()) => {
-                self.update_local(shard, |l| l.synced = Some(epoch.clone()));
+                self.update_local(shard, |l| {
+                    if replica {
+                        l.synced = Some(epoch.clone());
+                    } else if l.pre_copy.is_some() {
+                        l.pre_copy = Some(PreCopy::Copied);
+                    }
+                });
                 Response::Done
             }
             Err(sync::SyncError::Store(error)) => store_answer(error),
@@ -170,13 +187,14 @@ impl Shards {
 
     /// The owner says this node is not in the shard's replica set any more.
     pub async fn drop_copy(&self, shard: ShardId, epoch: Epoch) -> Response {
-        if self
+        let placed_here = self
             .topology()
             .table
             .replicas(shard)
-            .contains(&self.inner.me)
-        {
-            // This node's view still places a copy here; keep it until the views agree.
+            .contains(&self.inner.me);
+        if placed_here || self.local_shard(shard).pre_copy.is_some() {
+            // This node's view still places a copy here, or will once it is ready: keep it
+            // until the views agree.
             return Response::Done;
         }
         self.yield_to(shard, &epoch).await;
@@ -185,6 +203,30 @@ impl Shards {
             Ok(()) => Response::Done,
             Err(error) => store_answer(error),
         }
+    }
+}
+
+/// Marks a copy as being caught up for as long as it lives.
+struct CatchingUp<'a> {
+    shards: &'a Shards,
+    shard: ShardId,
+}
+
+impl<'a> CatchingUp<'a> {
+    /// `None` if a catch-up of `shard` is already running here.
+    fn start(shards: &'a Shards, shard: ShardId) -> Option<Self> {
+        let mut started = false;
+        shards.update_local(shard, |l| {
+            started = !l.catching_up;
+            l.catching_up = true;
+        });
+        started.then_some(Self { shards, shard })
+    }
+}
+
+impl Drop for CatchingUp<'_> {
+    fn drop(&mut self) {
+        self.shards.update_local(self.shard, |l| l.catching_up = false);
     }
 }
 

@@ -2,9 +2,11 @@
 //! the source's log reaches back to where this copy ends, otherwise a snapshot of the source's
 //! entities, page by page.
 //!
-//! The source must not change meanwhile. It never does: the source is either the owner, which
+//! The source must not change meanwhile. It does not: the source is either the owner, which
 //! waits for this catch-up inside its actor (so no command runs), or a former holder the new
-//! owner is pulling from while it seals the shard (sealed holders refuse the old owner).
+//! owner is pulling from while it seals the shard (sealed holders refuse the old owner). Should
+//! the owner give up waiting and write again while a snapshot is still being taken, the
+//! snapshot fails instead of mixing two states: every page must report the same position.
 
 use std::time::Duration;
 
@@ -83,6 +85,9 @@ async fn install_snapshot(
     tracing::info!(%shard, source = %source.node_id, "installing a snapshot");
     store.begin_snapshot(shard, epoch.clone()).await?;
     let mut after: Option<Vec<u8>> = None;
+    // Where the source's history ended at the first page: every page must say the same, or
+    // the source changed while it was copied and the pages do not add up to one state.
+    let mut started_at: Option<Position> = None;
     loop {
         let request = Request::SnapshotPage {
             shard,
@@ -96,6 +101,13 @@ async fn install_snapshot(
             } => (items, position, last),
             other => return Err(unexpected(source, &other)),
         };
+        if started_at.get_or_insert_with(|| position.clone()) != &position {
+            // The copy stays marked as installing, so it is never taken for a whole one.
+            return Err(SyncError::Source {
+                source_node: source.node_id.to_string(),
+                message: format!("shard {shard} changed during the snapshot"),
+            });
+        }
         after = items.last().map(|item: &Item| item.key.clone());
         store.put_snapshot_page(shard, epoch.clone(), items).await?;
         if last {

@@ -1,0 +1,230 @@
+//! Pre-copy on join: before a joining node publishes `ready`, it has the current owner of every
+//! shard it will hold copy that shard to it, so that ownership switches to a copy that is
+//! already there (issue 6, decision 010).
+//!
+//! Placement counts only ready nodes, so while a node is `joining` nothing is placed on it. It
+//! computes the placement it will be part of (the ready members plus itself) and, for each shard
+//! that placement gives it as owner or replica, asks the shard's current owner for a copy
+//! ([`Request::PreCopy`]). The owner pushes it between two commands, as it catches up a
+//! replica: the missing log entries, or a snapshot. A second pass then brings every copy up to
+//! the changes made meanwhile, and the node becomes ready. When placement then moves a shard
+//! here, the new owner's seal only pulls the few entries written since the last pass.
+//!
+//! A pre-copy is not a replica: the owner does not send it its writes, so it never answers
+//! reads in the owner's place, and its copy counts for nothing until the seal has caught it up.
+//! The wait is bounded (`migration.pre_copy_timeout_ms`): past it the node becomes ready anyway
+//! and the shards it did not get are copied while their seal runs, as without pre-copy.
+
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::ids::{NodeId, ShardId};
+use crate::node::Node;
+use crate::placement::ShardTable;
+use crate::rpc::wire::{Request, Response};
+use crate::shard::host::{PreCopy, PRE_COPY_TIMEOUT};
+use crate::shard::Peer;
+use crate::topology::Topology;
+
+/// Shards copied at the same time (each one holds up its owner's writes while it is copied).
+const PARALLEL: usize = 4;
+/// Pause before asking again after an owner could not copy a shard.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// What a pre-copy achieved.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PreCopied {
+    /// Shards copied here by their owner.
+    pub copied: Vec<ShardId>,
+    /// Shards not copied before the deadline, with the last reason.
+    pub missing: Vec<(ShardId, String)>,
+}
+
+/// The shards placement gives `me` once it is ready (`prospective`), that another node owns
+/// now (`current`): the ones a joining node must receive.
+pub fn shards_to_receive(current: &ShardTable, prospective: &ShardTable, me: &NodeId) -> Vec<ShardId> {
+    (0..prospective.len() as u32)
+        .map(ShardId)
+        .filter(|&shard| prospective.replicas(shard).contains(me))
+        .filter(|&shard| current.owner(shard).is_some_and(|owner| owner != me))
+        .collect()
+}
+
+/// The placement once this node is ready too.
+fn prospective(node: &Node, topology: &Topology) -> ShardTable {
+    let mut members = topology.membership.placement_members();
+    if !members.iter().any(|(id, _)| *id == node.inner.me) {
+        members.push((node.inner.me.clone(), node.inner.region.clone()));
+    }
+    ShardTable::compute(
+        &node.inner.layout,
+        &members,
+        node.inner.cluster.cluster.replication_factor,
+    )
+}
+
+/// Copies every shard this joining node will hold from its current owner, in two passes,
+/// within `timeout`; logs the outcome. The shards stay marked as pre-copies (their copies are
+/// kept when an owner says to drop them) until [`finish`].
+pub async fn pre_copy(node: &Node, timeout: Duration) -> PreCopied {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let topology = node.topology();
+    let Some(me) = my_peer(node, &topology) else {
+        return PreCopied::default();
+    };
+    let shards = shards_to_receive(&topology.table, &prospective(node, &topology), &node.inner.me);
+    if shards.is_empty() {
+        return PreCopied::default();
+    }
+    for &shard in &shards {
+        node.inner
+            .shards
+            .update_local(shard, |l| l.pre_copy = Some(PreCopy::Pending));
+    }
+    let first = copy_all(node, &me, &shards, deadline).await;
+    // The changes made while the others were copied: a few log entries each.
+    let copied: Vec<ShardId> = first.copied.clone();
+    let second = copy_all(node, &me, &copied, deadline).await;
+    let mut outcome = PreCopied {
+        copied: first.copied,
+        missing: first.missing,
+    };
+    // A shard whose second pass failed still holds its first copy; the seal catches it up.
+    if !second.missing.is_empty() {
+        let late: Vec<String> = second.missing.iter().map(|(s, _)| s.to_string()).collect();
+        tracing::debug!(shards = %late.join(" "), "second pre-copy pass incomplete");
+    }
+    outcome.copied.sort();
+    report(&outcome, started.elapsed());
+    outcome
+}
+
+/// The node is ready and in placement: its pre-copies are now ordinary copies, dropped or kept
+/// by their owners' seals like any other.
+pub fn finish(node: &Node) {
+    let count = node.inner.shards.local().len() as u32;
+    for shard in (0..count).map(ShardId) {
+        node.inner.shards.update_local(shard, |l| l.pre_copy = None);
+    }
+}
+
+async fn copy_all(node: &Node, me: &Peer, shards: &[ShardId], deadline: Instant) -> PreCopied {
+    let results: Vec<(ShardId, Result<(), String>)> = stream::iter(shards.iter().copied())
+        .map(|shard| async move { (shard, copy_one(node, me, shard, deadline).await) })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    let mut outcome = PreCopied::default();
+    for (shard, result) in results {
+        match result {
+            Ok(()) => outcome.copied.push(shard),
+            Err(reason) => outcome.missing.push((shard, reason)),
+        }
+    }
+    outcome.missing.sort();
+    outcome
+}
+
+/// Asks the current owner of `shard` for a copy until it answers done or `deadline` passes.
+async fn copy_one(node: &Node, me: &Peer, shard: ShardId, deadline: Instant) -> Result<(), String> {
+    loop {
+        let topology = node.topology();
+        let reason = match topology.owner(shard) {
+            Some(owner) if owner.node_id != node.inner.me => {
+                let request = Request::PreCopy {
+                    shard,
+                    to: me.clone(),
+                };
+                let wait = PRE_COPY_TIMEOUT
+                    .min(deadline.saturating_duration_since(Instant::now()))
+                    .max(Duration::from_millis(1));
+                match node
+                    .inner
+                    .rpc
+                    .call_with_timeout(&owner.node_id, &owner.rpc_addr, request, wait)
+                    .await
+                {
+                    Ok(Response::Done) => return Ok(()),
+                    Ok(other) => format!("{}: {other:?}", owner.node_id),
+                    Err(error) => format!("{}: {error}", owner.node_id),
+                }
+            }
+            _ => "no other owner".to_owned(),
+        };
+        if Instant::now() + RETRY >= deadline {
+            return Err(reason);
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+fn my_peer(node: &Node, topology: &Topology) -> Option<Peer> {
+    topology.membership.get(&node.inner.me).map(|m| Peer {
+        node_id: m.node_id.clone(),
+        rpc_addr: m.rpc_addr.clone(),
+    })
+}
+
+fn report(outcome: &PreCopied, took: Duration) {
+    let copied: Vec<String> = outcome.copied.iter().map(ToString::to_string).collect();
+    if outcome.missing.is_empty() {
+        info!(
+            shards = outcome.copied.len(),
+            took_ms = took.as_millis() as u64,
+            copied = %copied.join(" "),
+            "pre-copy complete"
+        );
+    } else {
+        let missing: Vec<String> = outcome
+            .missing
+            .iter()
+            .map(|(shard, reason)| format!("{shard} ({reason})"))
+            .collect();
+        warn!(
+            shards = outcome.copied.len(),
+            took_ms = took.as_millis() as u64,
+            missing = %missing.join(", "),
+            "pre-copy incomplete: these shards are copied when their seal runs"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::RegionName;
+    use crate::layout::ShardLayout;
+
+    fn table(nodes: &[&str]) -> ShardTable {
+        let members: Vec<(NodeId, RegionName)> = nodes
+            .iter()
+            .map(|n| (NodeId::new(*n), RegionName::new("r")))
+            .collect();
+        ShardTable::compute(&ShardLayout::new(32, &[], 1), &members, 2)
+    }
+
+    #[test]
+    fn a_joining_node_receives_every_shard_it_will_own_or_replicate_and_no_other() {
+        let current = table(&["a", "b", "c"]);
+        let prospective = table(&["a", "b", "c", "d"]);
+        let d = NodeId::new("d");
+        let receive = shards_to_receive(&current, &prospective, &d);
+        let expected: Vec<ShardId> = (0..32)
+            .map(ShardId)
+            .filter(|&s| prospective.replicas(s).contains(&d))
+            .collect();
+        assert_eq!(receive, expected);
+        // About 2/4 of the shards at RF 2.
+        assert!((12..=20).contains(&receive.len()), "{}", receive.len());
+    }
+
+    #[test]
+    fn the_first_node_of_a_cluster_receives_nothing() {
+        let prospective = table(&["a"]);
+        assert!(shards_to_receive(&table(&[]), &prospective, &NodeId::new("a")).is_empty());
+    }
+}
