@@ -45,7 +45,11 @@ pub struct PreCopied {
 
 /// The shards placement gives `me` once it is ready (`prospective`), that another node owns
 /// now (`current`): the ones a joining node must receive.
-pub fn shards_to_receive(current: &ShardTable, prospective: &ShardTable, me: &NodeId) -> Vec<ShardId> {
+pub fn shards_to_receive(
+    current: &ShardTable,
+    prospective: &ShardTable,
+    me: &NodeId,
+) -> Vec<ShardId> {
     (0..prospective.len() as u32)
         .map(ShardId)
         .filter(|&shard| prospective.replicas(shard).contains(me))
@@ -76,7 +80,11 @@ pub async fn pre_copy(node: &Node, timeout: Duration) -> PreCopied {
     let Some(me) = my_peer(node, &topology) else {
         return PreCopied::default();
     };
-    let shards = shards_to_receive(&topology.table, &prospective(node, &topology), &node.inner.me);
+    let shards = shards_to_receive(
+        &topology.table,
+        &prospective(node, &topology),
+        &node.inner.me,
+    );
     if shards.is_empty() {
         return PreCopied::default();
     }

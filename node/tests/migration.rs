@@ -214,7 +214,12 @@ async fn preload_users(cluster: &TestCluster, count: usize) {
             let deadline = std::time::Instant::now() + SETTLE;
             loop {
                 let (status, answer) = cluster
-                    .send(i % 3, reqwest::Method::POST, "/api/user", Some(body.clone()))
+                    .send(
+                        i % 3,
+                        reqwest::Method::POST,
+                        "/api/user",
+                        Some(body.clone()),
+                    )
                     .await;
                 match status {
                     201 => return,

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::auth::{self, Credentials, HandshakeError};
-use super::frame::{read_frame, write_frame};
+use super::frame::{read_frame, write_queued, READ_BUFFER};
 use super::wire::{Envelope, Request, Response};
 use super::RpcError;
 use crate::codec;
@@ -241,7 +241,7 @@ async fn write_loop(
             _ = conn.closed.cancelled() => break,
             frame = frames.recv() => {
                 let Some(frame) = frame else { break };
-                if let Err(error) = write_frame(&mut writer, &frame, max_frame).await {
+                if let Err(error) = write_queued(&mut writer, frame, &mut frames, max_frame).await {
                     debug!(addr = %conn.addr, %error, "rpc write failed");
                     break;
                 }
@@ -252,7 +252,8 @@ async fn write_loop(
 }
 
 /// Owns the read half of one connection and routes each answer to its waiting caller.
-async fn read_loop(conn: Arc<Conn>, mut reader: tokio::io::ReadHalf<BoxStream>, max_frame: u32) {
+async fn read_loop(conn: Arc<Conn>, reader: tokio::io::ReadHalf<BoxStream>, max_frame: u32) {
+    let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
     loop {
         let frame = tokio::select! {
             _ = conn.closed.cancelled() => break,

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::auth::{self, Credentials};
-use super::frame::{read_frame, write_frame};
+use super::frame::{read_frame, write_queued, READ_BUFFER};
 use super::wire::{Envelope, Request, Response};
 use crate::codec;
 use crate::ids::NodeId;
@@ -89,7 +89,8 @@ impl Connection {
                 }
             };
         info!(%peer, "rpc peer authenticated");
-        let (mut reader, writer) = tokio::io::split(stream);
+        let (reader, writer) = tokio::io::split(stream);
+        let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
         let (answers_tx, answers_rx) = mpsc::channel(WRITE_QUEUE);
         tokio::spawn(write_answers(
             writer,
@@ -149,7 +150,7 @@ async fn write_answers(
             _ = shutdown.cancelled() => return,
             bytes = answers.recv() => match bytes { Some(b) => b, None => return },
         };
-        if let Err(error) = write_frame(&mut writer, &bytes, max_frame).await {
+        if let Err(error) = write_queued(&mut writer, bytes, &mut answers, max_frame).await {
             debug!(%error, "rpc answer write failed");
             return;
         }

@@ -409,8 +409,10 @@ impl Shards {
                 message: format!("{} is not a live member", to.node_id),
             };
         }
-        self.ask_owner(shard, PRE_COPY_TIMEOUT, |reply| OwnerMsg::PreCopy(to, reply))
-            .await
+        self.ask_owner(shard, PRE_COPY_TIMEOUT, |reply| {
+            OwnerMsg::PreCopy(to, reply)
+        })
+        .await
     }
 
     /// Sends this node's owner actor of `shard` a message with a reply port and waits for the

@@ -661,7 +661,12 @@ impl OwnerState {
         let Some(epoch) = self.epoch.clone() else {
             return moving(format!("shard {} is being taken over", self.shard));
         };
-        if self.view.replicas.iter().any(|(p, _)| p.node_id == peer.node_id) {
+        if self
+            .view
+            .replicas
+            .iter()
+            .any(|(p, _)| p.node_id == peer.node_id)
+        {
             // Already a replica, kept current by every write.
             return Response::Done;
         }

@@ -226,7 +226,8 @@ impl<'a> CatchingUp<'a> {
 
 impl Drop for CatchingUp<'_> {
     fn drop(&mut self) {
-        self.shards.update_local(self.shard, |l| l.catching_up = false);
+        self.shards
+            .update_local(self.shard, |l| l.catching_up = false);
     }
 }
 
