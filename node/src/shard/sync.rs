@@ -85,9 +85,7 @@ async fn install_snapshot(
     tracing::info!(%shard, source = %source.node_id, "installing a snapshot");
     store.begin_snapshot(shard, epoch.clone()).await?;
     let mut after: Option<Vec<u8>> = None;
-    // Where the source's history ended at the first page: every page must say the same, or
-    // the source changed while it was copied and the pages do not add up to one state.
-    let mut started_at: Option<Position> = None;
+    let mut started_at = SamePosition::default();
     loop {
         let request = Request::SnapshotPage {
             shard,
@@ -101,7 +99,7 @@ async fn install_snapshot(
             } => (items, position, last),
             other => return Err(unexpected(source, &other)),
         };
-        if started_at.get_or_insert_with(|| position.clone()) != &position {
+        if !started_at.holds(&position) {
             // The copy stays marked as installing, so it is never taken for a whole one.
             return Err(SyncError::Source {
                 source_node: source.node_id.to_string(),
@@ -116,6 +114,18 @@ async fn install_snapshot(
                 .await?;
             return Ok(());
         }
+    }
+}
+
+/// Where the source's history ended at a snapshot's first page. Every page must say the same,
+/// or the source changed while it was copied and the pages do not add up to one state.
+#[derive(Debug, Default)]
+struct SamePosition(Option<Position>);
+
+impl SamePosition {
+    /// Whether `position`, reported by the next page, is the first page's.
+    fn holds(&mut self, position: &Position) -> bool {
+        self.0.get_or_insert_with(|| position.clone()) == position
     }
 }
 
@@ -137,5 +147,29 @@ fn unexpected(source: &Peer, answer: &Response) -> SyncError {
     SyncError::Source {
         source_node: source.node_id.to_string(),
         message: format!("unexpected answer {answer:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::NodeId;
+
+    fn at(applied: u64) -> Position {
+        Position {
+            last_epoch: Some(Epoch {
+                term: 1,
+                owner: NodeId::new("a"),
+            }),
+            applied,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_whose_source_moved_on_between_pages_is_refused() {
+        let mut pages = SamePosition::default();
+        assert!(pages.holds(&at(7)), "the first page sets the position");
+        assert!(pages.holds(&at(7)), "later pages at the same position pass");
+        assert!(!pages.holds(&at(8)), "a page after a write is refused");
     }
 }
