@@ -76,8 +76,9 @@ impl Node {
             Request::Ping => Response::Pong {
                 node_id: self.inner.me.clone(),
             },
-            Request::LeaseCheck { from } => Response::LeaseAnswer {
-                hears_you: self.inner.shards.hears(&from),
+            // Only a peer asks (see `Handler::handle`): never this node itself.
+            Request::LeaseCheck => Response::Failed {
+                message: "a lease check must come from a peer".into(),
             },
             Request::Locate { kind, key } => self.locate_here(kind, key),
             Request::Integer(sample) => self.inner.aggregator.deliver(sample),
@@ -118,7 +119,7 @@ impl Node {
             Request::SnapshotPage { after, .. } => shards.snapshot_page(shard, after.as_deref()),
             Request::Drop { epoch, .. } => shards.drop_copy(shard, epoch).await,
             Request::Ping
-            | Request::LeaseCheck { .. }
+            | Request::LeaseCheck
             | Request::Locate { .. }
             | Request::Integer(_) => Response::Failed {
                 message: "not a shard request".into(),
@@ -340,7 +341,13 @@ impl NodeApi for Node {
 
 #[async_trait]
 impl Handler for Node {
-    async fn handle(&self, _from: NodeId, request: Request) -> Response {
-        self.handle_local(request).await
+    async fn handle(&self, from: NodeId, request: Request) -> Response {
+        match request {
+            // About the authenticated caller, whoever the request might claim to be.
+            Request::LeaseCheck => Response::LeaseAnswer {
+                hears_you: self.inner.shards.hears(&from),
+            },
+            request => self.handle_local(request).await,
+        }
     }
 }

@@ -73,12 +73,10 @@ pub struct Envelope<T> {
 pub enum Request {
     /// Liveness probe of the connection.
     Ping,
-    /// Does the receiver hear `from`'s gossip? The round trip itself is the other half of the
-    /// answer: together they renew `from`'s owner lease (`shard::lease`).
-    LeaseCheck {
-        /// The asking node.
-        from: NodeId,
-    },
+    /// Does the receiver hear the caller's gossip? The round trip itself is the other half of
+    /// the answer: together they renew the caller's owner lease (`shard::lease`). The caller is
+    /// the node the connection authenticated, so no node can ask on another's behalf.
+    LeaseCheck,
     /// Where does this key live? Answered by the node that owns it.
     Locate {
         /// Entity kind (user, session, ...).
@@ -173,7 +171,7 @@ impl Request {
     /// The shard a shard-layer request is about.
     pub fn shard(&self) -> Option<ShardId> {
         match self {
-            Self::Ping | Self::LeaseCheck { .. } | Self::Locate { .. } | Self::Integer(_) => None,
+            Self::Ping | Self::LeaseCheck | Self::Locate { .. } | Self::Integer(_) => None,
             Self::Command { shard, .. }
             | Self::Read { shard, .. }
             | Self::Seal { shard, .. }

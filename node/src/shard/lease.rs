@@ -131,7 +131,7 @@ fn ask_all(shards: &Shards) {
             member.node_id.clone(),
             member.rpc_addr.clone(),
         );
-        let request = Request::LeaseCheck { from: me.clone() };
+        let request = Request::LeaseCheck;
         tokio::spawn(async move {
             let sent = Instant::now();
             match rpc.call(&node, &addr, request).await {
