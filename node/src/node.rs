@@ -118,12 +118,11 @@ impl Node {
             Request::EntriesAfter { from, .. } => shards.entries_after(shard, &from),
             Request::SnapshotPage { after, .. } => shards.snapshot_page(shard, after.as_deref()),
             Request::Drop { epoch, .. } => shards.drop_copy(shard, epoch).await,
-            Request::Ping
-            | Request::LeaseCheck
-            | Request::Locate { .. }
-            | Request::Integer(_) => Response::Failed {
-                message: "not a shard request".into(),
-            },
+            Request::Ping | Request::LeaseCheck | Request::Locate { .. } | Request::Integer(_) => {
+                Response::Failed {
+                    message: "not a shard request".into(),
+                }
+            }
         }
     }
 
