@@ -15,44 +15,8 @@ what="${1:-}"
   echo "usage: $0 memory|failover" >&2
   exit 2
 }
-command -v jq >/dev/null || { echo "$0 needs jq" >&2; exit 1; }
-bin=target/release/troupe
-base_port=19080
-urls="http://127.0.0.1:$base_port,http://127.0.0.1:$((base_port + 1)),http://127.0.0.1:$((base_port + 2))"
-cargo build --release -p troupe-node --bin troupe
-
-pin_cluster=()
-pin_bench=()
-if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then
-  pin_cluster=(taskset -c 0)
-  pin_bench=(taskset -c 1)
-fi
-
-work="$(mktemp -d)"
-cluster_pid=""
-stop_cluster() {
-  if [[ -n "$cluster_pid" ]] && kill -0 "$cluster_pid" 2>/dev/null; then
-    kill -TERM "$cluster_pid"
-    wait "$cluster_pid" 2>/dev/null || true
-  fi
-  cluster_pid=""
-}
-trap 'stop_cluster; rm -rf "$work"' EXIT
-
-start_cluster() {
-  stop_cluster
-  rm -rf "$work/cluster"
-  "${pin_cluster[@]}" "$bin" local --dir "$work/cluster" --base-port "$base_port" --fresh \
-    >"$work/local.log" 2>&1 &
-  cluster_pid=$!
-  local deadline=$((SECONDS + 60)) port
-  for port in "$base_port" "$((base_port + 1))" "$((base_port + 2))"; do
-    until curl -sf -o /dev/null "http://127.0.0.1:$port/readyz"; do
-      ((SECONDS < deadline)) || { echo "cluster not ready; see $work" >&2; exit 1; }
-      sleep 0.5
-    done
-  done
-}
+# shellcheck source=scripts/local-cluster.sh
+source scripts/local-cluster.sh
 
 node_pid() { pgrep -f -- "--node-id=$1 .*--data-dir=$work/cluster/" ; }
 
@@ -80,7 +44,7 @@ case "$what" in
     du -sh "$work"/cluster/*/data
     ;;
   failover)
-    two="http://127.0.0.1:$base_port,http://127.0.0.1:$((base_port + 1))"
+    two="http://127.0.0.1:${ports[0]},http://127.0.0.1:${ports[1]}"
     for workload in users-read users-write; do
       start_cluster
       bench --urls "$two" --workload "$workload" --clients 16 --duration 20s --warmup 1s \

@@ -19,53 +19,8 @@ duration="${DURATION:-10s}"
 rounds="${ROUNDS:-1}"
 read -ra workloads <<<"${WORKLOADS:-healthz users-read users-write sessions jobs-create parties-join mixed}"
 read -ra client_counts <<<"${CLIENTS:-16 64}"
-base_port=19080
-ports=("$base_port" "$((base_port + 1))" "$((base_port + 2))")
-urls="http://127.0.0.1:${ports[0]},http://127.0.0.1:${ports[1]},http://127.0.0.1:${ports[2]}"
-bin=target/release/troupe
-
-command -v jq >/dev/null || { echo "bench.sh needs jq" >&2; exit 1; }
-command -v curl >/dev/null || { echo "bench.sh needs curl" >&2; exit 1; }
-
-cargo build --release -p troupe-node --bin troupe
-
-# CPU pinning: cluster on 0, load generator on 1.
-pin_cluster=()
-pin_bench=()
-if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then
-  pin_cluster=(taskset -c 0)
-  pin_bench=(taskset -c 1)
-fi
-
-work="$(mktemp -d)"
-cluster_pid=""
-stop_cluster() {
-  if [[ -n "$cluster_pid" ]] && kill -0 "$cluster_pid" 2>/dev/null; then
-    kill -TERM "$cluster_pid"        # troupe local stops its nodes on SIGTERM
-    wait "$cluster_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap stop_cluster EXIT
-trap 'exit 130' INT TERM
-
-"${pin_cluster[@]}" "$bin" local --dir "$work/cluster" --base-port "$base_port" --fresh \
-  >"$work/local.log" 2>&1 &
-cluster_pid=$!
-
-wait_ready() {
-  local deadline=$((SECONDS + 60)) port
-  for port in "${ports[@]}"; do
-    until curl -sf -o /dev/null "http://127.0.0.1:$port/readyz"; do
-      if ! kill -0 "$cluster_pid" 2>/dev/null || ((SECONDS > deadline)); then
-        echo "cluster not ready on port $port; troupe local log:" >&2
-        cat "$work/local.log" >&2
-        exit 1
-      fi
-      sleep 0.2
-    done
-  done
-}
+# shellcheck source=scripts/local-cluster.sh
+source scripts/local-cluster.sh
 
 # Sends one POST and prints its status code.
 post_status() {
@@ -87,7 +42,7 @@ route_exists() {
   esac
 }
 
-wait_ready
+start_cluster
 echo "cluster ready: $urls" >&2
 
 available=()
