@@ -142,6 +142,7 @@ async fn run_node(
         topology.clone(),
         cluster.clone(),
         layout.total(),
+        node_metrics.clone(),
     );
     let shard_host = tokio::spawn(
         shards

@@ -34,6 +34,10 @@ pub struct NodeMetrics {
     pub forwards: Counter,
     /// Forward attempts that failed (the request may still succeed on a retry).
     pub forward_failures: Counter,
+    /// Log entries written by this node's shard owners: one per batch of commands.
+    pub shard_entries: Counter,
+    /// Commands whose changes those entries carry; over `shard_entries`, the mean batch.
+    pub shard_commands: Counter,
     members: Family<StatusLabel, Gauge>,
     units: Family<RoleLabel, Gauge>,
 }
@@ -51,6 +55,16 @@ impl NodeMetrics {
             "troupe_forward_failures",
             "Forward attempts that failed (retried while the budget lasts)",
             metrics.forward_failures.clone(),
+        );
+        registry.register(
+            "troupe_shard_entries",
+            "Shard log entries written by this node's owners (one per batch of commands)",
+            metrics.shard_entries.clone(),
+        );
+        registry.register(
+            "troupe_shard_commands",
+            "Commands whose changes this node's owners wrote (divided by entries: mean batch)",
+            metrics.shard_commands.clone(),
         );
         registry.register(
             "troupe_members",

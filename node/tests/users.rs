@@ -156,6 +156,82 @@ async fn users_crud_list_and_count_behave_the_same_through_every_node() {
     assert_eq!(beyond["total"], 29);
 }
 
+/// Ids of users whose shard is `shard` (of the default 64 hash shards).
+fn ids_in_shard(shard: u32, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .filter(|id| troupe_node::placement::shard_for_key(id, 64).0 == shard)
+        .take(n)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_to_one_shard_share_log_entries_and_each_sees_the_ones_before() {
+    let _guard = cluster_lock().await;
+    // No integer generators: their averages would add entries to the shards.
+    let cluster = TestCluster::start_with(3, &[("generators", "0")]);
+    cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
+    let shard = 5;
+    let ids = ids_in_shard(shard, 48);
+    for id in ids.iter().take(3) {
+        let (_, located) = cluster
+            .get(0, &format!("/cluster/locate/user/{id}"))
+            .await
+            .expect("locate");
+        assert_eq!(located["shard"], shard, "{located}");
+    }
+
+    // Every id is created twice at once, through different nodes: all 96 creates reach the
+    // owner together, so they are decided in batches, and the second create of an id must see
+    // the first even when both are in one batch.
+    let creates = ids.iter().enumerate().flat_map(|(i, id)| {
+        let body = json!({"id": id, "name": format!("user {i}"), "email": "u@x", "group": i});
+        [(i % 3, body.clone()), ((i + 1) % 3, body)]
+    });
+    let answers = futures_util::future::join_all(creates.map(|(node, body)| {
+        let cluster = &cluster;
+        async move {
+            let (status, answer) = cluster
+                .send(node, reqwest::Method::POST, "/api/user", Some(body.clone()))
+                .await;
+            (body["id"].as_str().map(str::to_owned), status, answer)
+        }
+    }))
+    .await;
+    let mut statuses: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+    for (id, status, answer) in answers {
+        assert!(matches!(status, 201 | 409), "{status} {answer}");
+        statuses.entry(id.expect("id")).or_default().push(status);
+    }
+    for (id, mut pair) in statuses {
+        pair.sort_unstable();
+        assert_eq!(pair, [201, 409], "creates of {id}");
+    }
+
+    // Fewer entries than creates: some were committed together. Both copies agree.
+    let mut held = Vec::new();
+    for node in 0..3 {
+        let (_, copies) = cluster.get(node, "/cluster/shards").await.expect("copies");
+        let copies = copies.as_array().expect("copies");
+        held.extend(
+            copies
+                .iter()
+                .find(|c| c["shard"] == shard && c["role"] != "none")
+                .cloned(),
+        );
+    }
+    assert_eq!(held.len(), 2, "owner and replica: {held:?}");
+    for c in &held {
+        assert_eq!(c["entities"], 48, "{c}");
+        let applied = c["applied"].as_u64().expect("applied");
+        assert!(
+            applied < 48,
+            "48 creates took {applied} entries: none shared one"
+        );
+    }
+    assert_eq!(held[0]["digest"], held[1]["digest"], "{held:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_user_stays_readable_when_a_node_is_killed_and_writes_resume() {
     let _guard = cluster_lock().await;

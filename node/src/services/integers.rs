@@ -33,7 +33,8 @@ use crate::placement::{assign, shard_for_key};
 use crate::routing::read_shard;
 use crate::rpc::wire::{Request, Response};
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
-use crate::shard::{Op, ShardStore, StoreError, Tenant};
+use crate::shard::draft::Draft;
+use crate::shard::{Op, StoreError, Tenant};
 
 /// The key whose shard holds the averages and whose owner runs the aggregator.
 pub const AGGREGATOR_KEY: &str = "integers/aggregator";
@@ -396,7 +397,7 @@ fn average_key(window_start_ms: u64) -> Vec<u8> {
 /// Stores a window's average (unless one is stored for that window already) and deletes the
 /// one that falls out of the kept history.
 pub fn decide_store(
-    store: &ShardStore,
+    store: &Draft,
     shard: ShardId,
     average: &Average,
     config: &IntegersConfig,

@@ -24,6 +24,7 @@ use crate::placement::shard_for_key;
 use crate::routing::{call_owner, read_shard};
 use crate::rpc::wire::{Request, Response};
 use crate::shard::command::{Command, Decision, FollowUp, Outcome, Query, QueryAnswer};
+use crate::shard::draft::Draft;
 use crate::shard::{Op, ShardStore, StoreError, Tenant};
 
 /// A job as stored: what clients see, plus the current run.
@@ -43,7 +44,7 @@ struct LatestJob {
 }
 
 fn load<T: serde::de::DeserializeOwned>(
-    store: &ShardStore,
+    store: &Draft,
     shard: ShardId,
     tenant: Tenant,
     key: &str,
@@ -77,7 +78,7 @@ fn finish_after(record: &JobRecord, config: &JobsConfig) -> FollowUp {
 
 /// Create: refused within the de-duplication window of the object's previous job.
 pub fn decide_create(
-    store: &ShardStore,
+    store: &Draft,
     shard: ShardId,
     job_id: &str,
     object_id: &str,
@@ -118,7 +119,7 @@ pub fn decide_create(
 /// End attempt `attempt` of a job: `finished`, or `cancelled` if it ran into the timeout. A
 /// no-op if the job already ended or another attempt is running.
 pub fn decide_finish(
-    store: &ShardStore,
+    store: &Draft,
     shard: ShardId,
     job_id: &str,
     attempt: u32,
@@ -147,7 +148,7 @@ pub fn decide_finish(
 /// Run a `processing` job again (its runner was another owner, or this node before a
 /// restart).
 pub fn decide_rerun(
-    store: &ShardStore,
+    store: &Draft,
     shard: ShardId,
     job_id: &str,
     config: &JobsConfig,

@@ -27,7 +27,8 @@ use crate::region::{by_distance, distance_km, Region};
 use crate::routing::{call_owner, read_shard};
 use crate::rpc::wire::{Request, Response};
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
-use crate::shard::{Op, ShardStore, StoreError, Tenant};
+use crate::shard::draft::Draft;
+use crate::shard::{Op, StoreError, Tenant};
 
 /// Codes drawn before giving up on finding a free one (a 9-digit space is never that full).
 const CODE_ATTEMPTS: usize = 8;
@@ -71,7 +72,7 @@ fn party_op(party: &Party) -> Result<Op, StoreError> {
     })
 }
 
-fn load(store: &ShardStore, shard: ShardId, code: &str) -> Result<Option<Party>, StoreError> {
+fn load(store: &Draft, shard: ShardId, code: &str) -> Result<Option<Party>, StoreError> {
     match store.get(shard, Tenant::PARTIES, code.as_bytes())? {
         Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
         None => Ok(None),
@@ -83,11 +84,7 @@ fn unknown(code: &str) -> Decision {
 }
 
 /// Opens a party unless its code is taken.
-pub fn decide_create(
-    store: &ShardStore,
-    shard: ShardId,
-    party: &Party,
-) -> Result<Decision, StoreError> {
+pub fn decide_create(store: &Draft, shard: ShardId, party: &Party) -> Result<Decision, StoreError> {
     if load(store, shard, &party.code)?.is_some() {
         return Ok(Decision::answer_only(Outcome::Conflict(format!(
             "party code {} is taken",
@@ -107,7 +104,7 @@ pub fn decide_create(
 
 /// Adds a device to a party, or finds it there.
 pub fn decide_join(
-    store: &ShardStore,
+    store: &Draft,
     shard: ShardId,
     code: &str,
     device_id: &str,
@@ -134,7 +131,7 @@ pub fn decide_join(
 
 /// Removes a device; the party (and its index entry) goes with its last participant.
 pub fn decide_leave(
-    store: &ShardStore,
+    store: &Draft,
     shard: ShardId,
     code: &str,
     device_id: &str,

@@ -17,7 +17,8 @@ use crate::placement::shard_for_key;
 use crate::routing::{call_owner, read_shard};
 use crate::rpc::wire::{Request, Response};
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
-use crate::shard::{Op, ShardStore, StoreError, Tenant};
+use crate::shard::draft::Draft;
+use crate::shard::{Op, StoreError, Tenant};
 
 /// A user's active sessions: the expiry of each, in Unix milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +42,7 @@ fn key(user: &SessionUser) -> Vec<u8> {
     user.as_str().as_bytes().to_vec()
 }
 
-fn load(store: &ShardStore, shard: ShardId, user: &SessionUser) -> Result<Leases, StoreError> {
+fn load(store: &Draft, shard: ShardId, user: &SessionUser) -> Result<Leases, StoreError> {
     match store.get(shard, Tenant::SESSIONS, &key(user))? {
         Some(bytes) => Ok(codec::decode(&bytes)?),
         None => Ok(Leases::default()),
@@ -50,7 +51,7 @@ fn load(store: &ShardStore, shard: ShardId, user: &SessionUser) -> Result<Leases
 
 /// Add (`adding`) or remove one session of `user`, renewing the others when leases are on.
 pub fn decide(
-    store: &ShardStore,
+    store: &Draft,
     shard: ShardId,
     user: &SessionUser,
     adding: bool,

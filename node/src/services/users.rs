@@ -19,8 +19,9 @@ use crate::placement::shard_for_key;
 use crate::routing::{call_owner, read_shard};
 use crate::rpc::wire::{Request, Response};
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
+use crate::shard::draft::Draft;
 use crate::shard::store::KeyValue;
-use crate::shard::{Op, ShardStore, StoreError, Tenant};
+use crate::shard::{Op, StoreError, Tenant};
 
 /// Users fetched per shard and round trip while merging a list.
 const LIST_PAGE: u32 = 1000;
@@ -69,7 +70,7 @@ pub fn decode(id: UserId, bytes: &[u8]) -> Result<User, codec::CodecError> {
     })
 }
 
-fn load(store: &ShardStore, shard: ShardId, id: &UserId) -> Result<Option<User>, StoreError> {
+fn load(store: &Draft, shard: ShardId, id: &UserId) -> Result<Option<User>, StoreError> {
     match store.get(shard, Tenant::USERS, &key(id))? {
         Some(bytes) => Ok(Some(decode(id.clone(), &bytes)?)),
         None => Ok(None),
@@ -90,11 +91,7 @@ fn put(user: &User) -> Result<Op, StoreError> {
 }
 
 /// Create: 409 if the id exists.
-pub fn decide_create(
-    store: &ShardStore,
-    shard: ShardId,
-    user: &User,
-) -> Result<Decision, StoreError> {
+pub fn decide_create(store: &Draft, shard: ShardId, user: &User) -> Result<Decision, StoreError> {
     if load(store, shard, &user.id)?.is_some() {
         return Ok(Decision::answer_only(Outcome::Conflict(
             users::conflict_message(&user.id),
@@ -109,7 +106,7 @@ pub fn decide_create(
 
 /// Partial update: 404 if the id does not exist.
 pub fn decide_update(
-    store: &ShardStore,
+    store: &Draft,
     shard: ShardId,
     patch: &UserPatch,
 ) -> Result<Decision, StoreError> {
@@ -131,11 +128,7 @@ pub fn decide_update(
 }
 
 /// Delete: 404 if the id does not exist.
-pub fn decide_delete(
-    store: &ShardStore,
-    shard: ShardId,
-    id: &UserId,
-) -> Result<Decision, StoreError> {
+pub fn decide_delete(store: &Draft, shard: ShardId, id: &UserId) -> Result<Decision, StoreError> {
     if load(store, shard, id)?.is_none() {
         return Ok(Decision::answer_only(Outcome::NotFound(
             users::not_found_message(id.as_str()),

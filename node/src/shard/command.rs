@@ -15,6 +15,7 @@ use troupe_actors::parties::Party;
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 
+use super::draft::Draft;
 use super::store::KeyValue;
 use super::{Op, ShardStore, StoreError, Tenant};
 use crate::config::ClusterConfig;
@@ -155,7 +156,7 @@ impl Command {
     /// Decides the command against the shard's state in `store`.
     pub fn decide(
         &self,
-        store: &ShardStore,
+        store: &Draft,
         shard: ShardId,
         config: &ClusterConfig,
     ) -> Result<Decision, StoreError> {

@@ -26,6 +26,7 @@ use super::{Epoch, Peer, ShardStore, StoreError, Tenant};
 use crate::config::ClusterConfig;
 use crate::ids::{Generation, NodeId, ShardId};
 use crate::membership::MembershipSnapshot;
+use crate::metrics::NodeMetrics;
 use crate::rpc::wire::Response;
 use crate::rpc::RpcClient;
 use crate::topology::Topology;
@@ -163,6 +164,7 @@ pub(crate) struct ShardsInner {
     pub(crate) local: Mutex<Vec<LocalShard>>,
     owners: Mutex<HashMap<ShardId, OwnerHandle>>,
     pub(crate) confirmations: Confirmations,
+    pub(crate) metrics: NodeMetrics,
 }
 
 /// Gossip rounds an owner, or a replica answering in its place, may go without a majority of the
@@ -220,6 +222,7 @@ impl Shards {
         topology: watch::Receiver<Arc<Topology>>,
         config: ClusterConfig,
         shard_count: u32,
+        metrics: NodeMetrics,
     ) -> Self {
         let shard_count = shard_count as usize;
         Self {
@@ -232,6 +235,7 @@ impl Shards {
                 local: Mutex::new(vec![LocalShard::default(); shard_count]),
                 owners: Mutex::new(HashMap::new()),
                 confirmations: Confirmations::default(),
+                metrics,
             }),
         }
     }

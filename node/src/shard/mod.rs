@@ -13,6 +13,7 @@
 //! - [`command`]: the commands services send to an owner and what they produce.
 
 pub mod command;
+pub mod draft;
 pub mod host;
 pub mod lease;
 pub mod owner;

@@ -1,15 +1,18 @@
 //! The owner of one shard: a ractor actor, spawned by [`Shards`](super::host::Shards) on the
 //! node placement makes the shard's owner, stopped when ownership moves away.
 //!
-//! It handles one message at a time, which is what makes a shard's commands atomic: a command
-//! is decided against the current state, appended locally and replicated, and answered, before
-//! the next one starts. Before its first command (and after every change of its replica set) it
+//! It handles one message at a time, which is what makes a shard's commands atomic. Commands
+//! are group-committed: those that arrive while an entry is being replicated wait in a queue,
+//! and the next [`OwnerMsg::Flush`] decides them one after the other (each sees the changes of
+//! the ones before, through a [`Draft`]), writes all their changes as one entry, replicates it
+//! in one message per replica, and answers them all once it is durable everywhere. A lone
+//! command waits for nothing: its flush is the next message. Before its first command (and after every change of its replica set) it
 //! seals the shard with a new epoch: every live member promises to follow that epoch (fencing
 //! the previous owner), the most advanced copy is pulled if it is not this one, and every replica
 //! is brought up to date. A write is acknowledged only once the owner and every replica have it
 //! durably, and only while this node sees a majority of the cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -17,10 +20,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::command::{Command, FollowUp};
+use super::command::{Command, FollowUp, Outcome};
+use super::draft::Draft;
 use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
 use super::sync::{self, SYNC_CALL_TIMEOUT};
-use super::{Entry, Epoch, Peer, Position, StoreError};
+use super::{Entry, Epoch, Op, Peer, Position, ShardStore, StoreError};
 use crate::ids::{NodeId, ShardId};
 use crate::rpc::wire::{Request, Response};
 use crate::topology::Topology;
@@ -37,6 +41,11 @@ const RUN_RETRY: Duration = Duration::from_secs(1);
 const FENCED_PAUSE_ROUNDS: u32 = 4;
 /// Seal rounds before giving up when other owners keep fencing this one.
 const SEAL_ROUNDS: usize = 4;
+/// Most commands group-committed in one entry.
+const BATCH_COMMANDS: usize = 64;
+/// Most bytes of changes (keys and values) in one entry, unless one command alone has more;
+/// also at most a quarter of the RPC frame limit, so the entry always fits a replicate message.
+const BATCH_BYTES: usize = 256 << 10;
 
 /// The actor (stateless; its state is [`OwnerState`]).
 pub struct ShardOwner;
@@ -53,8 +62,12 @@ pub struct OwnerArgs {
 
 /// Messages.
 pub enum OwnerMsg {
-    /// Execute a command and answer with [`Response::Outcome`] or why not.
+    /// Execute a command and answer with [`Response::Outcome`] or why not (queued for the
+    /// next [`OwnerMsg::Flush`]).
     Command(Command, RpcReplyPort<Response>),
+    /// Execute the queued commands as one batch (sent by the actor to itself after queueing
+    /// the first command of a batch).
+    Flush,
     /// The replica set changed: re-seal with a new epoch.
     Reconfigure(OwnerView),
     /// Only the other members changed: remembered for the next seal (a member that joins
@@ -74,8 +87,8 @@ pub enum OwnerMsg {
     /// (messages are handled in order), after which this actor no longer serves, so the new
     /// owner's seal interrupts no write.
     Release(RpcReplyPort<()>),
-    /// A command the actor sends itself (finishing or re-running a job); retried until it is
-    /// acknowledged or the actor stops.
+    /// A command the actor sends itself (finishing or re-running a job), batched like the
+    /// others; retried until it is acknowledged or the actor stops.
     Run(Command),
     /// Copy the shard to a joining node (`crate::precopy`); answered with [`Response::Done`]
     /// once it holds this copy. Runs between commands, like a replica's catch-up, because the
@@ -100,6 +113,25 @@ pub struct OwnerState {
     running: HashMap<String, u32>,
     /// Whether the jobs left `processing` by a previous owner were re-run since the last seal.
     jobs_resumed: bool,
+    /// Commands waiting for the next batch (bounded by the host's pending-command limit and
+    /// the retries of this actor's own commands).
+    queue: VecDeque<Queued>,
+    /// An [`OwnerMsg::Flush`] is in the mailbox.
+    flush_queued: bool,
+}
+
+/// A command waiting for its batch.
+struct Queued {
+    command: Command,
+    asker: Asker,
+}
+
+/// Who waits for a command's answer.
+enum Asker {
+    /// A service, through [`Shards::command`](super::host::Shards::command).
+    Client(RpcReplyPort<Response>),
+    /// The actor itself ([`OwnerMsg::Run`]): retried until acknowledged.
+    Itself,
 }
 
 impl Actor for ShardOwner {
@@ -124,6 +156,8 @@ impl Actor for ShardOwner {
             failed_seals: 0,
             running: HashMap::new(),
             jobs_resumed: false,
+            queue: VecDeque::new(),
+            flush_queued: false,
         })
     }
 
@@ -134,33 +168,32 @@ impl Actor for ShardOwner {
         state: &mut OwnerState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            OwnerMsg::Command(command, reply) => {
-                let (answer, follow_up) = state.execute(command).await;
-                state.schedule(&myself, follow_up);
+            OwnerMsg::Command(command, reply) => state.enqueue(
+                &myself,
+                Queued {
+                    command,
+                    asker: Asker::Client(reply),
+                },
+            ),
+            OwnerMsg::Run(command) => state.enqueue(
+                &myself,
+                Queued {
+                    command,
+                    asker: Asker::Itself,
+                },
+            ),
+            OwnerMsg::Flush => {
+                state.flush_queued = false;
+                let answers = state.execute_batch().await;
+                for (queued, answer, follow_up) in answers {
+                    state.answer(&myself, queued, answer, follow_up);
+                }
                 state.schedule_confirm(&myself);
                 if state.epoch.is_none() {
                     state.schedule_reseal(&myself);
                 }
-                // The caller may have given up; nothing to do then.
-                let _ = reply.send(answer);
-            }
-            OwnerMsg::Run(command) => {
-                let (answer, follow_up) = state.execute(command.clone()).await;
-                state.schedule_confirm(&myself);
-                match answer {
-                    Response::Outcome(_) => {
-                        // Only this attempt's timer is done: a re-run may have set a newer one.
-                        if let Command::FinishJob { job_id, attempt } = &command {
-                            if state.running.get(job_id) == Some(attempt) {
-                                state.running.remove(job_id);
-                            }
-                        }
-                        state.schedule(&myself, follow_up);
-                    }
-                    // Not acknowledged: try again while this actor owns the shard.
-                    _ => {
-                        myself.send_after(RUN_RETRY, move || OwnerMsg::Run(command));
-                    }
+                if !state.queue.is_empty() {
+                    state.schedule_flush(&myself);
                 }
             }
             OwnerMsg::Reconfigure(view) => {
@@ -269,17 +302,123 @@ impl OwnerState {
         }
     }
 
-    async fn execute(&mut self, command: Command) -> (Response, Option<FollowUp>) {
-        match self.execute_inner(command).await {
-            Ok((response, follow_up)) => (response, follow_up),
-            Err(response) => (response, None),
+    /// Queues a command for the next batch.
+    fn enqueue(&mut self, myself: &ActorRef<OwnerMsg>, queued: Queued) {
+        self.queue.push_back(queued);
+        self.schedule_flush(myself);
+    }
+
+    fn schedule_flush(&mut self, myself: &ActorRef<OwnerMsg>) {
+        // A failed cast means the actor is stopping: the queued commands' reply ports are
+        // dropped with it, which their callers see as "not the owner" and retry elsewhere.
+        if !self.flush_queued && myself.cast(OwnerMsg::Flush).is_ok() {
+            self.flush_queued = true;
         }
     }
 
-    async fn execute_inner(
+    /// Answers one command of a batch: to its caller, or, for the actor's own commands, by
+    /// retrying it later unless it was acknowledged.
+    fn answer(
         &mut self,
-        command: Command,
-    ) -> Result<(Response, Option<FollowUp>), Response> {
+        myself: &ActorRef<OwnerMsg>,
+        queued: Queued,
+        answer: Response,
+        follow_up: Option<FollowUp>,
+    ) {
+        let acknowledged = matches!(answer, Response::Outcome(_));
+        match queued.asker {
+            Asker::Client(reply) => {
+                self.schedule(myself, follow_up);
+                // The caller may have given up; nothing to do then.
+                let _ = reply.send(answer);
+            }
+            Asker::Itself if acknowledged => {
+                // Only this attempt's timer is done: a re-run may have set a newer one.
+                if let Command::FinishJob { job_id, attempt } = &queued.command {
+                    if self.running.get(job_id) == Some(attempt) {
+                        self.running.remove(job_id);
+                    }
+                }
+                self.schedule(myself, follow_up);
+            }
+            // Not acknowledged: try again while this actor owns the shard.
+            Asker::Itself => {
+                let command = queued.command;
+                myself.send_after(RUN_RETRY, move || OwnerMsg::Run(command));
+            }
+        }
+    }
+
+    /// Decides the queued commands in order, up to the batch limits, and makes all their
+    /// changes durable on every copy as one entry. Returns each command's answer: its outcome
+    /// once the entry is acknowledged, or why not. A command that changes nothing and was
+    /// decided before any change of the batch is answered at once; after one, its answer may
+    /// depend on that change, so it shares the entry's fate.
+    async fn execute_batch(&mut self) -> Vec<(Queued, Response, Option<FollowUp>)> {
+        let epoch = match self.ready_to_write().await {
+            Ok(epoch) => epoch,
+            Err(refusal) => {
+                return self
+                    .queue
+                    .drain(..)
+                    .map(|queued| (queued, refusal.clone(), None))
+                    .collect();
+            }
+        };
+        let store = self.shards.inner.store.clone();
+        let shards = self.shards.clone();
+        let config = &shards.inner.config;
+        let byte_limit = BATCH_BYTES.min(config.rpc.max_frame_bytes as usize / 4);
+        let mut draft = Draft::new(&store);
+        let mut answers = Vec::new();
+        let mut pending: Vec<(Queued, Outcome, Option<FollowUp>)> = Vec::new();
+        let mut ops = Vec::new();
+        let mut bytes = 0;
+        while pending.len() < BATCH_COMMANDS && (bytes < byte_limit || ops.is_empty()) {
+            let Some(queued) = self.queue.pop_front() else {
+                break;
+            };
+            let decision = match queued.command.decide(&draft, self.shard, config) {
+                Ok(decision) => decision,
+                Err(error) => {
+                    let failure = self.store_failure(error);
+                    answers.push((queued, failure, None));
+                    continue;
+                }
+            };
+            if decision.ops.is_empty() && draft.is_empty() {
+                answers.push((queued, Response::Outcome(decision.outcome), None));
+                continue;
+            }
+            draft.record(self.shard, &decision.ops);
+            bytes += decision
+                .ops
+                .iter()
+                .map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+            ops.extend(decision.ops);
+            pending.push((queued, decision.outcome, decision.follow_up));
+        }
+        if pending.is_empty() {
+            return answers;
+        }
+        let result = self.write_entry(&store, epoch, ops).await;
+        let metrics = &self.shards.inner.metrics;
+        metrics.shard_entries.inc();
+        metrics.shard_commands.inc_by(pending.len() as u64);
+        answers.extend(
+            pending
+                .into_iter()
+                .map(|(queued, outcome, follow_up)| match &result {
+                    Ok(()) => (queued, Response::Outcome(outcome), follow_up),
+                    Err(failure) => (queued, failure.clone(), None),
+                }),
+        );
+        answers
+    }
+
+    /// The epoch to write under, sealing first if due; or why no write may be acknowledged.
+    async fn ready_to_write(&mut self) -> Result<Epoch, Response> {
         if self.epoch.is_none() && self.seal_due() {
             self.seal().await.map_err(moving)?;
         }
@@ -289,13 +428,16 @@ impl OwnerState {
         if let Some(refusal) = self.write_refusal() {
             return Err(refusal);
         }
-        let store = self.shards.inner.store.clone();
-        let decision = command
-            .decide(&store, self.shard, &self.shards.inner.config)
-            .map_err(|error| self.store_failure(error))?;
-        if decision.ops.is_empty() {
-            return Ok((Response::Outcome(decision.outcome), None));
-        }
+        Ok(epoch)
+    }
+
+    /// Appends `ops` as the shard's next entry, here and on every replica.
+    async fn write_entry(
+        &mut self,
+        store: &ShardStore,
+        epoch: Epoch,
+        ops: Vec<Op>,
+    ) -> Result<(), Response> {
         let prev = match store.meta(self.shard) {
             Ok(meta) if meta.epoch.as_ref() == Some(&epoch) => meta.position,
             Ok(_) => return Err(self.fenced()),
@@ -304,10 +446,9 @@ impl OwnerState {
         let entry = Entry {
             seq: prev.applied + 1,
             epoch: epoch.clone(),
-            ops: decision.ops,
+            ops,
         };
-        self.replicate(epoch, prev, entry).await?;
-        Ok((Response::Outcome(decision.outcome), decision.follow_up))
+        self.replicate(epoch, prev, entry).await
     }
 
     /// Why a write must not be acknowledged now, if it must not.

@@ -505,7 +505,7 @@ fn bound_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ids::NodeId;
     use crate::shard::Op;
@@ -513,7 +513,8 @@ mod tests {
 
     const S: ShardId = ShardId(3);
 
-    fn open() -> (tempfile::TempDir, ShardStore) {
+    /// A store in a fresh temporary directory, written inline.
+    pub(crate) fn open() -> (tempfile::TempDir, ShardStore) {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = StorageOptions {
             map_size_bytes: 64 << 20,
