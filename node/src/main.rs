@@ -3,6 +3,11 @@
 use clap::Parser;
 use troupe_node::cli::{self, Cli, Command};
 
+/// Small, short-lived allocations (request bodies, frames, entries) dominate; mimalloc serves
+/// them with less CPU than glibc's malloc (measured in docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let parsed = Cli::parse();
     cli::init_tracing();
