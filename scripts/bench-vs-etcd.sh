@@ -26,6 +26,8 @@
 # is impossible the script prints a SKIPPED line and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/doc-section.sh
+source scripts/doc-section.sh
 
 duration="${DURATION:-10s}"
 rounds="${ROUNDS:-5}"
@@ -437,15 +439,5 @@ section="$work/section.md"
 
 cat "$section"
 if [[ -n "$doc" ]]; then
-  # Replace the previous section, or put it first, after the file's introduction.
-  awk -v section="$section" '
-    function emit() { while ((getline line < section) > 0) print line; print ""; done = 1 }
-    /^<!-- bench-vs-etcd:start/ { skipping = 1; if (!done) emit(); next }
-    skipping { if (/^<!-- bench-vs-etcd:end/) { skipping = 0; getline; if ($0 != "") print } ; next }
-    /^## / && !done { emit() }
-    { print }
-    END { if (!done) { print ""; emit() } }
-  ' "$doc" >"$work/doc.md"
-  cp "$work/doc.md" "$doc"
-  echo "wrote the section into $doc" >&2
+  write_doc_section bench-vs-etcd "$section" "$doc"
 fi

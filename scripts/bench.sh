@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks a fresh local 3-node cluster with `troupe bench` and prints a markdown table.
+# Benchmarks a fresh local 3-node cluster with `troupe bench`, prints a markdown table and
+# writes it, with the date, the commit and the machine, into docs/BENCHMARKS.md (replacing the
+# previous run's section).
 #
 # The cluster is pinned to CPU 0 and the load generator to CPU 1 (when taskset exists and the
 # machine has two CPUs), so they do not compete for the same core. Every workload runs at 16
@@ -12,6 +14,7 @@
 #   ROUNDS=1       rounds over all workloads
 #   WORKLOADS="healthz users-read users-write sessions jobs-create parties-join mixed"
 #   CLIENTS="16 64"
+#   DOC=docs/BENCHMARKS.md   where the section goes (DOC= prints it only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +22,11 @@ duration="${DURATION:-10s}"
 rounds="${ROUNDS:-1}"
 read -ra workloads <<<"${WORKLOADS:-healthz users-read users-write sessions jobs-create parties-join mixed}"
 read -ra client_counts <<<"${CLIENTS:-16 64}"
+doc="${DOC-docs/BENCHMARKS.md}"
 # shellcheck source=scripts/local-cluster.sh
 source scripts/local-cluster.sh
+# shellcheck source=scripts/doc-section.sh
+source scripts/doc-section.sh
 
 # Sends one POST and prints its status code.
 post_status() {
@@ -55,6 +61,7 @@ for w in "${workloads[@]}"; do
 done
 
 results="$work/results.jsonl"
+started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 : >"$results"
 for ((round = 1; round <= rounds; round++)); do
   order=("${available[@]}")
@@ -76,9 +83,17 @@ rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ "$rev" != unknown && -n "$(GIT_OPTIONAL_LOCKS=0 git status --porcelain --untracked-files=no)" ]]; then
   rev="$rev (dirty)"
 fi
+cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+section="$work/section.md"
+{
+echo "<!-- bench:start (written by scripts/bench.sh; a rerun replaces this section) -->"
+echo "## \`scripts/bench.sh\`, $(date -u +%Y-%m-%d)"
 echo
-echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), commit $rev, $(nproc) CPUs, ${mem_gib} GiB RAM," \
-  "3-node troupe local, duration $duration, rounds $rounds"
+echo "Command: \`scripts/bench.sh\` (ROUNDS=$rounds, DURATION=$duration, CLIENTS=\"${client_counts[*]}\")." \
+  "Started $started, commit $rev."
+echo "Machine: $(nproc) CPUs (${cpu_model:-unknown}), ${mem_gib} GiB RAM; 3-node \`troupe local\`," \
+  "release build, default \`cluster.toml\`; the cluster pinned to CPU 0 and the load generator to" \
+  "CPU 1 when the machine has two. Medians over rounds, min–max in brackets."
 echo
 jq -rs --arg order "${available[*]}" '
   def median: sort | if length % 2 == 1 then .[length / 2 | floor]
@@ -108,3 +123,10 @@ jq -rs --arg order "${available[*]}" '
        + " | \($runs | map(.latency_ms.p99_9) | median | fixed2)"
        + " | \(if $errors == "" then "0" else $errors end) |")
 ' "$results"
+echo "<!-- bench:end -->"
+} >"$section"
+
+cat "$section"
+if [[ -n "$doc" ]]; then
+  write_doc_section bench "$section" "$doc"
+fi

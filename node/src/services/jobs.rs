@@ -195,10 +195,14 @@ pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<(String, u32
 /// A fresh job id in the same shard as `object_id`.
 fn job_id_for(object_id: &str, shards: u32) -> String {
     let target = shard_for_key(object_id, shards);
+    // About `shards` draws per job: format each into one stack buffer, not a new string.
+    let mut buffer = uuid::Uuid::encode_buffer();
     loop {
-        let id = crate::random::uuid_v4().to_string();
-        if shard_for_key(&id, shards) == target {
-            return id;
+        let id = crate::random::uuid_v4()
+            .hyphenated()
+            .encode_lower(&mut buffer);
+        if shard_for_key(id, shards) == target {
+            return id.to_owned();
         }
     }
 }

@@ -83,9 +83,10 @@ pub enum OwnerMsg {
     Confirm,
     /// Another node sealed the shard with a newer epoch.
     Fenced,
-    /// Another node is taking the shard over: answered once the command in flight is done
+    /// Another node is taking the shard over: answered once the batch in flight is done
     /// (messages are handled in order), after which this actor no longer serves, so the new
-    /// owner's seal interrupts no write.
+    /// owner's seal interrupts no write. Commands still queued are then answered `Moving`, and
+    /// the router retries them at the new owner.
     Release(RpcReplyPort<()>),
     /// A command the actor sends itself (finishing or re-running a job), batched like the
     /// others; retried until it is acknowledged or the actor stops.
