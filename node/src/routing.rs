@@ -26,7 +26,11 @@ use crate::topology::Topology;
 
 /// First pause between attempts; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
-const MAX_BACKOFF: Duration = Duration::from_millis(400);
+/// Longest pause. A new owner that finishes taking a shard over is no topology change, so a
+/// waiting request only sees it at its next attempt: with 400 ms the longest write gap after a
+/// SIGKILL exceeded failure detection + 1 s in one run of four, with 100 ms in none
+/// (docs/BENCHMARKS.md). The attempts are cheap refusals meanwhile.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `request` at the owner of `shard`. Returns the owner's answer, never `NotOwner` or
 /// `Moving`; `Unavailable` (the owner tried and could not acknowledge) becomes 503.
