@@ -127,6 +127,15 @@ struct Queued {
     asker: Asker,
 }
 
+impl Queued {
+    /// Whether the service that asked has given up waiting (its call timed out, and it told
+    /// its client the outcome is unknown). Such a command is dropped undecided: run late, it
+    /// would change state long after anyone expects it to, even after the workload is over.
+    fn abandoned(&self) -> bool {
+        matches!(&self.asker, Asker::Client(reply) if reply.is_closed())
+    }
+}
+
 /// Who waits for a command's answer.
 enum Asker {
     /// A service, through [`Shards::command`](super::host::Shards::command).
@@ -379,6 +388,9 @@ impl OwnerState {
             let Some(queued) = self.queue.pop_front() else {
                 break;
             };
+            if queued.abandoned() {
+                continue;
+            }
             let decision = match queued.command.decide(&draft, self.shard, config) {
                 Ok(decision) => decision,
                 Err(error) => {
