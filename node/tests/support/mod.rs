@@ -46,19 +46,40 @@ fn test_config(secret: &str, overrides: &[(&str, &str)]) -> String {
         .join("\n")
 }
 
-/// A port nobody listens on right now (bound then released; the tiny reuse race is accepted).
+/// Ports handed to test nodes come from below Linux's ephemeral range (32768 and up), so an
+/// outgoing connection of another node cannot take one between the probe here and the node's
+/// own bind (a CI run failed with "address already in use" that way). Each test binary starts
+/// at an offset of its own, derived from its process id, and walks up from there.
+const PORT_RANGE: std::ops::Range<u32> = 20_000..32_000;
+
+fn next_candidate() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % span,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    let offset = NEXT.fetch_add(1, Ordering::AcqRel) % span;
+    (PORT_RANGE.start + offset) as u16
+}
+
+/// A port of [`PORT_RANGE`] that `bind` can take right now.
+fn free_port(bind: impl Fn(u16) -> bool) -> u16 {
+    (0..PORT_RANGE.end - PORT_RANGE.start)
+        .map(|_| next_candidate())
+        .find(|port| bind(*port))
+        .expect("a free port below the ephemeral range")
+}
+
 fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free tcp port")
+    free_port(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free udp port")
+    free_port(|port| UdpSocket::bind(("127.0.0.1", port)).is_ok())
 }
 
 /// An error with its causes, so a failed request says why (refused, reset, timed out).
