@@ -22,6 +22,7 @@
 
 pub mod boot;
 pub mod cli;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod handoff;

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use prometheus_client::registry::Registry;
@@ -98,7 +99,12 @@ impl Node {
             }
         };
         match request {
-            Request::Command { command, .. } => shards.command(shard, command).await,
+            Request::Command {
+                command, wait_ms, ..
+            } => {
+                let wait = Duration::from_millis(u64::from(wait_ms));
+                shards.command(shard, command, wait).await
+            }
             Request::Read {
                 query,
                 allow_replica,
@@ -238,7 +244,11 @@ impl NodeApi for Node {
 
     async fn locate(&self, kind: String, key: String) -> Result<Located, ApiError> {
         let shard = self.shard_of(&kind, &key);
-        match routing::call_owner(self, shard, Request::Locate { kind, key }).await? {
+        let locate = |_| Request::Locate {
+            kind: kind.clone(),
+            key: key.clone(),
+        };
+        match routing::serve_at_owner(self, shard, locate).await? {
             Response::Located(located) => Ok(located),
             other => Err(ApiError::Internal(format!(
                 "unexpected answer to locate: {other:?}"

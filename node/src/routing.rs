@@ -21,7 +21,7 @@ use troupe_http::ApiError;
 use crate::ids::{NodeId, ShardId};
 use crate::node::Node;
 use crate::rpc::wire::{Request, Response};
-use crate::shard::command::{Query, QueryAnswer};
+use crate::shard::command::{Command, Query, QueryAnswer};
 use crate::topology::Topology;
 
 /// First pause between attempts; doubles up to [`MAX_BACKOFF`].
@@ -32,12 +32,29 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 /// (docs/BENCHMARKS.md). The attempts are cheap refusals meanwhile.
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves `request` at the owner of `shard`. Returns the owner's answer, never `NotOwner` or
-/// `Moving`; `Unavailable` (the owner tried and could not acknowledge) becomes 503.
+/// Runs `command` at the owner of `shard`. Returns the owner's answer, never `NotOwner` or
+/// `Moving`; `Unavailable` (the owner tried and could not acknowledge) becomes 503. Each
+/// attempt tells the owner how much of the budget is left, so the owner drops the command if
+/// it is still queued when this node has given up on it.
 pub async fn call_owner(
     node: &Node,
     shard: ShardId,
-    request: Request,
+    command: Command,
+) -> Result<Response, ApiError> {
+    serve_at_owner(node, shard, |wait_ms| Request::Command {
+        shard,
+        command: command.clone(),
+        wait_ms,
+    })
+    .await
+}
+
+/// Serves the request `request(wait_ms)` makes at the owner of `shard`, as [`call_owner`]
+/// does; `wait_ms` is what is left of the budget when an attempt starts.
+pub async fn serve_at_owner(
+    node: &Node,
+    shard: ShardId,
+    request: impl Fn(u32) -> Request,
 ) -> Result<Response, ApiError> {
     let mut retry = Retry::new(node);
     loop {
@@ -45,7 +62,7 @@ pub async fn call_owner(
         let problem = match topology.table.owner(shard) {
             None => format!("no ready node owns shard {shard}"),
             Some(owner) => match retry
-                .bounded(attempt(node, &topology, owner, request.clone()))
+                .bounded(attempt(node, &topology, owner, request(retry.left_ms())))
                 .await
             {
                 Ok(Response::Unavailable { message }) => return Err(unavailable(message)),
@@ -161,6 +178,12 @@ impl Retry {
             deadline: Instant::now() + budget,
             backoff: FIRST_BACKOFF,
         }
+    }
+
+    /// What is left of the budget, in milliseconds.
+    fn left_ms(&self) -> u32 {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        u32::try_from(left.as_millis()).unwrap_or(u32::MAX)
     }
 
     /// Runs one attempt, but not past the budget: a request never outlives it, even when a

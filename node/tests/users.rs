@@ -498,3 +498,93 @@ async fn concurrent_writers_lose_no_acknowledged_write_when_a_node_is_killed_and
         )
         .await;
 }
+
+/// A command sent straight to its shard's owner over the inter-node RPC, as a forwarding
+/// node would, saying how long the caller waits.
+async fn command_at_owner(
+    cluster: &TestCluster,
+    shard: u32,
+    command: troupe_node::shard::command::Command,
+    wait_ms: u32,
+) -> troupe_node::rpc::wire::Response {
+    use troupe_node::config::{HostPort, Secret};
+    use troupe_node::ids::{NodeId, ShardId};
+    use troupe_node::rpc::{auth::Credentials, client::RpcClient, wire::Request};
+    let (_, located) = cluster
+        .get(
+            0,
+            &format!("/cluster/locate/user/{}", ids_in_shard(shard, 1)[0]),
+        )
+        .await
+        .expect("locate");
+    let owner = located["owner"].as_str().expect("an owner").to_owned();
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == owner)
+        .expect("the owner is a test node");
+    let client = RpcClient::new(
+        Arc::new(troupe_node::net::tcp::TcpDialer),
+        Credentials {
+            cluster: "troupe".into(),
+            node_id: NodeId::new("test-caller"),
+            secret: Secret::new("integration-test-secret"),
+        },
+        1 << 20,
+        Duration::from_secs(10),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let request = Request::Command {
+        shard: ShardId(shard),
+        command,
+        wait_ms,
+    };
+    client
+        .call(
+            &NodeId::new(owner),
+            &HostPort::new("127.0.0.1", node.rpc_port),
+            request,
+        )
+        .await
+        .expect("the owner answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_still_queued_when_its_caller_stops_waiting_is_dropped_not_applied_late() {
+    use troupe_actors::users::{User, UserId};
+    use troupe_node::rpc::wire::Response;
+    use troupe_node::shard::command::Command;
+    let _guard = cluster_lock().await;
+    let cluster = TestCluster::start_with(3, &[("generators", "0")]);
+    cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
+    let shard = 9;
+    let ids = ids_in_shard(shard, 2);
+    let create = |id: &str| {
+        Command::CreateUser(User {
+            id: UserId::parse(id).expect("uuid"),
+            name: "late".into(),
+            email: "late@x".into(),
+            group: 1,
+        })
+    };
+
+    // A caller with no time left: the owner queues the command but must not decide it.
+    let answer = command_at_owner(&cluster, shard, create(&ids[0]), 0).await;
+    assert!(matches!(answer, Response::Unavailable { .. }), "{answer:?}");
+    // Commands of a shard are decided in order: once a later one is acknowledged, the
+    // earlier one was decided or dropped for good.
+    let later = command_at_owner(&cluster, shard, create(&ids[1]), 10_000).await;
+    assert!(matches!(later, Response::Outcome(_)), "{later:?}");
+    for node in 0..3 {
+        let (status, body) = cluster
+            .get(node, &format!("/api/user/{}", ids[1]))
+            .await
+            .expect("get");
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = cluster
+            .get(node, &format!("/api/user/{}", ids[0]))
+            .await
+            .expect("get");
+        assert_eq!(status, 404, "the abandoned create was applied: {body}");
+    }
+}

@@ -118,6 +118,9 @@ impl SimCluster {
         info!(seed, size, "simulation starting");
         // The node code's own draws (job durations and ids, integers) follow the seed.
         troupe_node::random::seed_this_thread(seed);
+        // Stored times (job timestamps, session leases, integer windows) follow the
+        // simulation's logical clock, as everything else does.
+        troupe_node::clock::install(turmoil::since_epoch);
         if !quiet() {
             println!("simulation seed {seed} (replay with {SEED_ENV}={seed})");
         }

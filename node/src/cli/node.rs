@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +52,7 @@ pub async fn production_io(config: &NodeConfig) -> anyhow::Result<NodeIo> {
         gossip: Box::new(chitchat::transport::UdpTransport),
         gossip_advertise: resolve(&config.gossip_advertise).await?,
         writes: WriteMode::Thread,
-        generation_floor: unix_millis(),
+        generation_floor: crate::clock::unix_millis(),
     })
 }
 
@@ -63,11 +62,4 @@ async fn resolve(addr: &HostPort) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("cannot resolve the gossip advertise address {addr}"))?
         .next()
         .with_context(|| format!("the gossip advertise address {addr} resolves to nothing"))
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

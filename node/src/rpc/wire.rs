@@ -14,7 +14,7 @@ use crate::shard::store::Item;
 use crate::shard::{Entry, Epoch, Peer, Position, ShardMeta};
 
 /// Version of the message set below; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Random challenge size in bytes.
 pub const NONCE_LEN: usize = 32;
@@ -90,6 +90,10 @@ pub enum Request {
         shard: ShardId,
         /// The command.
         command: Command,
+        /// How long the caller waits for the answer, in milliseconds. A command still queued
+        /// at the owner after that is dropped undecided: run later, it would change state
+        /// after its caller was told the outcome is unknown.
+        wait_ms: u32,
     },
     /// Read from the shard's owner, or from a replica when `allow_replica` (answered with
     /// [`Response::Answer`]).

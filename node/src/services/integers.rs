@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use troupe_actors::integers::{self, Average};
 use troupe_http::ApiError;
 
-use super::sessions::now_millis;
+use crate::clock::unix_millis;
 use crate::codec;
 use crate::config::IntegersConfig;
 use crate::ids::{NodeId, ShardId};
@@ -34,6 +34,7 @@ use crate::routing::read_shard;
 use crate::rpc::wire::{Request, Response};
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
 use crate::shard::draft::Draft;
+use crate::shard::host::COMMAND_TIMEOUT;
 use crate::shard::{Op, StoreError, Tenant};
 
 /// The key whose shard holds the averages and whose owner runs the aggregator.
@@ -192,7 +193,7 @@ impl Actor for Generator {
         (node, generator): (Node, u32),
     ) -> Result<GeneratorState, ActorProcessingErr> {
         let interval = node.inner.cluster.integers.tick_ms;
-        schedule_tick(&myself, now_millis() / interval + 1, interval);
+        schedule_tick(&myself, unix_millis() / interval + 1, interval);
         Ok(GeneratorState {
             node,
             generator,
@@ -226,7 +227,7 @@ impl Actor for Generator {
         // After a stall, skip the missed ticks rather than emitting them late.
         schedule_tick(
             &myself,
-            (tick + 1).max(now_millis() / interval + 1),
+            (tick + 1).max(unix_millis() / interval + 1),
             interval,
         );
         Ok(())
@@ -234,7 +235,7 @@ impl Actor for Generator {
 }
 
 fn schedule_tick(myself: &ActorRef<GeneratorMsg>, tick: u64, interval_ms: u64) {
-    let wait = (tick * interval_ms).saturating_sub(now_millis());
+    let wait = (tick * interval_ms).saturating_sub(unix_millis());
     myself.send_after(Duration::from_millis(wait), move || {
         GeneratorMsg::Tick(tick)
     });
@@ -305,7 +306,7 @@ impl Actor for Aggregator {
         myself.send_interval(interval.max(Duration::from_millis(100)), || {
             AggregatorMsg::Flush
         });
-        let started_ms = now_millis();
+        let started_ms = unix_millis();
         Ok(AggregatorState {
             node,
             started_ms,
@@ -351,7 +352,7 @@ impl AggregatorState {
         let grace = 3 * config.tick_ms;
         // Integers a full window holds; one missing in ten is tolerated (a slow tick).
         let expected = u64::from(config.generators) * config.window_ms() / config.tick_ms;
-        let now = now_millis();
+        let now = unix_millis();
         let due: Vec<u64> = self
             .windows
             .keys()
@@ -376,7 +377,7 @@ impl AggregatorState {
                 .node
                 .inner
                 .shards
-                .command(shard, Command::StoreAverage(average))
+                .command(shard, Command::StoreAverage(average), COMMAND_TIMEOUT)
                 .await;
             match stored {
                 Response::Outcome(_) => {

@@ -15,14 +15,14 @@ use serde::{Deserialize, Serialize};
 use troupe_actors::jobs::{self, Job, JobStatus};
 use troupe_http::ApiError;
 
-use super::sessions::now_millis;
+use crate::clock::unix_millis;
 use crate::codec;
 use crate::config::JobsConfig;
 use crate::ids::ShardId;
 use crate::node::Node;
 use crate::placement::shard_for_key;
 use crate::routing::{call_owner, read_shard};
-use crate::rpc::wire::{Request, Response};
+use crate::rpc::wire::Response;
 use crate::shard::command::{Command, Decision, FollowUp, Outcome, Query, QueryAnswer};
 use crate::shard::draft::Draft;
 use crate::shard::{Op, ShardStore, StoreError, Tenant};
@@ -84,7 +84,7 @@ pub fn decide_create(
     object_id: &str,
     config: &JobsConfig,
 ) -> Result<Decision, StoreError> {
-    let now = now_millis();
+    let now = unix_millis();
     let window = config.dedup_window_secs * 1000;
     if let Some(latest) = load::<LatestJob>(store, shard, Tenant::JOB_OBJECTS, object_id)? {
         if now.saturating_sub(latest.created_ms) < window {
@@ -215,7 +215,7 @@ pub async fn create(node: &Node, object_id: String) -> Result<Job, ApiError> {
         job_id: job_id_for(&object_id, shards),
         object_id,
     };
-    match call_owner(node, shard, Request::Command { shard, command }).await? {
+    match call_owner(node, shard, command).await? {
         Response::Outcome(Outcome::Job(job)) => Ok(job),
         Response::Outcome(Outcome::Invalid(message)) => Err(ApiError::BadRequest(message)),
         other => Err(ApiError::Internal(format!(

@@ -25,7 +25,7 @@ use crate::node::Node;
 use crate::placement::weight;
 use crate::region::{by_distance, distance_km, Region};
 use crate::routing::{call_owner, read_shard};
-use crate::rpc::wire::{Request, Response};
+use crate::rpc::wire::Response;
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
 use crate::shard::draft::Draft;
 use crate::shard::{Op, StoreError, Tenant};
@@ -260,7 +260,7 @@ pub async fn create(node: &Node, request: CreateParty) -> Result<PartyCreated, A
             host.clone(),
         );
         let command = Command::CreateParty(party);
-        match call_owner(node, shard, Request::Command { shard, command }).await? {
+        match call_owner(node, shard, command).await? {
             Response::Outcome(Outcome::Participant { .. }) => {
                 return Ok(PartyCreated {
                     party_code: code,
@@ -288,7 +288,7 @@ async fn party_command(node: &Node, code: &str, command: Command) -> Result<Outc
         return Err(ApiError::NotFound(parties::not_found_message(code)));
     }
     let shard = code_shard(node, code)?;
-    match call_owner(node, shard, Request::Command { shard, command }).await? {
+    match call_owner(node, shard, command).await? {
         Response::Outcome(Outcome::NotFound(message)) => Err(ApiError::NotFound(message)),
         Response::Outcome(outcome) => Ok(outcome),
         other => Err(unexpected(&other)),

@@ -3,19 +3,18 @@
 //! decides every add and remove, so the cap holds exactly under any concurrency; an entry is
 //! deleted when its last session goes.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 use troupe_actors::sessions::{self, SessionOutcome, SessionReply, SessionUser};
 use troupe_http::ApiError;
 
+use crate::clock::unix_millis;
 use crate::codec;
 use crate::config::SessionsConfig;
 use crate::ids::ShardId;
 use crate::node::Node;
 use crate::placement::shard_for_key;
 use crate::routing::{call_owner, read_shard};
-use crate::rpc::wire::{Request, Response};
+use crate::rpc::wire::Response;
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
 use crate::shard::draft::Draft;
 use crate::shard::{Op, StoreError, Tenant};
@@ -29,13 +28,6 @@ impl Leases {
     fn active(&self, now: u64) -> u32 {
         self.0.iter().filter(|&&expiry| expiry > now).count() as u32
     }
-}
-
-/// Milliseconds since the Unix epoch by this node's clock.
-pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn key(user: &SessionUser) -> Vec<u8> {
@@ -57,7 +49,7 @@ pub fn decide(
     adding: bool,
     config: &SessionsConfig,
 ) -> Result<Decision, StoreError> {
-    let now = now_millis();
+    let now = unix_millis();
     let current = load(store, shard, user)?.active(now);
     let (outcome, count) = if adding {
         sessions::add(current, config.max_per_user)
@@ -110,7 +102,7 @@ pub async fn change(
     } else {
         Command::RemoveSession(user)
     };
-    match call_owner(node, shard, Request::Command { shard, command }).await? {
+    match call_owner(node, shard, command).await? {
         Response::Outcome(Outcome::Session(reply)) => Ok(reply),
         other => Err(ApiError::Internal(format!(
             "unexpected answer to a session command: {other:?}"
@@ -128,7 +120,7 @@ pub async fn count(node: &Node, user: SessionUser) -> Result<u32, ApiError> {
     match read_shard(node, shard, query).await? {
         QueryAnswer::Value(None) => Ok(0),
         QueryAnswer::Value(Some(bytes)) => codec::decode::<Leases>(&bytes)
-            .map(|leases| leases.active(now_millis()))
+            .map(|leases| leases.active(unix_millis()))
             .map_err(|e| ApiError::Internal(format!("stored sessions cannot be read: {e}"))),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     }

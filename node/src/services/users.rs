@@ -17,7 +17,7 @@ use crate::ids::ShardId;
 use crate::node::Node;
 use crate::placement::shard_for_key;
 use crate::routing::{call_owner, read_shard};
-use crate::rpc::wire::{Request, Response};
+use crate::rpc::wire::Response;
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
 use crate::shard::draft::Draft;
 use crate::shard::store::KeyValue;
@@ -152,7 +152,7 @@ fn shard_of(node: &Node, id: &UserId) -> ShardId {
 /// Runs a command at the owner of `id`'s shard.
 async fn command(node: &Node, id: &UserId, command: Command) -> Result<Outcome, ApiError> {
     let shard = shard_of(node, id);
-    match call_owner(node, shard, Request::Command { shard, command }).await? {
+    match call_owner(node, shard, command).await? {
         Response::Outcome(Outcome::NotFound(message)) => Err(ApiError::NotFound(message)),
         Response::Outcome(Outcome::Conflict(message)) => Err(ApiError::Conflict(message)),
         Response::Outcome(outcome) => Ok(outcome),

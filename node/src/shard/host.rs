@@ -39,7 +39,7 @@ const MAX_SETTLE: Duration = Duration::from_millis(300);
 /// flight (below the RPC call deadline, so the seal is answered in time).
 const RELEASE_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// How long a command may wait for its owner actor.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a pre-copy may wait for the owner actor: commands queued before it, then the copy
 /// (bounded by the sync call deadline).
 pub(crate) const PRE_COPY_TIMEOUT: Duration = Duration::from_secs(25);
@@ -392,10 +392,13 @@ impl Shards {
         self.owner_fenced(shard);
     }
 
-    /// Runs `command` at this node's owner actor of `shard`; `NotOwner` if there is none.
-    pub async fn command(&self, shard: ShardId, command: Command) -> Response {
-        self.ask_owner(shard, COMMAND_TIMEOUT, |reply| {
-            OwnerMsg::Command(command, reply)
+    /// Runs `command` at this node's owner actor of `shard`; `NotOwner` if there is none. Gives
+    /// up after `wait` (the caller's own wait): the command is then dropped if still queued.
+    pub async fn command(&self, shard: ShardId, command: Command, wait: Duration) -> Response {
+        let wait = COMMAND_TIMEOUT.min(wait);
+        let deadline = Instant::now() + wait;
+        self.ask_owner(shard, wait, |reply| {
+            OwnerMsg::Command(command, reply, deadline)
         })
         .await
     }

@@ -11,9 +11,11 @@
 //!   snapshot when the log no longer reaches back).
 //! - [`host`]: follows the topology and starts, reconfigures and stops owner actors.
 //! - [`command`]: the commands services send to an owner and what they produce.
+//! - [`finish_timers`]: when an owner finishes the jobs it runs, batched by deadline.
 
 pub mod command;
 pub mod draft;
+pub mod finish_timers;
 pub mod host;
 pub mod lease;
 pub mod owner;

@@ -6,7 +6,9 @@
 //! and the next [`OwnerMsg::Flush`] decides them one after the other (each sees the changes of
 //! the ones before, through a [`Draft`]), writes all their changes as one entry, replicates it
 //! in one message per replica, and answers them all once it is durable everywhere. A lone
-//! command waits for nothing: its flush is the next message. Before its first command (and after every change of its replica set) it
+//! command waits for nothing: its flush is the next message. A command still queued when its
+//! caller stops waiting (the deadline the caller sent) is dropped undecided. Before its first
+//! command (and after every change of its replica set) it
 //! seals the shard with a new epoch: every live member promises to follow that epoch (fencing
 //! the previous owner), the most advanced copy is pulled if it is not this one, and every replica
 //! is brought up to date. A write is acknowledged only once the owner and every replica have it
@@ -22,6 +24,7 @@ use tracing::{info, warn};
 
 use super::command::{Command, FollowUp, Outcome};
 use super::draft::Draft;
+use super::finish_timers::FinishTimers;
 use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
 use super::sync::{self, SYNC_CALL_TIMEOUT};
 use super::{Entry, Epoch, Op, Peer, Position, ShardStore, StoreError};
@@ -63,8 +66,9 @@ pub struct OwnerArgs {
 /// Messages.
 pub enum OwnerMsg {
     /// Execute a command and answer with [`Response::Outcome`] or why not (queued for the
-    /// next [`OwnerMsg::Flush`]).
-    Command(Command, RpcReplyPort<Response>),
+    /// next [`OwnerMsg::Flush`]), unless it is still queued at the deadline (when its caller
+    /// stops waiting).
+    Command(Command, RpcReplyPort<Response>, Instant),
     /// Execute the queued commands as one batch (sent by the actor to itself after queueing
     /// the first command of a batch).
     Flush,
@@ -88,6 +92,8 @@ pub enum OwnerMsg {
     /// owner's seal interrupts no write. Commands still queued are then answered `Moving`, and
     /// the router retries them at the new owner.
     Release(RpcReplyPort<()>),
+    /// Finish the jobs whose run has ended ([`FinishTimers`]).
+    FinishDue,
     /// A command the actor sends itself (finishing or re-running a job), batched like the
     /// others; retried until it is acknowledged or the actor stops.
     Run(Command),
@@ -112,6 +118,8 @@ pub struct OwnerState {
     failed_seals: u32,
     /// Jobs this actor has a finish timer for, and the attempt that timer finishes.
     running: HashMap<String, u32>,
+    /// When those timers fire.
+    finishes: FinishTimers,
     /// Whether the jobs left `processing` by a previous owner were re-run since the last seal.
     jobs_resumed: bool,
     /// Commands waiting for the next batch (bounded by the host's pending-command limit and
@@ -128,18 +136,37 @@ struct Queued {
 }
 
 impl Queued {
-    /// Whether the service that asked has given up waiting (its call timed out, and it told
-    /// its client the outcome is unknown). Such a command is dropped undecided: run late, it
-    /// would change state long after anyone expects it to, even after the workload is over.
+    /// Whether the service that asked has given up waiting (its call timed out, or will have
+    /// by now, and it told its client the outcome is unknown). Such a command is dropped
+    /// undecided: run late, it would change state long after anyone expects it to, even
+    /// after the workload is over.
     fn abandoned(&self) -> bool {
-        matches!(&self.asker, Asker::Client(reply) if reply.is_closed())
+        matches!(&self.asker, Asker::Client { reply, deadline }
+            if reply.is_closed() || Instant::now() >= *deadline)
+    }
+
+    /// Drops an abandoned command, telling its caller if it still listens.
+    fn drop_undecided(self) {
+        if let Asker::Client { reply, .. } = self.asker {
+            let _ = reply.send(Response::Unavailable {
+                message: "the command was still queued when its caller stopped waiting; it \
+                          was dropped and did not take effect"
+                    .into(),
+            });
+        }
     }
 }
 
 /// Who waits for a command's answer.
 enum Asker {
-    /// A service, through [`Shards::command`](super::host::Shards::command).
-    Client(RpcReplyPort<Response>),
+    /// A service, through [`Shards::command`](super::host::Shards::command), waiting until
+    /// the deadline.
+    Client {
+        /// Where the answer goes.
+        reply: RpcReplyPort<Response>,
+        /// When the caller stops waiting.
+        deadline: Instant,
+    },
     /// The actor itself ([`OwnerMsg::Run`]): retried until acknowledged.
     Itself,
 }
@@ -165,6 +192,7 @@ impl Actor for ShardOwner {
             fenced_until: None,
             failed_seals: 0,
             running: HashMap::new(),
+            finishes: FinishTimers::default(),
             jobs_resumed: false,
             queue: VecDeque::new(),
             flush_queued: false,
@@ -178,11 +206,11 @@ impl Actor for ShardOwner {
         state: &mut OwnerState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            OwnerMsg::Command(command, reply) => state.enqueue(
+            OwnerMsg::Command(command, reply, deadline) => state.enqueue(
                 &myself,
                 Queued {
                     command,
-                    asker: Asker::Client(reply),
+                    asker: Asker::Client { reply, deadline },
                 },
             ),
             OwnerMsg::Run(command) => state.enqueue(
@@ -192,6 +220,19 @@ impl Actor for ShardOwner {
                     asker: Asker::Itself,
                 },
             ),
+            OwnerMsg::FinishDue => {
+                let (due, next) = state.finishes.fire(Instant::now());
+                for (job_id, attempt) in due {
+                    state.enqueue(
+                        &myself,
+                        Queued {
+                            command: Command::FinishJob { job_id, attempt },
+                            asker: Asker::Itself,
+                        },
+                    );
+                }
+                wake_for_finishes(&myself, next);
+            }
             OwnerMsg::Flush => {
                 state.flush_queued = false;
                 let answers = state.execute_batch().await;
@@ -269,6 +310,13 @@ impl Actor for ShardOwner {
     }
 }
 
+/// Schedules the wake-up [`FinishTimers`] asked for, if any.
+fn wake_for_finishes(myself: &ActorRef<OwnerMsg>, wake: Option<Duration>) {
+    if let Some(after) = wake {
+        myself.send_after(after, || OwnerMsg::FinishDue);
+    }
+}
+
 impl OwnerState {
     /// Schedules what an acknowledged command asked for.
     fn schedule(&mut self, myself: &ActorRef<OwnerMsg>, follow_up: Option<FollowUp>) {
@@ -281,9 +329,8 @@ impl OwnerState {
             return;
         };
         self.running.insert(job_id.clone(), attempt);
-        myself.send_after(after, move || {
-            OwnerMsg::Run(Command::FinishJob { job_id, attempt })
-        });
+        let wake = self.finishes.add(Instant::now(), after, job_id, attempt);
+        wake_for_finishes(myself, wake);
     }
 
     /// Once per seal: re-runs the shard's `processing` jobs this actor has no timer for.
@@ -337,7 +384,7 @@ impl OwnerState {
     ) {
         let acknowledged = matches!(answer, Response::Outcome(_));
         match queued.asker {
-            Asker::Client(reply) => {
+            Asker::Client { reply, .. } => {
                 self.schedule(myself, follow_up);
                 // The caller may have given up; nothing to do then.
                 let _ = reply.send(answer);
@@ -389,6 +436,7 @@ impl OwnerState {
                 break;
             };
             if queued.abandoned() {
+                queued.drop_undecided();
                 continue;
             }
             let decision = match queued.command.decide(&draft, self.shard, config) {

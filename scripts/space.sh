@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Measures the disk space of users (issue 3): creates USERS users through the API of a fresh
+# local 3-node cluster (replication factor 2, API-generated random ids) and compares the
+# allocated size of the three nodes' data.mdb files with the bytes of the users' JSON.
+# Prints a markdown table; with mdb_stat (Debian lmdb-utils) also the page use of n1.
+#
+# Usage: scripts/space.sh
+#   USERS=20000   how many users to create
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+users="${USERS:-20000}"
+command -v python3 >/dev/null || { echo "$0 needs python3" >&2; exit 1; }
+# shellcheck source=scripts/local-cluster.sh
+source scripts/local-cluster.sh
+
+start_cluster
+raw="$("${pin_bench[@]}" python3 scripts/space_load.py "$users" "$urls")"
+
+total=0
+row=""
+for node in n1 n2 n3; do
+  file="$work/cluster/$node/data/data.mdb"
+  bytes=$(($(stat -c %b "$file") * $(stat -c %B "$file")))
+  total=$((total + bytes))
+  row+=" $bytes |"
+done
+ratio="$(awk -v t="$total" -v r="$raw" 'BEGIN { printf "%.2f", t / r }')"
+echo "| users | raw JSON (B) | data.mdb n1 | n2 | n3 | total | total ÷ raw |"
+echo "|---|---|---|---|---|---|---|"
+echo "| $users | $raw |$row $total | **${ratio}×** |"
+
+if command -v mdb_stat >/dev/null; then
+  cp "$work/cluster/n1/data/data.mdb" "$work/n1-copy.mdb"
+  echo
+  echo "n1 page use (mdb_stat -efa):"
+  mdb_stat -nefa "$work/n1-copy.mdb" |
+    grep -E '^Status of|Tree depth|Branch pages|Leaf pages|Overflow pages|Entries|Free pages|Number of pages used' |
+    sed 's/^/    /'
+fi

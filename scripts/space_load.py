@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Creates users through the API and prints the bytes of user JSON the cluster returned.
+
+Used by scripts/space.sh. Every user gets an API-generated (random v4) id, spread over the
+given nodes by several keep-alive connections; any non-201 answer stops the run.
+
+Usage: space_load.py COUNT URL[,URL...]
+"""
+import http.client
+import json
+import sys
+import threading
+from urllib.parse import urlparse
+
+CONNECTIONS = 8
+
+
+def create(count, start, step, url, totals, failures):
+    target = urlparse(url)
+    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+    raw = 0
+    for i in range(start, count, step):
+        body = json.dumps({"name": f"user {i}", "email": f"user{i}@example.com", "group": i % 100})
+        conn.request("POST", "/api/user", body, {"content-type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 201:
+            failures.append(f"{url}: {response.status} {data[:200]!r}")
+            return
+        raw += len(data)
+    totals.append(raw)
+
+
+def main():
+    count, urls = int(sys.argv[1]), sys.argv[2].split(",")
+    totals, failures = [], []
+    threads = [
+        threading.Thread(
+            target=create,
+            args=(count, c, CONNECTIONS, urls[c % len(urls)], totals, failures),
+        )
+        for c in range(CONNECTIONS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        sys.exit("creating users failed: " + "; ".join(failures))
+    print(sum(totals))
+
+
+if __name__ == "__main__":
+    main()
