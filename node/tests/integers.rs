@@ -41,16 +41,7 @@ async fn averages_arrive_every_five_seconds_and_survive_killing_the_aggregator()
         assert!((1.0..=10_000.0).contains(&mean), "{average}");
     }
 
-    let (_, located) = cluster
-        .get(0, "/cluster/locate/integers/integers%2Faggregator")
-        .await
-        .expect("locate");
-    let owner = located["owner"].as_str().expect("owner").to_owned();
-    let victim = cluster
-        .nodes
-        .iter()
-        .position(|n| n.id == owner)
-        .expect("node");
+    let victim = cluster.owner_of("integers", "integers%2Faggregator").await;
     cluster.nodes[victim].kill();
     let survivor = (victim + 1) % 3;
     let newest_before = window(&before[0]);

@@ -14,20 +14,6 @@ use support::{cluster_lock, TestCluster};
 /// Generous bound for failure detection, takeover and a loaded CI machine.
 const RECOVERY: Duration = Duration::from_secs(30);
 
-/// Index of the node that owns `key`'s shard.
-async fn owner_of(cluster: &TestCluster, kind: &str, key: &str) -> usize {
-    let (_, located) = cluster
-        .get(0, &format!("/cluster/locate/{kind}/{key}"))
-        .await
-        .expect("locate");
-    let owner = located["owner"].as_str().expect("owner").to_owned();
-    cluster
-        .nodes
-        .iter()
-        .position(|n| n.id == owner)
-        .expect("owner is a node")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_adds_over_three_nodes_admit_exactly_the_cap_and_leave_no_garbage() {
     let _guard = cluster_lock().await;
@@ -118,7 +104,7 @@ async fn session_counts_equal_acknowledged_adds_minus_removes_and_survive_killin
             }
         }
     }
-    let victim = owner_of(&cluster, "session", &users[0]).await;
+    let victim = cluster.owner_of("session", &users[0]).await;
     cluster.nodes[victim].kill();
     let survivor = (victim + 1) % 3;
     for user in &users {
@@ -221,7 +207,7 @@ async fn a_job_whose_owner_is_killed_is_rerun_elsewhere_and_finishes_once() {
         .await;
     assert_eq!(status, 201, "{body}");
     let job_id = body["message"]["job_id"].as_str().expect("id").to_owned();
-    let owner = owner_of(&cluster, "job", &job_id).await;
+    let owner = cluster.owner_of("job", &job_id).await;
     cluster.nodes[owner].kill();
     let survivor = (owner + 1) % 3;
     let done = wait_terminal(&cluster, survivor, &job_id).await;

@@ -510,19 +510,7 @@ async fn command_at_owner(
     use troupe_node::config::{HostPort, Secret};
     use troupe_node::ids::{NodeId, ShardId};
     use troupe_node::rpc::{auth::Credentials, client::RpcClient, wire::Request};
-    let (_, located) = cluster
-        .get(
-            0,
-            &format!("/cluster/locate/user/{}", ids_in_shard(shard, 1)[0]),
-        )
-        .await
-        .expect("locate");
-    let owner = located["owner"].as_str().expect("an owner").to_owned();
-    let node = cluster
-        .nodes
-        .iter()
-        .find(|n| n.id == owner)
-        .expect("the owner is a test node");
+    let node = &cluster.nodes[cluster.owner_of("user", &ids_in_shard(shard, 1)[0]).await];
     let client = RpcClient::new(
         Arc::new(troupe_node::net::tcp::TcpDialer),
         Credentials {
@@ -541,7 +529,7 @@ async fn command_at_owner(
     };
     client
         .call(
-            &NodeId::new(owner),
+            &NodeId::new(node.id.clone()),
             &HostPort::new("127.0.0.1", node.rpc_port),
             request,
         )

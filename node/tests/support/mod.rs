@@ -302,6 +302,20 @@ impl TestCluster {
         }
     }
 
+    /// Index of the node that owns the shard of `key` (of `kind`, as `/cluster/locate` takes
+    /// them; `key` URL-encoded).
+    pub async fn owner_of(&self, kind: &str, key: &str) -> usize {
+        let (_, located) = self
+            .get(0, &format!("/cluster/locate/{kind}/{key}"))
+            .await
+            .expect("locate");
+        let owner = located["owner"].as_str().expect("an owner").to_owned();
+        self.nodes
+            .iter()
+            .position(|n| n.id == owner)
+            .expect("the owner is a test node")
+    }
+
     /// POST to node `i`, with a JSON body (a `Value`) or none (`None`).
     pub async fn post(&self, i: usize, path: &str, body: impl Into<Option<Value>>) -> (u16, Value) {
         self.send(i, reqwest::Method::POST, path, body.into()).await
