@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 /// Version of the on-disk layout; bumped on any incompatible change of what is stored.
-pub const LAYOUT_VERSION: u32 = 2;
+/// 3: a job is one record whose id derives from its object id (no de-duplication index).
+pub const LAYOUT_VERSION: u32 = 3;
 
 const META_DB: &str = "meta";
 const LAYOUT_KEY: &str = "layout_version";

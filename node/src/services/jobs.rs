@@ -1,12 +1,15 @@
 //! Jobs (issue 4) on the shard layer.
 //!
-//! A job lives in the shard of its object id: its id is a random UUID drawn until it hashes to
-//! that same shard, so `GET /jobs/{id}` routes straight to the owner and the de-duplication
-//! check (by object id) is in the same actor as the job. The owner picks the run's duration,
-//! and its actor finishes the job when the run ends (or cancels it at the timeout) through an
-//! ordinary replicated command. A new owner re-runs every job still `processing` that it is not
-//! already running itself (`attempts` goes up), so a job ends in exactly one terminal state:
-//! finishing checks the attempt and the status atomically.
+//! A job lives in the shard of its object id, and its id is derived from that object id and
+//! the job's generation (the object's first job is generation 1, the next one after the
+//! de-duplication window generation 2, ...): see [`job_id`]. So one record per job is enough.
+//! `GET /jobs/{id}` routes straight to the owner by the id's hash, and the de-duplication check
+//! finds an object's latest job by computing ids, in the same actor as the job, with no index
+//! record to keep beside it. The owner picks the run's duration, and its actor finishes the job
+//! when the run ends (or cancels it at the timeout) through an ordinary replicated command. A
+//! new owner re-runs every job still `processing` that it is not already running itself
+//! (`attempts` goes up), so a job ends in exactly one terminal state: finishing checks the
+//! attempt and the status atomically.
 
 use std::time::Duration;
 
@@ -14,6 +17,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use troupe_actors::jobs::{self, Job, JobStatus};
 use troupe_http::ApiError;
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::clock::unix_millis;
 use crate::codec;
@@ -27,20 +31,98 @@ use crate::shard::command::{Command, Decision, FollowUp, Outcome, Query, QueryAn
 use crate::shard::draft::Draft;
 use crate::shard::{Op, ShardStore, StoreError, Tenant};
 
-/// A job as stored: what clients see, plus the current run.
+/// A job as stored under its id: what clients see except the id (the key) and the timestamp
+/// (kept as Unix milliseconds), plus the current run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
-    /// The client-facing job.
-    pub job: Job,
+    /// The object it processes.
+    pub object_id: String,
+    /// Where it is.
+    pub status: JobStatus,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: u64,
+    /// Runs started.
+    pub attempts: u32,
     /// How long the current attempt runs, in milliseconds.
     pub duration_ms: u64,
 }
 
-/// The latest job of an object id, for de-duplication.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct LatestJob {
-    job_id: String,
-    created_ms: u64,
+impl JobRecord {
+    /// The job as clients see it.
+    pub fn job(&self, job_id: &str) -> Job {
+        Job {
+            job_id: job_id.to_owned(),
+            object_id: self.object_id.clone(),
+            status: self.status,
+            timestamp: jobs::rfc3339_millis(self.created_ms),
+            attempts: self.attempts,
+        }
+    }
+}
+
+/// The id of generation `generation` (from 1) of `object_id`'s jobs: a UUID (version 8, as
+/// RFC 9562 labels ids with a layout of their own) from a hash of the two, the first of a
+/// counted series of such hashes that falls in the object id's shard, so that the job routes
+/// by its own id to the actor that de-duplicates its object. About `shards` hashes a call.
+pub fn job_id(object_id: &str, generation: u32, shards: u32) -> String {
+    let target = shard_for_key(object_id, shards);
+    let mut input = Vec::with_capacity(object_id.len() + 16);
+    let mut buffer = uuid::Uuid::encode_buffer();
+    for attempt in 0u32.. {
+        input.clear();
+        input.extend_from_slice(b"troupe-job\0");
+        input.extend_from_slice(object_id.as_bytes());
+        input.extend_from_slice(&generation.to_be_bytes());
+        input.extend_from_slice(&attempt.to_be_bytes());
+        let bytes = xxh3_128(&input).to_be_bytes();
+        let id = uuid::Builder::from_custom_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut buffer);
+        if shard_for_key(id, shards) == target {
+            return id.to_owned();
+        }
+    }
+    unreachable!("some attempt below 2^32 lands in the target shard")
+}
+
+/// The object's latest job, as (generation, id, record). Generations are created in order and
+/// never deleted, so the ones in use are exactly 1..=latest: doubling finds an unused one,
+/// then bisection the boundary, in about 2·log₂(latest) lookups.
+fn latest_job(
+    store: &Draft,
+    shard: ShardId,
+    object_id: &str,
+    shards: u32,
+) -> Result<Option<(u32, String, JobRecord)>, StoreError> {
+    let lookup = |generation: u32| -> Result<Option<(String, JobRecord)>, StoreError> {
+        let id = job_id(object_id, generation, shards);
+        Ok(load::<JobRecord>(store, shard, Tenant::JOBS, &id)?.map(|record| (id, record)))
+    };
+    let Some(mut found) = lookup(1)? else {
+        return Ok(None);
+    };
+    let (mut used, mut unused) = (1u32, 2u32);
+    loop {
+        match lookup(unused)? {
+            Some(job) => {
+                (used, found) = (unused, job);
+                unused = unused.saturating_mul(2);
+            }
+            None => break,
+        }
+        if used == u32::MAX {
+            return Ok(Some((used, found.0, found.1)));
+        }
+    }
+    while unused - used > 1 {
+        let middle = used + (unused - used) / 2;
+        match lookup(middle)? {
+            Some(job) => (used, found) = (middle, job),
+            None => unused = middle,
+        }
+    }
+    Ok(Some((used, found.0, found.1)))
 }
 
 fn load<T: serde::de::DeserializeOwned>(
@@ -68,10 +150,10 @@ fn draw_duration(config: &JobsConfig) -> u64 {
 }
 
 /// When the run ends: at its duration, or at the timeout if that comes first.
-fn finish_after(record: &JobRecord, config: &JobsConfig) -> FollowUp {
+fn finish_after(job_id: &str, record: &JobRecord, config: &JobsConfig) -> FollowUp {
     FollowUp::FinishJob {
-        job_id: record.job.job_id.clone(),
-        attempt: record.job.attempts,
+        job_id: job_id.to_owned(),
+        attempt: record.attempts,
         after: Duration::from_millis(record.duration_ms.min(config.timeout_ms)),
     }
 }
@@ -80,39 +162,38 @@ fn finish_after(record: &JobRecord, config: &JobsConfig) -> FollowUp {
 pub fn decide_create(
     store: &Draft,
     shard: ShardId,
-    job_id: &str,
     object_id: &str,
     config: &JobsConfig,
+    shards: u32,
 ) -> Result<Decision, StoreError> {
     let now = unix_millis();
     let window = config.dedup_window_secs * 1000;
-    if let Some(latest) = load::<LatestJob>(store, shard, Tenant::JOB_OBJECTS, object_id)? {
-        if now.saturating_sub(latest.created_ms) < window {
+    let generation = match latest_job(store, shard, object_id, shards)? {
+        Some((_, _, latest)) if now.saturating_sub(latest.created_ms) < window => {
             let message = jobs::dedup_message(config.dedup_window_secs);
             return Ok(Decision::answer_only(Outcome::Invalid(message)));
         }
-    }
+        Some((u32::MAX, _, _)) => {
+            return Ok(Decision::answer_only(Outcome::Invalid(format!(
+                "object {object_id:?} has had {} jobs, the most there can be",
+                u32::MAX
+            ))));
+        }
+        Some((latest, _, _)) => latest + 1,
+        None => 1,
+    };
+    let job_id = job_id(object_id, generation, shards);
     let record = JobRecord {
-        job: Job {
-            job_id: job_id.to_owned(),
-            object_id: object_id.to_owned(),
-            status: JobStatus::Processing,
-            timestamp: jobs::rfc3339_millis(now),
-            attempts: 1,
-        },
+        object_id: object_id.to_owned(),
+        status: JobStatus::Processing,
+        created_ms: now,
+        attempts: 1,
         duration_ms: draw_duration(config),
     };
-    let latest = LatestJob {
-        job_id: job_id.to_owned(),
-        created_ms: now,
-    };
     Ok(Decision {
-        outcome: Outcome::Job(record.job.clone()),
-        ops: vec![
-            put(Tenant::JOBS, job_id, &record)?,
-            put(Tenant::JOB_OBJECTS, object_id, &latest)?,
-        ],
-        follow_up: Some(finish_after(&record, config)),
+        outcome: Outcome::Job(record.job(&job_id)),
+        ops: vec![put(Tenant::JOBS, &job_id, &record)?],
+        follow_up: Some(finish_after(&job_id, &record, config)),
     })
 }
 
@@ -130,16 +211,16 @@ pub fn decide_finish(
             jobs::not_found_message(job_id),
         )));
     };
-    if record.job.status != JobStatus::Processing || record.job.attempts != attempt {
-        return Ok(Decision::answer_only(Outcome::Job(record.job)));
+    if record.status != JobStatus::Processing || record.attempts != attempt {
+        return Ok(Decision::answer_only(Outcome::Job(record.job(job_id))));
     }
-    record.job.status = if record.duration_ms > config.timeout_ms {
+    record.status = if record.duration_ms > config.timeout_ms {
         JobStatus::Cancelled
     } else {
         JobStatus::Finished
     };
     Ok(Decision {
-        outcome: Outcome::Job(record.job.clone()),
+        outcome: Outcome::Job(record.job(job_id)),
         ops: vec![put(Tenant::JOBS, job_id, &record)?],
         follow_up: None,
     })
@@ -158,15 +239,15 @@ pub fn decide_rerun(
             jobs::not_found_message(job_id),
         )));
     };
-    if record.job.status != JobStatus::Processing {
-        return Ok(Decision::answer_only(Outcome::Job(record.job)));
+    if record.status != JobStatus::Processing {
+        return Ok(Decision::answer_only(Outcome::Job(record.job(job_id))));
     }
-    record.job.attempts += 1;
+    record.attempts += 1;
     record.duration_ms = draw_duration(config);
     Ok(Decision {
-        outcome: Outcome::Job(record.job.clone()),
+        outcome: Outcome::Job(record.job(job_id)),
         ops: vec![put(Tenant::JOBS, job_id, &record)?],
-        follow_up: Some(finish_after(&record, config)),
+        follow_up: Some(finish_after(job_id, &record, config)),
     })
 }
 
@@ -178,11 +259,8 @@ pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<(String, u32
         let page = store.scan(shard, Tenant::JOBS, after.as_deref(), 1000)?;
         for (key, value) in &page {
             let record: JobRecord = codec::decode(value)?;
-            if record.job.status == JobStatus::Processing {
-                out.push((
-                    String::from_utf8_lossy(key).into_owned(),
-                    record.job.attempts,
-                ));
+            if record.status == JobStatus::Processing {
+                out.push((String::from_utf8_lossy(key).into_owned(), record.attempts));
             }
         }
         match page.last() {
@@ -192,29 +270,10 @@ pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<(String, u32
     }
 }
 
-/// A fresh job id in the same shard as `object_id`.
-fn job_id_for(object_id: &str, shards: u32) -> String {
-    let target = shard_for_key(object_id, shards);
-    // About `shards` draws per job: format each into one stack buffer, not a new string.
-    let mut buffer = uuid::Uuid::encode_buffer();
-    loop {
-        let id = crate::random::uuid_v4()
-            .hyphenated()
-            .encode_lower(&mut buffer);
-        if shard_for_key(id, shards) == target {
-            return id.to_owned();
-        }
-    }
-}
-
 /// `POST /jobs`.
 pub async fn create(node: &Node, object_id: String) -> Result<Job, ApiError> {
-    let shards = node.inner.cluster.cluster.shards;
-    let shard = shard_for_key(&object_id, shards);
-    let command = Command::CreateJob {
-        job_id: job_id_for(&object_id, shards),
-        object_id,
-    };
+    let shard = shard_for_key(&object_id, node.inner.cluster.cluster.shards);
+    let command = Command::CreateJob { object_id };
     match call_owner(node, shard, command).await? {
         Response::Outcome(Outcome::Job(job)) => Ok(job),
         Response::Outcome(Outcome::Invalid(message)) => Err(ApiError::BadRequest(message)),
@@ -234,8 +293,113 @@ pub async fn get(node: &Node, job_id: String) -> Result<Job, ApiError> {
     match read_shard(node, shard, query).await? {
         QueryAnswer::Value(None) => Err(ApiError::NotFound(jobs::not_found_message(&job_id))),
         QueryAnswer::Value(Some(bytes)) => codec::decode::<JobRecord>(&bytes)
-            .map(|record| record.job)
+            .map(|record| record.job(&job_id))
             .map_err(|e| ApiError::Internal(format!("stored job cannot be read: {e}"))),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::store::tests::open;
+
+    const SHARDS: u32 = 64;
+
+    fn config(dedup_window_secs: u64) -> JobsConfig {
+        JobsConfig {
+            dedup_window_secs,
+            ..JobsConfig::default()
+        }
+    }
+
+    /// Decides a create and, unless refused, records it in the draft as a commit would.
+    fn create(draft: &mut Draft, object_id: &str, config: &JobsConfig) -> Outcome {
+        let shard = shard_for_key(object_id, SHARDS);
+        let decision = decide_create(draft, shard, object_id, config, SHARDS).expect("decide");
+        draft.record(shard, &decision.ops);
+        decision.outcome
+    }
+
+    fn created_id(outcome: Outcome) -> String {
+        match outcome {
+            Outcome::Job(job) => job.job_id,
+            other => panic!("expected a job, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_job_id_is_a_uuid_in_its_object_ids_shard_and_the_same_on_every_node() {
+        for object_id in ["a", "object-17", "ünïcode", &"x".repeat(256)] {
+            let id = job_id(object_id, 1, SHARDS);
+            assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+            assert_eq!(shard_for_key(&id, SHARDS), shard_for_key(object_id, SHARDS));
+            assert_eq!(id, job_id(object_id, 1, SHARDS));
+        }
+    }
+
+    #[test]
+    fn job_ids_differ_between_generations_and_between_objects() {
+        let ids: std::collections::BTreeSet<String> = (1..=50)
+            .flat_map(|generation| {
+                ["a", "b"].map(|object_id| job_id(object_id, generation, SHARDS))
+            })
+            .collect();
+        assert_eq!(ids.len(), 100);
+    }
+
+    #[test]
+    fn a_second_create_within_the_window_is_refused_and_stores_nothing() {
+        let (_dir, store) = open();
+        let mut draft = Draft::new(&store);
+        let first = created_id(create(&mut draft, "object", &config(300)));
+        assert_eq!(first, job_id("object", 1, SHARDS));
+        match create(&mut draft, "object", &config(300)) {
+            Outcome::Invalid(message) => assert_eq!(message, jobs::dedup_message(300)),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let shard = shard_for_key("object", SHARDS);
+        let second = job_id("object", 2, SHARDS);
+        assert_eq!(
+            draft.get(shard, Tenant::JOBS, second.as_bytes()).ok(),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn after_the_window_each_create_takes_the_next_generation() {
+        let (_dir, store) = open();
+        let mut draft = Draft::new(&store);
+        // A zero window lets every create through, so generations pile up quickly.
+        for generation in 1..=37 {
+            let id = created_id(create(&mut draft, "object", &config(0)));
+            assert_eq!(
+                id,
+                job_id("object", generation, SHARDS),
+                "generation {generation}"
+            );
+        }
+        let shard = shard_for_key("object", SHARDS);
+        let (generation, id, record) = latest_job(&draft, shard, "object", SHARDS)
+            .expect("lookup")
+            .expect("a latest job");
+        assert_eq!((generation, id), (37, job_id("object", 37, SHARDS)));
+        assert_eq!(record.status, JobStatus::Processing);
+    }
+
+    #[test]
+    fn a_stored_job_shows_clients_its_id_and_creation_time() {
+        let record = JobRecord {
+            object_id: "o".into(),
+            status: JobStatus::Finished,
+            created_ms: 951_782_400_000,
+            attempts: 2,
+            duration_ms: 100,
+        };
+        let job = record.job("id-1");
+        assert_eq!(job.job_id, "id-1");
+        assert_eq!(job.timestamp, "2000-02-29T00:00:00.000Z");
+        assert_eq!((job.object_id.as_str(), job.attempts), ("o", 2));
+        assert_eq!(job.status, JobStatus::Finished);
     }
 }

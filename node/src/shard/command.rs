@@ -37,9 +37,7 @@ pub enum Command {
     RemoveSession(SessionUser),
     /// Create a job, unless the object had one within the de-duplication window.
     CreateJob {
-        /// The new job's id (in the object id's shard).
-        job_id: String,
-        /// The object to process.
+        /// The object to process (the owner derives the job's id from it).
         object_id: String,
     },
     /// End a job's attempt (sent by the owner actor to itself when the run is over).
@@ -170,8 +168,8 @@ impl Command {
             Self::RemoveSession(user) => {
                 sessions::decide(store, shard, user, false, sessions_config)
             }
-            Self::CreateJob { job_id, object_id } => {
-                jobs::decide_create(store, shard, job_id, object_id, jobs_config)
+            Self::CreateJob { object_id } => {
+                jobs::decide_create(store, shard, object_id, jobs_config, config.cluster.shards)
             }
             Self::FinishJob { job_id, attempt } => {
                 jobs::decide_finish(store, shard, job_id, *attempt, jobs_config)

@@ -60,8 +60,8 @@ impl Tenant {
     pub const SESSIONS: Tenant = Tenant(2);
     /// Jobs by id (issue 4).
     pub const JOBS: Tenant = Tenant(3);
-    /// The latest job of each object id, for de-duplication (issue 4).
-    pub const JOB_OBJECTS: Tenant = Tenant(4);
+    // Tenant 4 held each object id's latest job up to layout 2; job ids now derive from
+    // object ids (`services::jobs::job_id`). Not reused, so layouts stay easy to tell apart.
     /// Stored averages of the integers service, by window start (issue 5).
     pub const INTEGERS: Tenant = Tenant(5);
     /// Parties by code (issue 5).
