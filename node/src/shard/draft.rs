@@ -78,6 +78,7 @@ mod tests {
             seq: 1,
             epoch: epoch.clone(),
             ops,
+            trim_before: 0,
         };
         store
             .append(ShardId(0), epoch, Position::default(), entry)

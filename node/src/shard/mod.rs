@@ -90,6 +90,10 @@ pub struct Entry {
     pub epoch: Epoch,
     /// The changes, applied together.
     pub ops: Vec<Op>,
+    /// Holders may drop the log entries before this sequence number: every copy the owner
+    /// knew of had confirmed them when it wrote this entry. 0 when some copy may be behind;
+    /// the log then keeps its last [`store::LOG_KEEP`] entries.
+    pub trim_before: u64,
 }
 
 /// Where a holder's history of a shard ends: the sequence number applied last and the epoch

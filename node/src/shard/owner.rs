@@ -127,6 +127,10 @@ pub struct OwnerState {
     queue: VecDeque<Queued>,
     /// An [`OwnerMsg::Flush`] is in the mailbox.
     flush_queued: bool,
+    /// Joining nodes this actor pre-copied the shard to, and when: each falls behind until
+    /// placement makes it a replica, and the log must cover that gap (see
+    /// [`Self::trim_point`]).
+    pre_copied: Vec<(NodeId, Instant)>,
 }
 
 /// A command waiting for its batch.
@@ -196,6 +200,7 @@ impl Actor for ShardOwner {
             jobs_resumed: false,
             queue: VecDeque::new(),
             flush_queued: false,
+            pre_copied: Vec::new(),
         })
     }
 
@@ -508,8 +513,27 @@ impl OwnerState {
             seq: prev.applied + 1,
             epoch: epoch.clone(),
             ops,
+            trim_before: self.trim_point(&prev),
         };
         self.replicate(epoch, prev, entry).await
+    }
+
+    /// Where the shard's logs may start once the entry after `prev` is applied
+    /// ([`Entry::trim_before`]): at `prev` itself when every copy this owner knows of has it,
+    /// so that while all copies are current the logs hold little beyond the entry in flight
+    /// (space, issue 3). 0 (the last [`LOG_KEEP`](super::store::LOG_KEEP) entries) while one
+    /// may be behind and catch up from a log: a replica that missed an entry, one waiting to be
+    /// brought in (decision 006), or a node pre-copied before it joins (decision 010). Trimming
+    /// too much is never unsafe, only slower: a copy the log does not cover gets a snapshot.
+    fn trim_point(&self, prev: &Position) -> u64 {
+        let current = self.view.waiting.is_empty()
+            && !self.joining()
+            && self.shards.local_shard(self.shard).unconfirmed.is_none();
+        if current {
+            prev.applied
+        } else {
+            0
+        }
     }
 
     /// Why a write must not be acknowledged now, if it must not.
@@ -859,7 +883,16 @@ impl OwnerState {
 
     /// Copies the shard to a joining node that placement will make an owner or replica of it,
     /// if this actor serves it.
-    async fn pre_copy(&self, peer: &Peer) -> Response {
+    /// Whether a node pre-copied lately is not a replica yet. Placement makes it one within
+    /// seconds of its copy; one it never brings in counts for twice the pre-copy timeout.
+    fn joining(&self) -> bool {
+        let window = 2 * self.shards.inner.config.migration.pre_copy_timeout();
+        self.pre_copied.iter().any(|(node, at)| {
+            at.elapsed() < window && !self.view.replicas.iter().any(|(p, _)| p.node_id == *node)
+        })
+    }
+
+    async fn pre_copy(&mut self, peer: &Peer) -> Response {
         let Some(epoch) = self.epoch.clone() else {
             return moving(format!("shard {} is being taken over", self.shard));
         };
@@ -872,6 +905,11 @@ impl OwnerState {
             // Already a replica, kept current by every write.
             return Response::Done;
         }
+        // Noted before the copy: the joining node may take entries written while it copies.
+        let window = 2 * self.shards.inner.config.migration.pre_copy_timeout();
+        self.pre_copied
+            .retain(|(node, at)| *node != peer.node_id && at.elapsed() < window);
+        self.pre_copied.push((peer.node_id.clone(), Instant::now()));
         match self.push_to(&epoch, peer, false).await {
             Ok(()) => {
                 tracing::debug!(shard = %self.shard, to = %peer.node_id, "pre-copied the shard");

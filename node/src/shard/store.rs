@@ -21,11 +21,13 @@ use crate::codec::{self, CodecError};
 use crate::ids::ShardId;
 use crate::storage::{Storage, StorageError};
 
-/// Log entries kept per shard. A holder further behind gets a snapshot instead. Small on
-/// purpose: the log duplicates recent values, and space must stay near one copy per holder.
-/// Not smaller: with 8, 20,000 users took 2.07× their JSON instead of 2.28×, but a node
-/// pre-copied before it joins (`crate::precopy`) fell more than 8 entries behind under load
-/// and needed snapshots after joining (`migration.rs` failed).
+/// Log entries kept per shard while some copy may be behind; a holder further behind gets a
+/// snapshot instead. While every copy is current, the owner's [`Entry::trim_before`] lets
+/// holders keep only the last entry or two, because the log duplicates recent values and
+/// space must stay near one copy per holder (issue 3: 20,000 users take 2.28× their JSON
+/// with 32 entries a shard, under 2× with one). Not smaller: with 8, a node pre-copied before
+/// it joins (`crate::precopy`) fell more than 8 entries behind under load and needed
+/// snapshots after joining (`migration.rs` failed).
 pub const LOG_KEEP: u64 = 32;
 
 /// Why a shard operation on the store failed.
@@ -415,9 +417,16 @@ impl ShardStore {
         let seq = entry.seq;
         self.log
             .put(wtxn, &log_key(shard, seq), &codec::encode(&entry)?)?;
-        if seq > LOG_KEEP {
-            self.log.delete(wtxn, &log_key(shard, seq - LOG_KEEP))?;
-        }
+        // The log is a suffix of the history: only ever drop its front.
+        let keep_from = entry
+            .trim_before
+            .max((seq + 1).saturating_sub(LOG_KEEP))
+            .min(seq);
+        let (start, end) = (log_key(shard, 0), log_key(shard, keep_from));
+        self.log.delete_range(
+            wtxn,
+            &(Bound::Included(&start[..]), Bound::Excluded(&end[..])),
+        )?;
         meta.position = Position {
             last_epoch: Some(entry.epoch),
             applied: seq,
@@ -545,6 +554,7 @@ pub(crate) mod tests {
                 key: key.as_bytes().to_vec(),
                 value: Some(value.as_bytes().to_vec()),
             }],
+            trim_before: 0,
         }
     }
 
@@ -655,6 +665,65 @@ pub(crate) mod tests {
             .entries_after(S, &at(&e, LOG_KEEP + 2), usize::MAX)
             .expect("read");
         assert_eq!(recent.map(|v| v.len()), Some(3));
+    }
+
+    /// Sequence numbers in the shard's log, in order.
+    fn log_seqs(store: &ShardStore, shard: ShardId) -> Vec<u64> {
+        let rtxn = store.storage.env().read_txn().expect("txn");
+        let prefix = shard.0.to_be_bytes();
+        let iter = store.log.prefix_iter(&rtxn, &prefix).expect("iter");
+        iter.map(|item| {
+            codec::decode::<Entry>(item.expect("item").1)
+                .expect("entry")
+                .seq
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_says_every_copy_confirmed_its_predecessors_drops_them_from_the_log() {
+        let (_dir, store) = open();
+        let e = epoch(1, "a");
+        fill(&store, &e, 10).await;
+        let other = ShardId(S.0 + 1);
+        store
+            .append(other, e.clone(), Position::default(), put(1, &e, "o", "v"))
+            .await
+            .expect("append to another shard");
+        assert_eq!(log_seqs(&store, S), (1..=10).collect::<Vec<_>>());
+        let mut entry = put(11, &e, "k11", "v");
+        entry.trim_before = 10;
+        store
+            .append(S, e.clone(), at(&e, 10), entry)
+            .await
+            .expect("append");
+        assert_eq!(log_seqs(&store, S), [10, 11]);
+        assert_eq!(log_seqs(&store, other), [1]);
+        // A copy at the trim point (the previous entry) still catches up from the log; one
+        // further behind needs a snapshot.
+        let seqs = store
+            .entries_after(S, &at(&e, 10), usize::MAX)
+            .expect("read")
+            .map(|v| v.iter().map(|x| x.seq).collect::<Vec<_>>());
+        assert_eq!(seqs, Some(vec![11]));
+        let behind = store.entries_after(S, &at(&e, 9), usize::MAX);
+        assert_eq!(behind.expect("read"), None);
+        // A hint past the entry itself still keeps the entry.
+        let mut entry = put(12, &e, "k12", "v");
+        entry.trim_before = 99;
+        store
+            .append(S, e.clone(), at(&e, 11), entry)
+            .await
+            .expect("append");
+        assert_eq!(log_seqs(&store, S), [12]);
+    }
+
+    #[tokio::test]
+    async fn without_a_hint_the_log_keeps_its_last_log_keep_entries() {
+        let (_dir, store) = open();
+        let e = epoch(1, "a");
+        fill(&store, &e, LOG_KEEP + 5).await;
+        assert_eq!(log_seqs(&store, S), (6..=LOG_KEEP + 5).collect::<Vec<_>>());
     }
 
     #[tokio::test]
