@@ -30,6 +30,19 @@ echo "| users | raw JSON (B) | data.mdb n1 | n2 | n3 | total | total ÷ raw |"
 echo "|---|---|---|---|---|---|---|"
 echo "| $users | $raw |$row $total | **${ratio}×** |"
 
+# Entries written while some copy may be behind leave the full 32-entry log (decision 013).
+sum_metric() {
+  local port total=0 value
+  for port in "${ports[@]}"; do
+    value="$(curl -sf "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m || $1 == "_" m { print $2 }')"
+    total=$((total + ${value:-0}))
+  done
+  echo "$total"
+}
+echo
+echo "shard log entries written while a copy may be behind:" \
+  "$(sum_metric troupe_shard_entries_untrimmed_total) of $(sum_metric troupe_shard_entries_total)"
+
 if command -v mdb_stat >/dev/null; then
   cp "$work/cluster/n1/data/data.mdb" "$work/n1-copy.mdb"
   echo

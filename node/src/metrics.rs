@@ -38,6 +38,9 @@ pub struct NodeMetrics {
     pub shard_entries: Counter,
     /// Commands whose changes those entries carry; over `shard_entries`, the mean batch.
     pub shard_commands: Counter,
+    /// Entries written while some copy may be behind, so every holder keeps the last 32 log
+    /// entries instead of two (decision 013); over `shard_entries`, how often that is.
+    pub shard_entries_untrimmed: Counter,
     members: Family<StatusLabel, Gauge>,
     units: Family<RoleLabel, Gauge>,
 }
@@ -65,6 +68,11 @@ impl NodeMetrics {
             "troupe_shard_commands",
             "Commands whose changes this node's owners wrote (divided by entries: mean batch)",
             metrics.shard_commands.clone(),
+        );
+        registry.register(
+            "troupe_shard_entries_untrimmed",
+            "Shard log entries written while a copy may be behind (holders keep the full log)",
+            metrics.shard_entries_untrimmed.clone(),
         );
         registry.register(
             "troupe_members",

@@ -129,7 +129,7 @@ pub struct OwnerState {
     flush_queued: bool,
     /// Joining nodes this actor pre-copied the shard to, and when: each falls behind until
     /// placement makes it a replica, and the log must cover that gap (see
-    /// [`Self::trim_point`]).
+    /// [`Self::copies_current`]).
     pre_copied: Vec<(NodeId, Instant)>,
 }
 
@@ -509,31 +509,32 @@ impl OwnerState {
             Ok(_) => return Err(self.fenced()),
             Err(error) => return Err(self.store_failure(error)),
         };
+        let trim_before = if self.copies_current() {
+            prev.applied
+        } else {
+            self.shards.inner.metrics.shard_entries_untrimmed.inc();
+            0
+        };
         let entry = Entry {
             seq: prev.applied + 1,
             epoch: epoch.clone(),
             ops,
-            trim_before: self.trim_point(&prev),
+            trim_before,
         };
         self.replicate(epoch, prev, entry).await
     }
 
-    /// Where the shard's logs may start once the entry after `prev` is applied
-    /// ([`Entry::trim_before`]): at `prev` itself when every copy this owner knows of has it,
-    /// so that while all copies are current the logs hold little beyond the entry in flight
-    /// (space, issue 3). 0 (the last [`LOG_KEEP`](super::store::LOG_KEEP) entries) while one
-    /// may be behind and catch up from a log: a replica that missed an entry, one waiting to be
-    /// brought in (decision 006), or a node pre-copied before it joins (decision 010). Trimming
-    /// too much is never unsafe, only slower: a copy the log does not cover gets a snapshot.
-    fn trim_point(&self, prev: &Position) -> u64 {
-        let current = self.view.waiting.is_empty()
+    /// Whether every copy this owner knows of has every entry written so far. Then the next
+    /// entry lets holders trim their logs up to the previous one ([`Entry::trim_before`]), so
+    /// the logs hold little beyond the entry in flight (space, issue 3). Not while a copy may
+    /// be behind and catch up from a log: a replica that missed an entry, one waiting to be
+    /// brought in (decision 006), or a node pre-copied before it joins (decision 010); the
+    /// logs then keep their last [`LOG_KEEP`](super::store::LOG_KEEP) entries. Trimming too
+    /// much is never unsafe, only slower: a copy the log does not cover gets a snapshot.
+    fn copies_current(&self) -> bool {
+        self.view.waiting.is_empty()
             && !self.joining()
-            && self.shards.local_shard(self.shard).unconfirmed.is_none();
-        if current {
-            prev.applied
-        } else {
-            0
-        }
+            && self.shards.local_shard(self.shard).unconfirmed.is_none()
     }
 
     /// Why a write must not be acknowledged now, if it must not.
