@@ -882,17 +882,23 @@ impl OwnerState {
             .collect()
     }
 
-    /// Copies the shard to a joining node that placement will make an owner or replica of it,
-    /// if this actor serves it.
     /// Whether a node pre-copied lately is not a replica yet. Placement makes it one within
-    /// seconds of its copy; one it never brings in counts for twice the pre-copy timeout.
+    /// seconds of its copy; one it never brings in counts for [`Self::joining_window`].
     fn joining(&self) -> bool {
-        let window = 2 * self.shards.inner.config.migration.pre_copy_timeout();
+        let window = self.joining_window();
         self.pre_copied.iter().any(|(node, at)| {
             at.elapsed() < window && !self.view.replicas.iter().any(|(p, _)| p.node_id == *node)
         })
     }
 
+    /// How long a pre-copied node counts as joining at most: twice the time a joining node
+    /// waits for its copies, so it covers the copies of its other shards and the switch.
+    fn joining_window(&self) -> Duration {
+        2 * self.shards.inner.config.migration.pre_copy_timeout()
+    }
+
+    /// Copies the shard to a joining node that placement will make an owner or replica of it,
+    /// if this actor serves it.
     async fn pre_copy(&mut self, peer: &Peer) -> Response {
         let Some(epoch) = self.epoch.clone() else {
             return moving(format!("shard {} is being taken over", self.shard));
@@ -907,7 +913,7 @@ impl OwnerState {
             return Response::Done;
         }
         // Noted before the copy: the joining node may take entries written while it copies.
-        let window = 2 * self.shards.inner.config.migration.pre_copy_timeout();
+        let window = self.joining_window();
         self.pre_copied
             .retain(|(node, at)| *node != peer.node_id && at.elapsed() < window);
         self.pre_copied.push((peer.node_id.clone(), Instant::now()));
