@@ -86,7 +86,7 @@ pub fn job_id(object_id: &str, generation: u32, shards: u32) -> String {
     unreachable!("some attempt below 2^32 lands in the target shard")
 }
 
-/// The object's latest job, as (generation, id, record). Generations are created in order and
+/// The object's latest job, as (generation, record). Generations are created in order and
 /// never deleted, so the ones in use are exactly 1..=latest: doubling finds an unused one,
 /// then bisection the boundary, in about 2·log₂(latest) lookups.
 fn latest_job(
@@ -94,10 +94,14 @@ fn latest_job(
     shard: ShardId,
     object_id: &str,
     shards: u32,
-) -> Result<Option<(u32, String, JobRecord)>, StoreError> {
-    let lookup = |generation: u32| -> Result<Option<(String, JobRecord)>, StoreError> {
-        let id = job_id(object_id, generation, shards);
-        Ok(load::<JobRecord>(store, shard, Tenant::JOBS, &id)?.map(|record| (id, record)))
+) -> Result<Option<(u32, JobRecord)>, StoreError> {
+    let lookup = |generation: u32| {
+        load::<JobRecord>(
+            store,
+            shard,
+            Tenant::JOBS,
+            &job_id(object_id, generation, shards),
+        )
     };
     let Some(mut found) = lookup(1)? else {
         return Ok(None);
@@ -112,7 +116,7 @@ fn latest_job(
             None => break,
         }
         if used == u32::MAX {
-            return Ok(Some((used, found.0, found.1)));
+            return Ok(Some((used, found)));
         }
     }
     while unused - used > 1 {
@@ -122,7 +126,7 @@ fn latest_job(
             None => unused = middle,
         }
     }
-    Ok(Some((used, found.0, found.1)))
+    Ok(Some((used, found)))
 }
 
 fn load<T: serde::de::DeserializeOwned>(
@@ -169,17 +173,17 @@ pub fn decide_create(
     let now = unix_millis();
     let window = config.dedup_window_secs * 1000;
     let generation = match latest_job(store, shard, object_id, shards)? {
-        Some((_, _, latest)) if now.saturating_sub(latest.created_ms) < window => {
+        Some((_, latest)) if now.saturating_sub(latest.created_ms) < window => {
             let message = jobs::dedup_message(config.dedup_window_secs);
             return Ok(Decision::answer_only(Outcome::Invalid(message)));
         }
-        Some((u32::MAX, _, _)) => {
+        Some((u32::MAX, _)) => {
             return Ok(Decision::answer_only(Outcome::Invalid(format!(
                 "object {object_id:?} has had {} jobs, the most there can be",
                 u32::MAX
             ))));
         }
-        Some((latest, _, _)) => latest + 1,
+        Some((latest, _)) => latest + 1,
         None => 1,
     };
     let job_id = job_id(object_id, generation, shards);
@@ -380,10 +384,10 @@ mod tests {
             );
         }
         let shard = shard_for_key("object", SHARDS);
-        let (generation, id, record) = latest_job(&draft, shard, "object", SHARDS)
+        let (generation, record) = latest_job(&draft, shard, "object", SHARDS)
             .expect("lookup")
             .expect("a latest job");
-        assert_eq!((generation, id), (37, job_id("object", 37, SHARDS)));
+        assert_eq!(generation, 37);
         assert_eq!(record.status, JobStatus::Processing);
     }
 
