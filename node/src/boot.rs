@@ -110,6 +110,7 @@ async fn run_node(
     .await?;
     let mut registry = Registry::with_prefix_and_labels("", [].into_iter());
     let node_metrics = NodeMetrics::register(&mut registry);
+    storage.register_metrics(&mut registry);
     let http_metrics = HttpMetrics::register(&mut registry);
     let me = config.node_id.clone();
     let observer = {

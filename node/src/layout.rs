@@ -22,8 +22,9 @@ use crate::ids::{RegionName, ShardId};
 use crate::placement::shard_for_key;
 use crate::region::Region;
 
-/// Most party managers a cluster may have (over all regions); bounds the shard table.
-pub const MAX_MANAGERS: u32 = 65_536;
+/// Most shards a cluster may have, hash shards and party manager shards together: the store
+/// prefixes each shard's records with its id in two bytes (`shard::store`).
+pub const MAX_SHARDS: u32 = 65_536;
 
 /// One party manager and the shard that holds its parties and its index of open parties.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,17 +9,19 @@
 //! an extra OS thread would make runs nondeterministic.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use heed::types::{Bytes, Str};
 use heed::{Database, Env, EnvOpenOptions, RoTxn, RwTxn};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 /// Version of the on-disk layout; bumped on any incompatible change of what is stored.
 /// 3: a job is one record whose id derives from its object id (no de-duplication index).
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: shard records keyed by a 2-byte shard id (was 4 bytes).
+pub const LAYOUT_VERSION: u32 = 4;
 
 const META_DB: &str = "meta";
 const LAYOUT_KEY: &str = "layout_version";
@@ -124,10 +126,11 @@ struct Inner {
     stats: Arc<Stats>,
 }
 
+/// The writer's counters, shared with `/metrics` (a prometheus counter is a shared atomic).
 #[derive(Default)]
 struct Stats {
-    jobs: AtomicU64,
-    commits: AtomicU64,
+    jobs: Counter,
+    commits: Counter,
 }
 
 /// Runs inside the batch's parent transaction and returns what to do once the batch commit is
@@ -252,8 +255,8 @@ impl Storage {
         let mut wtxn = self.inner.env.write_txn().map_err(|e| E::from(e.into()))?;
         let result = f(&mut wtxn)?;
         wtxn.commit().map_err(|e| E::from(e.into()))?;
-        self.inner.stats.jobs.fetch_add(1, Ordering::Relaxed);
-        self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.jobs.inc();
+        self.inner.stats.commits.inc();
         Ok(result)
     }
 
@@ -300,11 +303,26 @@ impl Storage {
         Ok(next)
     }
 
+    /// Registers the writer's counters (`troupe_storage_*`) in the node's registry.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let stats = &self.inner.stats;
+        registry.register(
+            "troupe_storage_writes",
+            "Writes committed by the storage writer",
+            stats.jobs.clone(),
+        );
+        registry.register(
+            "troupe_storage_commits",
+            "LMDB commits of the storage writer (writes divided by commits: mean batch)",
+            stats.commits.clone(),
+        );
+    }
+
     /// Writer counters.
     pub fn stats(&self) -> WriteStats {
         WriteStats {
-            jobs: self.inner.stats.jobs.load(Ordering::Relaxed),
-            commits: self.inner.stats.commits.load(Ordering::Relaxed),
+            jobs: self.inner.stats.jobs.get(),
+            commits: self.inner.stats.commits.get(),
         }
     }
 
@@ -412,8 +430,8 @@ fn writer_loop(env: Env, mut jobs: mpsc::Receiver<Job>, stats: Arc<Stats>) {
                 (completions, Some(reason))
             }
         };
-        stats.jobs.fetch_add(count, Ordering::Relaxed);
-        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats.jobs.inc_by(count);
+        stats.commits.inc();
         for completion in completions {
             completion(failure.as_deref());
         }

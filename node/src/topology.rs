@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ids::{NodeId, ShardId};
 use crate::layout::ShardLayout;
-use crate::membership::{Heard, Member, Membership, MembershipSnapshot};
+use crate::membership::{Heard, Member, Membership, MembershipSnapshot, NodeStatus};
 use crate::placement::ShardTable;
 
 /// Membership plus the placement derived from it.
@@ -57,6 +57,17 @@ impl Topology {
     /// Whether `node` is the owner of `shard`.
     pub fn owns(&self, node: &NodeId, shard: ShardId) -> bool {
         self.table.owner(shard) == Some(node)
+    }
+
+    /// Whether `node`, given a pre-copy of `shard` while it joined, may still catch up on it
+    /// from the shard's holders: it is still joining, or placement gives it the shard. A node
+    /// that became ready while placement moved on (another node joined meanwhile) does not.
+    pub fn expects_copy(&self, node: &NodeId, shard: ShardId) -> bool {
+        let joining = self
+            .membership
+            .get(node)
+            .is_some_and(|m| m.live && m.status == NodeStatus::Joining);
+        joining || self.table.replicas(shard).contains(node)
     }
 }
 
@@ -113,4 +124,52 @@ pub fn track(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::snapshot::test_member;
+
+    fn topology(members: Vec<Member>) -> Topology {
+        let membership = Arc::new(MembershipSnapshot::from_members(members));
+        Topology::compute(
+            membership,
+            Heard::default(),
+            &ShardLayout::new(8, &[], 1),
+            1,
+        )
+    }
+
+    #[test]
+    fn a_joining_node_expects_every_shard_it_was_pre_copied() {
+        let t = topology(vec![
+            test_member("a", 1, NodeStatus::Ready, true),
+            test_member("j", 1, NodeStatus::Joining, true),
+        ]);
+        let j = NodeId::new("j");
+        assert!((0..8).all(|s| t.expects_copy(&j, ShardId(s))));
+    }
+
+    #[test]
+    fn a_ready_node_expects_only_the_shards_placement_gives_it() {
+        let t = topology(vec![
+            test_member("a", 1, NodeStatus::Ready, true),
+            test_member("j", 1, NodeStatus::Ready, true),
+        ]);
+        let j = NodeId::new("j");
+        for s in (0..8).map(ShardId) {
+            assert_eq!(t.expects_copy(&j, s), t.owns(&j, s), "shard {s}");
+        }
+        assert!((0..8).any(|s| !t.expects_copy(&j, ShardId(s))));
+    }
+
+    #[test]
+    fn a_dead_joining_node_expects_nothing() {
+        let t = topology(vec![
+            test_member("a", 1, NodeStatus::Ready, true),
+            test_member("j", 1, NodeStatus::Joining, false),
+        ]);
+        assert!(!t.expects_copy(&NodeId::new("j"), ShardId(0)));
+    }
 }

@@ -302,21 +302,25 @@ impl ClusterConfig {
         self.validate_manager_count()
     }
 
-    /// Every party manager has a shard of its own (decision 008), so their total is bounded.
+    /// Every party manager has a shard of its own (decision 008), and the shards together are
+    /// bounded by [`MAX_SHARDS`](crate::layout::MAX_SHARDS).
     fn validate_manager_count(&self) -> Result<(), ConfigError> {
         let per_region = self.parties.managers_per_region;
-        let total: u64 = self
+        let managers: u64 = self
             .regions
             .iter()
             .map(|r| u64::from(r.managers.unwrap_or(per_region)))
             .sum();
-        if total > u64::from(crate::layout::MAX_MANAGERS) {
+        let total = managers + u64::from(self.cluster.shards);
+        if total > u64::from(crate::layout::MAX_SHARDS) {
             return Err(ConfigError::invalid(
                 "parties.managers_per_region",
                 format!(
-                    "the region table has {total} party managers in all (each one a shard), at \
-                     most {} are allowed: lower parties.managers_per_region or regions.managers",
-                    crate::layout::MAX_MANAGERS
+                    "cluster.shards ({}) plus the region table's {managers} party managers (each \
+                     one a shard) make {total} shards, at most {} are allowed: lower \
+                     cluster.shards, parties.managers_per_region or regions.managers",
+                    self.cluster.shards,
+                    crate::layout::MAX_SHARDS
                 ),
             ));
         }
@@ -509,6 +513,11 @@ mod tests {
             (
                 replace("shards", "0"),
                 "invalid cluster.shards: must be between 1 and 65536, got 0",
+            ),
+            (
+                replace("shards", "65536"),
+                "plus the region table's 14 party managers (each one a shard) make 65550 shards, \
+                 at most 65536 are allowed",
             ),
             (
                 replace("replication_factor", "9"),

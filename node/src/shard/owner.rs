@@ -882,12 +882,16 @@ impl OwnerState {
             .collect()
     }
 
-    /// Whether a node pre-copied lately is not a replica yet. Placement makes it one within
-    /// seconds of its copy; one it never brings in counts for [`Self::joining_window`].
+    /// Whether a node pre-copied lately may still catch up from this shard's log
+    /// ([`Topology::expects_copy`]) and is not a replica yet. [`Self::joining_window`] bounds
+    /// the wait for one that never comes.
     fn joining(&self) -> bool {
         let window = self.joining_window();
+        let topology = self.shards.topology();
         self.pre_copied.iter().any(|(node, at)| {
-            at.elapsed() < window && !self.view.replicas.iter().any(|(p, _)| p.node_id == *node)
+            at.elapsed() < window
+                && topology.expects_copy(node, self.shard)
+                && !self.view.replicas.iter().any(|(p, _)| p.node_id == *node)
         })
     }
 

@@ -178,7 +178,7 @@ impl ShardStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
-        let prefix = shard.0.to_be_bytes();
+        let prefix = shard_prefix(shard);
         let start = after.map(|key| [&prefix[..], key].concat());
         self.read(|rtxn| {
             let items = self.range_from(rtxn, &prefix, start.as_deref(), limit)?;
@@ -194,7 +194,7 @@ impl ShardStore {
 
     /// Count and hash of the shard's entities.
     pub fn digest(&self, shard: ShardId) -> Result<Digest, StoreError> {
-        let prefix = shard.0.to_be_bytes();
+        let prefix = shard_prefix(shard);
         self.read(|rtxn| {
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut count = 0;
@@ -241,7 +241,7 @@ impl ShardStore {
                 .range(rtxn, &(Bound::Included(&start[..]), Bound::Unbounded))?
             {
                 let (key, value) = item?;
-                if !key.starts_with(&shard.0.to_be_bytes()) {
+                if !key.starts_with(&shard_prefix(shard)) {
                     break;
                 }
                 bytes += value.len();
@@ -301,7 +301,7 @@ impl ShardStore {
         items: Vec<Item>,
     ) -> Result<(), StoreError> {
         self.as_follower(shard, epoch, move |this, wtxn, _| {
-            let prefix = shard.0.to_be_bytes();
+            let prefix = shard_prefix(shard);
             for item in items {
                 let key = [&prefix[..], &item.key].concat();
                 this.entities.put(wtxn, &key, &item.value)?;
@@ -361,7 +361,7 @@ impl ShardStore {
     }
 
     fn meta_in(&self, txn: &RoTxn, shard: ShardId) -> Result<ShardMeta, StoreError> {
-        match self.meta.get(txn, &shard.0.to_be_bytes())? {
+        match self.meta.get(txn, &shard_prefix(shard))? {
             Some(bytes) => Ok(codec::decode(bytes)?),
             None => Ok(ShardMeta::default()),
         }
@@ -374,7 +374,7 @@ impl ShardStore {
         meta: &ShardMeta,
     ) -> Result<(), StoreError> {
         let bytes = codec::encode(meta)?;
-        self.meta.put(wtxn, &shard.0.to_be_bytes(), &bytes)?;
+        self.meta.put(wtxn, &shard_prefix(shard), &bytes)?;
         Ok(())
     }
 
@@ -487,22 +487,32 @@ fn entity_key(shard: ShardId, tenant: Tenant, key: &[u8]) -> Vec<u8> {
 }
 
 fn tenant_prefix(shard: ShardId, tenant: Tenant) -> Vec<u8> {
-    let mut out = shard.0.to_be_bytes().to_vec();
+    let mut out = shard_prefix(shard).to_vec();
     out.push(tenant.0);
     out
 }
 
-fn log_key(shard: ShardId, seq: u64) -> [u8; 12] {
-    let mut out = [0; 12];
-    out[..4].copy_from_slice(&shard.0.to_be_bytes());
-    out[4..].copy_from_slice(&seq.to_be_bytes());
+/// The first bytes of every key stored for `shard`: its id in two big-endian bytes, so a
+/// shard's records sort together and cost two bytes each, not four (space, issue 3).
+/// Configuration bounds hash shards plus party managers at [`MAX_SHARDS`](crate::layout::MAX_SHARDS), and requests name
+/// only shards of the layout, so every shard id fits.
+fn shard_prefix(shard: ShardId) -> [u8; 2] {
+    u16::try_from(shard.0)
+        .expect("shard ids fit in 16 bits: the configuration allows at most MAX_SHARDS shards")
+        .to_be_bytes()
+}
+
+fn log_key(shard: ShardId, seq: u64) -> [u8; 10] {
+    let mut out = [0; 10];
+    out[..2].copy_from_slice(&shard_prefix(shard));
+    out[2..].copy_from_slice(&seq.to_be_bytes());
     out
 }
 
 /// The key range of everything stored for `shard`.
 fn shard_range(shard: ShardId) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    let start = Bound::Included(shard.0.to_be_bytes().to_vec());
-    match shard.0.checked_add(1) {
+    let start = Bound::Included(shard_prefix(shard).to_vec());
+    match u16::from_be_bytes(shard_prefix(shard)).checked_add(1) {
         Some(next) => (start, Bound::Excluded(next.to_be_bytes().to_vec())),
         None => (start, Bound::Unbounded),
     }
@@ -670,7 +680,7 @@ pub(crate) mod tests {
     /// Sequence numbers in the shard's log, in order.
     fn log_seqs(store: &ShardStore, shard: ShardId) -> Vec<u64> {
         let rtxn = store.storage.env().read_txn().expect("txn");
-        let prefix = shard.0.to_be_bytes();
+        let prefix = shard_prefix(shard);
         let iter = store.log.prefix_iter(&rtxn, &prefix).expect("iter");
         iter.map(|item| {
             codec::decode::<Entry>(item.expect("item").1)
