@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Measures the disk space of users (issue 3): creates USERS users through the API of a fresh
-# local 3-node cluster (replication factor 2, API-generated random ids) and compares the
-# allocated size of the three nodes' data.mdb files with the bytes of the users' JSON.
-# Prints a markdown table; with mdb_stat (Debian lmdb-utils) also the page use of n1.
+# local 3-node cluster (replication factor 2) and compares the allocated size of the three
+# nodes' data.mdb files with the bytes of the users' JSON. Prints a markdown table; with
+# mdb_stat (Debian lmdb-utils) also the page use of n1.
 #
 # Usage: scripts/space.sh
 #   USERS=20000   how many users to create
+#   IDS=random    API-generated random (v4) ids; IDS=ordered: client ids that increase, as v7 do
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

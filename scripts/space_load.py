@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
 """Creates users through the API and prints the bytes of user JSON the cluster returned.
 
-Used by scripts/space.sh. Every user gets an API-generated (random v4) id, spread over the
-given nodes by several keep-alive connections; any non-201 answer stops the run.
+Used by scripts/space.sh. Users are spread over the given nodes by several keep-alive
+connections; any non-201 answer stops the run. With IDS=random (the default) every user gets an
+API-generated (random v4) id; with IDS=ordered the client supplies ids that increase with the
+user's number, as time-ordered (v7) ids do.
 
 Usage: space_load.py COUNT URL[,URL...]
 """
 import http.client
 import json
+import os
 import sys
 import threading
 from urllib.parse import urlparse
 
 CONNECTIONS = 8
+ORDERED = os.environ.get("IDS", "random") == "ordered"
+
+
+def user(i):
+    fields = {"name": f"user {i}", "email": f"user{i}@example.com", "group": i % 100}
+    if ORDERED:
+        fields["id"] = f"{i >> 16:08x}-{i & 0xFFFF:04x}-7000-8000-000000000000"
+    return json.dumps(fields)
 
 
 def create(count, start, step, url, totals, failures):
@@ -20,8 +31,7 @@ def create(count, start, step, url, totals, failures):
     conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
     raw = 0
     for i in range(start, count, step):
-        body = json.dumps({"name": f"user {i}", "email": f"user{i}@example.com", "group": i % 100})
-        conn.request("POST", "/api/user", body, {"content-type": "application/json"})
+        conn.request("POST", "/api/user", user(i), {"content-type": "application/json"})
         response = conn.getresponse()
         data = response.read()
         if response.status != 201:
