@@ -32,23 +32,22 @@ echo "|---|---|---|---|---|---|---|"
 echo "| $users | $raw |$row $total | **${ratio}×** |"
 
 # Entries written while some copy may be behind leave the full 32-entry log (decision 013).
+# Sums the series of metric $1 over the nodes, whatever their labels; with $2, only the series
+# whose label set contains it.
 sum_metric() {
   local port total=0 value
   for port in "${ports[@]}"; do
-    value="$(curl -sf "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m || $1 == "_" m { print $2 }')"
+    value="$(curl -sf "http://127.0.0.1:$port/metrics" | awk -v m="$1" -v l="${2:-}" '
+      { name = $1; sub(/\{.*/, "", name) }
+      (name == m || name == "_" m) && (l == "" || index($1, l)) { s += $2 }
+      END { print s + 0 }')"
     total=$((total + ${value:-0}))
   done
   echo "$total"
 }
 echo
 echo "shard log entries written while a copy may be behind:" \
-  "$(sum_metric troupe_shard_entries_untrimmed_total) of $(sum_metric troupe_shard_entries_total)"
-
-if command -v mdb_stat >/dev/null; then
-  cp "$work/cluster/n1/data/data.mdb" "$work/n1-copy.mdb"
-  echo
-  echo "n1 page use (mdb_stat -efa):"
-  mdb_stat -nefa "$work/n1-copy.mdb" |
-    grep -E '^Status of|Tree depth|Branch pages|Leaf pages|Overflow pages|Entries|Free pages|Number of pages used' |
-    sed 's/^/    /'
-fi
+  "$(sum_metric troupe_shard_entries_untrimmed_total) of $(sum_metric troupe_shard_entries_total)" \
+  "(replica behind $(sum_metric troupe_shard_entries_untrimmed_total replica_behind)," \
+  "replica waiting $(sum_metric troupe_shard_entries_untrimmed_total replica_waiting)," \
+  "pre-copied $(sum_metric troupe_shard_entries_untrimmed_total pre_copied))"

@@ -27,6 +27,14 @@ pub struct RoleLabel {
     pub role: &'static str,
 }
 
+/// Label of the untrimmed-entries counter: why the owner kept the full log.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UntrimmedLabel {
+    /// `replica_behind` (a replica has not confirmed every entry), `replica_waiting` (one
+    /// waits to be brought in) or `pre_copied` (a node pre-copied lately may still need it).
+    pub reason: &'static str,
+}
+
 /// The node's own metric handles (cheap clones of shared counters).
 #[derive(Clone, Default)]
 pub struct NodeMetrics {
@@ -39,8 +47,8 @@ pub struct NodeMetrics {
     /// Commands whose changes those entries carry; over `shard_entries`, the mean batch.
     pub shard_commands: Counter,
     /// Entries written while some copy may be behind, so every holder keeps the last 32 log
-    /// entries instead of two (decision 013); over `shard_entries`, how often that is.
-    pub shard_entries_untrimmed: Counter,
+    /// entries instead of two (decision 013), by reason; over `shard_entries`, how often.
+    pub shard_entries_untrimmed: Family<UntrimmedLabel, Counter>,
     members: Family<StatusLabel, Gauge>,
     units: Family<RoleLabel, Gauge>,
 }
@@ -71,7 +79,7 @@ impl NodeMetrics {
         );
         registry.register(
             "troupe_shard_entries_untrimmed",
-            "Shard log entries written while a copy may be behind (holders keep the full log)",
+            "Shard log entries written while a copy may be behind (holders keep the full log), by reason",
             metrics.shard_entries_untrimmed.clone(),
         );
         registry.register(

@@ -29,6 +29,7 @@ use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
 use super::sync::{self, SYNC_CALL_TIMEOUT};
 use super::{Entry, Epoch, Op, Peer, Position, ShardStore, StoreError};
 use crate::ids::{NodeId, ShardId};
+use crate::metrics::UntrimmedLabel;
 use crate::rpc::wire::{Request, Response};
 use crate::topology::Topology;
 
@@ -129,7 +130,7 @@ pub struct OwnerState {
     flush_queued: bool,
     /// Joining nodes this actor pre-copied the shard to, and when: each falls behind until
     /// placement makes it a replica, and the log must cover that gap (see
-    /// [`Self::copies_current`]).
+    /// [`Self::copy_maybe_behind`]).
     pre_copied: Vec<(NodeId, Instant)>,
 }
 
@@ -509,11 +510,14 @@ impl OwnerState {
             Ok(_) => return Err(self.fenced()),
             Err(error) => return Err(self.store_failure(error)),
         };
-        let trim_before = if self.copies_current() {
-            prev.applied
-        } else {
-            self.shards.inner.metrics.shard_entries_untrimmed.inc();
-            0
+        let trim_before = match self.copy_maybe_behind() {
+            None => prev.applied,
+            Some(reason) => {
+                let label = UntrimmedLabel { reason };
+                let metrics = &self.shards.inner.metrics;
+                metrics.shard_entries_untrimmed.get_or_create(&label).inc();
+                0
+            }
         };
         let entry = Entry {
             seq: prev.applied + 1,
@@ -524,17 +528,24 @@ impl OwnerState {
         self.replicate(epoch, prev, entry).await
     }
 
-    /// Whether every copy this owner knows of has every entry written so far. Then the next
-    /// entry lets holders trim their logs up to the previous one ([`Entry::trim_before`]), so
-    /// the logs hold little beyond the entry in flight (space, issue 3). Not while a copy may
-    /// be behind and catch up from a log: a replica that missed an entry, one waiting to be
-    /// brought in (decision 006), or a node pre-copied before it joins (decision 010); the
-    /// logs then keep their last [`LOG_KEEP`](super::store::LOG_KEEP) entries. Trimming too
-    /// much is never unsafe, only slower: a copy the log does not cover gets a snapshot.
-    fn copies_current(&self) -> bool {
-        self.view.waiting.is_empty()
-            && !self.joining()
-            && self.shards.local_shard(self.shard).unconfirmed.is_none()
+    /// Why some copy this owner knows of may lack an entry written so far, if one may. While
+    /// none may, the next entry lets holders trim their logs up to the previous one
+    /// ([`Entry::trim_before`]), so the logs hold little beyond the entry in flight (space,
+    /// issue 3). Otherwise a copy may still catch up from a log: a replica that missed an
+    /// entry, one waiting to be brought in (decision 006), or a node pre-copied before it
+    /// joins (decision 010); the logs then keep their last
+    /// [`LOG_KEEP`](super::store::LOG_KEEP) entries. Trimming too much is never unsafe, only
+    /// slower: a copy the log does not cover gets a snapshot.
+    fn copy_maybe_behind(&self) -> Option<&'static str> {
+        if self.shards.local_shard(self.shard).unconfirmed.is_some() {
+            Some("replica_behind")
+        } else if !self.view.waiting.is_empty() {
+            Some("replica_waiting")
+        } else if self.joining() {
+            Some("pre_copied")
+        } else {
+            None
+        }
     }
 
     /// Why a write must not be acknowledged now, if it must not.
