@@ -131,7 +131,12 @@ mod tests {
     use super::*;
     use crate::membership::snapshot::test_member;
 
-    fn topology(members: Vec<Member>) -> Topology {
+    /// A ready node `a` and a node `j` with the given status and liveness, 8 shards, RF 1.
+    fn with_j(status: NodeStatus, live: bool) -> Topology {
+        let members = [
+            test_member("a", 1, NodeStatus::Ready, true),
+            test_member("j", 1, status, live),
+        ];
         let membership = Arc::new(MembershipSnapshot::from_members(members));
         Topology::compute(
             membership,
@@ -143,20 +148,14 @@ mod tests {
 
     #[test]
     fn a_joining_node_expects_every_shard_it_was_pre_copied() {
-        let t = topology(vec![
-            test_member("a", 1, NodeStatus::Ready, true),
-            test_member("j", 1, NodeStatus::Joining, true),
-        ]);
+        let t = with_j(NodeStatus::Joining, true);
         let j = NodeId::new("j");
         assert!((0..8).all(|s| t.expects_copy(&j, ShardId(s))));
     }
 
     #[test]
     fn a_ready_node_expects_only_the_shards_placement_gives_it() {
-        let t = topology(vec![
-            test_member("a", 1, NodeStatus::Ready, true),
-            test_member("j", 1, NodeStatus::Ready, true),
-        ]);
+        let t = with_j(NodeStatus::Ready, true);
         let j = NodeId::new("j");
         for s in (0..8).map(ShardId) {
             assert_eq!(t.expects_copy(&j, s), t.owns(&j, s), "shard {s}");
@@ -166,10 +165,7 @@ mod tests {
 
     #[test]
     fn a_dead_joining_node_expects_nothing() {
-        let t = topology(vec![
-            test_member("a", 1, NodeStatus::Ready, true),
-            test_member("j", 1, NodeStatus::Joining, false),
-        ]);
+        let t = with_j(NodeStatus::Joining, false);
         assert!(!t.expects_copy(&NodeId::new("j"), ShardId(0)));
     }
 }
