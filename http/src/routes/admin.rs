@@ -46,6 +46,7 @@ pub async fn shard_copies<N: NodeApi>(
 
 /// `GET /cluster/locate/{kind}/{key}`: served by the key's owner (forwarded when needed).
 #[tracing::instrument(
+    level = "debug",
     name = "locate",
     skip_all,
     fields(route = "/cluster/locate", kind, key)

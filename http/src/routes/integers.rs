@@ -13,14 +13,24 @@ use crate::error::ApiError;
 const LATEST: usize = 10;
 
 /// `GET /v1/integers`: the last 10 averages, newest first.
-#[tracing::instrument(name = "integer_averages", skip_all, fields(route = "/v1/integers"))]
+#[tracing::instrument(
+    level = "debug",
+    name = "integer_averages",
+    skip_all,
+    fields(route = "/v1/integers")
+)]
 pub async fn latest<N: NodeApi>(State(node): State<N>) -> Result<Json<Value>, ApiError> {
     let averages = node.integer_averages(LATEST).await?;
     Ok(Json(Value::Array(averages.iter().map(view).collect())))
 }
 
 /// `GET /v1/integers/last`: the newest average, 404 before the first window is stored.
-#[tracing::instrument(name = "integer_last", skip_all, fields(route = "/v1/integers/last"))]
+#[tracing::instrument(
+    level = "debug",
+    name = "integer_last",
+    skip_all,
+    fields(route = "/v1/integers/last")
+)]
 pub async fn last<N: NodeApi>(State(node): State<N>) -> Result<Json<Value>, ApiError> {
     let averages = node.integer_averages(1).await?;
     averages

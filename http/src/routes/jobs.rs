@@ -17,7 +17,12 @@ use crate::api::NodeApi;
 use crate::error::ApiError;
 
 /// `POST /jobs`: 201 with the new job, 400 within the de-duplication window.
-#[tracing::instrument(name = "create_job", skip_all, fields(route = "/jobs", key))]
+#[tracing::instrument(
+    level = "debug",
+    name = "create_job",
+    skip_all,
+    fields(route = "/jobs", key)
+)]
 pub async fn create<N: NodeApi>(
     State(node): State<N>,
     Extension(limit): Extension<MaxBodyBytes>,
@@ -32,7 +37,12 @@ pub async fn create<N: NodeApi>(
 
 /// `GET /jobs/{job_id}`: the job, or 404 (without asking the node for an id longer than any
 /// it hands out).
-#[tracing::instrument(name = "get_job", skip_all, fields(route = "/jobs/{job_id}", key))]
+#[tracing::instrument(
+    level = "debug",
+    name = "get_job",
+    skip_all,
+    fields(route = "/jobs/{job_id}", key)
+)]
 pub async fn get<N: NodeApi>(
     State(node): State<N>,
     path: Result<Path<String>, PathRejection>,

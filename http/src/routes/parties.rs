@@ -36,7 +36,12 @@ fn coordinates(params: &HashMap<String, String>) -> Result<(f64, f64), ApiError>
 }
 
 /// `GET /managers/find?lng=X&lat=Y`.
-#[tracing::instrument(name = "find_manager", skip_all, fields(route = "/managers/find"))]
+#[tracing::instrument(
+    level = "debug",
+    name = "find_manager",
+    skip_all,
+    fields(route = "/managers/find")
+)]
 pub async fn find<N: NodeApi>(
     State(node): State<N>,
     query: Params,
@@ -46,7 +51,12 @@ pub async fn find<N: NodeApi>(
 }
 
 /// `POST /parties`: 201.
-#[tracing::instrument(name = "create_party", skip_all, fields(route = "/parties"))]
+#[tracing::instrument(
+    level = "debug",
+    name = "create_party",
+    skip_all,
+    fields(route = "/parties")
+)]
 pub async fn create<N: NodeApi>(
     State(node): State<N>,
     Extension(limit): Extension<MaxBodyBytes>,
@@ -59,6 +69,7 @@ pub async fn create<N: NodeApi>(
 
 /// `POST /parties/{code}/participants`: 201 when added, 200 when the device was already in.
 #[tracing::instrument(
+    level = "debug",
     name = "join_party",
     skip_all,
     fields(route = "/parties/{code}/participants")
@@ -82,6 +93,7 @@ pub async fn join<N: NodeApi>(
 
 /// `GET /parties/{code}/participants`: ids, names, and which one is host.
 #[tracing::instrument(
+    level = "debug",
     name = "party_participants",
     skip_all,
     fields(route = "/parties/{code}/participants")
@@ -115,6 +127,7 @@ pub async fn participants<N: NodeApi>(
 
 /// `DELETE /parties/{code}/participants/{device_id}`: 200.
 #[tracing::instrument(
+    level = "debug",
     name = "leave_party",
     skip_all,
     fields(route = "/parties/{code}/participants/{device_id}")
@@ -135,7 +148,12 @@ pub async fn leave<N: NodeApi>(
 }
 
 /// `GET /parties/nearby?lat=&lng=&radius_km=`.
-#[tracing::instrument(name = "nearby_parties", skip_all, fields(route = "/parties/nearby"))]
+#[tracing::instrument(
+    level = "debug",
+    name = "nearby_parties",
+    skip_all,
+    fields(route = "/parties/nearby")
+)]
 pub async fn nearby<N: NodeApi>(
     State(node): State<N>,
     query: Params,

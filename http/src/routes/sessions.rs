@@ -19,7 +19,12 @@ use crate::api::NodeApi;
 use crate::error::ApiError;
 
 /// `POST /add-session?user_id=U`: 200 when added, 409 at the cap.
-#[tracing::instrument(name = "add_session", skip_all, fields(route = "/add-session", key))]
+#[tracing::instrument(
+    level = "debug",
+    name = "add_session",
+    skip_all,
+    fields(route = "/add-session", key)
+)]
 pub async fn add<N: NodeApi>(
     State(node): State<N>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -30,6 +35,7 @@ pub async fn add<N: NodeApi>(
 
 /// `POST /remove-session?user_id=U`: 200 when removed, 409 when there was none.
 #[tracing::instrument(
+    level = "debug",
     name = "remove_session",
     skip_all,
     fields(route = "/remove-session", key)
@@ -44,6 +50,7 @@ pub async fn remove<N: NodeApi>(
 
 /// `GET /sessions/{user_id}`: the count, 0 for an unknown user.
 #[tracing::instrument(
+    level = "debug",
     name = "session_count",
     skip_all,
     fields(route = "/sessions/{user_id}", key)

@@ -38,7 +38,12 @@ pub(super) struct ListBody {
 }
 
 /// `POST /api/user`: validates the body, picks an id when absent, stores the user (201).
-#[tracing::instrument(name = "create_user", skip_all, fields(route = "/api/user", key))]
+#[tracing::instrument(
+    level = "debug",
+    name = "create_user",
+    skip_all,
+    fields(route = "/api/user", key)
+)]
 pub async fn create<N: NodeApi>(
     State(node): State<N>,
     Extension(limit): Extension<MaxBodyBytes>,
@@ -54,7 +59,12 @@ pub async fn create<N: NodeApi>(
 }
 
 /// `GET /api/user/{id}`: the user (200), or 404 (also for an id that is not a UUID).
-#[tracing::instrument(name = "get_user", skip_all, fields(route = "/api/user/{id}", key))]
+#[tracing::instrument(
+    level = "debug",
+    name = "get_user",
+    skip_all,
+    fields(route = "/api/user/{id}", key)
+)]
 pub async fn get<N: NodeApi>(
     State(node): State<N>,
     path: Result<Path<String>, PathRejection>,
@@ -64,7 +74,12 @@ pub async fn get<N: NodeApi>(
 }
 
 /// `PUT /api/user`: validates the patch and returns the merged user (200).
-#[tracing::instrument(name = "update_user", skip_all, fields(route = "/api/user", key))]
+#[tracing::instrument(
+    level = "debug",
+    name = "update_user",
+    skip_all,
+    fields(route = "/api/user", key)
+)]
 pub async fn update<N: NodeApi>(
     State(node): State<N>,
     Extension(limit): Extension<MaxBodyBytes>,
@@ -77,7 +92,12 @@ pub async fn update<N: NodeApi>(
 }
 
 /// `DELETE /api/user/{id}`: 204, or 404 (also for an id that is not a UUID).
-#[tracing::instrument(name = "delete_user", skip_all, fields(route = "/api/user/{id}", key))]
+#[tracing::instrument(
+    level = "debug",
+    name = "delete_user",
+    skip_all,
+    fields(route = "/api/user/{id}", key)
+)]
 pub async fn delete<N: NodeApi>(
     State(node): State<N>,
     path: Result<Path<String>, PathRejection>,
@@ -94,7 +114,12 @@ pub async fn delete_count() -> ApiError {
 }
 
 /// `GET /api/user/count`: `{"count": N}` over the whole cluster.
-#[tracing::instrument(name = "count_users", skip_all, fields(route = "/api/user/count"))]
+#[tracing::instrument(
+    level = "debug",
+    name = "count_users",
+    skip_all,
+    fields(route = "/api/user/count")
+)]
 pub async fn count<N: NodeApi>(State(node): State<N>) -> Result<Json<Value>, ApiError> {
     let count = node.count_users().await?;
     Ok(Json(json!({ "count": count })))
@@ -102,7 +127,12 @@ pub async fn count<N: NodeApi>(State(node): State<N>) -> Result<Json<Value>, Api
 
 /// `GET /api/user?offset=O&limit=L`: one page of users with the total. Unknown parameters are
 /// ignored.
-#[tracing::instrument(name = "list_users", skip_all, fields(route = "/api/user"))]
+#[tracing::instrument(
+    level = "debug",
+    name = "list_users",
+    skip_all,
+    fields(route = "/api/user")
+)]
 pub async fn list<N: NodeApi>(
     State(node): State<N>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
