@@ -222,6 +222,9 @@ mod tests {
             .expect("writes");
         later.await.expect("task").expect("queued");
         assert_eq!(out.writes, 1);
-        assert_eq!(frames_in(&out).await, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(
+            frames_in(&out).await,
+            vec![b"one".to_vec(), b"two".to_vec()]
+        );
     }
 }
