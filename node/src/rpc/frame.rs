@@ -176,36 +176,36 @@ mod tests {
         }
     }
 
+    /// Runs `write_queued` for `first` on a fresh writer and returns how many writes it
+    /// made and the frames it wrote, in order.
+    async fn write_and_read_back(
+        first: &[u8],
+        queue: &mut mpsc::Receiver<Vec<u8>>,
+    ) -> (usize, Vec<Vec<u8>>) {
+        let mut out = CountingWriter {
+            bytes: Vec::new(),
+            writes: 0,
+        };
+        write_queued(&mut out, first.to_vec(), queue, 100)
+            .await
+            .expect("writes");
+        let mut reader = out.bytes.as_slice();
+        let mut frames = Vec::new();
+        while let Some(frame) = read_frame(&mut reader, 100).await.expect("reads") {
+            frames.push(frame);
+        }
+        (out.writes, frames)
+    }
+
     #[tokio::test]
     async fn queued_frames_go_out_in_one_write_and_in_order() {
         let (tx, mut rx) = mpsc::channel(8);
         for body in [b"two".to_vec(), b"three".to_vec()] {
             tx.send(body).await.expect("queued");
         }
-        let mut out = CountingWriter {
-            bytes: Vec::new(),
-            writes: 0,
-        };
-        write_queued(&mut out, b"one".to_vec(), &mut rx, 100)
-            .await
-            .expect("writes");
-        assert_eq!(out.writes, 1);
-        let mut reader = out.bytes.as_slice();
-        for expected in [&b"one"[..], b"two", b"three"] {
-            let frame = read_frame(&mut reader, 100).await.expect("reads");
-            assert_eq!(frame.as_deref(), Some(expected));
-        }
-        assert_eq!(read_frame(&mut reader, 100).await.expect("eof"), None);
-    }
-
-    /// Reads back every frame written to `out`.
-    async fn frames_in(out: &CountingWriter) -> Vec<Vec<u8>> {
-        let mut reader = out.bytes.as_slice();
-        let mut frames = Vec::new();
-        while let Some(frame) = read_frame(&mut reader, 100).await.expect("reads") {
-            frames.push(frame);
-        }
-        frames
+        let (writes, frames) = write_and_read_back(b"one", &mut rx).await;
+        assert_eq!(writes, 1);
+        assert_eq!(frames, [&b"one"[..], b"two", b"three"]);
     }
 
     #[tokio::test]
@@ -213,18 +213,9 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(8);
         // Runnable, but not run yet: it queues its frame only once the writer yields.
         let later = tokio::spawn(async move { tx.send(b"two".to_vec()).await });
-        let mut out = CountingWriter {
-            bytes: Vec::new(),
-            writes: 0,
-        };
-        write_queued(&mut out, b"one".to_vec(), &mut rx, 100)
-            .await
-            .expect("writes");
+        let (writes, frames) = write_and_read_back(b"one", &mut rx).await;
         later.await.expect("task").expect("queued");
-        assert_eq!(out.writes, 1);
-        assert_eq!(
-            frames_in(&out).await,
-            vec![b"one".to_vec(), b"two".to_vec()]
-        );
+        assert_eq!(writes, 1);
+        assert_eq!(frames, [&b"one"[..], b"two"]);
     }
 }
