@@ -39,7 +39,7 @@ sum_metric() {
   for port in "${ports[@]}"; do
     value="$(curl -sf "http://127.0.0.1:$port/metrics" | awk -v m="$1" -v l="${2:-}" '
       { name = $1; sub(/\{.*/, "", name) }
-      (name == m || name == "_" m) && (l == "" || index($1, l)) { s += $2 }
+      name == m && (l == "" || index($1, l)) { s += $2 }
       END { print s + 0 }')"
     total=$((total + ${value:-0}))
   done

@@ -108,7 +108,7 @@ async fn run_node(
         core_stop.child_token(),
     )
     .await?;
-    let mut registry = Registry::with_prefix_and_labels("", [].into_iter());
+    let mut registry = Registry::default();
     let node_metrics = NodeMetrics::register(&mut registry);
     storage.register_metrics(&mut registry);
     let http_metrics = HttpMetrics::register(&mut registry);
