@@ -88,11 +88,13 @@ pub fn job_id(object_id: &str, generation: u32, shards: u32) -> String {
 
 /// The object's latest job, as (generation, record). Generations are created in order and
 /// never deleted, so the ones in use are exactly 1..=latest: doubling finds an unused one,
-/// then bisection the boundary, in about 2·log₂(latest) lookups.
+/// then bisection the boundary, in about 2·log₂(latest) lookups. `first_id` is the id of
+/// generation 1, which the caller needs anyway: an id costs about `shards` hashes.
 fn latest_job(
     store: &Draft,
     shard: ShardId,
     object_id: &str,
+    first_id: &str,
     shards: u32,
 ) -> Result<Option<(u32, JobRecord)>, StoreError> {
     let lookup = |generation: u32| {
@@ -103,7 +105,7 @@ fn latest_job(
             &job_id(object_id, generation, shards),
         )
     };
-    let Some(mut found) = lookup(1)? else {
+    let Some(mut found) = load::<JobRecord>(store, shard, Tenant::JOBS, first_id)? else {
         return Ok(None);
     };
     let (mut used, mut unused) = (1u32, 2u32);
@@ -172,7 +174,8 @@ pub fn decide_create(
 ) -> Result<Decision, StoreError> {
     let now = unix_millis();
     let window = config.dedup_window_secs * 1000;
-    let generation = match latest_job(store, shard, object_id, shards)? {
+    let first_id = job_id(object_id, 1, shards);
+    let generation = match latest_job(store, shard, object_id, &first_id, shards)? {
         Some((_, latest)) if now.saturating_sub(latest.created_ms) < window => {
             let message = jobs::dedup_message(config.dedup_window_secs);
             return Ok(Decision::answer_only(Outcome::Invalid(message)));
@@ -186,7 +189,10 @@ pub fn decide_create(
         Some((latest, _)) => latest + 1,
         None => 1,
     };
-    let job_id = job_id(object_id, generation, shards);
+    let job_id = match generation {
+        1 => first_id,
+        later => job_id(object_id, later, shards),
+    };
     let record = JobRecord {
         object_id: object_id.to_owned(),
         status: JobStatus::Processing,
@@ -384,9 +390,15 @@ mod tests {
             );
         }
         let shard = shard_for_key("object", SHARDS);
-        let (generation, record) = latest_job(&draft, shard, "object", SHARDS)
-            .expect("lookup")
-            .expect("a latest job");
+        let (generation, record) = latest_job(
+            &draft,
+            shard,
+            "object",
+            &job_id("object", 1, SHARDS),
+            SHARDS,
+        )
+        .expect("lookup")
+        .expect("a latest job");
         assert_eq!(generation, 37);
         assert_eq!(record.status, JobStatus::Processing);
     }
