@@ -500,7 +500,10 @@ async fn concurrent_writers_lose_no_acknowledged_write_when_a_node_is_killed_and
 }
 
 /// A command sent straight to its shard's owner over the inter-node RPC, as a forwarding
-/// node would, saying how long the caller waits.
+/// node would, saying how long the caller waits. Like a forwarding node, it tries the
+/// then-current owner again while the one it found refuses (`NotOwner`, `Moving`): nodes can
+/// all be ready while a shard is still being handed to the owner placement gives it, and a
+/// refusal means the command was not taken.
 async fn command_at_owner(
     cluster: &TestCluster,
     shard: u32,
@@ -509,8 +512,7 @@ async fn command_at_owner(
 ) -> troupe_node::rpc::wire::Response {
     use troupe_node::config::{HostPort, Secret};
     use troupe_node::ids::{NodeId, ShardId};
-    use troupe_node::rpc::{auth::Credentials, client::RpcClient, wire::Request};
-    let node = &cluster.nodes[cluster.owner_of("user", &ids_in_shard(shard, 1)[0]).await];
+    use troupe_node::rpc::{auth::Credentials, client::RpcClient, wire::Request, wire::Response};
     let client = RpcClient::new(
         Arc::new(troupe_node::net::tcp::TcpDialer),
         Credentials {
@@ -522,19 +524,33 @@ async fn command_at_owner(
         Duration::from_secs(10),
         tokio_util::sync::CancellationToken::new(),
     );
-    let request = Request::Command {
-        shard: ShardId(shard),
-        command,
-        wait_ms,
-    };
-    client
-        .call(
-            &NodeId::new(node.id.clone()),
-            &HostPort::new("127.0.0.1", node.rpc_port),
-            request,
+    let key = ids_in_shard(shard, 1).remove(0);
+    cluster
+        .wait_for(
+            "the shard's owner to take the command",
+            recovery_bound(),
+            || async {
+                let node = &cluster.nodes[cluster.owner_of("user", &key).await];
+                let request = Request::Command {
+                    shard: ShardId(shard),
+                    command: command.clone(),
+                    wait_ms,
+                };
+                let answer = client
+                    .call(
+                        &NodeId::new(node.id.clone()),
+                        &HostPort::new("127.0.0.1", node.rpc_port),
+                        request,
+                    )
+                    .await
+                    .expect("the owner answers");
+                match answer {
+                    Response::NotOwner { .. } | Response::Moving { .. } => None,
+                    taken => Some(taken),
+                }
+            },
         )
         .await
-        .expect("the owner answers")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
