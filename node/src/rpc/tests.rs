@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +105,35 @@ async fn concurrent_calls_share_one_connection_and_get_their_own_answers() {
             }
         );
     }
+}
+
+#[tokio::test]
+async fn a_call_that_waits_does_not_hold_up_the_calls_after_it_on_its_connection() {
+    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let client = client("secret-123", Duration::from_secs(60));
+    let node = NodeId::new("s1");
+    let connected = client.call(&node, &addr, Request::Ping).await;
+    assert!(
+        matches!(connected, Ok(Response::Pong { .. })),
+        "{connected:?}"
+    );
+    let slow = Request::Locate {
+        kind: "k".into(),
+        key: "slow".into(),
+    };
+    let mut slow = Box::pin(client.call(&node, &addr, slow));
+    // Polled once, the slow call's frame is queued ahead of the ping's on the same connection.
+    assert!((&mut slow).now_or_never().is_none());
+    let ping = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.call(&node, &addr, Request::Ping),
+    )
+    .await;
+    assert!(matches!(ping, Ok(Ok(Response::Pong { .. }))), "{ping:?}");
+    assert!(
+        slow.now_or_never().is_none(),
+        "the slow call is still waiting"
+    );
 }
 
 #[tokio::test]
