@@ -39,7 +39,10 @@ PY
 }
 
 start_reader() { rm -f "$stop_file"; python3 scripts/compose_reader.py "$stop_file" "$ids_file" "$@" & reader=$!; }
-stop_reader() { touch "$stop_file"; if ! wait "$reader"; then echo "FAILED: reads failed during: $1"; exit 1; fi; }
+stop_reader() {
+  touch "$stop_file"
+  if ! wait "$reader"; then echo "FAILED: reads failed during: $1"; dc logs --timestamps --tail 200; exit 1; fi
+}
 stop_file=$(mktemp -u)
 ids_file=$(mktemp)
 
@@ -148,6 +151,13 @@ for node in n1 n2 n3; do
   echo "restarted $node"
 done
 stop_reader "rolling restart"
+# Restarts the test asked for are not counted; a node that crashed and was brought back by
+# the restart policy is.
+for node in n1 n2 n3; do
+  restarts=$(docker inspect -f '{{.RestartCount}}' "$(dc ps -q "$node")")
+  if [ "$restarts" != "0" ]; then echo "FAILED: $node crashed and was restarted $restarts time(s)"; dc logs --timestamps --tail 100 "$node"; exit 1; fi
+done
+echo "no node crashed"
 
 step "down -v leaves nothing behind"
 dc down -v --remove-orphans
