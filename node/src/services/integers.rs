@@ -12,9 +12,15 @@
 //! a generator's move. A window the aggregator did not see whole, in which a generator was
 //! silent, or that holds fewer than 90 % of the integers a full window holds (a generator was
 //! moving), is stored with `complete: false`.
+//!
+//! The aggregator holds a window's integers in memory until the window is over, so when it
+//! moves or its node dies they would be lost, and with them the whole window if its successor
+//! started after the window ended. Generators therefore keep their last two windows of integers
+//! and send them again to each new aggregator: a window that was open during a failover is
+//! stored (incomplete) from what the generators still hold, rather than missing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -180,6 +186,38 @@ pub struct GeneratorState {
     node: Node,
     generator: u32,
     in_flight: Arc<AtomicUsize>,
+    /// The integers of the last two windows, oldest first, to send again to a new aggregator.
+    recent: VecDeque<Sample>,
+    /// The node whose aggregator took a whole resend last (until then, every tick resends),
+    /// and whether a resend is under way.
+    resent_to: Arc<Mutex<Option<NodeId>>>,
+    resending: Arc<AtomicBool>,
+}
+
+impl GeneratorState {
+    /// Keeps `sample` among the recent ones, forgetting those older than two windows.
+    fn remember(&mut self, sample: Sample) {
+        let config = &self.node.inner.cluster.integers;
+        let kept = (2 * config.window_ms() / config.tick_ms.max(1)) as usize + 1;
+        self.recent.push_back(sample);
+        while self.recent.len() > kept {
+            self.recent.pop_front();
+        }
+    }
+
+    /// What to send this tick, and whether it is a resend: only `sample`, or every recent
+    /// integer when the aggregator is not the one the last resend reached (it moved, or its
+    /// node died), unless a resend is still under way.
+    fn batch(&self, sample: Sample) -> (Vec<Sample>, bool) {
+        let shard = aggregator_shard(self.node.inner.cluster.cluster.shards);
+        let owner = self.node.topology().owner(shard).map(|m| m.node_id.clone());
+        let resent_to = self.resent_to.lock().unwrap_or_else(|p| p.into_inner());
+        if owner.is_some() && *resent_to != owner && !self.resending.load(Ordering::Relaxed) {
+            (self.recent.iter().copied().collect(), true)
+        } else {
+            (vec![sample], false)
+        }
+    }
 }
 
 impl Actor for Generator {
@@ -198,6 +236,9 @@ impl Actor for Generator {
             node,
             generator,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            recent: VecDeque::new(),
+            resent_to: Arc::default(),
+            resending: Arc::default(),
         })
     }
 
@@ -216,11 +257,31 @@ impl Actor for Generator {
             value: integers::value_for(state.generator, config.generators, draw),
             at_ms: tick * interval,
         };
+        state.remember(sample);
         if state.in_flight.load(Ordering::Relaxed) < MAX_IN_FLIGHT {
             state.in_flight.fetch_add(1, Ordering::Relaxed);
+            let (batch, resend) = state.batch(sample);
+            if resend {
+                state.resending.store(true, Ordering::Relaxed);
+            }
             let (node, in_flight) = (state.node.clone(), state.in_flight.clone());
+            let (resent_to, resending) = (state.resent_to.clone(), state.resending.clone());
             tokio::spawn(async move {
-                send(&node, sample).await;
+                // Oldest first. A refusal (no aggregator there yet) ends a resend unfinished,
+                // and the next tick starts it again; the aggregator counts each integer once.
+                let mut taker = None;
+                for sample in batch {
+                    taker = send(&node, sample).await;
+                    if taker.is_none() {
+                        break;
+                    }
+                }
+                if resend {
+                    if taker.is_some() {
+                        *resent_to.lock().unwrap_or_else(|p| p.into_inner()) = taker;
+                    }
+                    resending.store(false, Ordering::Relaxed);
+                }
                 in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -241,27 +302,30 @@ fn schedule_tick(myself: &ActorRef<GeneratorMsg>, tick: u64, interval_ms: u64) {
     });
 }
 
-/// One delivery attempt to the aggregator's node; a failure loses the sample (its window is
-/// then incomplete).
-async fn send(node: &Node, sample: Sample) {
+/// One delivery attempt to the aggregator's node: the node whose aggregator took it, or
+/// `None` (the sample is then lost unless a resend to a new aggregator carries it).
+async fn send(node: &Node, sample: Sample) -> Option<NodeId> {
     let shard = aggregator_shard(node.inner.cluster.cluster.shards);
     let topology = node.topology();
-    let Some(owner) = topology.owner(shard) else {
-        return;
+    let owner = topology.owner(shard)?;
+    let answer = if owner.node_id == node.inner.me {
+        node.inner.aggregator.deliver(sample)
+    } else {
+        let request = Request::Integer(sample);
+        let sent = node
+            .inner
+            .rpc
+            .call_with_timeout(&owner.node_id, &owner.rpc_addr, request, SEND_TIMEOUT)
+            .await;
+        match sent {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::debug!(%error, "integer not delivered");
+                return None;
+            }
+        }
     };
-    if owner.node_id == node.inner.me {
-        node.inner.aggregator.deliver(sample);
-        return;
-    }
-    let request = Request::Integer(sample);
-    let sent = node
-        .inner
-        .rpc
-        .call_with_timeout(&owner.node_id, &owner.rpc_addr, request, SEND_TIMEOUT)
-        .await;
-    if let Err(error) = sent {
-        tracing::debug!(%error, "integer not delivered");
-    }
+    matches!(answer, Response::Done).then(|| owner.node_id.clone())
 }
 
 /// The aggregator actor.
@@ -290,6 +354,8 @@ struct Window {
     sum: u64,
     seen: BTreeSet<(u32, u64)>,
     generators: BTreeSet<u32>,
+    /// When its last integer arrived, Unix milliseconds.
+    last_added_ms: u64,
 }
 
 impl Actor for Aggregator {
@@ -343,10 +409,12 @@ impl AggregatorState {
         if window.seen.insert((sample.generator, sample.tick)) {
             window.sum += sample.value;
             window.generators.insert(sample.generator);
+            window.last_added_ms = unix_millis();
         }
     }
 
-    /// Stores every window that ended more than a few ticks ago (late integers still count).
+    /// Stores every window that ended more than a few ticks ago and took no integer for as
+    /// long (late integers, and those generators send again to a new aggregator, still count).
     async fn flush(&mut self) {
         let config = self.config().clone();
         let grace = 3 * config.tick_ms;
@@ -355,9 +423,11 @@ impl AggregatorState {
         let now = unix_millis();
         let due: Vec<u64> = self
             .windows
-            .keys()
-            .copied()
-            .filter(|start| start + config.window_ms() + grace <= now)
+            .iter()
+            .filter(|(start, w)| {
+                *start + config.window_ms() + grace <= now && w.last_added_ms + grace <= now
+            })
+            .map(|(start, _)| *start)
             .collect();
         for start in due {
             let Some(window) = self.windows.get(&start) else {
