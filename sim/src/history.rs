@@ -36,6 +36,8 @@ pub enum Op {
     PartyLeave { code: String, device: String },
     /// `GET /parties/{code}/participants`.
     PartyRead { code: String },
+    /// `GET /v1/integers`: the newest stored window averages.
+    IntegersRead,
 }
 
 /// What an answer said.
@@ -53,6 +55,21 @@ pub enum Observed {
     Party(String),
     /// The participants a party read listed, in the order listed.
     Participants(Vec<Listed>),
+    /// The window averages an integers read listed, in the order listed.
+    Averages(Vec<Window>),
+}
+
+/// One stored window average of an integers read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Window start, Unix milliseconds of the simulation's clock.
+    pub start_ms: u64,
+    /// The average as the answer wrote it (compared as written: a stored average never changes).
+    pub average: String,
+    /// How many integers it averaged.
+    pub count: u64,
+    /// Whether the aggregator saw the whole window.
+    pub complete: bool,
 }
 
 /// One participant of a party read.
@@ -96,7 +113,7 @@ pub struct Event {
 
 impl Event {
     /// Whether this is an acknowledged change or an answered read.
-    fn ok(&self) -> Option<&Observed> {
+    pub(crate) fn ok(&self) -> Option<&Observed> {
         match &self.outcome {
             Outcome::Ok(observed) => Some(observed),
             _ => None,
@@ -166,6 +183,8 @@ pub enum Subject {
     Job(String),
     /// A party code.
     Party(String),
+    /// The integer averages.
+    Integers,
 }
 
 impl Subject {
@@ -188,6 +207,7 @@ impl Subject {
             (Subject::Party(c), Op::PartyCreate { .. }) => {
                 matches!(event.ok(), Some(Observed::Party(created)) if created == c)
             }
+            (Subject::Integers, Op::IntegersRead) => true,
             _ => false,
         }
     }
@@ -199,12 +219,37 @@ impl std::fmt::Display for Violation {
     }
 }
 
+/// The configured bounds the checkers hold answers to.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most sessions one user may hold.
+    pub session_cap: u32,
+    /// Length of an integers window, milliseconds.
+    pub window_ms: u64,
+    /// Integers a full window holds (one per generator per tick).
+    pub full_window: u64,
+}
+
+impl Limits {
+    /// The bounds of `cluster`'s configuration.
+    pub fn of(cluster: &troupe_node::config::ClusterConfig) -> Self {
+        let integers = &cluster.integers;
+        Self {
+            session_cap: cluster.sessions.max_per_user,
+            window_ms: integers.window_ms(),
+            full_window: u64::from(integers.generators) * integers.window_ms()
+                / integers.tick_ms.max(1),
+        }
+    }
+}
+
 /// Every invariant over the whole history; empty when all hold.
-pub fn check(events: &[Event], session_cap: u32) -> Vec<Violation> {
+pub fn check(events: &[Event], limits: &Limits) -> Vec<Violation> {
     let mut violations = users(events);
-    violations.extend(sessions(events, session_cap));
+    violations.extend(sessions(events, limits.session_cap));
     violations.extend(jobs(events));
     violations.extend(parties(events));
+    violations.extend(crate::averages::check(events, limits));
     violations
 }
 
@@ -574,6 +619,12 @@ pub const FINAL_CLIENT: &str = "final";
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = Limits {
+        session_cap: 3,
+        window_ms: 5_000,
+        full_window: 100,
+    };
+
     fn at(client: &str, op: Op, from_ms: u64, to_ms: u64, outcome: Outcome) -> Event {
         Event {
             client: client.into(),
@@ -611,11 +662,11 @@ mod tests {
             read("b", 40, 50),
         ];
         assert!(
-            check(&history, 3).is_empty(),
+            check(&history, &LIMITS).is_empty(),
             "concurrent read of a is fine"
         );
         let stale = [history[0].clone(), history[1].clone(), read("a", 40, 50)];
-        let violations = check(&stale, 3);
+        let violations = check(&stale, &LIMITS);
         assert_eq!(violations.len(), 1, "{violations:?}");
         assert_eq!(violations[0].invariant, "user read not linearizable");
     }
@@ -628,9 +679,9 @@ mod tests {
             read("b", 100, 110),
             read("a", 120, 130),
         ];
-        assert!(check(&history, 3).is_empty());
+        assert!(check(&history, &LIMITS).is_empty());
         let invented = [read("z", 0, 10)];
-        assert_eq!(check(&invented, 3).len(), 1);
+        assert_eq!(check(&invented, &LIMITS).len(), 1);
     }
 
     #[test]
@@ -639,10 +690,10 @@ mod tests {
             write("a", 0, 10, acked()),
             at("c2", Op::UserRead { key: 0 }, 20, 30, Outcome::Refused(404)),
         ];
-        assert_eq!(check(&lost, 3)[0].invariant, "acknowledged user lost");
+        assert_eq!(check(&lost, &LIMITS)[0].invariant, "acknowledged user lost");
         let add = |n, outcome| at("c1", Op::SessionAdd { user: 0 }, n, n + 1, outcome);
         let over = [add(0, Outcome::Ok(Observed::Count(4)))];
-        assert_eq!(check(&over, 3)[0].invariant, "session cap exceeded");
+        assert_eq!(check(&over, &LIMITS)[0].invariant, "session cap exceeded");
     }
 
     #[test]
@@ -659,7 +710,11 @@ mod tests {
         for (count, fine) in [(0, false), (1, true), (2, true), (3, false)] {
             let mut history = ops.to_vec();
             history.push(last(count));
-            assert_eq!(check(&history, 3).is_empty(), fine, "final count {count}");
+            assert_eq!(
+                check(&history, &LIMITS).is_empty(),
+                fine,
+                "final count {count}"
+            );
         }
     }
 
@@ -692,19 +747,19 @@ mod tests {
             read("c1", 5, "processing"),
             read(FINAL_CLIENT, 10, "finished"),
         ];
-        assert!(check(&fine, 3).is_empty());
+        assert!(check(&fine, &LIMITS).is_empty());
         let flipped = [
             create.clone(),
             read("c1", 5, "finished"),
             read(FINAL_CLIENT, 10, "cancelled"),
         ];
         assert_eq!(
-            check(&flipped, 3)[0].invariant,
+            check(&flipped, &LIMITS)[0].invariant,
             "job left its terminal state"
         );
         let never = [create, read(FINAL_CLIENT, 10, "processing")];
         assert_eq!(
-            check(&never, 3)[0].invariant,
+            check(&never, &LIMITS)[0].invariant,
             "job never reached a terminal state"
         );
     }
@@ -759,7 +814,10 @@ mod tests {
     }
 
     fn invariants(history: &[Event]) -> Vec<&'static str> {
-        check(history, 3).iter().map(|v| v.invariant).collect()
+        check(history, &LIMITS)
+            .iter()
+            .map(|v| v.invariant)
+            .collect()
     }
 
     #[test]

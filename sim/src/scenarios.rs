@@ -459,7 +459,7 @@ fn with_workload(
         .err();
 
     let events = history.events();
-    let violations = history::check(&events, cluster.config().sessions.max_per_user);
+    let violations = history::check(&events, &history::Limits::of(cluster.config()));
     info!(
         seed,
         operations = events.len(),
@@ -517,6 +517,7 @@ fn shard_of(subject: &Subject) -> String {
         Subject::Sessions(user) => workload::session_user(*user),
         Subject::Job(id) => id.clone(),
         Subject::Party(_) => return "its region's party manager shard".into(),
+        Subject::Integers => troupe_node::services::integers::AGGREGATOR_KEY.into(),
     };
     format!("shard {}", shard_for_key(&key, SIM_SHARDS))
 }

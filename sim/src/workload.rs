@@ -1,6 +1,7 @@
 //! Client hosts that drive a seeded random workload through every node's HTTP edge and record
 //! each request in the [`History`]: user creates, updates and reads, session adds, removes and
-//! reads, job creates and reads, party joins, leaves and reads.
+//! reads, job creates and reads, party joins, leaves and reads, and reads of the integer
+//! averages.
 //!
 //! Keys are few, so operations on one key overlap and faults hit keys in use. Every write to a
 //! user carries a value never written before, so a read names the write it saw. Each party has
@@ -15,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::harness::HTTP_PORT;
-use crate::history::{Event, History, Listed, Observed, Op, Outcome, FINAL_CLIENT};
+use crate::history::{Event, History, Listed, Observed, Op, Outcome, Window, FINAL_CLIENT};
 use crate::http;
 
 /// Users the workload creates and then updates and reads.
@@ -134,7 +135,9 @@ pub async fn setup(nodes: Vec<String>, history: History, done: Arc<AtomicBool>) 
 }
 
 /// The final reader: once the faults are over, reads every user, session user, acknowledged
-/// job and party on every node, retrying each until answered (a job until it ended).
+/// job and party and the integer averages on every node, retrying each until answered (a job
+/// until it ended; the averages, on the first node, until a complete window newer than any it
+/// first listed is stored, which shows the aggregator and the generators resumed).
 pub async fn final_reads(
     nodes: Vec<String>,
     jobs: Vec<String>,
@@ -168,9 +171,26 @@ pub async fn final_reads(
             let op = Op::PartyRead { code: code.clone() };
             client.until_answered(one, op, |_| true).await;
         }
+        let first = client.until_answered(one, Op::IntegersRead, |_| true).await;
+        if node == &nodes[0] {
+            let newest = newest_window(&first);
+            let resumed = |o: &Outcome| {
+                matches!(o, Outcome::Ok(Observed::Averages(windows))
+                    if windows.iter().any(|w| w.complete && Some(w.start_ms) > newest))
+            };
+            client.until_answered(one, Op::IntegersRead, resumed).await;
+        }
     }
     done.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// The start of the newest window an integers read listed.
+fn newest_window(outcome: &Outcome) -> Option<u64> {
+    match outcome {
+        Outcome::Ok(Observed::Averages(windows)) => windows.first().map(|w| w.start_ms),
+        _ => None,
+    }
 }
 
 /// One client's state: its random numbers, its counters, its jobs, the parties it uses.
@@ -196,7 +216,8 @@ impl Client {
         }
     }
 
-    /// A random operation: mostly users, then sessions, parties, some jobs. Parties start full
+    /// A random operation: mostly users, then sessions, parties, some jobs and integer reads.
+    /// Parties start full
     /// and joins are as likely as leaves, so hosts change often and a party sometimes empties
     /// (and closes for good).
     fn next_op(&mut self) -> Op {
@@ -231,6 +252,7 @@ impl Client {
             },
             (80..87, Some(code)) => Op::PartyJoin { code, device },
             (87..94, Some(code)) => Op::PartyLeave { code, device },
+            (97..100, _) => Op::IntegersRead,
             (_, Some(code)) => Op::PartyRead { code },
             (_, None) => Op::UserRead { key },
         }
@@ -340,6 +362,7 @@ fn request(op: &Op) -> (&'static str, String, Option<Value>) {
             None,
         ),
         Op::PartyRead { code } => ("GET", format!("/parties/{code}/participants"), None),
+        Op::IntegersRead => ("GET", "/v1/integers".into(), None),
     }
 }
 
@@ -386,6 +409,10 @@ fn classify(op: &Op, status: u16, body: &[u8]) -> Outcome {
             Some(listed) => Outcome::Ok(Observed::Participants(listed)),
             None => Outcome::Unknown(format!("200 without participants: {json}")),
         },
+        (Op::IntegersRead, 200) => match averages(&json) {
+            Some(windows) => Outcome::Ok(Observed::Averages(windows)),
+            None => Outcome::Unknown(format!("200 without averages: {json}")),
+        },
         (_, 404 | 409) => Outcome::Refused(status),
         (_, status) => Outcome::Unknown(format!("{status}: {}", String::from_utf8_lossy(body))),
     }
@@ -401,6 +428,21 @@ fn participants(json: &Value) -> Option<Vec<Listed>> {
                 id: u32::try_from(p["participant_id"].as_u64()?).ok()?,
                 device: p["device_id"].as_str()?.to_owned(),
                 host: p["host"].as_bool()?,
+            })
+        })
+        .collect()
+}
+
+/// The windows of a `GET /v1/integers` answer, in the order listed.
+fn averages(json: &Value) -> Option<Vec<Window>> {
+    json.as_array()?
+        .iter()
+        .map(|a| {
+            Some(Window {
+                start_ms: a["window_start_ms"].as_u64()?,
+                average: a["average"].as_number()?.to_string(),
+                count: a["count"].as_u64()?,
+                complete: a["complete"].as_bool()?,
             })
         })
         .collect()
