@@ -110,3 +110,15 @@ fn partition_seeds_that_once_read_stale_values_or_left_a_job_unfinished_now_pass
     }
     Ok(())
 }
+
+/// Seeds on which the window open while the aggregator failed over was never stored: its
+/// integers died with the aggregator, and the next one started after the window ended
+/// (decision 016).
+#[test]
+fn crash_and_churn_seeds_that_once_skipped_an_integers_window_now_pass() -> turmoil::Result {
+    for seed in [8003, 8007] {
+        scenarios::workload_crash(seed)?;
+    }
+    scenarios::workload_churn(8011)?;
+    Ok(())
+}
