@@ -217,9 +217,8 @@ impl Client {
     }
 
     /// A random operation: mostly users, then sessions, parties, some jobs and integer reads.
-    /// Parties start full
-    /// and joins are as likely as leaves, so hosts change often and a party sometimes empties
-    /// (and closes for good).
+    /// Parties start full and joins are as likely as leaves, so hosts change often and a party
+    /// sometimes empties (and closes for good).
     fn next_op(&mut self) -> Op {
         let key = self.rng.random_range(0..USER_KEYS);
         let user = self.rng.random_range(0..SESSION_USERS);
