@@ -174,13 +174,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::history::Outcome;
-
-    const LIMITS: Limits = Limits {
-        session_cap: 3,
-        window_ms: 5_000,
-        full_window: 100,
-    };
+    use crate::history::{Outcome, LIMITS};
 
     fn window(start_ms: u64, average: &str, count: u64) -> Window {
         Window {

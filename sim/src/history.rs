@@ -615,15 +615,17 @@ fn inconsistent(listed: &[Listed]) -> Option<String> {
 /// Name of the client that reads everything once the faults are over.
 pub const FINAL_CLIENT: &str = "final";
 
+/// The bounds of the default `cluster.toml`, for the checkers' tests.
+#[cfg(test)]
+pub(crate) const LIMITS: Limits = Limits {
+    session_cap: 3,
+    window_ms: 5_000,
+    full_window: 100,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LIMITS: Limits = Limits {
-        session_cap: 3,
-        window_ms: 5_000,
-        full_window: 100,
-    };
 
     fn at(client: &str, op: Op, from_ms: u64, to_ms: u64, outcome: Outcome) -> Event {
         Event {
