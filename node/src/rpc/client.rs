@@ -139,6 +139,16 @@ impl RpcClient {
         let conn = self.connection(node, addr).await?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = codec::encode(&Envelope { id, body: request })?;
+        if frame.len() > self.inner.max_frame as usize {
+            // Queued, it would fail the connection's writer and with it every other call in
+            // flight on the connection.
+            warn!(peer = %node, %addr, bytes = frame.len(), "rpc request exceeds the frame limit, not sent");
+            return Err(RpcError::TooLarge {
+                addr: addr.clone(),
+                bytes: frame.len(),
+                max: self.inner.max_frame,
+            });
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&conn.pending).insert(id, reply_tx);
         *in_flight = Some((conn.clone(), id));

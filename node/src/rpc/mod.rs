@@ -67,6 +67,17 @@ pub enum RpcError {
         /// Node that answered.
         found: NodeId,
     },
+    /// The request is larger than a frame may be (`rpc.max_frame_bytes`). It was not sent:
+    /// the connection, shared with other calls, stays up.
+    #[error("request of {bytes} bytes to {addr} exceeds the frame limit of {max} bytes (rpc.max_frame_bytes)")]
+    TooLarge {
+        /// Peer address.
+        addr: HostPort,
+        /// Encoded size of the request.
+        bytes: usize,
+        /// The frame limit.
+        max: u32,
+    },
     /// A frame could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::auth::{self, Credentials};
 use super::frame::{read_frame, write_queued, READ_BUFFER};
 use super::wire::{Envelope, Request, Response};
-use crate::codec;
+use crate::codec::{self, CodecError};
 use crate::ids::NodeId;
 use crate::net::{BoxListener, BoxStream};
 
@@ -123,9 +123,10 @@ impl Connection {
                 break;
             };
             let (handler, answers, from) = (self.handler.clone(), answers_tx.clone(), peer.clone());
+            let max_frame = self.max_frame;
             tokio::spawn(async move {
                 let response = handler.handle(from, body).await;
-                match codec::encode(&Envelope { id, body: response }) {
+                match encode_answer(id, response, max_frame) {
                     Ok(bytes) => {
                         // The writer may be gone (connection closed); the caller then times out.
                         let _ = answers.send(bytes).await;
@@ -137,6 +138,28 @@ impl Connection {
         }
         debug!(%peer, "rpc connection closed");
     }
+}
+
+/// The frame of answer `id`. An answer larger than a frame may be is replaced by a
+/// [`Response::Failed`] saying so: written as is, it would fail the connection's writer and with
+/// it every other call in flight on the connection.
+fn encode_answer(id: u64, response: Response, max_frame: u32) -> Result<Vec<u8>, CodecError> {
+    let bytes = codec::encode(&Envelope { id, body: response })?;
+    if bytes.len() <= max_frame as usize {
+        return Ok(bytes);
+    }
+    warn!(
+        bytes = bytes.len(),
+        max_frame, "rpc answer exceeds the frame limit, answering a failure instead"
+    );
+    let message = format!(
+        "the answer of {} bytes exceeds the frame limit of {max_frame} bytes (rpc.max_frame_bytes)",
+        bytes.len()
+    );
+    codec::encode(&Envelope {
+        id,
+        body: Response::Failed { message },
+    })
 }
 
 async fn write_answers(

@@ -33,6 +33,9 @@ impl Handler for Echo {
                     message: "too late".into(),
                 }
             }
+            Request::Locate { key, .. } if key == "large answer" => Response::Failed {
+                message: "x".repeat(MAX_FRAME as usize),
+            },
             Request::Locate { key, .. } => Response::Failed { message: key },
             _ => Response::Failed {
                 message: "not served by this test handler".into(),
@@ -255,5 +258,74 @@ async fn an_oversize_frame_closes_the_connection_without_allocating_it() {
     assert!(
         matches!(read, Ok(0) | Err(_)),
         "server kept the connection open: {read:?}"
+    );
+}
+
+/// Starts a call that the server answers only after 30 s, and checks it is in flight.
+async fn slow_call_in_flight(
+    client: &RpcClient,
+    node: &NodeId,
+    addr: &HostPort,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<Response, RpcError>>>> {
+    let connected = client.call(node, addr, Request::Ping).await;
+    assert!(
+        matches!(connected, Ok(Response::Pong { .. })),
+        "{connected:?}"
+    );
+    let slow = Request::Locate {
+        kind: "k".into(),
+        key: "slow".into(),
+    };
+    let (client, node, addr) = (client.clone(), node.clone(), addr.clone());
+    let mut slow = Box::pin(async move { client.call(&node, &addr, slow).await });
+    assert!((&mut slow).now_or_never().is_none());
+    slow
+}
+
+#[tokio::test]
+async fn a_request_too_large_for_a_frame_fails_alone_and_the_calls_in_flight_go_on() {
+    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let client = client("secret-123", Duration::from_secs(60));
+    let node = NodeId::new("s1");
+    let mut slow = slow_call_in_flight(&client, &node, &addr).await;
+    let large = Request::Locate {
+        kind: "k".into(),
+        key: "x".repeat(MAX_FRAME as usize),
+    };
+    let refused = client.call(&node, &addr, large).await;
+    assert!(
+        matches!(&refused, Err(error @ RpcError::TooLarge { .. }) if !error.may_have_been_delivered()),
+        "{refused:?}"
+    );
+    let ping = client.call(&node, &addr, Request::Ping).await;
+    assert!(matches!(ping, Ok(Response::Pong { .. })), "{ping:?}");
+    assert!(
+        (&mut slow).now_or_never().is_none(),
+        "the call in flight lost its connection"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_too_large_for_a_frame_becomes_a_failure_and_the_calls_in_flight_go_on() {
+    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let client = client("secret-123", Duration::from_secs(60));
+    let node = NodeId::new("s1");
+    let mut slow = slow_call_in_flight(&client, &node, &addr).await;
+    let large = Request::Locate {
+        kind: "k".into(),
+        key: "large answer".into(),
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.call(&node, &addr, large))
+        .await
+        .expect("answered before the deadline");
+    assert!(
+        matches!(&answer, Ok(Response::Failed { message }) if message.contains("exceeds the frame limit")),
+        "{answer:?}"
+    );
+    let ping = client.call(&node, &addr, Request::Ping).await;
+    assert!(matches!(ping, Ok(Response::Pong { .. })), "{ping:?}");
+    assert!(
+        (&mut slow).now_or_never().is_none(),
+        "the call in flight lost its connection"
     );
 }
