@@ -14,6 +14,15 @@ use crate::users::ValidationError;
 pub const MAX_DEVICE_ID_BYTES: usize = 128;
 /// Longest accepted `participant_name`, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
+/// Default `parties.max_participants`: a party holds at most this many devices.
+pub const DEFAULT_MAX_PARTICIPANTS: u32 = 1_000;
+/// Most bytes one participant can add to a stored party: its id, device id and name, the name
+/// counted at UTF-8's widest (4 bytes a character), each with the widest length prefix of the
+/// node's binary encoding (9 bytes).
+pub const MAX_PARTICIPANT_BYTES: usize = 9 + (9 + MAX_DEVICE_ID_BYTES) + (9 + 4 * MAX_NAME_CHARS);
+/// Bytes of a join's change besides its participants and region names: the party's code, its
+/// location and counters, the manager's index entry and both keys, with room to spare.
+const JOIN_FIXED_BYTES: usize = 512;
 /// Default and largest `radius_km` of a nearby search.
 pub const DEFAULT_RADIUS_KM: f64 = 50.0;
 /// Largest `radius_km` of a nearby search.
@@ -75,9 +84,18 @@ impl Party {
     }
 
     /// Adds a device, or returns its existing participant id (`true` when it was already in).
-    pub fn join(&mut self, device_id: &str, name: &str) -> (u32, bool) {
+    /// A device that is not in a party of `max_participants` already cannot join.
+    pub fn join(
+        &mut self,
+        device_id: &str,
+        name: &str,
+        max_participants: u32,
+    ) -> Result<(u32, bool), PartyFull> {
         if let Some(p) = self.participants.iter().find(|p| p.device_id == device_id) {
-            return (p.participant_id, true);
+            return Ok((p.participant_id, true));
+        }
+        if self.participants.len() >= max_participants as usize {
+            return Err(PartyFull { max_participants });
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -86,7 +104,7 @@ impl Party {
             device_id: device_id.to_owned(),
             participant_name: name.to_owned(),
         });
-        (id, false)
+        Ok((id, false))
     }
 
     /// Removes a device; its participant id, or `None` if it was not in the party.
@@ -97,6 +115,42 @@ impl Party {
             .position(|p| p.device_id == device_id)?;
         Some(self.participants.remove(index).participant_id)
     }
+}
+
+/// A join refused because the party already holds `parties.max_participants` devices. The cap
+/// keeps a party's record, which every join rewrites and replicates whole, within what one
+/// replicated change may carry (see [`max_join_change_bytes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartyFull {
+    /// The cap.
+    pub max_participants: u32,
+}
+
+impl PartyFull {
+    /// The client's message.
+    pub fn message(&self, code: &str) -> String {
+        format!(
+            "party {code} is full: it has the maximum of {} participants",
+            self.max_participants
+        )
+    }
+}
+
+/// Most bytes a join's change can take (the party record and the manager's index entry, keys
+/// included) when a party holds up to `max_participants` devices and region names are at most
+/// `longest_region_name` bytes: the bound `parties.max_participants` is checked against at
+/// start-up.
+pub fn max_join_change_bytes(max_participants: u32, longest_region_name: usize) -> usize {
+    // The region's name is in the party, in its manager's name twice, and in the index entry.
+    JOIN_FIXED_BYTES + 4 * longest_region_name + max_participants as usize * MAX_PARTICIPANT_BYTES
+}
+
+/// Most participants a party may be capped at so that a join's change stays within
+/// `entry_bytes` ([`max_join_change_bytes`]).
+pub fn most_participants_within(entry_bytes: usize, longest_region_name: usize) -> u32 {
+    let fixed = JOIN_FIXED_BYTES + 4 * longest_region_name;
+    let fit = entry_bytes.saturating_sub(fixed) / MAX_PARTICIPANT_BYTES;
+    u32::try_from(fit).unwrap_or(u32::MAX)
 }
 
 /// A validated `POST /parties` body.
@@ -278,16 +332,41 @@ mod tests {
     #[test]
     fn joining_twice_returns_the_same_participant() {
         let mut p = party();
-        assert_eq!(p.join("a", "Ann"), (1, false));
-        assert_eq!(p.join("a", "Ann again"), (1, true));
+        assert_eq!(p.join("a", "Ann", 10), Ok((1, false)));
+        assert_eq!(p.join("a", "Ann again", 10), Ok((1, true)));
         assert_eq!(p.participants.len(), 2);
+    }
+
+    #[test]
+    fn a_full_party_refuses_new_devices_but_still_finds_its_own_and_takes_one_after_a_leave() {
+        let mut p = party();
+        assert_eq!(p.join("a", "Ann", 2), Ok((1, false)));
+        let full = p.join("b", "Bob", 2).expect_err("full");
+        assert_eq!(
+            full.message("123456789"),
+            "party 123456789 is full: it has the maximum of 2 participants"
+        );
+        assert_eq!(p.participants.len(), 2, "the refused device was not added");
+        assert_eq!(p.join("a", "Ann", 2), Ok((1, true)));
+        assert_eq!(p.leave("a"), Some(1));
+        assert_eq!(p.join("b", "Bob", 2), Ok((2, false)));
+    }
+
+    #[test]
+    fn the_participants_that_fit_a_change_bound_fit_it_and_one_more_does_not() {
+        for entry_bytes in [1_024, 65_536, 2 << 20] {
+            let most = most_participants_within(entry_bytes, 14);
+            assert!(max_join_change_bytes(most, 14) <= entry_bytes);
+            assert!(max_join_change_bytes(most + 1, 14) > entry_bytes);
+        }
+        assert_eq!(most_participants_within(100, 14), 0);
     }
 
     #[test]
     fn when_the_host_leaves_the_earliest_remaining_joiner_becomes_host() {
         let mut p = party();
-        p.join("a", "Ann");
-        p.join("b", "Bob");
+        p.join("a", "Ann", 10).expect("room");
+        p.join("b", "Bob", 10).expect("room");
         assert_eq!(p.leave("h"), Some(0));
         assert_eq!(p.host(), Some(1));
         assert_eq!(p.leave("nobody"), None);

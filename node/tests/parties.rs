@@ -148,6 +148,71 @@ async fn dispatch_and_the_party_life_cycle_with_host_promotion() {
     );
 }
 
+/// Decision 017. With 8 KiB frames one replicated change carries at most 2,048 bytes: a party
+/// of 2 fits it, and a user with the longest name and email (in 4-byte characters) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_party_refuses_new_devices_and_a_change_too_large_to_replicate_is_refused_unapplied()
+{
+    let _guard = cluster_lock().await;
+    let cluster =
+        TestCluster::start_with(3, &[("max_frame_bytes", "8192"), ("max_participants", "2")]);
+    cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
+
+    let (status, created) = cluster
+        .post(0, "/parties", json!({"device_id": "host"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let code = created["party_code"].as_str().expect("a code").to_owned();
+    let path = format!("/parties/{code}/participants");
+    let join = |device: &str| json!({"device_id": device, "participant_name": device});
+    let (status, body) = cluster.post(1, &path, join("a")).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = cluster.post(2, &path, join("b")).await;
+    assert_eq!(
+        (status, &body["message"]),
+        (
+            409,
+            &json!(format!(
+                "party {code} is full: it has the maximum of 2 participants"
+            ))
+        ),
+        "{body}"
+    );
+    let (status, body) = cluster.post(0, &path, join("a")).await;
+    assert_eq!(
+        status, 200,
+        "a device already in a full party is found: {body}"
+    );
+    let (status, body) = cluster
+        .send(1, reqwest::Method::DELETE, &format!("{path}/a"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = cluster.post(2, &path, join("b")).await;
+    assert_eq!(status, 201, "a leave makes room: {body}");
+
+    let id = "7a0f4c1e-2b3d-4e5f-8a9b-0c1d2e3f4a5b";
+    let large = json!({
+        "id": id,
+        "name": "\u{1F600}".repeat(200),
+        "email": format!("{}@", "\u{1F600}".repeat(319)),
+        "group": 1,
+    });
+    for node in 0..3 {
+        let (status, body) = cluster.post(node, "/api/user", large.clone()).await;
+        assert_eq!(status, 413, "via n{}: {body}", node + 1);
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not applied"), "{body}");
+    }
+    let (status, body) = cluster
+        .get(1, &format!("/api/user/{id}"))
+        .await
+        .expect("get");
+    assert_eq!(status, 404, "the refused user was not stored: {body}");
+    let small = json!({"id": id, "name": "small", "email": "s@x", "group": 1});
+    let (status, body) = cluster.post(2, "/api/user", small).await;
+    assert_eq!(status, 201, "the user's shard still takes writes: {body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nearby_search_crosses_region_borders_and_parties_stay_in_their_region_when_its_managers_node_dies(
 ) {

@@ -115,6 +115,11 @@ impl Op {
     }
 }
 
+/// Joins a parties-join client sends into one party before it moves to a party of its own
+/// again. A join rewrites the party's whole record, so an ever-growing party would measure the
+/// party's size rather than a join, and would reach `parties.max_participants` (decision 017).
+const JOINS_PER_PARTY: u32 = 100;
+
 /// What one client carries from request to request.
 pub struct ClientState {
     rng: StdRng,
@@ -126,6 +131,8 @@ pub struct ClientState {
     open_session: Option<u32>,
     /// The party this client joins (parties-join).
     party_code: String,
+    /// Joins sent into `party_code` so far.
+    party_joins: u32,
 }
 
 impl ClientState {
@@ -137,7 +144,13 @@ impl ClientState {
             write_creates: true,
             open_session: None,
             party_code: "none".to_owned(),
+            party_joins: 0,
         }
+    }
+
+    /// Whether a parties-join client should create its next party before its next join.
+    fn party_full(&self) -> bool {
+        self.party_joins >= JOINS_PER_PARTY
     }
 
     /// The next base URL, round-robin.
@@ -173,6 +186,7 @@ impl Workload {
                 let device = format!("bench-dev-{:016x}", state.rng.random::<u64>());
                 let body = json!({ "device_id": device, "participant_name": "b" });
                 let path = format!("/parties/{}/participants", state.party_code);
+                state.party_joins += 1;
                 Op::new(Method::POST, path, Some(body), &[201])
             }
             Workload::Mixed => pick_mixed(state.rng.random_range(0..100)).next_op(state),
@@ -601,7 +615,15 @@ impl Shared {
 /// One client: sends until the run ends and returns what it measured.
 async fn client_loop(shared: Arc<Shared>, mut state: ClientState) -> anyhow::Result<Tally> {
     let mut tally = Tally::new()?;
-    while let Some(start) = shared.next_slot().await {
+    loop {
+        if shared.workload == Workload::PartiesJoin && state.party_full() {
+            // Before taking a slot: the create is set-up, not a measured request.
+            let base = state.url(&shared.urls).to_owned();
+            create_party(&shared.http, &base, &mut state).await;
+        }
+        let Some(start) = shared.next_slot().await else {
+            break;
+        };
         let op = shared.workload.next_op(&mut state);
         let answer = send(&shared.http, state.url(&shared.urls), &op).await;
         let done = Instant::now();
@@ -676,9 +698,10 @@ async fn preload_ids(
     failures
 }
 
-/// Creates the party a parties-join client joins; on failure the client joins a party that
-/// does not exist, so the failure shows as errors in the report.
+/// Creates the party a parties-join client joins next; on failure the client joins a party
+/// that does not exist (or its previous one), so the failure shows as errors in the report.
 async fn create_party(http: &reqwest::Client, base: &str, state: &mut ClientState) {
+    state.party_joins = 0;
     let host = format!("bench-host-{:016x}", state.rng.random::<u64>());
     let answer = http
         .post(format!("{base}/parties"))
@@ -857,6 +880,18 @@ mod tests {
             );
         }
         assert_eq!(counts.len(), 4);
+    }
+
+    #[test]
+    fn parties_join_clients_want_a_new_party_after_a_hundred_joins_into_one() {
+        let mut state = ClientState::new(0, 7, 10);
+        state.party_code = "123456789".into();
+        for _ in 0..JOINS_PER_PARTY {
+            assert!(!state.party_full());
+            let join = Workload::PartiesJoin.next_op(&mut state);
+            assert_eq!(join.path, "/parties/123456789/participants");
+        }
+        assert!(state.party_full());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use troupe_actors::parties;
 
 use super::services::{IntegersConfig, JobsConfig, PartiesConfig, SessionsConfig};
 use super::ConfigError;
@@ -299,7 +300,42 @@ impl ClusterConfig {
         self.integers.validate()?;
         self.parties.validate()?;
         validate_regions(&self.regions)?;
-        self.validate_manager_count()
+        self.validate_manager_count()?;
+        self.validate_party_size()
+    }
+
+    /// A join rewrites its party's whole record in one replicated change, which must fit one
+    /// shard entry ([`RpcConfig::max_entry_bytes`]); a full party of the largest participants
+    /// must therefore fit too (decision 017).
+    fn validate_party_size(&self) -> Result<(), ConfigError> {
+        let longest_region = self
+            .regions
+            .iter()
+            .map(|r| r.name.as_str().len())
+            .max()
+            .unwrap_or(0);
+        let max = self.parties.max_participants;
+        let largest = parties::max_join_change_bytes(max, longest_region);
+        let limit = self.rpc.max_entry_bytes();
+        if largest > limit {
+            let fit = parties::most_participants_within(limit, longest_region);
+            let lower = if fit > 0 {
+                format!("lower parties.max_participants to at most {fit} or ")
+            } else {
+                String::new()
+            };
+            return Err(ConfigError::invalid(
+                "parties.max_participants",
+                format!(
+                    "a full party of {max} participants can take {largest} bytes, above the \
+                     {limit} bytes one replicated change may take (a quarter of \
+                     rpc.max_frame_bytes, {}): {lower}raise rpc.max_frame_bytes to at least {}",
+                    self.rpc.max_frame_bytes,
+                    largest * 4
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Every party manager has a shard of its own (decision 008), and the shards together are
@@ -374,6 +410,13 @@ impl GossipConfig {
 }
 
 impl RpcConfig {
+    /// Most bytes of changes (keys and values) one shard entry may carry: a quarter of a frame,
+    /// so that an entry always fits a replicate message and a catch-up answer, and a snapshot
+    /// page always fits at least one entity, with room for their framing.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.max_frame_bytes as usize / 4
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         in_range("rpc.call_timeout_ms", self.call_timeout_ms, 10, 600_000)?;
         in_range(
@@ -555,6 +598,22 @@ mod tests {
             ),
             (replace("lat", "123.0"), "invalid regions.lat"),
             (replace("lng", "-200.0"), "invalid regions.lng"),
+            (
+                replace("max_participants", "0"),
+                "invalid parties.max_participants: must be between 1 and 1000000, got 0",
+            ),
+            (
+                replace("max_frame_bytes", "1048576"),
+                "invalid parties.max_participants: a full party of 1000 participants can take \
+                 555568 bytes, above the 262144 bytes one replicated change may take (a quarter \
+                 of rpc.max_frame_bytes, 1048576): lower parties.max_participants to at most 471 \
+                 or raise rpc.max_frame_bytes to at least 2222272",
+            ),
+            (
+                replace("max_frame_bytes", "4096"),
+                "above the 1024 bytes one replicated change may take (a quarter of \
+                 rpc.max_frame_bytes, 4096): raise rpc.max_frame_bytes to at least 2222272",
+            ),
         ];
         for (text, expected) in cases {
             let err = error_of(&text);

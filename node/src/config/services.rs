@@ -1,4 +1,5 @@
-//! Per-service sections of `cluster.toml`: `[sessions]` and `[jobs]`.
+//! Per-service sections of `cluster.toml`: `[sessions]`, `[jobs]`, `[integers]` and
+//! `[parties]`.
 
 use std::time::Duration;
 
@@ -128,19 +129,24 @@ impl IntegersConfig {
     }
 }
 
-/// `[parties]`: party managers per region.
+/// `[parties]`: party managers per region and the size of a party.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PartiesConfig {
     /// Manager actors per region, unless the region's `managers` says otherwise. A hot region
     /// gets more managers, spread over more of its nodes, and its parties spread over them.
     pub managers_per_region: u32,
+    /// Most devices one party holds; a join beyond it gets 409. A join rewrites and
+    /// replicates the party's whole record, so the record must fit one replicated change
+    /// (checked against `rpc.max_frame_bytes` at start-up, decision 017).
+    pub max_participants: u32,
 }
 
 impl Default for PartiesConfig {
     fn default() -> Self {
         Self {
             managers_per_region: 1,
+            max_participants: troupe_actors::parties::DEFAULT_MAX_PARTICIPANTS,
         }
     }
 }
@@ -152,6 +158,12 @@ impl PartiesConfig {
             self.managers_per_region,
             1,
             1_000,
+        )?;
+        in_range(
+            "parties.max_participants",
+            self.max_participants,
+            1,
+            1_000_000,
         )
     }
 }

@@ -255,4 +255,11 @@ pub enum Response {
         /// Why.
         message: String,
     },
+    /// Answer to [`Request::Command`]: the command's change is larger than one shard entry may
+    /// be ([`RpcConfig::max_entry_bytes`](crate::config::RpcConfig::max_entry_bytes)), so it
+    /// was refused before anything was written. Retrying cannot help.
+    TooLarge {
+        /// Why, for the client.
+        message: String,
+    },
 }

@@ -19,6 +19,7 @@ use troupe_http::views::{ManagerView, NearbyParty, PartyCreated, PartyLeft, Part
 use troupe_http::ApiError;
 
 use crate::codec;
+use crate::config::PartiesConfig;
 use crate::ids::{NodeId, RegionName, ShardId};
 use crate::layout::{Manager, ShardLayout};
 use crate::node::Node;
@@ -102,18 +103,24 @@ pub fn decide_create(store: &Draft, shard: ShardId, party: &Party) -> Result<Dec
     })
 }
 
-/// Adds a device to a party, or finds it there.
+/// Adds a device to a party, or finds it there; a full party refuses a new device (409).
 pub fn decide_join(
     store: &Draft,
     shard: ShardId,
     code: &str,
     device_id: &str,
     name: &str,
+    config: &PartiesConfig,
 ) -> Result<Decision, StoreError> {
     let Some(mut party) = load(store, shard, code)? else {
         return Ok(unknown(code));
     };
-    let (participant_id, existed) = party.join(device_id, name);
+    let (participant_id, existed) = match party.join(device_id, name, config.max_participants) {
+        Ok(joined) => joined,
+        Err(full) => {
+            return Ok(Decision::answer_only(Outcome::Conflict(full.message(code))));
+        }
+    };
     let outcome = Outcome::Participant {
         party_code: code.to_owned(),
         participant_id,
@@ -290,6 +297,7 @@ async fn party_command(node: &Node, code: &str, command: Command) -> Result<Outc
     let shard = code_shard(node, code)?;
     match call_owner(node, shard, command).await? {
         Response::Outcome(Outcome::NotFound(message)) => Err(ApiError::NotFound(message)),
+        Response::Outcome(Outcome::Conflict(message)) => Err(ApiError::Conflict(message)),
         Response::Outcome(outcome) => Ok(outcome),
         other => Err(unexpected(&other)),
     }
@@ -436,6 +444,40 @@ mod tests {
             managers: None,
         })
         .collect()
+    }
+
+    /// The start-up check of `parties.max_participants` (decision 017) relies on this bound.
+    #[test]
+    fn a_join_into_a_party_of_the_largest_participants_stays_within_the_change_bound() {
+        let region = "r".repeat(40);
+        let participant = |i: u32| Participant {
+            participant_id: i,
+            device_id: format!("{i:0>width$}", width = parties::MAX_DEVICE_ID_BYTES),
+            participant_name: "\u{1F600}".repeat(parties::MAX_NAME_CHARS),
+        };
+        for count in [1, 2, 17, 300] {
+            let mut party = Party::new(
+                "123456789".into(),
+                region.clone(),
+                format!("{region}/m999"),
+                (-89.999_999, -179.999_999),
+                participant(u32::MAX - 1_000),
+            );
+            party.next_id = u32::MAX - 999;
+            for i in 1..count {
+                let device = participant(i).device_id;
+                party
+                    .join(&device, &participant(i).participant_name, count)
+                    .expect("room");
+            }
+            assert_eq!(party.participants.len(), count as usize);
+            let change: usize = [party_op(&party), index_op(&party)]
+                .into_iter()
+                .map(|op| op.expect("encodes").bytes())
+                .sum();
+            let bound = parties::max_join_change_bytes(count, region.len());
+            assert!(change <= bound, "{count} participants: {change} > {bound}");
+        }
     }
 
     #[test]

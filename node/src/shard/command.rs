@@ -180,7 +180,9 @@ impl Command {
                 code,
                 device_id,
                 name,
-            } => services::parties::decide_join(store, shard, code, device_id, name),
+            } => {
+                services::parties::decide_join(store, shard, code, device_id, name, &config.parties)
+            }
             Self::LeaveParty { code, device_id } => {
                 services::parties::decide_leave(store, shard, code, device_id)
             }

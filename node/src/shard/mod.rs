@@ -81,6 +81,13 @@ pub struct Op {
     pub value: Option<Vec<u8>>,
 }
 
+impl Op {
+    /// Bytes of key and value: what the change adds to an entry.
+    pub fn bytes(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// One numbered change of a shard: what the owner of `epoch` decided at sequence `seq`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {

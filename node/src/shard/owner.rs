@@ -48,7 +48,9 @@ const SEAL_ROUNDS: usize = 4;
 /// Most commands group-committed in one entry.
 const BATCH_COMMANDS: usize = 64;
 /// Most bytes of changes (keys and values) in one entry, unless one command alone has more;
-/// also at most a quarter of the RPC frame limit, so the entry always fits a replicate message.
+/// also at most [`RpcConfig::max_entry_bytes`](crate::config::RpcConfig::max_entry_bytes), so
+/// the entry always fits a replicate message. A command whose change alone is larger than that
+/// is refused ([`Response::TooLarge`]).
 const BATCH_BYTES: usize = 256 << 10;
 
 /// The actor (stateless; its state is [`OwnerState`]).
@@ -431,7 +433,8 @@ impl OwnerState {
         let store = self.shards.inner.store.clone();
         let shards = self.shards.clone();
         let config = &shards.inner.config;
-        let byte_limit = BATCH_BYTES.min(config.rpc.max_frame_bytes as usize / 4);
+        let entry_limit = config.rpc.max_entry_bytes();
+        let byte_limit = BATCH_BYTES.min(entry_limit);
         let mut draft = Draft::new(&store);
         let mut answers = Vec::new();
         let mut pending: Vec<(Queued, Outcome, Option<FollowUp>)> = Vec::new();
@@ -457,12 +460,15 @@ impl OwnerState {
                 answers.push((queued, Response::Outcome(decision.outcome), None));
                 continue;
             }
+            let change = decision.ops.iter().map(Op::bytes).sum::<usize>();
+            if change > entry_limit {
+                // Written, it could never be replicated: the shard would stop taking writes.
+                warn!(shard = %self.shard, change, entry_limit, "command refused: its change is too large to replicate");
+                answers.push((queued, too_large(change, entry_limit), None));
+                continue;
+            }
             draft.record(self.shard, &decision.ops);
-            bytes += decision
-                .ops
-                .iter()
-                .map(|op| op.key.len() + op.value.as_ref().map_or(0, Vec::len))
-                .sum::<usize>();
+            bytes += change;
             ops.extend(decision.ops);
             pending.push((queued, decision.outcome, decision.follow_up));
         }
@@ -1034,6 +1040,15 @@ impl OwnerState {
         self.epoch = None;
         self.jobs_resumed = false;
         self.shards.update_local(self.shard, |l| l.serving = None);
+    }
+}
+
+fn too_large(change: usize, entry_limit: usize) -> Response {
+    Response::TooLarge {
+        message: format!(
+            "the change is {change} bytes, above the {entry_limit} bytes one replicated change \
+             may take (a quarter of rpc.max_frame_bytes); it was not applied"
+        ),
     }
 }
 

@@ -156,7 +156,7 @@ impl Shards {
     /// Another holder catching up from this one: the entries it misses, or that it needs a
     /// snapshot. Entries are capped at a quarter of a frame so the answer always fits.
     pub fn entries_after(&self, shard: ShardId, from: &Position) -> Response {
-        let max_bytes = self.inner.config.rpc.max_frame_bytes as usize / 4;
+        let max_bytes = self.inner.config.rpc.max_entry_bytes();
         match self.inner.store.entries_after(shard, from, max_bytes) {
             Ok(Some(entries)) => Response::Entries { entries },
             Ok(None) => Response::NeedSnapshot,
