@@ -115,18 +115,7 @@ async fn a_call_that_waits_does_not_hold_up_the_calls_after_it_on_its_connection
     let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
     let client = client("secret-123", Duration::from_secs(60));
     let node = NodeId::new("s1");
-    let connected = client.call(&node, &addr, Request::Ping).await;
-    assert!(
-        matches!(connected, Ok(Response::Pong { .. })),
-        "{connected:?}"
-    );
-    let slow = Request::Locate {
-        kind: "k".into(),
-        key: "slow".into(),
-    };
-    let mut slow = Box::pin(client.call(&node, &addr, slow));
-    // Polled once, the slow call's frame is queued ahead of the ping's on the same connection.
-    assert!((&mut slow).now_or_never().is_none());
+    let slow = slow_call_in_flight(&client, &node, &addr).await;
     let ping = tokio::time::timeout(
         Duration::from_secs(10),
         client.call(&node, &addr, Request::Ping),
@@ -261,7 +250,8 @@ async fn an_oversize_frame_closes_the_connection_without_allocating_it() {
     );
 }
 
-/// Starts a call that the server answers only after 30 s, and checks it is in flight.
+/// Starts a call that the server answers only after 30 s on a connected client, and checks
+/// it is in flight: polled once, its frame is queued ahead of later calls on the connection.
 async fn slow_call_in_flight(
     client: &RpcClient,
     node: &NodeId,
@@ -282,50 +272,47 @@ async fn slow_call_in_flight(
     slow
 }
 
-#[tokio::test]
-async fn a_request_too_large_for_a_frame_fails_alone_and_the_calls_in_flight_go_on() {
+/// Calls `request` on a connection with a slow call in flight, and checks that afterwards the
+/// connection still answers a ping and the slow call is still waiting.
+async fn call_beside_a_call_in_flight(request: Request) -> Result<Response, RpcError> {
     let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
     let client = client("secret-123", Duration::from_secs(60));
     let node = NodeId::new("s1");
     let mut slow = slow_call_in_flight(&client, &node, &addr).await;
-    let large = Request::Locate {
-        kind: "k".into(),
-        key: "x".repeat(MAX_FRAME as usize),
-    };
-    let refused = client.call(&node, &addr, large).await;
-    assert!(
-        matches!(&refused, Err(error @ RpcError::TooLarge { .. }) if !error.may_have_been_delivered()),
-        "{refused:?}"
-    );
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.call(&node, &addr, request))
+        .await
+        .expect("answered before the deadline");
     let ping = client.call(&node, &addr, Request::Ping).await;
     assert!(matches!(ping, Ok(Response::Pong { .. })), "{ping:?}");
     assert!(
         (&mut slow).now_or_never().is_none(),
         "the call in flight lost its connection"
+    );
+    answer
+}
+
+#[tokio::test]
+async fn a_request_too_large_for_a_frame_fails_alone_and_the_calls_in_flight_go_on() {
+    let refused = call_beside_a_call_in_flight(Request::Locate {
+        kind: "k".into(),
+        key: "x".repeat(MAX_FRAME as usize),
+    })
+    .await;
+    assert!(
+        matches!(&refused, Err(error @ RpcError::TooLarge { .. }) if !error.may_have_been_delivered()),
+        "{refused:?}"
     );
 }
 
 #[tokio::test]
 async fn an_answer_too_large_for_a_frame_becomes_a_failure_and_the_calls_in_flight_go_on() {
-    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
-    let client = client("secret-123", Duration::from_secs(60));
-    let node = NodeId::new("s1");
-    let mut slow = slow_call_in_flight(&client, &node, &addr).await;
-    let large = Request::Locate {
+    let answer = call_beside_a_call_in_flight(Request::Locate {
         kind: "k".into(),
         key: "large answer".into(),
-    };
-    let answer = tokio::time::timeout(Duration::from_secs(10), client.call(&node, &addr, large))
-        .await
-        .expect("answered before the deadline");
+    })
+    .await;
     assert!(
         matches!(&answer, Ok(Response::Failed { message }) if message.contains("exceeds the frame limit")),
         "{answer:?}"
-    );
-    let ping = client.call(&node, &addr, Request::Ping).await;
-    assert!(matches!(ping, Ok(Response::Pong { .. })), "{ping:?}");
-    assert!(
-        (&mut slow).now_or_never().is_none(),
-        "the call in flight lost its connection"
     );
 }
