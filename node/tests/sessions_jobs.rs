@@ -62,15 +62,24 @@ async fn a_hundred_concurrent_adds_over_three_nodes_admit_exactly_the_cap_and_le
 
     // The entry went away at 0: no copy of any shard holds an entity.
     for node in 0..3 {
-        let (_, copies) = cluster.get(node, "/cluster/shards").await.expect("copies");
-        let entities: u64 = copies
-            .as_array()
-            .expect("copies")
+        assert_eq!(
+            entities_on(&cluster, node).await,
+            Some(0),
+            "node {node} keeps garbage"
+        );
+    }
+}
+
+/// Entities in every shard copy node `i` holds (`None` while it does not answer).
+async fn entities_on(cluster: &TestCluster, i: usize) -> Option<u64> {
+    let (_, copies) = cluster.get(i, "/cluster/shards").await.ok()?;
+    Some(
+        copies
+            .as_array()?
             .iter()
             .filter_map(|c| c["entities"].as_u64())
-            .sum();
-        assert_eq!(entities, 0, "node {node} keeps garbage: {copies}");
-    }
+            .sum(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,9 +300,10 @@ async fn a_thousand_jobs_each_reach_exactly_one_terminal_state_across_a_node_res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_lease_sessions_that_are_not_renewed_expire() {
+async fn with_a_lease_sessions_that_are_not_renewed_expire_and_their_entries_are_deleted() {
     let _guard = cluster_lock().await;
-    let cluster = TestCluster::start_with(3, &[("ttl_seconds", "1")]);
+    // No integer generators: their averages would be the only other entities in the shards.
+    let cluster = TestCluster::start_with(3, &[("ttl_seconds", "1"), ("generators", "0")]);
     cluster.wait_ready(&[0, 1, 2], RECOVERY).await;
     for _ in 0..3 {
         let (status, _) = cluster.post(0, "/add-session?user_id=crashy", None).await;
@@ -310,4 +320,16 @@ async fn with_a_lease_sessions_that_are_not_renewed_expire() {
         .await;
     let (status, body) = cluster.post(2, "/add-session?user_id=crashy", None).await;
     assert_eq!((status, &body["active_sessions"]), (200, &json!(1)));
+
+    // Expired, the entry is garbage (issue 4): the owner's sweep deletes it on every copy,
+    // though nobody removes the session.
+    for node in 0..3 {
+        cluster
+            .wait_for("the expired entry is deleted", RECOVERY, || async {
+                (entities_on(&cluster, node).await? == 0).then_some(())
+            })
+            .await;
+    }
+    let (_, body) = cluster.get(0, "/sessions/crashy").await.expect("count");
+    assert_eq!(body["active_sessions"], 0);
 }

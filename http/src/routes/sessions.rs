@@ -4,12 +4,11 @@
 //!
 //! The user id is taken from the query (percent-decoded) or the path and validated with
 //! [`SessionUser::parse`], so a missing, empty or too long id is a JSON 400 that never reaches a
-//! shard.
+//! shard. An id whose bytes are not UTF-8 is a 400 too: decoded lossily, as axum's `Query`
+//! does, two such ids would share one counter.
 
-use std::collections::HashMap;
-
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
@@ -27,9 +26,9 @@ use crate::error::ApiError;
 )]
 pub async fn add<N: NodeApi>(
     State(node): State<N>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let user = query_user(query)?;
+    let user = query_user(query.as_deref())?;
     node.add_session(user).await.map(reply)
 }
 
@@ -42,9 +41,9 @@ pub async fn add<N: NodeApi>(
 )]
 pub async fn remove<N: NodeApi>(
     State(node): State<N>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let user = query_user(query)?;
+    let user = query_user(query.as_deref())?;
     node.remove_session(user).await.map(reply)
 }
 
@@ -68,15 +67,30 @@ pub async fn count<N: NodeApi>(
     ))
 }
 
-/// The validated `user_id` query parameter; other parameters are ignored.
-fn query_user(
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<SessionUser, ApiError> {
-    let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let user = SessionUser::parse(params.get("user_id").map(String::as_str))
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+/// The validated `user_id` query parameter (the last one, if repeated); other parameters are
+/// ignored.
+fn query_user(query: Option<&str>) -> Result<SessionUser, ApiError> {
+    let raw = query
+        .unwrap_or_default()
+        .rsplit('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(name, _)| form_decode(name).is_ok_and(|name| name == "user_id"))
+        .map(|(_, value)| form_decode(value))
+        .transpose()
+        .map_err(|_| ApiError::BadRequest("user_id must be UTF-8 once percent-decoded".into()))?;
+    let user =
+        SessionUser::parse(raw.as_deref()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     tracing::Span::current().record("key", user.as_str());
     Ok(user)
+}
+
+/// Decodes one part of a query string as a form does (`+` is a space), refusing bytes that
+/// are not UTF-8.
+fn form_decode(part: &str) -> Result<String, std::str::Utf8Error> {
+    let spaced = part.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
 }
 
 /// 200 or 409, with `{"message", "user_id", "active_sessions"}` either way.
@@ -178,6 +192,32 @@ mod tests {
         assert_eq!((status, &body), (StatusCode::BAD_REQUEST, &too_long));
         // Nothing reached the node.
         assert_eq!(count(&node, "x").await.1["active_sessions"], 0);
+    }
+
+    #[tokio::test]
+    async fn a_user_id_that_is_not_utf8_once_decoded_is_400_and_counts_nothing() {
+        let node = MemoryNode::default();
+        for query in ["?user_id=%FF", "?user_id=%FE", "?a=1&user_id=x%C3"] {
+            let uri = format!("/add-session{query}");
+            let (status, body) = call(&node, Method::POST, &uri, "").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert_eq!(
+                body,
+                json!({ "message": "user_id must be UTF-8 once percent-decoded" })
+            );
+        }
+        assert_eq!(count(&node, "\u{fffd}").await.1["active_sessions"], 0);
+    }
+
+    #[tokio::test]
+    async fn a_user_id_is_decoded_as_a_form_value_and_the_last_one_counts() {
+        let node = MemoryNode::default();
+        let uri = "/add-session?user_id=first&other=%FF&user_id=caf%C3%A9+au+lait";
+        let reply = call(&node, Method::POST, uri, "").await;
+        assert_eq!(
+            reply,
+            (StatusCode::OK, body("session added", "café au lait", 1))
+        );
     }
 
     #[tokio::test]

@@ -35,6 +35,14 @@ impl SessionsConfig {
         (self.ttl_seconds > 0).then(|| Duration::from_secs(self.ttl_seconds))
     }
 
+    /// How often a shard's owner deletes the entries of users whose sessions have all
+    /// expired, if leases are on: the lease itself, within 1 s to 60 s. An expired entry is
+    /// garbage (issue 4: a user's entry goes when its count returns to 0) for at most that long.
+    pub fn sweep_interval(&self) -> Option<Duration> {
+        self.ttl()
+            .map(|ttl| ttl.clamp(Duration::from_secs(1), Duration::from_secs(60)))
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         in_range("sessions.max_per_user", self.max_per_user, 1, 1_000_000)?;
         in_range("sessions.ttl_seconds", self.ttl_seconds, 0, 31_536_000)

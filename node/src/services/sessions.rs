@@ -1,7 +1,8 @@
 //! Sessions (issue 4) on the shard layer: one entry per user with an active session, holding
 //! the expiry of each session (`u64::MAX` when leases are off). The owner of the user's shard
 //! decides every add and remove, so the cap holds exactly under any concurrency; an entry is
-//! deleted when its last session goes.
+//! deleted when its last session goes, by a remove or, with leases, by the owner's sweep of
+//! expired entries ([`expired`], [`decide_expire`]).
 
 use serde::{Deserialize, Serialize};
 use troupe_actors::sessions::{self, SessionOutcome, SessionReply, SessionUser};
@@ -17,7 +18,10 @@ use crate::routing::{call_owner, read_shard};
 use crate::rpc::wire::Response;
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
 use crate::shard::draft::Draft;
-use crate::shard::{Op, StoreError, Tenant};
+use crate::shard::{Op, ShardStore, StoreError, Tenant};
+
+/// Entries read per store scan while looking for expired ones.
+const SCAN_PAGE: usize = 1000;
 
 /// A user's active sessions: the expiry of each, in Unix milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,10 +39,68 @@ fn key(user: &SessionUser) -> Vec<u8> {
 }
 
 fn load(store: &Draft, shard: ShardId, user: &SessionUser) -> Result<Leases, StoreError> {
+    Ok(stored(store, shard, user)?.unwrap_or_default())
+}
+
+fn stored(store: &Draft, shard: ShardId, user: &SessionUser) -> Result<Option<Leases>, StoreError> {
     match store.get(shard, Tenant::SESSIONS, &key(user))? {
-        Some(bytes) => Ok(codec::decode(&bytes)?),
-        None => Ok(Leases::default()),
+        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        None => Ok(None),
     }
+}
+
+/// Up to `limit` users of the shard whose entries hold no session active at `now`: left
+/// behind when leases ran out, since only a remove deletes an entry on its own.
+pub fn expired(
+    store: &ShardStore,
+    shard: ShardId,
+    now: u64,
+    limit: usize,
+) -> Result<Vec<SessionUser>, StoreError> {
+    let mut found = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(shard, Tenant::SESSIONS, after.as_deref(), SCAN_PAGE)?;
+        for (key, value) in &page {
+            if found.len() == limit {
+                return Ok(found);
+            }
+            let leases: Leases = codec::decode(value)?;
+            // Keys are written from a `SessionUser`; anything else is not ours to delete.
+            let user = std::str::from_utf8(key)
+                .ok()
+                .and_then(|id| SessionUser::parse(Some(id)).ok());
+            if let (0, Some(user)) = (leases.active(now), user) {
+                found.push(user);
+            }
+        }
+        match page.last() {
+            Some((key, _)) if page.len() == SCAN_PAGE => after = Some(key.clone()),
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// Deletes `user`'s entry if it still holds no active session (a user who added one since
+/// the sweep found it keeps it).
+pub fn decide_expire(
+    store: &Draft,
+    shard: ShardId,
+    user: &SessionUser,
+) -> Result<Decision, StoreError> {
+    let ops = match stored(store, shard, user)? {
+        Some(leases) if leases.active(unix_millis()) == 0 => vec![Op {
+            tenant: Tenant::SESSIONS,
+            key: key(user),
+            value: None,
+        }],
+        _ => Vec::new(),
+    };
+    Ok(Decision {
+        outcome: Outcome::Deleted,
+        ops,
+        follow_up: None,
+    })
 }
 
 /// Add (`adding`) or remove one session of `user`, renewing the others when leases are on.
@@ -123,5 +185,87 @@ pub async fn count(node: &Node, user: SessionUser) -> Result<u32, ApiError> {
             .map(|leases| leases.active(unix_millis()))
             .map_err(|e| ApiError::Internal(format!("stored sessions cannot be read: {e}"))),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::NodeId;
+    use crate::shard::store::tests::open;
+    use crate::shard::{Entry, Epoch, Position};
+
+    const SHARD: ShardId = ShardId(5);
+    const NOW: u64 = 1_000_000;
+
+    fn user(id: &str) -> SessionUser {
+        SessionUser::parse(Some(id)).expect("valid user id")
+    }
+
+    /// A store holding one entry per `(user, expiries)`, committed as one shard entry.
+    async fn store_with(entries: &[(&str, Vec<u64>)]) -> (tempfile::TempDir, ShardStore) {
+        let (dir, store) = open();
+        let epoch = Epoch {
+            term: 1,
+            owner: NodeId::new("n1"),
+        };
+        let ops = entries
+            .iter()
+            .map(|(id, expiries)| Op {
+                tenant: Tenant::SESSIONS,
+                key: key(&user(id)),
+                value: Some(codec::encode(&Leases(expiries.clone())).expect("encode")),
+            })
+            .collect();
+        let entry = Entry {
+            seq: 1,
+            epoch: epoch.clone(),
+            ops,
+            trim_before: 0,
+        };
+        store
+            .append(SHARD, epoch, Position::default(), entry)
+            .await
+            .expect("append");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn the_sweep_finds_only_users_whose_every_session_expired_and_stops_at_its_limit() {
+        let (_dir, store) = store_with(&[
+            ("all-expired", vec![NOW - 10, NOW]),
+            ("one-active", vec![NOW - 10, NOW + 1]),
+            ("no-lease", vec![u64::MAX]),
+            ("expired-too", vec![1]),
+        ])
+        .await;
+        let found = expired(&store, SHARD, NOW, 10).expect("scan");
+        assert_eq!(found, vec![user("all-expired"), user("expired-too")]);
+        let first = expired(&store, SHARD, NOW, 1).expect("scan");
+        assert_eq!(first, vec![user("all-expired")]);
+    }
+
+    #[tokio::test]
+    async fn an_expiry_deletes_an_entry_only_while_none_of_its_sessions_is_active() {
+        let now = unix_millis();
+        let (_dir, store) = store_with(&[
+            ("gone", vec![now - 1]),
+            ("renewed", vec![now - 1, now + 60_000]),
+        ])
+        .await;
+        let draft = Draft::new(&store);
+        let gone = decide_expire(&draft, SHARD, &user("gone")).expect("decide");
+        assert_eq!(
+            gone.ops,
+            vec![Op {
+                tenant: Tenant::SESSIONS,
+                key: key(&user("gone")),
+                value: None,
+            }]
+        );
+        for kept in ["renewed", "never-had-one"] {
+            let decision = decide_expire(&draft, SHARD, &user(kept)).expect("decide");
+            assert!(decision.ops.is_empty(), "{kept} must be left alone");
+        }
     }
 }

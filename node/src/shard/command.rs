@@ -72,6 +72,9 @@ pub enum Command {
         /// The device.
         device_id: String,
     },
+    /// Delete a user's session entry if none of its sessions is active any more (sent by the
+    /// owner actor to itself when leases are on). Last, so the wire numbers of the others stay.
+    ExpireSession(SessionUser),
 }
 
 /// The client-facing result of a command.
@@ -189,6 +192,7 @@ impl Command {
             Self::StoreAverage(average) => {
                 services::integers::decide_store(store, shard, average, &config.integers)
             }
+            Self::ExpireSession(user) => sessions::decide_expire(store, shard, user),
         }
     }
 }

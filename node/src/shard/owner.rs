@@ -52,6 +52,9 @@ const BATCH_COMMANDS: usize = 64;
 /// the entry always fits a replicate message. A command whose change alone is larger than that
 /// is refused ([`Response::TooLarge`]).
 const BATCH_BYTES: usize = 256 << 10;
+/// Most expired session entries one sweep deletes; a full sweep is followed by another once
+/// its deletions are acknowledged.
+const SWEEP_LIMIT: usize = 256;
 
 /// The actor (stateless; its state is [`OwnerState`]).
 pub struct ShardOwner;
@@ -100,6 +103,10 @@ pub enum OwnerMsg {
     /// A command the actor sends itself (finishing or re-running a job), batched like the
     /// others; retried until it is acknowledged or the actor stops.
     Run(Command),
+    /// Delete the entries of users whose sessions have all expired (every
+    /// [`SessionsConfig::sweep_interval`](crate::config::SessionsConfig::sweep_interval), when
+    /// leases are on).
+    SweepSessions,
     /// Copy the shard to a joining node (`crate::precopy`); answered with [`Response::Done`]
     /// once it holds this copy. Runs between commands, like a replica's catch-up, because the
     /// copy's source must not change while it is taken.
@@ -134,6 +141,11 @@ pub struct OwnerState {
     /// placement makes it a replica, and the log must cover that gap (see
     /// [`Self::copy_maybe_behind`]).
     pre_copied: Vec<(NodeId, Instant)>,
+    /// Expired session entries whose deletion is queued or being retried: a sweep starts only
+    /// once the previous one is done, so an unavailable shard does not pile them up.
+    expiries_in_flight: usize,
+    /// The last sweep hit [`SWEEP_LIMIT`]: sweep again once its deletions are acknowledged.
+    sweep_again: bool,
 }
 
 /// A command waiting for its batch.
@@ -190,6 +202,9 @@ impl Actor for ShardOwner {
     ) -> Result<OwnerState, ActorProcessingErr> {
         // Seal as soon as the actor runs, not at the first command.
         let _ = myself.cast(OwnerMsg::Reseal);
+        if let Some(every) = args.shards.inner.config.sessions.sweep_interval() {
+            myself.send_after(every, || OwnerMsg::SweepSessions);
+        }
         Ok(OwnerState {
             shards: args.shards,
             shard: args.shard,
@@ -204,6 +219,8 @@ impl Actor for ShardOwner {
             queue: VecDeque::new(),
             flush_queued: false,
             pre_copied: Vec::new(),
+            expiries_in_flight: 0,
+            sweep_again: false,
         })
     }
 
@@ -240,6 +257,12 @@ impl Actor for ShardOwner {
                     );
                 }
                 wake_for_finishes(&myself, next);
+            }
+            OwnerMsg::SweepSessions => {
+                state.sweep_sessions(&myself);
+                if let Some(every) = state.shards.inner.config.sessions.sweep_interval() {
+                    myself.send_after(every, || OwnerMsg::SweepSessions);
+                }
             }
             OwnerMsg::Flush => {
                 state.flush_queued = false;
@@ -367,6 +390,36 @@ impl OwnerState {
         }
     }
 
+    /// Queues the deletion of session entries whose leases all ran out, unless the previous
+    /// sweep's deletions are still pending or this actor does not serve the shard.
+    fn sweep_sessions(&mut self, myself: &ActorRef<OwnerMsg>) {
+        if self.expiries_in_flight > 0 || self.epoch.is_none() {
+            return;
+        }
+        let now = crate::clock::unix_millis();
+        match crate::services::sessions::expired(
+            &self.shards.inner.store,
+            self.shard,
+            now,
+            SWEEP_LIMIT,
+        ) {
+            Ok(users) => {
+                self.sweep_again = users.len() == SWEEP_LIMIT;
+                self.expiries_in_flight = users.len();
+                for user in users {
+                    self.enqueue(
+                        myself,
+                        Queued {
+                            command: Command::ExpireSession(user),
+                            asker: Asker::Itself,
+                        },
+                    );
+                }
+            }
+            Err(error) => warn!(shard = %self.shard, %error, "cannot list expired sessions"),
+        }
+    }
+
     /// Queues a command for the next batch.
     fn enqueue(&mut self, myself: &ActorRef<OwnerMsg>, queued: Queued) {
         self.queue.push_back(queued);
@@ -399,10 +452,19 @@ impl OwnerState {
             }
             Asker::Itself if acknowledged => {
                 // Only this attempt's timer is done: a re-run may have set a newer one.
-                if let Command::FinishJob { job_id, attempt } = &queued.command {
-                    if self.running.get(job_id) == Some(attempt) {
+                match &queued.command {
+                    Command::FinishJob { job_id, attempt }
+                        if self.running.get(job_id) == Some(attempt) =>
+                    {
                         self.running.remove(job_id);
                     }
+                    Command::ExpireSession(_) => {
+                        self.expiries_in_flight = self.expiries_in_flight.saturating_sub(1);
+                        if self.expiries_in_flight == 0 && self.sweep_again {
+                            self.sweep_sessions(myself);
+                        }
+                    }
+                    _ => {}
                 }
                 self.schedule(myself, follow_up);
             }
