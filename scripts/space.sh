@@ -7,6 +7,7 @@
 # Usage: scripts/space.sh
 #   USERS=20000   how many users to create
 #   IDS=random    API-generated random (v4) ids; IDS=ordered: client ids that increase, as v7 do
+#   NAME_PAD=0    characters added to every user's name (bigger users)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -4,7 +4,8 @@
 Used by scripts/space.sh. Users are spread over the given nodes by several keep-alive
 connections; any non-201 answer stops the run. With IDS=random (the default) every user gets an
 API-generated (random v4) id; with IDS=ordered the client supplies ids that increase with the
-user's number, as time-ordered (v7) ids do.
+user's number, as time-ordered (v7) ids do. NAME_PAD=N lengthens every name by N characters,
+to see how the ratio moves with the size of a user.
 
 Usage: space_load.py COUNT URL[,URL...]
 """
@@ -17,10 +18,12 @@ from urllib.parse import urlparse
 
 CONNECTIONS = 8
 ORDERED = os.environ.get("IDS", "random") == "ordered"
+NAME_PAD = int(os.environ.get("NAME_PAD", "0"))
 
 
 def user(i):
-    fields = {"name": f"user {i}", "email": f"user{i}@example.com", "group": i % 100}
+    name = f"user {i}" + ("x" * NAME_PAD)
+    fields = {"name": name, "email": f"user{i}@example.com", "group": i % 100}
     if ORDERED:
         fields["id"] = f"{i >> 16:08x}-{i & 0xFFFF:04x}-7000-8000-000000000000"
     return json.dumps(fields)

@@ -62,6 +62,14 @@ pub enum BootError {
     /// A blocking start-up task panicked.
     #[error("start-up task failed: {0}")]
     Task(String),
+    /// The only nodes that answered through the seeds belong to another cluster (another
+    /// secret, shard count or region table): starting alone would make a second cluster.
+    #[error(
+        "no node of this cluster answered through the seeds, only nodes it refuses ({0}); \
+         starting alone would make a second cluster: give this node the cluster's cluster.toml \
+         and secret (TROUPE_SECRET)"
+    )]
+    OnlyOtherClusters(String),
 }
 
 /// How many gossip rounds a joining node waits for a peer before it starts alone.
@@ -202,12 +210,18 @@ async fn run_node(
     };
     info!(http = %config.http_advertise, rpc = %config.rpc_advertise, "node serving");
 
-    tokio::select! {
+    let refused = tokio::select! {
         // Normal path: join, then serve until asked to stop.
-        _ = join(&node, &cluster, !config.seeds.is_empty()) => shutdown.cancelled().await,
+        joined = join(&node, &cluster, !config.seeds.is_empty()) => match joined {
+            Ok(()) => {
+                shutdown.cancelled().await;
+                None
+            }
+            Err(error) => Some(error),
+        },
         // Asked to stop while still joining.
-        _ = shutdown.cancelled() => {}
-    }
+        _ = shutdown.cancelled() => None,
+    };
 
     info!("shutting down");
     node.inner.leaving.store(true, Ordering::Release);
@@ -230,8 +244,13 @@ async fn run_node(
     membership.shutdown().await;
     drop(node);
     storage.close().await;
-    info!("stopped cleanly");
-    Ok(())
+    match refused {
+        Some(error) => Err(error),
+        None => {
+            info!("stopped cleanly");
+            Ok(())
+        }
+    }
 }
 
 async fn open_storage(config: &NodeConfig, writes: WriteMode) -> Result<Storage, BootError> {
@@ -304,13 +323,19 @@ async fn wait_for_a_settled_view(node: &Node, cluster: &ClusterConfig) {
     warn!("membership kept changing while joining: becoming ready anyway");
 }
 
-async fn join(node: &Node, cluster: &ClusterConfig, has_seeds: bool) {
+/// Joins through the seeds (or starts alone when none answers) and becomes ready; refuses
+/// when the only nodes that answered belong to another cluster.
+async fn join(node: &Node, cluster: &ClusterConfig, has_seeds: bool) -> Result<(), BootError> {
     let grace = cluster.gossip.interval() * JOIN_GRACE_ROUNDS;
     if has_seeds {
         let mut snapshots = node.inner.membership.subscribe();
         let met_peer =
             snapshots.wait_for(|s| s.members().any(|m| m.live && m.node_id != node.inner.me));
         if tokio::time::timeout(grace, met_peer).await.is_err() {
+            let refused = node.inner.membership.rejected();
+            if !refused.is_empty() {
+                return Err(BootError::OnlyOtherClusters(refused.join("; ")));
+            }
             warn!(
                 grace_ms = grace.as_millis() as u64,
                 "no peer reachable through the seeds: starting alone"
@@ -335,4 +360,5 @@ async fn join(node: &Node, cluster: &ClusterConfig, has_seeds: bool) {
     .await;
     crate::precopy::finish(node);
     info!("joined the cluster");
+    Ok(())
 }

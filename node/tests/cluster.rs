@@ -263,7 +263,7 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_with_a_wrong_secret_shard_count_or_party_managers_are_refused_and_never_enter_placement(
+async fn nodes_with_a_wrong_secret_shard_count_or_party_managers_are_refused_and_exit_instead_of_starting_alone(
 ) {
     let _serial = cluster_lock().await;
     let mut cluster = TestCluster::start(2);
@@ -306,8 +306,22 @@ async fn nodes_with_a_wrong_secret_shard_count_or_party_managers_are_refused_and
             .all(|id| !view.to_string().contains(id)),
         "{view}"
     );
+    // Each heard only nodes it refuses: it must not serve as a second, one-node cluster.
+    for outsider in [&mut rogue, &mut misfit, &mut stranger] {
+        let node = &mut outsider.nodes[0];
+        let status = node
+            .wait_exit(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("{} kept running alone", node.id));
+        assert!(!status.success(), "{} exited with {status}", node.id);
+        let log = node.log_text();
+        assert!(
+            log.contains("no node of this cluster answered through the seeds")
+                && !log.contains("no peer reachable through the seeds"),
+            "{}: {log}",
+            node.id
+        );
+    }
     cluster.nodes[1].kill();
-    drop((rogue, misfit, stranger));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

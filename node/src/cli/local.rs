@@ -170,7 +170,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         _ = super::termination_signal() => Ok(()),
     };
     let state_file = args.dir.join(STATE_FILE);
-    match outcome {
+    let outcome = match outcome {
         Ok(()) => {
             let state = LocalState {
                 pid: std::process::id(),
@@ -188,13 +188,15 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
                 running.nodes[0].url(),
                 args.dir.display()
             );
-            running.watch().await?;
+            running.watch().await
         }
-        Err(error) => eprintln!("error: {error:#}"),
-    }
+        Err(error) => Err(error),
+    };
     let _ = std::fs::remove_file(&state_file);
     running.stop_all().await;
-    Ok(())
+    // A cluster that never became ready (or could not be watched) is a failed start: the
+    // exit status says so to scripts, after every node is stopped.
+    outcome
 }
 
 /// The child processes of a local cluster, one slot per planned node.
@@ -253,14 +255,9 @@ impl Running {
         let deadline = tokio::time::Instant::now() + READY_WITHIN;
         let (id, log) = (self.nodes[i].id.clone(), self.nodes[i].log.clone());
         loop {
-            if let Some(child) = self.children[i].as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "node {id} exited during start-up ({status}); see {}",
-                        log.display()
-                    );
-                }
-            }
+            // Any node, not only the one awaited: one that died meanwhile would leave a
+            // cluster announced as ready with a node missing.
+            self.check_running()?;
             if self.ready_everywhere(i).await {
                 return Ok(());
             }
@@ -273,6 +270,20 @@ impl Running {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// An error naming the first started node that has exited.
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        for (node, child) in self.nodes.iter().zip(&mut self.children) {
+            if let Some(status) = child.as_mut().map(Child::try_wait).transpose()?.flatten() {
+                bail!(
+                    "node {} exited ({status}); see {}",
+                    node.id,
+                    node.log.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn ready_everywhere(&self, i: usize) -> bool {
@@ -315,7 +326,7 @@ impl Running {
         for i in 0..self.nodes.len() {
             self.wait_ready(i).await?;
         }
-        Ok(())
+        self.check_running()
     }
 
     /// SIGTERM, then waits for the exit (killing the node after [`STOP_WITHIN`]).

@@ -20,7 +20,7 @@ pub use services::{IntegersConfig, JobsConfig, PartiesConfig, SessionsConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file that was asked for.
         path: String,

@@ -11,7 +11,7 @@ pub mod keys;
 pub mod member;
 pub mod snapshot;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,8 +78,8 @@ struct Inner {
     snapshots: watch::Sender<Arc<MembershipSnapshot>>,
     node_id: NodeId,
     signer: keys::Signer,
-    /// Nodes already reported as rejected (each is logged once).
-    impostors: std::sync::Mutex<BTreeSet<ChitchatId>>,
+    /// Nodes rejected so far, and why (each is logged once).
+    impostors: std::sync::Mutex<Impostors>,
     heard: Heard,
 }
 
@@ -111,7 +111,7 @@ impl Membership {
                 message: format!("{e:#}"),
             })?;
         let chitchat = handle.chitchat();
-        let mut impostors = BTreeSet::new();
+        let mut impostors = Impostors::new();
         let first = Arc::new(build_snapshot(
             &*chitchat.lock().await,
             &opts.signer,
@@ -143,6 +143,20 @@ impl Membership {
     /// A receiver holding the current snapshot and notified of every new one.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MembershipSnapshot>> {
         self.inner.snapshots.subscribe()
+    }
+
+    /// Nodes heard gossiping but left out of the membership, each as `node id at gossip
+    /// address: reason`, so a node that only ever hears other clusters can say so.
+    pub fn rejected(&self) -> Vec<String> {
+        let impostors = self
+            .inner
+            .impostors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        impostors
+            .iter()
+            .map(|(id, reason)| format!("{} at {}: {reason}", id.node_id, id.gossip_advertise_addr))
+            .collect()
     }
 
     /// When this node last heard from each member.
@@ -262,12 +276,16 @@ fn chitchat_config(opts: &MembershipOptions) -> ChitchatConfig {
     }
 }
 
+/// Gossiping nodes left out of the membership, with why: another cluster's secret, shard count
+/// or layout.
+type Impostors = BTreeMap<ChitchatId, &'static str>;
+
 /// Reads every valid member out of chitchat's state; nodes that fail the secret check are left
 /// out (and logged the first time they are seen).
 fn build_snapshot(
     chitchat: &Chitchat,
     signer: &keys::Signer,
-    impostors: &mut BTreeSet<ChitchatId>,
+    impostors: &mut Impostors,
 ) -> MembershipSnapshot {
     let live: BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
     let mut members = Vec::new();
@@ -276,7 +294,7 @@ fn build_snapshot(
             keys::Parsed::Member(m) => members.push(m),
             keys::Parsed::Incomplete => {}
             keys::Parsed::Rejected(reason) => {
-                if impostors.insert(id.clone()) {
+                if impostors.insert(id.clone(), reason).is_none() {
                     warn!(node_id = %id.node_id, gossip = %id.gossip_advertise_addr, reason, "ignoring gossip member");
                 }
             }
