@@ -191,9 +191,7 @@ pub async fn count(node: &Node, user: SessionUser) -> Result<u32, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::NodeId;
-    use crate::shard::store::tests::open;
-    use crate::shard::{Entry, Epoch, Position};
+    use crate::shard::store::tests::open_with;
 
     const SHARD: ShardId = ShardId(5);
     const NOW: u64 = 1_000_000;
@@ -204,11 +202,6 @@ mod tests {
 
     /// A store holding one entry per `(user, expiries)`, committed as one shard entry.
     async fn store_with(entries: &[(&str, Vec<u64>)]) -> (tempfile::TempDir, ShardStore) {
-        let (dir, store) = open();
-        let epoch = Epoch {
-            term: 1,
-            owner: NodeId::new("n1"),
-        };
         let ops = entries
             .iter()
             .map(|(id, expiries)| Op {
@@ -217,17 +210,7 @@ mod tests {
                 value: Some(codec::encode(&Leases(expiries.clone())).expect("encode")),
             })
             .collect();
-        let entry = Entry {
-            seq: 1,
-            epoch: epoch.clone(),
-            ops,
-            trim_before: 0,
-        };
-        store
-            .append(SHARD, epoch, Position::default(), entry)
-            .await
-            .expect("append");
-        (dir, store)
+        open_with(SHARD, ops).await
     }
 
     #[tokio::test]

@@ -58,7 +58,6 @@ impl<'a> Draft<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::{Entry, Epoch, Position};
 
     fn op(key: &[u8], value: Option<&[u8]>) -> Op {
         Op {
@@ -69,22 +68,7 @@ mod tests {
     }
 
     async fn store_with(ops: Vec<Op>) -> (tempfile::TempDir, ShardStore) {
-        let (dir, store) = crate::shard::store::tests::open();
-        let epoch = Epoch {
-            term: 1,
-            owner: crate::ids::NodeId::new("n1"),
-        };
-        let entry = Entry {
-            seq: 1,
-            epoch: epoch.clone(),
-            ops,
-            trim_before: 0,
-        };
-        store
-            .append(ShardId(0), epoch, Position::default(), entry)
-            .await
-            .expect("append");
-        (dir, store)
+        crate::shard::store::tests::open_with(ShardId(0), ops).await
     }
 
     #[tokio::test]

@@ -549,6 +549,23 @@ pub(crate) mod tests {
         (dir, store)
     }
 
+    /// A fresh store whose `shard` holds `ops`, committed as the shard's first entry.
+    pub(crate) async fn open_with(shard: ShardId, ops: Vec<Op>) -> (tempfile::TempDir, ShardStore) {
+        let (dir, store) = open();
+        let first = epoch(1, "n1");
+        let entry = Entry {
+            seq: 1,
+            epoch: first.clone(),
+            ops,
+            trim_before: 0,
+        };
+        store
+            .append(shard, first, Position::default(), entry)
+            .await
+            .expect("append");
+        (dir, store)
+    }
+
     fn epoch(term: u64, owner: &str) -> Epoch {
         Epoch {
             term,
