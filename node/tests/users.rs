@@ -592,3 +592,58 @@ async fn a_command_still_queued_when_its_caller_stops_waiting_is_dropped_not_app
         assert_eq!(status, 404, "the abandoned create was applied: {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_its_replica_does_not_confirm_gets_503_saying_it_may_take_effect_and_it_does() {
+    let _guard = cluster_lock().await;
+    // A replicate call gives up long before the stopped replica could be declared dead (a
+    // dead replica would be replaced and the write acknowledged).
+    let overrides = [
+        ("generators", "0"),
+        ("call_timeout_ms", "500"),
+        ("phi_threshold", "30.0"),
+    ];
+    let mut cluster = TestCluster::start_with(3, &overrides);
+    cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
+    // A user whose shard n1 owns with n3 as its only replica.
+    let mut id = None;
+    for shard in 0..64 {
+        let candidate = ids_in_shard(shard, 1).remove(0);
+        let (_, located) = cluster
+            .get(0, &format!("/cluster/locate/user/{candidate}"))
+            .await
+            .expect("locate");
+        if located["owner"] == "n1" && located["replicas"] == json!(["n3"]) {
+            id = Some(candidate);
+            break;
+        }
+    }
+    let id = id.expect("some shard is owned by n1 and replicated on n3");
+    let pid =
+        nix::unistd::Pid::from_raw(cluster.nodes[2].child.as_ref().expect("n3 runs").id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stop n3");
+    let body = json!({"id": id, "name": "maybe", "email": "m@x", "group": 1});
+    let (status, answer) = cluster.post(0, "/api/user", body).await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("resume n3");
+    assert_eq!(status, 503, "{answer}");
+    let message = answer["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("may or may not take effect"),
+        "the client must learn the outcome is unknown: {message}"
+    );
+    // The owner kept the change and pushes it to the replica: it took effect everywhere.
+    for node in 0..3 {
+        cluster
+            .wait_for(
+                "the unconfirmed create to take effect",
+                recovery_bound(),
+                || async {
+                    let (status, user) =
+                        cluster.get(node, &format!("/api/user/{id}")).await.ok()?;
+                    (status == 200 && user["name"] == "maybe").then_some(())
+                },
+            )
+            .await;
+    }
+    cluster.nodes[2].kill();
+}

@@ -670,7 +670,7 @@ impl OwnerState {
                 self.stop_serving();
             }
             warn!(%shard, %error, "local append failed");
-            return Err(unavailable(format!("shard {shard}: {error}")));
+            return Err(possibly_applied(format!("shard {shard}: {error}")));
         }
         let mut behind = Vec::new();
         for ((peer, _), answer) in self.view.replicas.iter().zip(remote) {
@@ -682,19 +682,19 @@ impl OwnerState {
                     // it, so it may still take effect: not retryable.
                     warn!(%shard, %newer, "fenced by a newer owner");
                     self.stop_serving();
-                    return Err(unavailable(format!(
+                    return Err(possibly_applied(format!(
                         "shard {shard} changed owner during the write"
                     )));
                 }
-                Ok(other) => return Err(unavailable(describe(peer, &other))),
-                Err(problem) => return Err(unavailable(problem)),
+                Ok(other) => return Err(possibly_applied(describe(peer, &other))),
+                Err(problem) => return Err(possibly_applied(problem)),
             }
         }
         // A replica that missed earlier changes copies them (and this one) from here.
         for peer in behind {
             self.push_catch_up(&epoch, &peer)
                 .await
-                .map_err(unavailable)?;
+                .map_err(possibly_applied)?;
         }
         // Every replica has every entry up to this one.
         self.shards.update_local(shard, |l| l.unconfirmed = None);
@@ -1120,6 +1120,15 @@ fn moving(message: String) -> Response {
 
 fn unavailable(message: String) -> Response {
     Response::Unavailable { message }
+}
+
+/// A write that failed after some copy may have taken it: the owner keeps pushing its copy to
+/// the replicas, so it may still take effect, and the client must be told so (as routing does
+/// for a forward that may have been delivered).
+fn possibly_applied(message: String) -> Response {
+    unavailable(format!(
+        "{message}; the change was not confirmed on every copy and may or may not take effect"
+    ))
 }
 
 fn describe(peer: &Peer, answer: &Response) -> String {
