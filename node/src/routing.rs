@@ -140,12 +140,9 @@ async fn attempt(
                 tracing::debug!(%target, %error, "forward attempt failed");
                 if changes_state && error.may_have_been_delivered() {
                     // Sending it again could apply it twice (a session added twice, say).
-                    return Ok(Response::Unavailable {
-                        message: format!(
-                            "node {target} did not answer ({error}); the request may or may not \
-                             have taken effect"
-                        ),
-                    });
+                    return Ok(Response::possibly_applied(format!(
+                        "node {target} did not answer ({error})"
+                    )));
                 }
                 return Err(error.to_string());
             }
@@ -199,12 +196,10 @@ impl Retry {
         let left = self.deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, attempt).await {
             Ok(result) => result,
-            Err(_) => Ok(Response::Unavailable {
-                message: format!(
-                    "no answer within the {} ms budget; the request may or may not have taken effect",
-                    self.budget.as_millis()
-                ),
-            }),
+            Err(_) => Ok(Response::possibly_applied(format!(
+                "no answer within the {} ms budget",
+                self.budget.as_millis()
+            ))),
         }
     }
 

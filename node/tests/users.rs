@@ -606,19 +606,41 @@ async fn a_write_its_replica_does_not_confirm_gets_503_saying_it_may_take_effect
     let mut cluster = TestCluster::start_with(3, &overrides);
     cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
     // A user whose shard n1 owns with n3 as its only replica.
-    let mut id = None;
+    let mut ids = None;
     for shard in 0..64 {
-        let candidate = ids_in_shard(shard, 1).remove(0);
+        let candidates = ids_in_shard(shard, 2);
         let (_, located) = cluster
-            .get(0, &format!("/cluster/locate/user/{candidate}"))
+            .get(0, &format!("/cluster/locate/user/{}", candidates[0]))
             .await
             .expect("locate");
         if located["owner"] == "n1" && located["replicas"] == json!(["n3"]) {
-            id = Some(candidate);
+            ids = Some(candidates);
             break;
         }
     }
-    let id = id.expect("some shard is owned by n1 and replicated on n3");
+    let [probe, id] = ids
+        .expect("some shard is owned by n1 and replicated on n3")
+        .try_into()
+        .expect("two ids");
+    // Ready nodes may still be handing shards over: a write n3 confirms shows that n1 serves
+    // the shard with n3 as its replica now (stopped mid-seal, n3 would hold the write in the
+    // queue instead).
+    let probe_body = json!({"id": probe, "name": "probe", "email": "p@x", "group": 1});
+    cluster
+        .wait_for(
+            "n1 to serve the shard with n3",
+            recovery_bound(),
+            || async {
+                let (status, _) = cluster.post(0, "/api/user", probe_body.clone()).await;
+                let (_, located) = cluster
+                    .get(0, &format!("/cluster/locate/user/{id}"))
+                    .await
+                    .ok()?;
+                let settled = located["owner"] == "n1" && located["replicas"] == json!(["n3"]);
+                (matches!(status, 201 | 409) && settled).then_some(())
+            },
+        )
+        .await;
     let pid =
         nix::unistd::Pid::from_raw(cluster.nodes[2].child.as_ref().expect("n3 runs").id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stop n3");

@@ -263,3 +263,14 @@ pub enum Response {
         message: String,
     },
 }
+
+impl Response {
+    /// A write whose outcome is unknown: it reached an owner that may have applied it (or may
+    /// still), so the caller must not retry it blindly and is told so in words. Every path
+    /// that gives up on a write after it left the edge answers through here.
+    pub fn possibly_applied(why: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            message: format!("{why}; the change may or may not take effect"),
+        }
+    }
+}

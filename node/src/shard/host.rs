@@ -397,10 +397,13 @@ impl Shards {
     pub async fn command(&self, shard: ShardId, command: Command, wait: Duration) -> Response {
         let wait = COMMAND_TIMEOUT.min(wait);
         let deadline = Instant::now() + wait;
-        self.ask_owner(shard, wait, |reply| {
+        let asked = self.ask_owner(shard, wait, |reply| {
             OwnerMsg::Command(command, reply, deadline)
+        });
+        // The owner may be deciding it right now (dropped only if still queued).
+        asked.await.unwrap_or_else(|waited| {
+            Response::possibly_applied(format!("shard {shard} did not answer within {waited:?}"))
         })
-        .await
     }
 
     /// A joining node asks for a copy of `shard` (`crate::precopy`): this node's owner actor
@@ -416,44 +419,45 @@ impl Shards {
                 message: format!("{} is not a live member", to.node_id),
             };
         }
-        self.ask_owner(shard, PRE_COPY_TIMEOUT, |reply| {
+        let asked = self.ask_owner(shard, PRE_COPY_TIMEOUT, |reply| {
             OwnerMsg::PreCopy(to, reply)
+        });
+        asked.await.unwrap_or_else(|waited| Response::Unavailable {
+            message: format!("shard {shard} did not pre-copy within {waited:?}"),
         })
-        .await
     }
 
     /// Sends this node's owner actor of `shard` a message with a reply port and waits for the
-    /// answer; `NotOwner` if there is no actor, 503 when too many wait already.
+    /// answer; `NotOwner` if there is no actor, 503 when too many wait already. `Err(timeout)`
+    /// when no answer came in time: the actor may still act on the message.
     async fn ask_owner(
         &self,
         shard: ShardId,
         timeout: Duration,
         message: impl FnOnce(ractor::RpcReplyPort<Response>) -> OwnerMsg,
-    ) -> Response {
+    ) -> Result<Response, Duration> {
         let Some((actor, pending)) = self
             .owners()
             .get(&shard)
             .map(|h| (h.actor.clone(), h.pending.clone()))
         else {
-            return Response::NotOwner {
+            return Ok(Response::NotOwner {
                 owner: self.topology().table.owner(shard).cloned(),
-            };
+            });
         };
         if pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_PER_SHARD {
             pending.fetch_sub(1, Ordering::AcqRel);
-            return Response::Unavailable {
+            return Ok(Response::Unavailable {
                 message: format!("shard {shard} has too many commands waiting"),
-            };
+            });
         }
         let result = actor.call(message, Some(timeout)).await;
         pending.fetch_sub(1, Ordering::AcqRel);
         match result {
-            Ok(CallResult::Success(response)) => response,
-            Ok(CallResult::Timeout) => Response::Unavailable {
-                message: format!("shard {shard} did not answer within {timeout:?}"),
-            },
+            Ok(CallResult::Success(response)) => Ok(response),
+            Ok(CallResult::Timeout) => Err(timeout),
             // The actor stopped (ownership moved): the caller retries at the new owner.
-            Ok(CallResult::SenderError) | Err(_) => Response::NotOwner { owner: None },
+            Ok(CallResult::SenderError) | Err(_) => Ok(Response::NotOwner { owner: None }),
         }
     }
 

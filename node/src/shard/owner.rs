@@ -1123,12 +1123,9 @@ fn unavailable(message: String) -> Response {
 }
 
 /// A write that failed after some copy may have taken it: the owner keeps pushing its copy to
-/// the replicas, so it may still take effect, and the client must be told so (as routing does
-/// for a forward that may have been delivered).
+/// the replicas, so it may still take effect.
 fn possibly_applied(message: String) -> Response {
-    unavailable(format!(
-        "{message}; the change was not confirmed on every copy and may or may not take effect"
-    ))
+    Response::possibly_applied(format!("{message} (not every copy confirmed it)"))
 }
 
 fn describe(peer: &Peer, answer: &Response) -> String {
