@@ -27,6 +27,23 @@ const JOIN_FIXED_BYTES: usize = 512;
 pub const DEFAULT_RADIUS_KM: f64 = 50.0;
 /// Largest `radius_km` of a nearby search.
 pub const MAX_RADIUS_KM: f64 = 1000.0;
+/// Default `limit` of a nearby search: the nearest parties returned.
+pub const DEFAULT_NEARBY_LIMIT: usize = 1_000;
+/// Largest `limit` of a nearby search: bounds the answer's size.
+pub const MAX_NEARBY_LIMIT: usize = 10_000;
+
+/// A validated `GET /parties/nearby` search.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NearbySearch {
+    /// The searched point.
+    pub lat: f64,
+    /// The searched point.
+    pub lng: f64,
+    /// Parties farther than this (great-circle) are left out.
+    pub radius_km: f64,
+    /// Only the nearest this many are returned.
+    pub limit: usize,
+}
 
 /// One participant of a party.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -299,6 +316,19 @@ pub fn parse_radius(raw: Option<&str>) -> Result<f64, ValidationError> {
     }
 }
 
+/// Validates a nearby search's `limit` (default [`DEFAULT_NEARBY_LIMIT`]).
+pub fn parse_nearby_limit(raw: Option<&str>) -> Result<usize, ValidationError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_NEARBY_LIMIT);
+    };
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_NEARBY_LIMIT).contains(&n) => Ok(n),
+        _ => Err(ValidationError::new(format!(
+            "limit must be a whole number from 1 to {MAX_NEARBY_LIMIT}"
+        ))),
+    }
+}
+
 /// Whether a party code is well formed (nine digits, no leading zero).
 pub fn is_code(code: &str) -> bool {
     code.len() == 9 && code.bytes().all(|b| b.is_ascii_digit()) && !code.starts_with('0')
@@ -392,6 +422,14 @@ mod tests {
         assert!(parse_coordinates(Some("10"), None).is_err());
         assert_eq!(parse_radius(None).ok(), Some(DEFAULT_RADIUS_KM));
         assert!(parse_radius(Some("1001")).is_err());
+        assert_eq!(parse_nearby_limit(None).ok(), Some(DEFAULT_NEARBY_LIMIT));
+        assert_eq!(parse_nearby_limit(Some("1")).ok(), Some(1));
+        for bad in ["0", "-1", "1.5", "x", "10001"] {
+            assert_eq!(
+                parse_nearby_limit(Some(bad)).expect_err(bad).to_string(),
+                "limit must be a whole number from 1 to 10000"
+            );
+        }
         assert!(is_code("457495738") && !is_code("04574957") && !is_code("abc"));
     }
 }

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use troupe_actors::integers::Average;
 use troupe_actors::jobs::Job;
-use troupe_actors::parties::{CreateParty, JoinParty, Party};
+use troupe_actors::parties::{CreateParty, JoinParty, NearbySearch, Party};
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 
@@ -112,12 +112,10 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
         code: String,
         device_id: String,
     ) -> impl Future<Output = Result<PartyLeft, ApiError>> + Send;
-    /// For `GET /parties/nearby`: open parties within the radius, nearest first.
+    /// For `GET /parties/nearby`: the nearest open parties within the radius, nearest first.
     fn nearby_parties(
         &self,
-        lat: f64,
-        lng: f64,
-        radius_km: f64,
+        search: NearbySearch,
     ) -> impl Future<Output = Result<Vec<NearbyParty>, ApiError>> + Send;
     /// For `/metrics`: every metric of the node (the edge's own included, registered through
     /// [`HttpMetrics::register`](crate::HttpMetrics::register)) in Prometheus text format.

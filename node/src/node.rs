@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use troupe_actors::integers::Average;
 use troupe_actors::jobs::Job;
-use troupe_actors::parties::{CreateParty, JoinParty, Party};
+use troupe_actors::parties::{CreateParty, JoinParty, NearbySearch, Party};
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 use troupe_http::views::{
@@ -328,13 +328,8 @@ impl NodeApi for Node {
         services::parties::leave(self, code, device_id).await
     }
 
-    async fn nearby_parties(
-        &self,
-        lat: f64,
-        lng: f64,
-        radius_km: f64,
-    ) -> Result<Vec<NearbyParty>, ApiError> {
-        services::parties::nearby(self, lat, lng, radius_km).await
+    async fn nearby_parties(&self, search: NearbySearch) -> Result<Vec<NearbyParty>, ApiError> {
+        services::parties::nearby(self, search).await
     }
 
     fn render_metrics(&self) -> String {

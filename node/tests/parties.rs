@@ -272,14 +272,25 @@ async fn nearby_search_crosses_region_borders_and_parties_stay_in_their_region_w
         distances.windows(2).all(|w| w[0] <= w[1]),
         "nearest first: {distances:?}"
     );
+    // `limit` keeps the nearest, across regions as well.
+    let (status, nearest) = cluster
+        .get(1, "/parties/nearby?lat=52.5&lng=-3.5&radius_km=300&limit=2")
+        .await
+        .expect("nearby");
+    assert_eq!(status, 200, "{nearest}");
     assert_eq!(
-        cluster
-            .get(0, "/parties/nearby?lat=1&lng=1&radius_km=5000")
-            .await
-            .expect("q")
-            .0,
-        400
+        nearest.as_array().map(Vec::as_slice),
+        near.as_array().map(|all| &all[..2]),
+        "the two nearest of the same search"
     );
+    for bad in ["radius_km=5000", "limit=0", "limit=10001", "limit=x"] {
+        let (status, body) = cluster
+            .get(0, &format!("/parties/nearby?lat=1&lng=1&{bad}"))
+            .await
+            .expect("q");
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["message"].is_string(), "{bad}: {body}");
+    }
 
     // Each region's manager shard, with the parties in it, is on nodes of that region: owner
     // and replica for Dublin's two nodes, the owner for London's one.

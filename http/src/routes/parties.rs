@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
-use troupe_actors::parties;
+use troupe_actors::parties::{self, NearbySearch};
 
 use super::users::{body_bytes, MaxBodyBytes};
 use crate::api::NodeApi;
@@ -147,7 +147,7 @@ pub async fn leave<N: NodeApi>(
     node.leave_party(code, device_id).await.map(Json)
 }
 
-/// `GET /parties/nearby?lat=&lng=&radius_km=`.
+/// `GET /parties/nearby?lat=&lng=&radius_km=&limit=`.
 #[tracing::instrument(
     level = "debug",
     name = "nearby_parties",
@@ -160,6 +160,12 @@ pub async fn nearby<N: NodeApi>(
 ) -> Result<Json<Vec<NearbyParty>>, ApiError> {
     let params = params(query)?;
     let (lat, lng) = coordinates(&params)?;
-    let radius = parties::parse_radius(params.get("radius_km").map(String::as_str)).map_err(bad)?;
-    node.nearby_parties(lat, lng, radius).await.map(Json)
+    let search = NearbySearch {
+        lat,
+        lng,
+        radius_km: parties::parse_radius(params.get("radius_km").map(String::as_str))
+            .map_err(bad)?,
+        limit: parties::parse_nearby_limit(params.get("limit").map(String::as_str)).map_err(bad)?,
+    };
+    node.nearby_parties(search).await.map(Json)
 }

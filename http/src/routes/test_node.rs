@@ -17,7 +17,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use troupe_actors::integers::Average;
 use troupe_actors::jobs::{self, Job, JobStatus};
-use troupe_actors::parties::{CreateParty, JoinParty, Party};
+use troupe_actors::parties::{CreateParty, JoinParty, NearbySearch, Party};
 use troupe_actors::sessions::{self, SessionReply, SessionUser};
 use troupe_actors::users::{self, User, UserId, UserPatch};
 
@@ -237,7 +237,7 @@ impl NodeApi for MemoryNode {
         not_tested()
     }
 
-    async fn nearby_parties(&self, _: f64, _: f64, _: f64) -> Result<Vec<NearbyParty>, ApiError> {
+    async fn nearby_parties(&self, _: NearbySearch) -> Result<Vec<NearbyParty>, ApiError> {
         not_tested()
     }
 

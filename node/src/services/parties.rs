@@ -14,7 +14,7 @@
 use futures_util::future::try_join_all;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use troupe_actors::parties::{self, CreateParty, JoinParty, Participant, Party};
+use troupe_actors::parties::{self, CreateParty, JoinParty, NearbySearch, Participant, Party};
 use troupe_http::views::{ManagerView, NearbyParty, PartyCreated, PartyLeft, PartyMember};
 use troupe_http::ApiError;
 
@@ -29,12 +29,14 @@ use crate::routing::{call_owner, read_shard};
 use crate::rpc::wire::Response;
 use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
 use crate::shard::draft::Draft;
+use crate::shard::store::KeyValue;
 use crate::shard::{Op, StoreError, Tenant};
 
 /// Codes drawn before giving up on finding a free one (a 9-digit space is never that full).
 const CODE_ATTEMPTS: usize = 8;
-/// Open parties read from one manager's index for a nearby search.
-const INDEX_LIMIT: u32 = 10_000;
+/// Index entries read from a manager's shard per call of a nearby search, which reads the whole
+/// index page by page (each page is one bounded answer).
+const INDEX_PAGE: u32 = 2_000;
 
 /// A manager's index entry for one open party.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -383,47 +385,95 @@ fn touched_regions(regions: &[Region], lat: f64, lng: f64, radius_km: f64) -> Ve
         .collect()
 }
 
-/// `GET /parties/nearby`: open parties within the radius, nearest first.
-pub async fn nearby(
-    node: &Node,
-    lat: f64,
-    lng: f64,
-    radius_km: f64,
-) -> Result<Vec<NearbyParty>, ApiError> {
-    let regions = touched_regions(&node.inner.cluster.regions, lat, lng, radius_km);
+/// `GET /parties/nearby`: the nearest `limit` open parties within the radius, nearest first,
+/// from every manager of every region the radius touches.
+pub async fn nearby(node: &Node, search: NearbySearch) -> Result<Vec<NearbyParty>, ApiError> {
+    let regions = touched_regions(
+        &node.inner.cluster.regions,
+        search.lat,
+        search.lng,
+        search.radius_km,
+    );
     let managers = regions
         .iter()
         .flat_map(|r| node.inner.layout.managers_of(&r.name));
     let lists = try_join_all(managers.map(|manager| async move {
-        let query = Query::Prefix {
-            tenant: Tenant::PARTY_INDEX,
-            prefix: format!("{}/", manager.id).into_bytes(),
-            limit: INDEX_LIMIT,
+        let read_page = |after: Vec<u8>| async move {
+            let query = Query::Scan {
+                tenant: Tenant::PARTY_INDEX,
+                after: Some(after),
+                limit: INDEX_PAGE,
+            };
+            match read_shard(node, manager.shard, query).await? {
+                QueryAnswer::Items(items) => Ok(items),
+                other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+            }
         };
-        match read_shard(node, manager.shard, query).await? {
-            QueryAnswer::Items(items) => Ok(items),
-            other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
-        }
+        nearest_in_index(&manager.id, INDEX_PAGE, read_page, &search).await
     }))
     .await?;
+    let mut found = lists.into_iter().flatten().collect();
+    keep_nearest(&mut found, search.limit);
+    Ok(found)
+}
+
+/// The nearest `search.limit` parties within the radius among one manager's index entries,
+/// read in key order `page` at a time from after the manager's key prefix to its end: every
+/// open party is considered, however many the manager has, and at most one page plus the
+/// limit are held at once.
+async fn nearest_in_index<F, Fut>(
+    manager: &str,
+    page: u32,
+    mut read_page: F,
+    search: &NearbySearch,
+) -> Result<Vec<NearbyParty>, ApiError>
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<KeyValue>, ApiError>>,
+{
+    let prefix = format!("{manager}/").into_bytes();
+    let mut after = prefix.clone();
     let mut found = Vec::new();
-    for (_, value) in lists.into_iter().flatten() {
-        let entry: IndexEntry = codec::decode(&value)
-            .map_err(|e| ApiError::Internal(format!("stored index cannot be read: {e}")))?;
-        let distance = distance_km(lat, lng, entry.lat, entry.lng);
-        if distance <= radius_km {
-            found.push(NearbyParty {
-                party_code: entry.code,
-                region: entry.region,
-                lat: entry.lat,
-                lng: entry.lng,
-                distance_km: distance,
-                participants: entry.participants,
-            });
+    loop {
+        let items = read_page(after.clone()).await?;
+        let last_page = items.len() < page as usize;
+        for (key, value) in items {
+            if !key.starts_with(&prefix) {
+                // Past this manager's entries (keys are in order).
+                keep_nearest(&mut found, search.limit);
+                return Ok(found);
+            }
+            let entry: IndexEntry = codec::decode(&value)
+                .map_err(|e| ApiError::Internal(format!("stored index cannot be read: {e}")))?;
+            found.extend(entry.within(search));
+            after = key;
+        }
+        keep_nearest(&mut found, search.limit);
+        if last_page {
+            return Ok(found);
         }
     }
+}
+
+/// Sorts nearest first and drops all but the first `limit`.
+fn keep_nearest(found: &mut Vec<NearbyParty>, limit: usize) {
     found.sort_by(|a, b| a.distance_km.total_cmp(&b.distance_km));
-    Ok(found)
+    found.truncate(limit);
+}
+
+impl IndexEntry {
+    /// This party as a search result, if it lies within the search's radius.
+    fn within(self, search: &NearbySearch) -> Option<NearbyParty> {
+        let distance = distance_km(search.lat, search.lng, self.lat, self.lng);
+        (distance <= search.radius_km).then_some(NearbyParty {
+            party_code: self.code,
+            region: self.region,
+            lat: self.lat,
+            lng: self.lng,
+            distance_km: distance,
+            participants: self.participants,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -506,5 +556,101 @@ mod tests {
                 assert_eq!(layout.manager_for_key(&code), Some(manager));
             }
         }
+    }
+
+    /// An index shared by managers m0, m1 and m2 (as a tenant holds it, in key order) that
+    /// answers reads a page at a time, counting them.
+    struct PagedIndex {
+        entries: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+        reads: std::cell::Cell<usize>,
+    }
+
+    impl PagedIndex {
+        fn new(parties_of_m1: u32) -> Self {
+            let mut entries = std::collections::BTreeMap::new();
+            for (manager, count) in [("m0", 3), ("m1", parties_of_m1), ("m2", 3)] {
+                for i in 0..count {
+                    let code = format!("{}", 100_000_000 + i);
+                    // Party i of m1 lies i tenths of a degree north of (0, 0).
+                    let entry = IndexEntry {
+                        code: code.clone(),
+                        region: manager.into(),
+                        lat: f64::from(i) / 10.0,
+                        lng: 0.0,
+                        participants: 1,
+                    };
+                    let key = format!("{manager}/{code}").into_bytes();
+                    entries.insert(key, codec::encode(&entry).expect("encode"));
+                }
+            }
+            Self {
+                entries,
+                reads: Default::default(),
+            }
+        }
+
+        async fn page_after(&self, after: Vec<u8>, page: u32) -> Result<Vec<KeyValue>, ApiError> {
+            self.reads.set(self.reads.get() + 1);
+            let after = std::ops::Bound::Excluded(after);
+            Ok(self
+                .entries
+                .range((after, std::ops::Bound::Unbounded))
+                .take(page as usize)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect())
+        }
+    }
+
+    fn search(radius_km: f64, limit: usize) -> NearbySearch {
+        NearbySearch {
+            lat: 0.0,
+            lng: 0.0,
+            radius_km,
+            limit,
+        }
+    }
+
+    async fn nearest(index: &PagedIndex, page: u32, search: NearbySearch) -> Vec<String> {
+        let read = |after| index.page_after(after, page);
+        nearest_in_index("m1", page, read, &search)
+            .await
+            .expect("search")
+            .into_iter()
+            .map(|p| p.party_code)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_nearby_search_reads_every_page_of_the_managers_index_and_nothing_of_the_others() {
+        // 25 parties, 3 to a page: a search that stopped after any one page would miss some.
+        let index = PagedIndex::new(25);
+        let all = nearest(&index, 3, search(1000.0, 100)).await;
+        let expected: Vec<String> = (0..25).map(|i| format!("{}", 100_000_000 + i)).collect();
+        assert_eq!(
+            all, expected,
+            "every party of m1, nearest first, none of m0 or m2"
+        );
+        assert_eq!(
+            index.reads.get(),
+            9,
+            "25 entries a page of 3 at a time, then m2's"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_nearby_search_keeps_only_the_nearest_within_the_radius() {
+        let index = PagedIndex::new(25);
+        // A tenth of a degree of latitude is about 11.1 km.
+        let within_60_km = nearest(&index, 4, search(60.0, 100)).await;
+        assert_eq!(within_60_km.len(), 6, "{within_60_km:?}");
+        let nearest_two = nearest(&index, 4, search(1000.0, 2)).await;
+        assert_eq!(nearest_two, ["100000000", "100000001"]);
+    }
+
+    #[tokio::test]
+    async fn a_nearby_search_of_a_manager_with_no_parties_reads_one_page() {
+        let index = PagedIndex::new(0);
+        assert!(nearest(&index, 3, search(1000.0, 10)).await.is_empty());
+        assert_eq!(index.reads.get(), 1);
     }
 }
