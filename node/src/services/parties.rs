@@ -436,12 +436,12 @@ where
     let mut found = Vec::new();
     loop {
         let items = read_page(after.clone()).await?;
-        let last_page = items.len() < page as usize;
+        let mut done = items.len() < page as usize;
         for (key, value) in items {
             if !key.starts_with(&prefix) {
                 // Past this manager's entries (keys are in order).
-                keep_nearest(&mut found, search.limit);
-                return Ok(found);
+                done = true;
+                break;
             }
             let entry: IndexEntry = codec::decode(&value)
                 .map_err(|e| ApiError::Internal(format!("stored index cannot be read: {e}")))?;
@@ -449,7 +449,7 @@ where
             after = key;
         }
         keep_nearest(&mut found, search.limit);
-        if last_page {
+        if done {
             return Ok(found);
         }
     }
