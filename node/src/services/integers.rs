@@ -52,6 +52,13 @@ pub const AGGREGATOR_KEY: &str = "integers/aggregator";
 const MAX_IN_FLIGHT: usize = 16;
 /// Deadline of one integer's delivery; a late integer is simply not counted.
 const SEND_TIMEOUT: Duration = Duration::from_millis(500);
+/// Windows back from the current one that an aggregator still takes integers for: the two a
+/// generator resends (see [`GeneratorState::remember`]). Older ones could push the newest
+/// averages out of the kept history.
+const LATE_WINDOWS: u64 = 2;
+/// Ticks a new aggregator waits before it stores anything, so that the generators' resends
+/// (due on their next tick) arrive first and windows are stored as whole as they can be.
+const START_HOLD_TICKS: u64 = 10;
 
 /// One integer on its way to the aggregator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -381,8 +388,30 @@ pub struct AggregatorState {
     /// When this aggregator started: earlier windows are incomplete.
     started_ms: u64,
     windows: BTreeMap<u64, Window>,
-    /// Everything before this was stored or given up.
-    flushed_until: u64,
+    /// Windows this aggregator stored lately (see [`Stored`]).
+    stored: Stored,
+}
+
+/// The windows an aggregator stored, recent ones only. An integer of one of them is not
+/// counted again; an integer of an older window that was not stored still is: a resend after
+/// a failover brings integers of windows older than those a new aggregator stored first.
+#[derive(Debug, Default)]
+struct Stored(BTreeSet<u64>);
+
+impl Stored {
+    /// Whether an integer of the window starting at `start` still counts at `now_ms`.
+    fn takes(&self, start: u64, now_ms: u64, window_ms: u64) -> bool {
+        let current = now_ms - now_ms % window_ms.max(1);
+        start + LATE_WINDOWS * window_ms >= current && !self.0.contains(&start)
+    }
+
+    /// Records the window starting at `start` as stored, forgetting those too old to count.
+    fn add(&mut self, start: u64, window_ms: u64) {
+        self.0.insert(start);
+        let newest = self.0.last().copied().unwrap_or(start);
+        self.0
+            .retain(|s| s + (LATE_WINDOWS + 1) * window_ms >= newest);
+    }
 }
 
 #[derive(Default)]
@@ -413,7 +442,7 @@ impl Actor for Aggregator {
             node,
             started_ms,
             windows: BTreeMap::new(),
-            flushed_until: 0,
+            stored: Stored::default(),
         })
     }
 
@@ -438,8 +467,11 @@ impl AggregatorState {
 
     fn add(&mut self, sample: Sample) {
         let start = integers::window_start(sample.at_ms, self.config().window_ms());
-        if start < self.flushed_until {
-            return; // Too late: its window is stored.
+        if !self
+            .stored
+            .takes(start, unix_millis(), self.config().window_ms())
+        {
+            return; // Too late: its window is stored, or too old to store.
         }
         let window = self.windows.entry(start).or_default();
         if window.seen.insert((sample.generator, sample.tick)) {
@@ -451,12 +483,16 @@ impl AggregatorState {
 
     /// Stores every window that ended more than a few ticks ago and took no integer for as
     /// long (late integers, and those generators send again to a new aggregator, still count).
+    /// Nothing during [`START_HOLD_TICKS`] after the start: the resends come first.
     async fn flush(&mut self) {
         let config = self.config().clone();
         let grace = 3 * config.tick_ms;
         // Integers a full window holds; one missing in ten is tolerated (a slow tick).
         let expected = u64::from(config.generators) * config.window_ms() / config.tick_ms;
         let now = unix_millis();
+        if now < self.started_ms + START_HOLD_TICKS * config.tick_ms {
+            return;
+        }
         let due: Vec<u64> = self
             .windows
             .iter()
@@ -488,7 +524,7 @@ impl AggregatorState {
             match stored {
                 Response::Outcome(_) => {
                     self.windows.remove(&start);
-                    self.flushed_until = self.flushed_until.max(start + config.window_ms());
+                    self.stored.add(start, config.window_ms());
                 }
                 // Not stored yet: try again at the next flush.
                 other => tracing::debug!(window = start, ?other, "average not stored yet"),
@@ -582,6 +618,36 @@ mod tests {
         assert!(!takers.resend_due(), "one resend at a time");
         takers.delivered(true, Some(2));
         assert!(!takers.resend_due());
+    }
+
+    #[test]
+    fn a_window_older_than_one_stored_still_takes_integers_unless_it_is_past_what_is_resent() {
+        let window = 5_000;
+        let now = 21_000;
+        let mut stored = Stored::default();
+        // A new aggregator stored the window 15..20 s from the few integers it had first.
+        stored.add(15_000, window);
+        assert!(
+            !stored.takes(15_000, now, window),
+            "stored: not counted twice"
+        );
+        // A resend then brings the window 10..15 s, which nobody stored: it still counts.
+        assert!(stored.takes(10_000, now, window));
+        assert!(stored.takes(20_000, now, window));
+        // Older than the two windows generators resend: it would only displace newer ones.
+        assert!(!stored.takes(5_000, now, window));
+    }
+
+    #[test]
+    fn stored_windows_are_forgotten_once_too_old_to_count() {
+        let mut stored = Stored::default();
+        for start in (0..10).map(|w| w * 5_000) {
+            stored.add(start, 5_000);
+        }
+        assert_eq!(
+            stored.0.into_iter().collect::<Vec<_>>(),
+            [30_000, 35_000, 40_000, 45_000]
+        );
     }
 
     #[test]
