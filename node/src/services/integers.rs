@@ -78,20 +78,23 @@ pub fn aggregator_shard(shards: u32) -> ShardId {
     shard_for_key(AGGREGATOR_KEY, shards)
 }
 
-/// This node's aggregator and its incarnation, if it runs here (for the RPC handler); cheap
-/// to clone.
+/// This node's aggregator, if it runs here (for the RPC handler); cheap to clone.
 #[derive(Clone, Default)]
-pub struct LocalAggregator(Arc<Mutex<Option<(ActorRef<AggregatorMsg>, u64)>>>);
+pub struct LocalAggregator(Arc<Mutex<Option<Running>>>);
+
+/// An aggregator actor and the incarnation it answers with.
+#[derive(Clone)]
+struct Running {
+    actor: ActorRef<AggregatorMsg>,
+    incarnation: u64,
+}
 
 impl LocalAggregator {
-    fn get(&self) -> Option<(ActorRef<AggregatorMsg>, u64)> {
+    fn get(&self) -> Option<Running> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set(
-        &self,
-        aggregator: Option<(ActorRef<AggregatorMsg>, u64)>,
-    ) -> Option<(ActorRef<AggregatorMsg>, u64)> {
+    fn set(&self, aggregator: Option<Running>) -> Option<Running> {
         std::mem::replace(
             &mut *self.0.lock().unwrap_or_else(|p| p.into_inner()),
             aggregator,
@@ -101,9 +104,9 @@ impl LocalAggregator {
     /// Hands a sample to the aggregator running here (`Taken`); `NotOwner` if there is none.
     pub fn deliver(&self, sample: Sample) -> Response {
         match self.get() {
-            Some((actor, incarnation)) if actor.cast(AggregatorMsg::Sample(sample)).is_ok() => {
+            Some(running) if running.actor.cast(AggregatorMsg::Sample(sample)).is_ok() => {
                 Response::Taken {
-                    aggregator: incarnation,
+                    aggregator: running.incarnation,
                 }
             }
             _ => Response::NotOwner { owner: None },
@@ -152,7 +155,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
     for (_, actor) in generators {
         actor.stop(None);
     }
-    if let Some((actor, _)) = node.inner.aggregator.set(None) {
+    if let Some(Running { actor, .. }) = node.inner.aggregator.set(None) {
         let _ = actor
             .stop_and_wait(None, Some(Duration::from_secs(5)))
             .await;
@@ -179,12 +182,14 @@ async fn ensure_aggregator(node: &Node, here: bool) {
         match Actor::spawn(None, Aggregator, node.clone()).await {
             Ok((actor, _)) => {
                 tracing::info!(incarnation, "aggregator started on this node");
-                node.inner.aggregator.set(Some((actor, incarnation)));
+                node.inner
+                    .aggregator
+                    .set(Some(Running { actor, incarnation }));
             }
             Err(error) => tracing::warn!(%error, "cannot start the aggregator"),
         }
     } else if !here && running {
-        if let Some((actor, _)) = node.inner.aggregator.set(None) {
+        if let Some(Running { actor, .. }) = node.inner.aggregator.set(None) {
             tracing::info!("aggregator moved away from this node");
             actor.stop(None);
         }
