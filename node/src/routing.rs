@@ -63,7 +63,7 @@ pub async fn serve_at_owner(
         let problem = match topology.table.owner(shard) {
             None => format!("no ready node owns shard {shard}"),
             Some(owner) => match retry
-                .bounded(attempt(node, &topology, owner, request(retry.left_ms())))
+                .bounded(node, &topology, owner, request(retry.left_ms()))
                 .await
             {
                 Ok(Response::Unavailable { message }) => return Err(unavailable(message)),
@@ -94,10 +94,7 @@ pub async fn read_shard(
                 query: query.clone(),
                 allow_replica: index > 0,
             };
-            match retry
-                .bounded(attempt(node, &topology, holder, request))
-                .await
-            {
+            match retry.bounded(node, &topology, holder, request).await {
                 Ok(Response::Answer(answer)) => return Ok(answer),
                 Ok(other) => problem = format!("{holder}: {}", describe(&other)),
                 Err(reason) => problem = reason,
@@ -187,20 +184,28 @@ impl Retry {
         u32::try_from(left.as_millis()).unwrap_or(u32::MAX)
     }
 
-    /// Runs one attempt, but not past the budget: a request never outlives it, even when a
-    /// peer stops answering mid-call (the attempt then counts as not acknowledged).
+    /// Runs one [`attempt`], but not past the budget: a request never outlives it, even when
+    /// a peer stops answering mid-call. A command then counts as possibly applied; any other
+    /// request is simply out of time.
     async fn bounded(
         &self,
-        attempt: impl std::future::Future<Output = Result<Response, String>>,
+        node: &Node,
+        topology: &Topology,
+        target: &NodeId,
+        request: Request,
     ) -> Result<Response, String> {
+        let changes_state = matches!(request, Request::Command { .. });
         let left = self.deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, attempt).await {
-            Ok(result) => result,
-            Err(_) => Ok(Response::possibly_applied(format!(
-                "no answer within the {} ms budget",
-                self.budget.as_millis()
-            ))),
-        }
+        let attempt = attempt(node, topology, target, request);
+        let Ok(result) = tokio::time::timeout(left, attempt).await else {
+            let why = format!("no answer within the {} ms budget", self.budget.as_millis());
+            return if changes_state {
+                Ok(Response::possibly_applied(why))
+            } else {
+                Err(why)
+            };
+        };
+        result
     }
 
     fn topology(&mut self) -> Arc<Topology> {
