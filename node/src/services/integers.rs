@@ -17,13 +17,10 @@
 //! moves or its node dies they would be lost, and with them the whole window if its successor
 //! started after the window ended. Generators therefore keep their last two windows of integers
 //! and send them again to each new aggregator: a window that was open during a failover is
-//! stored (incomplete) from what the generators still hold, rather than missing. An aggregator
-//! is told apart by the incarnation it answers with, not by its node: a node that crashes and
-//! restarts before it is declared dead keeps its name and its shard, but not its aggregator's
-//! memory.
+//! stored (incomplete) from what the generators still hold, rather than missing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,13 +49,6 @@ pub const AGGREGATOR_KEY: &str = "integers/aggregator";
 const MAX_IN_FLIGHT: usize = 16;
 /// Deadline of one integer's delivery; a late integer is simply not counted.
 const SEND_TIMEOUT: Duration = Duration::from_millis(500);
-/// Windows back from the current one that an aggregator still takes integers for: the two a
-/// generator resends (see [`GeneratorState::remember`]). Older ones could push the newest
-/// averages out of the kept history.
-const LATE_WINDOWS: u64 = 2;
-/// Ticks a new aggregator waits before it stores anything, so that the generators' resends
-/// (due on their next tick) arrive first and windows are stored as whole as they can be.
-const START_HOLD_TICKS: u64 = 10;
 
 /// One integer on its way to the aggregator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -80,35 +70,24 @@ pub fn aggregator_shard(shards: u32) -> ShardId {
 
 /// This node's aggregator, if it runs here (for the RPC handler); cheap to clone.
 #[derive(Clone, Default)]
-pub struct LocalAggregator(Arc<Mutex<Option<Running>>>);
-
-/// An aggregator actor and the incarnation it answers with.
-#[derive(Clone)]
-struct Running {
-    actor: ActorRef<AggregatorMsg>,
-    incarnation: u64,
-}
+pub struct LocalAggregator(Arc<Mutex<Option<ActorRef<AggregatorMsg>>>>);
 
 impl LocalAggregator {
-    fn get(&self) -> Option<Running> {
+    fn get(&self) -> Option<ActorRef<AggregatorMsg>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set(&self, aggregator: Option<Running>) -> Option<Running> {
+    fn set(&self, actor: Option<ActorRef<AggregatorMsg>>) -> Option<ActorRef<AggregatorMsg>> {
         std::mem::replace(
             &mut *self.0.lock().unwrap_or_else(|p| p.into_inner()),
-            aggregator,
+            actor,
         )
     }
 
-    /// Hands a sample to the aggregator running here (`Taken`); `NotOwner` if there is none.
+    /// Hands a sample to the aggregator running here; `NotOwner` if there is none.
     pub fn deliver(&self, sample: Sample) -> Response {
         match self.get() {
-            Some(running) if running.actor.cast(AggregatorMsg::Sample(sample)).is_ok() => {
-                Response::Taken {
-                    aggregator: running.incarnation,
-                }
-            }
+            Some(actor) if actor.cast(AggregatorMsg::Sample(sample)).is_ok() => Response::Done,
             _ => Response::NotOwner { owner: None },
         }
     }
@@ -155,7 +134,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
     for (_, actor) in generators {
         actor.stop(None);
     }
-    if let Some(Running { actor, .. }) = node.inner.aggregator.set(None) {
+    if let Some(actor) = node.inner.aggregator.set(None) {
         let _ = actor
             .stop_and_wait(None, Some(Duration::from_secs(5)))
             .await;
@@ -178,18 +157,15 @@ fn generators_of(me: &NodeId, config: &IntegersConfig, nodes: &[NodeId]) -> Vec<
 async fn ensure_aggregator(node: &Node, here: bool) {
     let running = node.inner.aggregator.get().is_some();
     if here && !running {
-        let incarnation = crate::random::with(|rng| rng.random::<u64>());
         match Actor::spawn(None, Aggregator, node.clone()).await {
             Ok((actor, _)) => {
-                tracing::info!(incarnation, "aggregator started on this node");
-                node.inner
-                    .aggregator
-                    .set(Some(Running { actor, incarnation }));
+                tracing::info!("aggregator started on this node");
+                node.inner.aggregator.set(Some(actor));
             }
             Err(error) => tracing::warn!(%error, "cannot start the aggregator"),
         }
     } else if !here && running {
-        if let Some(Running { actor, .. }) = node.inner.aggregator.set(None) {
+        if let Some(actor) = node.inner.aggregator.set(None) {
             tracing::info!("aggregator moved away from this node");
             actor.stop(None);
         }
@@ -212,39 +188,10 @@ pub struct GeneratorState {
     in_flight: Arc<AtomicUsize>,
     /// The integers of the last two windows, oldest first, to send again to a new aggregator.
     recent: VecDeque<Sample>,
-    takers: Arc<Mutex<Takers>>,
-}
-
-/// Which aggregators took this generator's integers, by incarnation.
-#[derive(Debug, Default)]
-struct Takers {
-    /// The one that took the latest delivery.
-    latest: Option<u64>,
-    /// The one that took the last whole resend.
-    resent: Option<u64>,
-    /// A resend is under way.
-    resending: bool,
-}
-
-impl Takers {
-    /// Whether the next tick sends every recent integer: the aggregator taking them has not
-    /// had them all yet (a new one answered, or none took a whole resend so far).
-    fn resend_due(&self) -> bool {
-        !self.resending && (self.resent.is_none() || self.latest != self.resent)
-    }
-
-    /// The delivery ended: `taker` took every integer of it, or some were not taken.
-    fn delivered(&mut self, resend: bool, taker: Option<u64>) {
-        if taker.is_some() {
-            self.latest = taker;
-        }
-        if resend {
-            if taker.is_some() {
-                self.resent = taker;
-            }
-            self.resending = false;
-        }
-    }
+    /// The node whose aggregator took a whole resend last (until then, every tick resends),
+    /// and whether a resend is under way.
+    resent_to: Arc<Mutex<Option<NodeId>>>,
+    resending: Arc<AtomicBool>,
 }
 
 impl GeneratorState {
@@ -259,11 +206,13 @@ impl GeneratorState {
     }
 
     /// What to send this tick, and whether it is a resend: only `sample`, or every recent
-    /// integer when a resend is due ([`Takers::resend_due`]).
+    /// integer when the aggregator is not the one the last resend reached (it moved, or its
+    /// node died), unless a resend is still under way.
     fn batch(&self, sample: Sample) -> (Vec<Sample>, bool) {
-        let mut takers = self.takers.lock().unwrap_or_else(|p| p.into_inner());
-        if takers.resend_due() {
-            takers.resending = true;
+        let shard = aggregator_shard(self.node.inner.cluster.cluster.shards);
+        let owner = self.node.topology().owner(shard).map(|m| m.node_id.clone());
+        let resent_to = self.resent_to.lock().unwrap_or_else(|p| p.into_inner());
+        if owner.is_some() && *resent_to != owner && !self.resending.load(Ordering::Relaxed) {
             (self.recent.iter().copied().collect(), true)
         } else {
             (vec![sample], false)
@@ -288,7 +237,8 @@ impl Actor for Generator {
             generator,
             in_flight: Arc::new(AtomicUsize::new(0)),
             recent: VecDeque::new(),
-            takers: Arc::default(),
+            resent_to: Arc::default(),
+            resending: Arc::default(),
         })
     }
 
@@ -311,11 +261,14 @@ impl Actor for Generator {
         if state.in_flight.load(Ordering::Relaxed) < MAX_IN_FLIGHT {
             state.in_flight.fetch_add(1, Ordering::Relaxed);
             let (batch, resend) = state.batch(sample);
+            if resend {
+                state.resending.store(true, Ordering::Relaxed);
+            }
             let (node, in_flight) = (state.node.clone(), state.in_flight.clone());
-            let takers = state.takers.clone();
+            let (resent_to, resending) = (state.resent_to.clone(), state.resending.clone());
             tokio::spawn(async move {
                 // Oldest first. A refusal (no aggregator there yet) ends a resend unfinished,
-                // and a later tick starts it again; the aggregator counts each integer once.
+                // and the next tick starts it again; the aggregator counts each integer once.
                 let mut taker = None;
                 for sample in batch {
                     taker = send(&node, sample).await;
@@ -323,10 +276,12 @@ impl Actor for Generator {
                         break;
                     }
                 }
-                takers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .delivered(resend, taker);
+                if resend {
+                    if taker.is_some() {
+                        *resent_to.lock().unwrap_or_else(|p| p.into_inner()) = taker;
+                    }
+                    resending.store(false, Ordering::Relaxed);
+                }
                 in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -347,9 +302,9 @@ fn schedule_tick(myself: &ActorRef<GeneratorMsg>, tick: u64, interval_ms: u64) {
     });
 }
 
-/// One delivery attempt to the aggregator's node: the incarnation of the aggregator that took
-/// it, or `None` (the sample is then lost unless a resend to a new aggregator carries it).
-async fn send(node: &Node, sample: Sample) -> Option<u64> {
+/// One delivery attempt to the aggregator's node: the node whose aggregator took it, or
+/// `None` (the sample is then lost unless a resend to a new aggregator carries it).
+async fn send(node: &Node, sample: Sample) -> Option<NodeId> {
     let shard = aggregator_shard(node.inner.cluster.cluster.shards);
     let topology = node.topology();
     let owner = topology.owner(shard)?;
@@ -370,10 +325,7 @@ async fn send(node: &Node, sample: Sample) -> Option<u64> {
             }
         }
     };
-    match answer {
-        Response::Taken { aggregator } => Some(aggregator),
-        _ => None,
-    }
+    matches!(answer, Response::Done).then(|| owner.node_id.clone())
 }
 
 /// The aggregator actor.
@@ -393,30 +345,8 @@ pub struct AggregatorState {
     /// When this aggregator started: earlier windows are incomplete.
     started_ms: u64,
     windows: BTreeMap<u64, Window>,
-    /// Windows this aggregator stored lately (see [`Stored`]).
-    stored: Stored,
-}
-
-/// The windows an aggregator stored, recent ones only. An integer of one of them is not
-/// counted again; an integer of an older window that was not stored still is: a resend after
-/// a failover brings integers of windows older than those a new aggregator stored first.
-#[derive(Debug, Default)]
-struct Stored(BTreeSet<u64>);
-
-impl Stored {
-    /// Whether an integer of the window starting at `start` still counts at `now_ms`.
-    fn takes(&self, start: u64, now_ms: u64, window_ms: u64) -> bool {
-        let current = now_ms - now_ms % window_ms.max(1);
-        start + LATE_WINDOWS * window_ms >= current && !self.0.contains(&start)
-    }
-
-    /// Records the window starting at `start` as stored, forgetting those too old to count.
-    fn add(&mut self, start: u64, window_ms: u64) {
-        self.0.insert(start);
-        let newest = self.0.last().copied().unwrap_or(start);
-        self.0
-            .retain(|s| s + (LATE_WINDOWS + 1) * window_ms >= newest);
-    }
+    /// Everything before this was stored or given up.
+    flushed_until: u64,
 }
 
 #[derive(Default)]
@@ -447,7 +377,7 @@ impl Actor for Aggregator {
             node,
             started_ms,
             windows: BTreeMap::new(),
-            stored: Stored::default(),
+            flushed_until: 0,
         })
     }
 
@@ -472,11 +402,8 @@ impl AggregatorState {
 
     fn add(&mut self, sample: Sample) {
         let start = integers::window_start(sample.at_ms, self.config().window_ms());
-        if !self
-            .stored
-            .takes(start, unix_millis(), self.config().window_ms())
-        {
-            return; // Too late: its window is stored, or too old to store.
+        if start < self.flushed_until {
+            return; // Too late: its window is stored.
         }
         let window = self.windows.entry(start).or_default();
         if window.seen.insert((sample.generator, sample.tick)) {
@@ -488,16 +415,12 @@ impl AggregatorState {
 
     /// Stores every window that ended more than a few ticks ago and took no integer for as
     /// long (late integers, and those generators send again to a new aggregator, still count).
-    /// Nothing during [`START_HOLD_TICKS`] after the start: the resends come first.
     async fn flush(&mut self) {
         let config = self.config().clone();
         let grace = 3 * config.tick_ms;
         // Integers a full window holds; one missing in ten is tolerated (a slow tick).
         let expected = u64::from(config.generators) * config.window_ms() / config.tick_ms;
         let now = unix_millis();
-        if now < self.started_ms + START_HOLD_TICKS * config.tick_ms {
-            return;
-        }
         let due: Vec<u64> = self
             .windows
             .iter()
@@ -529,7 +452,7 @@ impl AggregatorState {
             match stored {
                 Response::Outcome(_) => {
                     self.windows.remove(&start);
-                    self.stored.add(start, config.window_ms());
+                    self.flushed_until = self.flushed_until.max(start + config.window_ms());
                 }
                 // Not stored yet: try again at the next flush.
                 other => tracing::debug!(window = start, ?other, "average not stored yet"),
@@ -595,76 +518,4 @@ pub async fn latest(node: &Node, limit: usize) -> Result<Vec<Average>, ApiError>
     averages.reverse();
     averages.truncate(limit);
     Ok(averages)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A resend as a generator tick starts it.
-    fn start_resend(takers: &mut Takers) {
-        assert!(takers.resend_due());
-        takers.resending = true;
-    }
-
-    #[test]
-    fn a_generator_resends_to_an_aggregator_that_answers_as_a_new_incarnation_on_the_same_node() {
-        let mut takers = Takers::default();
-        start_resend(&mut takers);
-        takers.delivered(true, Some(1));
-        takers.delivered(false, Some(1));
-        assert!(!takers.resend_due(), "aggregator 1 has everything");
-        // Its node crashes: deliveries fail, which alone is no reason to resend.
-        takers.delivered(false, None);
-        assert!(!takers.resend_due());
-        // The node restarted under its name before anyone declared it dead: a new aggregator.
-        takers.delivered(false, Some(2));
-        start_resend(&mut takers);
-        assert!(!takers.resend_due(), "one resend at a time");
-        takers.delivered(true, Some(2));
-        assert!(!takers.resend_due());
-    }
-
-    #[test]
-    fn a_window_older_than_one_stored_still_takes_integers_unless_it_is_past_what_is_resent() {
-        let window = 5_000;
-        let now = 21_000;
-        let mut stored = Stored::default();
-        // A new aggregator stored the window 15..20 s from the few integers it had first.
-        stored.add(15_000, window);
-        assert!(
-            !stored.takes(15_000, now, window),
-            "stored: not counted twice"
-        );
-        // A resend then brings the window 10..15 s, which nobody stored: it still counts.
-        assert!(stored.takes(10_000, now, window));
-        assert!(stored.takes(20_000, now, window));
-        // Older than the two windows generators resend: it would only displace newer ones.
-        assert!(!stored.takes(5_000, now, window));
-    }
-
-    #[test]
-    fn stored_windows_are_forgotten_once_too_old_to_count() {
-        let mut stored = Stored::default();
-        for start in (0..10).map(|w| w * 5_000) {
-            stored.add(start, 5_000);
-        }
-        assert_eq!(
-            stored.0.into_iter().collect::<Vec<_>>(),
-            [30_000, 35_000, 40_000, 45_000]
-        );
-    }
-
-    #[test]
-    fn a_resend_cut_short_is_started_again_at_a_later_tick() {
-        let mut takers = Takers::default();
-        start_resend(&mut takers);
-        takers.delivered(true, None);
-        start_resend(&mut takers);
-        takers.delivered(true, Some(7));
-        assert!(!takers.resend_due());
-        // A delivery to the previous aggregator that ends late asks for one more resend.
-        takers.delivered(false, Some(6));
-        assert!(takers.resend_due());
-    }
 }
