@@ -18,7 +18,11 @@ export TROUPE_N1_PORT="${TROUPE_N1_PORT:-28181}" TROUPE_N2_PORT="${TROUPE_N2_POR
 stop_seconds="${STOP_SECONDS:-10}"
 urls=("http://127.0.0.1:$TROUPE_N1_PORT" "http://127.0.0.1:$TROUPE_N2_PORT" "http://127.0.0.1:$TROUPE_N3_PORT")
 dc() { "${compose[@]}" -p "$project" "$@"; }
-cleanup() { dc down -v --remove-orphans >/dev/null 2>&1 || true; }
+# A secret of this run's own, in a file only it knows (docker-compose.yml mounts it).
+secret_file=$(mktemp)
+python3 -c 'import secrets; print(secrets.token_hex(32))' > "$secret_file"
+export TROUPE_SECRET_PATH="$secret_file"
+cleanup() { dc down -v --remove-orphans >/dev/null 2>&1 || true; rm -f "$secret_file"; }
 trap cleanup EXIT
 step() { echo "== $*"; }
 

@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
             Command::Health(args) => cli::health::run(args).await,
             Command::Restart(args) => cli::restart::run(args).await,
             Command::Bench(args) => cli::bench::run(args).await,
+            Command::Secret => cli::secret::run(),
         }
     });
     match result {

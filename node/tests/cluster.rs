@@ -268,18 +268,22 @@ async fn nodes_with_a_wrong_secret_shard_count_or_party_managers_are_refused_and
     let _serial = cluster_lock().await;
     let mut cluster = TestCluster::start(2);
     let seeds: Vec<u16> = cluster.nodes.iter().map(|n| n.gossip_port).collect();
-    let mut rogue = TestCluster::plan(1, "not-the-cluster-secret");
+    let mut rogue = TestCluster::plan(1, "not-the-cluster-secret-but-32-bytes-long");
     rogue.nodes[0].id = "rogue".into();
     rogue.nodes[0].seeds = seeds.clone();
     rogue.start_node(0);
-    let mut misfit = TestCluster::plan_with(1, "integration-test-secret", &[("shards", "32")]);
+    let mut misfit = TestCluster::plan_with(
+        1,
+        "integration-test-secret-at-least-32-bytes",
+        &[("shards", "32")],
+    );
     misfit.nodes[0].id = "misfit".into();
     misfit.nodes[0].seeds = seeds.clone();
     misfit.start_node(0);
     // Same shard count, other party managers: it would place the manager shards elsewhere.
     let mut stranger = TestCluster::plan_with(
         1,
-        "integration-test-secret",
+        "integration-test-secret-at-least-32-bytes",
         &[("managers_per_region", "2")],
     );
     stranger.nodes[0].id = "stranger".into();

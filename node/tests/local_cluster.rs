@@ -63,6 +63,61 @@ async fn read_until(
     reads
 }
 
+/// `troupe local` without a secret in the environment or the config generates one for its
+/// cluster directory: 32 random bytes in hex, readable by the owner only.
+fn assert_a_private_secret_was_generated(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = std::fs::read_to_string(path).expect("troupe local wrote a secret file");
+    let secret = secret.trim_end();
+    assert_eq!(secret.len(), 64, "{secret:?}");
+    assert!(secret.chars().all(|c| c.is_ascii_hexdigit()), "{secret:?}");
+    let mode = std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "secret file readable by others: {mode:o}");
+}
+
+/// Runs `troupe node` with the embedded config and the given secret variables; it must exit
+/// at once with an error. Returns what it printed.
+fn refused_node_start(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
+    command
+        .args(["node", "--node-id=n1", "--region=eu-west-1"])
+        .arg(format!("--data-dir={}", dir.path().display()))
+        .env_remove("TROUPE_SECRET")
+        .env_remove("TROUPE_SECRET_FILE")
+        .env_remove("TROUPE_CONFIG")
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command.output().expect("run troupe node");
+    assert!(!out.status.success(), "troupe node started with {env:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_node_without_a_secret_or_with_the_published_sample_or_a_short_one_refuses_to_start() {
+    let missing = refused_node_start(&[]);
+    assert!(
+        missing.contains("cluster.secret: it is not set") && missing.contains("troupe secret"),
+        "{missing}"
+    );
+    let sample = refused_node_start(&[("TROUPE_SECRET", "troupe-dev-secret-change-me")]);
+    assert!(sample.contains("is the sample secret"), "{sample}");
+    let short = refused_node_start(&[("TROUPE_SECRET", "only-twenty-bytes-xx")]);
+    assert!(short.contains("at least 32 bytes long, got 20"), "{short}");
+    let both = refused_node_start(&[
+        ("TROUPE_SECRET", "a-secret-that-is-long-enough-32-bytes"),
+        ("TROUPE_SECRET_FILE", "/nonexistent"),
+    ]);
+    assert!(both.contains("both set"), "{both}");
+    let unreadable = refused_node_start(&[("TROUPE_SECRET_FILE", "/nonexistent/secret")]);
+    assert!(unreadable.contains("/nonexistent/secret"), "{unreadable}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_of_a_local_cluster_fails_no_read_and_gives_every_node_a_new_generation() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -80,6 +135,8 @@ async fn rolling_restart_of_a_local_cluster_fails_no_read_and_gives_every_node_a
         ])
         .arg(dir.path().join("cluster"))
         .env("TROUPE_LOG", "info")
+        .env_remove("TROUPE_SECRET")
+        .env_remove("TROUPE_SECRET_FILE")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log clone"))
         .stderr(log)
@@ -99,6 +156,8 @@ async fn rolling_restart_of_a_local_cluster_fails_no_read_and_gives_every_node_a
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    assert_a_private_secret_was_generated(&dir.path().join("cluster").join("secret"));
 
     let urls: Vec<String> = (0..3)
         .map(|i| format!("http://127.0.0.1:{}", base + i))

@@ -150,7 +150,8 @@ async fn a_rolling_restart_under_a_mixed_workload_fails_no_request_and_loses_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn growing_to_five_nodes_and_shrinking_back_moves_about_the_ideal_share_and_loses_nothing() {
     let _guard = cluster_lock().await;
-    let mut cluster = TestCluster::plan_with(5, "integration-test-secret", OVERRIDES);
+    let mut cluster =
+        TestCluster::plan_with(5, "integration-test-secret-at-least-32-bytes", OVERRIDES);
     for i in 0..3 {
         cluster.start_node(i);
     }
@@ -250,7 +251,8 @@ fn pre_copied(log: &str) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_holds_its_shards_before_they_switch_to_it() {
     let _guard = cluster_lock().await;
-    let mut cluster = TestCluster::plan_with(4, "integration-test-secret", OVERRIDES);
+    let mut cluster =
+        TestCluster::plan_with(4, "integration-test-secret-at-least-32-bytes", OVERRIDES);
     for i in 0..3 {
         cluster.start_node(i);
     }

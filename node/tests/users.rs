@@ -518,7 +518,7 @@ async fn command_at_owner(
         Credentials {
             cluster: "troupe".into(),
             node_id: NodeId::new("test-caller"),
-            secret: Secret::new("integration-test-secret"),
+            secret: Secret::new("integration-test-secret-at-least-32-bytes"),
         },
         1 << 20,
         Duration::from_secs(10),

@@ -17,7 +17,7 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use troupe_node::boot::{self, NodeIo};
-use troupe_node::config::{ClusterConfig, HostPort, NodeConfig, EMBEDDED_CLUSTER_TOML};
+use troupe_node::config::{ClusterConfig, HostPort, NodeConfig};
 use troupe_node::ids::{NodeId, RegionName};
 use troupe_node::storage::WriteMode;
 use turmoil::Sim;
@@ -424,12 +424,15 @@ pub const SIM_SHARDS: u32 = 16;
 /// of [`REGIONS`] (the only regions the simulation's table keeps).
 pub const SIM_SHARDS_TOTAL: u32 = SIM_SHARDS + REGIONS.len() as u32;
 
+/// The secret every simulated node shares (a hostile host is one that does not know it).
+pub const SIM_SECRET: &str = "simulated-cluster-secret-of-32-bytes";
+
 /// The repository's cluster.toml with the simulation's gossip interval and shard count, only
 /// the regions its nodes use (each region's manager is a shard, and every shard runs its own
 /// seal and catch-up on each membership change), and jobs of 0.5 to 2.5 s with a 2 s timeout,
 /// so jobs end (either way) within a scenario.
 fn cluster_config() -> turmoil::Result<ClusterConfig> {
-    let mut cluster = ClusterConfig::parse(EMBEDDED_CLUSTER_TOML, "<embedded>")?;
+    let mut cluster = ClusterConfig::load(None, Some(SIM_SECRET.to_owned()))?;
     cluster.gossip.interval_ms = GOSSIP_INTERVAL_MS;
     cluster.cluster.shards = SIM_SHARDS;
     cluster

@@ -4,7 +4,7 @@
 //! derived from a base, waits until every node is ready, prints their URLs, and on Ctrl-C or
 //! SIGTERM stops them all with SIGTERM (each node then leaves the cluster cleanly).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,7 +12,32 @@ use anyhow::{bail, Context};
 use clap::Args;
 use tokio::process::{Child, Command};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ConfigError};
+
+/// File in the cluster directory holding the secret `troupe local` generated for that cluster.
+pub const SECRET_FILE: &str = "secret";
+
+/// The secret file of the local cluster in `dir`, generated on first use and kept (owner-only)
+/// for the cluster's later starts, so its nodes' data stays theirs across runs; `--fresh`
+/// deletes it with the data.
+fn cluster_secret_file(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(SECRET_FILE);
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{}", super::secret::generate()?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
 
 /// Flags of `troupe local`.
 #[derive(Args, Clone, Debug)]
@@ -133,13 +158,32 @@ pub struct LocalState {
     pub nodes: Vec<(String, String)>,
 }
 
+/// The cluster's validated config, and the secret file its nodes are to read when neither the
+/// environment nor the config gives a secret: a local cluster then gets one of its own
+/// (`cluster_secret_file`) instead of a shared, published one.
+fn load_config(args: &LocalArgs) -> anyhow::Result<(ClusterConfig, Option<PathBuf>)> {
+    let env_secret = crate::config::secret_from_env()?;
+    match ClusterConfig::load(args.config.as_deref(), env_secret) {
+        Ok(cluster) => Ok((cluster, None)),
+        Err(ConfigError::SecretMissing { .. }) => {
+            let file = cluster_secret_file(&args.dir)?;
+            let secret = crate::config::read_secret_file(&file)?;
+            let cluster = ClusterConfig::load(args.config.as_deref(), Some(secret))?;
+            Ok((cluster, Some(file)))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Runs the local cluster until Ctrl-C or SIGTERM; SIGUSR1 triggers a rolling restart.
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+    let nodes = plan(&args)?;
+    if args.fresh && args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("cannot delete {}", args.dir.display()))?;
+    }
     // Validate once here so a config mistake is reported once, not by every child.
-    let cluster = ClusterConfig::load(
-        args.config.as_deref(),
-        std::env::var(crate::config::SECRET_ENV).ok(),
-    )?;
+    let (cluster, secret_file) = load_config(&args)?;
     for region in &args.regions {
         if cluster
             .region(&crate::ids::RegionName::new(region.clone()))
@@ -148,12 +192,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             bail!("--regions: {region:?} is not in the region table");
         }
     }
-    let nodes = plan(&args)?;
-    if args.fresh && args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("cannot delete {}", args.dir.display()))?;
-    }
-    let mut running = Running::new(nodes, args.config.clone())?;
+    let mut running = Running::new(nodes, args.config.clone(), secret_file)?;
     for i in 0..running.nodes.len() {
         running.start(i)?;
         let node = &running.nodes[i];
@@ -203,6 +242,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
 struct Running {
     exe: PathBuf,
     config: Option<PathBuf>,
+    /// The generated secret, handed to every node; `None` when the config or the environment
+    /// gives one (the nodes then read it the same way).
+    secret_file: Option<PathBuf>,
     seeds: Vec<u16>,
     nodes: Vec<LocalNode>,
     children: Vec<Option<Child>>,
@@ -215,10 +257,15 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 const STOP_WITHIN: Duration = Duration::from_secs(30);
 
 impl Running {
-    fn new(nodes: Vec<LocalNode>, config: Option<PathBuf>) -> anyhow::Result<Self> {
+    fn new(
+        nodes: Vec<LocalNode>,
+        config: Option<PathBuf>,
+        secret_file: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             exe: std::env::current_exe().context("cannot find the troupe binary")?,
             config,
+            secret_file,
             seeds: nodes.iter().map(|n| n.gossip_port).collect(),
             children: nodes.iter().map(|_| None).collect(),
             nodes,
@@ -238,7 +285,13 @@ impl Running {
             .open(&node.log)
             .with_context(|| format!("cannot open {}", node.log.display()))?;
         let err_log = log.try_clone()?;
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        if let Some(secret_file) = &self.secret_file {
+            command
+                .env(crate::config::SECRET_FILE_ENV, secret_file)
+                .env_remove(crate::config::SECRET_ENV);
+        }
+        let child = command
             .args(node.node_flags(self.config.as_ref(), &self.seeds))
             .stdin(Stdio::null())
             .stdout(log)

@@ -5,6 +5,7 @@ pub mod health;
 pub mod local;
 pub mod node;
 pub mod restart;
+pub mod secret;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,8 @@ pub enum Command {
     Health(health::HealthArgs),
     /// Load a running cluster with a workload and report throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Print a new random cluster secret (for TROUPE_SECRET_FILE or TROUPE_SECRET).
+    Secret,
 }
 
 /// Installs the log subscriber: `RUST_LOG` style filter from `TROUPE_LOG` (default `info`).

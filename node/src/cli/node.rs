@@ -13,7 +13,7 @@ use crate::storage::WriteMode;
 
 /// Loads and validates the configuration, binds the sockets, and runs the node.
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let secret = std::env::var(crate::config::SECRET_ENV).ok();
+    let secret = crate::config::secret_from_env()?;
     let cluster = ClusterConfig::load(args.config.as_deref(), secret)?;
     let config = args.validate(&cluster)?;
     let io = production_io(&config).await?;

@@ -19,6 +19,26 @@ pub const EMBEDDED_CLUSTER_TOML: &str = include_str!("../../../cluster.toml");
 /// Environment variable that overrides `cluster.secret`, so the file can be shared or committed.
 pub const SECRET_ENV: &str = "TROUPE_SECRET";
 
+/// Environment variable naming a file that holds the secret (Docker and Kubernetes mount secrets
+/// as files, which keeps them out of `docker inspect` and process listings). Takes precedence
+/// over the file's `secret`; setting it together with [`SECRET_ENV`] is refused as ambiguous.
+pub const SECRET_FILE_ENV: &str = "TROUPE_SECRET_FILE";
+
+/// Shortest secret accepted: 32 bytes, the key size of the MACs and ciphers derived from it.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The secret earlier versions shipped in `cluster.toml`. It is public, so a cluster using it
+/// has no secret at all: refused by name, whatever its length.
+const PUBLISHED_SAMPLE_SECRET: &str = "troupe-dev-secret-change-me";
+
+/// Most bytes read from a secret file: a secret is a line, not a document.
+const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// How to make a secret, for the messages that refuse one.
+const HOW_TO_MAKE_A_SECRET: &str = "generate one with `troupe secret` (or `python3 -c 'import \
+     secrets; print(secrets.token_hex(32))'`) and pass it as a file in TROUPE_SECRET_FILE, in \
+     TROUPE_SECRET, or as `secret` under [cluster]";
+
 /// The whole validated cluster configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +79,10 @@ pub struct ClusterConfig {
 pub struct ClusterSection {
     /// Nodes only gossip with nodes of the same cluster name.
     pub name: String,
-    /// Proven by every inter-node connection; see [`Secret`].
+    /// Proven by every inter-node connection; see [`Secret`]. Not in the repository's file:
+    /// it comes from the environment ([`SECRET_FILE_ENV`], [`SECRET_ENV`]) or the operator's own
+    /// copy of the file.
+    #[serde(default)]
     pub secret: Secret,
     /// Number of shards; fixed for the life of a cluster.
     #[serde(default = "default_shards")]
@@ -122,7 +145,8 @@ pub struct MigrationConfig {
 }
 
 /// The cluster secret. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+/// Empty means "not set" until validation refuses it.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -136,6 +160,77 @@ impl Secret {
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
     }
+}
+
+impl Secret {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            return Err(ConfigError::SecretMissing {
+                how: HOW_TO_MAKE_A_SECRET,
+            });
+        }
+        if self.0 == PUBLISHED_SAMPLE_SECRET {
+            return Err(ConfigError::invalid(
+                "cluster.secret",
+                format!(
+                    "is the sample secret published with Troupe, which anyone can read: \
+                     {HOW_TO_MAKE_A_SECRET}"
+                ),
+            ));
+        }
+        if self.0.len() < MIN_SECRET_BYTES {
+            return Err(ConfigError::invalid(
+                "cluster.secret",
+                format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes long, got {}: {HOW_TO_MAKE_A_SECRET}",
+                    self.0.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The secret given by the environment, if any: the contents of the file named by
+/// [`SECRET_FILE_ENV`] (one trailing newline ignored, as `echo` and editors add one), or
+/// [`SECRET_ENV`]. Both at once is an error: one of them would be silently ignored.
+pub fn secret_from_env() -> Result<Option<String>, ConfigError> {
+    let file = std::env::var_os(SECRET_FILE_ENV).filter(|f| !f.is_empty());
+    let value = std::env::var(SECRET_ENV).ok().filter(|v| !v.is_empty());
+    match (file, value) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            "TROUPE_SECRET_FILE",
+            "and TROUPE_SECRET are both set: set only one",
+        )),
+        (Some(path), None) => read_secret_file(Path::new(&path)).map(Some),
+        (None, value) => Ok(value),
+    }
+}
+
+/// Reads a secret file, bounded (a secret is a line, not a document).
+pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_error = |source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read_error)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(ConfigError::invalid(
+            "TROUPE_SECRET_FILE",
+            format!(
+                "{} holds more than {MAX_SECRET_FILE_BYTES} bytes; it should hold the secret alone",
+                path.display()
+            ),
+        ));
+    }
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(line.strip_suffix('\r').unwrap_or(line).to_owned())
 }
 
 impl fmt::Debug for Secret {
@@ -253,8 +348,8 @@ impl HttpConfig {
 }
 
 impl ClusterConfig {
-    /// Loads `path`, or the embedded default when `path` is `None`, applies the `TROUPE_SECRET`
-    /// override from `secret_override`, and validates the result.
+    /// Loads `path`, or the embedded default when `path` is `None`, lets `secret_override` (from
+    /// the environment, [`secret_from_env`]) replace the file's secret, and validates the result.
     pub fn load(path: Option<&Path>, secret_override: Option<String>) -> Result<Self, ConfigError> {
         let (text, origin) = match path {
             Some(p) => {
@@ -266,22 +361,27 @@ impl ClusterConfig {
             }
             None => (EMBEDDED_CLUSTER_TOML.to_owned(), "<embedded>".to_owned()),
         };
-        let mut config = Self::parse(&text, &origin)?;
+        let mut config = Self::parse_unvalidated(&text, &origin)?;
         if let Some(secret) = secret_override {
             config.cluster.secret = Secret::new(secret);
-            config.validate()?;
         }
+        config.validate()?;
         Ok(config)
     }
 
-    /// Parses and validates TOML text; `origin` names the source in errors.
+    /// Parses and validates TOML text; `origin` names the source in errors. The text must hold
+    /// the secret itself.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
-        })?;
+        let config = Self::parse_unvalidated(text, origin)?;
         config.validate()?;
         Ok(config)
+    }
+
+    fn parse_unvalidated(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
     }
 
     /// The region of the table with this name, if any.
@@ -375,12 +475,7 @@ impl ClusterSection {
                 ),
             ));
         }
-        if self.secret.0.len() < 8 {
-            return Err(ConfigError::invalid(
-                "cluster.secret",
-                format!("must be at least 8 bytes long (set it in the file or with {SECRET_ENV})"),
-            ));
-        }
+        self.secret.validate()?;
         in_range("cluster.shards", self.shards, 1, 65_536)?;
         in_range("cluster.replication_factor", self.replication_factor, 1, 5)?;
         Ok(())
@@ -516,8 +611,19 @@ pub(crate) fn is_name_char(c: char) -> bool {
 mod tests {
     use super::*;
 
+    const TEST_SECRET: &str = "unit-test-secret-of-at-least-32-bytes";
+
+    /// The embedded file with a secret, as an operator's own copy would hold one.
+    fn with_secret() -> String {
+        EMBEDDED_CLUSTER_TOML.replacen(
+            "[cluster]\n",
+            &format!("[cluster]\nsecret = \"{TEST_SECRET}\"\n"),
+            1,
+        )
+    }
+
     fn with(section_edit: &str) -> String {
-        format!("{section_edit}\n{}", EMBEDDED_CLUSTER_TOML)
+        format!("{section_edit}\n{}", with_secret())
     }
 
     fn error_of(text: &str) -> String {
@@ -528,7 +634,7 @@ mod tests {
     }
 
     fn replace(key: &str, value: &str) -> String {
-        EMBEDDED_CLUSTER_TOML
+        with_secret()
             .lines()
             .map(|l| {
                 if l.starts_with(&format!("{key} =")) {
@@ -543,7 +649,7 @@ mod tests {
 
     #[test]
     fn embedded_default_is_valid_with_64_shards_rf_2_and_the_shared_regions() {
-        let c = ClusterConfig::parse(EMBEDDED_CLUSTER_TOML, "<embedded>").expect("valid");
+        let c = ClusterConfig::load(None, Some(TEST_SECRET.into())).expect("valid");
         assert_eq!(c.cluster.shards, 64);
         assert_eq!(c.cluster.replication_factor, 2);
         assert_eq!(c.regions.len(), 14);
@@ -569,7 +675,12 @@ mod tests {
             (replace("name", "\"has space\""), "invalid cluster.name"),
             (
                 replace("secret", "\"short\""),
-                "invalid cluster.secret: must be at least 8 bytes",
+                "invalid cluster.secret: must be at least 32 bytes long, got 5: generate one \
+                 with `troupe secret`",
+            ),
+            (
+                replace("secret", "\"troupe-dev-secret-change-me\""),
+                "invalid cluster.secret: is the sample secret published with Troupe",
             ),
             (replace("interval_ms", "0"), "invalid gossip.interval_ms"),
             (
@@ -632,13 +743,12 @@ mod tests {
     #[test]
     fn duplicate_and_empty_region_tables_are_refused() {
         let dup = format!(
-            "{EMBEDDED_CLUSTER_TOML}\n[[regions]]\nname = \"eu-west-1\"\nlat = 1.0\nlng = 1.0\n"
+            "{}\n[[regions]]\nname = \"eu-west-1\"\nlat = 1.0\nlng = 1.0\n",
+            with_secret()
         );
         assert!(error_of(&dup).contains("region eu-west-1 is listed twice"));
-        let head = EMBEDDED_CLUSTER_TOML
-            .split("[[regions]]")
-            .next()
-            .expect("has a head");
+        let text = with_secret();
+        let head = text.split("[[regions]]").next().expect("has a head");
         // Top-level keys must come before the first table.
         let empty = format!("regions = []\n{head}");
         assert!(error_of(&empty).contains("invalid regions: the region table is empty"));
@@ -646,11 +756,35 @@ mod tests {
 
     #[test]
     fn secret_override_replaces_the_file_value_and_never_shows_in_debug() {
-        let c = ClusterConfig::load(None, Some("from-the-environment".into())).expect("valid");
-        assert_eq!(c.cluster.secret.expose(), b"from-the-environment");
-        assert!(!format!("{c:?}").contains("from-the-environment"));
+        let from_env = "from-the-environment-and-32-bytes-long";
+        let c = ClusterConfig::load(None, Some(from_env.into())).expect("valid");
+        assert_eq!(c.cluster.secret.expose(), from_env.as_bytes());
+        assert!(!format!("{c:?}").contains(from_env));
         let err = ClusterConfig::load(None, Some("x".into())).expect_err("too short");
         assert!(err.to_string().contains("cluster.secret"));
+    }
+
+    #[test]
+    fn the_repository_file_holds_no_secret_and_a_node_without_one_is_told_how_to_make_one() {
+        let err = ClusterConfig::load(None, None).expect_err("no secret");
+        assert!(matches!(err, ConfigError::SecretMissing { .. }), "{err}");
+        let message = err.to_string();
+        for hint in ["troupe secret", "TROUPE_SECRET_FILE", "TROUPE_SECRET"] {
+            assert!(message.contains(hint), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_secret_file_is_read_without_its_trailing_newline_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, format!("{TEST_SECRET}\n")).expect("write");
+        assert_eq!(read_secret_file(&path).expect("read"), TEST_SECRET);
+        std::fs::write(&path, vec![b'a'; 5000]).expect("write");
+        let err = read_secret_file(&path).expect_err("too long");
+        assert!(err.to_string().contains("TROUPE_SECRET_FILE"), "{err}");
+        let err = read_secret_file(&dir.path().join("missing")).expect_err("missing");
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 
     #[test]

@@ -9,8 +9,8 @@ mod node;
 mod services;
 
 pub use cluster::{
-    ClusterConfig, ClusterSection, GossipConfig, HttpConfig, RpcConfig, Secret,
-    EMBEDDED_CLUSTER_TOML, SECRET_ENV,
+    read_secret_file, secret_from_env, ClusterConfig, ClusterSection, GossipConfig, HttpConfig,
+    RpcConfig, Secret, EMBEDDED_CLUSTER_TOML, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV,
 };
 pub use host_port::HostPort;
 pub use node::{NodeArgs, NodeConfig};
@@ -34,6 +34,13 @@ pub enum ConfigError {
         path: String,
         /// The parser's explanation, with line and column.
         message: String,
+    },
+    /// No cluster secret was given (the repository's `cluster.toml` holds none on purpose).
+    /// A variant of its own because `troupe local` answers it by generating one.
+    #[error("invalid cluster.secret: it is not set: {how}")]
+    SecretMissing {
+        /// How to make and pass one.
+        how: &'static str,
     },
     /// A field parsed but its value is not acceptable.
     #[error("invalid {field}: {problem}")]

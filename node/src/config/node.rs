@@ -165,7 +165,8 @@ mod tests {
     }
 
     fn validate(args: &[&str]) -> Result<NodeConfig, ConfigError> {
-        let cluster = ClusterConfig::load(None, None).expect("embedded config is valid");
+        let cluster = ClusterConfig::load(None, Some("node-config-test-secret-of-32-bytes".into()))
+            .expect("embedded config is valid");
         let cli = Cli::try_parse_from(std::iter::once("troupe").chain(args.iter().copied()))
             .expect("flags parse");
         cli.node.validate(&cluster)

@@ -38,7 +38,8 @@ fn test_config(secret: &str, overrides: &[(&str, &str)]) -> String {
                 Some("initial_interval_ms") => {
                     format!("initial_interval_ms = {}", GOSSIP_INTERVAL_MS * 2)
                 }
-                Some("secret") => format!("secret = \"{secret}\""),
+                // The repository's file holds no secret: a test cluster gets its own.
+                _ if l == "[cluster]" => format!("[cluster]\nsecret = \"{secret}\""),
                 _ => l.to_owned(),
             }
         })
@@ -205,7 +206,8 @@ impl TestCluster {
 
     /// Starts `n` nodes whose cluster.toml has the given `(key, value)` overrides.
     pub fn start_with(n: usize, overrides: &[(&str, &str)]) -> Self {
-        let mut cluster = Self::plan_with(n, "integration-test-secret", overrides);
+        let mut cluster =
+            Self::plan_with(n, "integration-test-secret-at-least-32-bytes", overrides);
         for i in 0..n {
             cluster.nodes[i].start();
         }
@@ -214,7 +216,7 @@ impl TestCluster {
 
     /// Starts one node per entry of `regions`, node `i` in `regions[i]`.
     pub fn start_in_regions(regions: &[&str]) -> Self {
-        let mut cluster = Self::plan(regions.len(), "integration-test-secret");
+        let mut cluster = Self::plan(regions.len(), "integration-test-secret-at-least-32-bytes");
         for (node, region) in cluster.nodes.iter_mut().zip(regions) {
             node.region = (*region).to_owned();
             node.start();
