@@ -32,6 +32,10 @@ pub enum ApiError {
         /// When a retry is likely to succeed.
         retry_after: Duration,
     },
+    /// The node that must store the change has too little space left; nothing was written
+    /// (507). Not retryable until an operator acts, unlike 503.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A bug or an unexpected failure (500). The detail is logged, not hidden.
     #[error("{0}")]
     Internal(String),
@@ -46,6 +50,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

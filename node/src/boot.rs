@@ -59,6 +59,9 @@ pub enum BootError {
     /// Gossip could not start.
     #[error(transparent)]
     Membership(#[from] crate::membership::MembershipError),
+    /// The storage writer thread panicked: no write can succeed, so the node stops.
+    #[error("the storage writer failed (see the error logged before): the node stopped")]
+    StorageWriter,
     /// A blocking start-up task panicked.
     #[error("start-up task failed: {0}")]
     Task(String),
@@ -101,7 +104,7 @@ async fn run_node(
     shutdown: CancellationToken,
 ) -> Result<(), BootError> {
     let layout = Arc::new(ShardLayout::of(&cluster));
-    let storage = open_storage(&config, io.writes).await?;
+    let storage = open_storage(&config, &cluster, io.writes).await?;
     storage.check_identity(&cluster.cluster.name, &layout.identity())?;
     let generation = Generation(storage.next_generation(io.generation_floor)?);
     info!(%generation, data_dir = %config.data_dir.display(), "storage open");
@@ -172,6 +175,7 @@ async fn run_node(
             topology,
             rpc,
             shards,
+            storage: storage.clone(),
             aggregator: Default::default(),
             metrics: node_metrics,
             registry,
@@ -213,22 +217,28 @@ async fn run_node(
     let refused = tokio::select! {
         // Normal path: join, then serve until asked to stop.
         joined = join(&node, &cluster, !config.seeds.is_empty()) => match joined {
-            Ok(()) => {
-                shutdown.cancelled().await;
-                None
-            }
+            Ok(()) => tokio::select! {
+                _ = shutdown.cancelled() => None,
+                _ = storage.writer_failed() => Some(BootError::StorageWriter),
+            },
             Err(error) => Some(error),
         },
         // Asked to stop while still joining.
         _ = shutdown.cancelled() => None,
+        // Nothing can be written any more: stop rather than limp.
+        _ = storage.writer_failed() => Some(BootError::StorageWriter),
     };
 
     info!("shutting down");
     node.inner.leaving.store(true, Ordering::Release);
     membership.set_status(NodeStatus::Leaving).await;
     let left_at = tokio::time::Instant::now();
-    // Requests that arrive meanwhile are still served (forwarded to the new owners).
-    crate::handoff::hand_off(&node, cluster.migration.handoff_timeout()).await;
+    // Requests that arrive meanwhile are still served (forwarded to the new owners). A node
+    // whose writer failed cannot take part in a hand-off (it ends with a write): its shards
+    // fail over as if it had crashed.
+    if !matches!(refused, Some(BootError::StorageWriter)) {
+        crate::handoff::hand_off(&node, cluster.migration.handoff_timeout()).await;
+    }
     // Give peers a few gossip rounds to see `leaving` and route elsewhere before we stop
     // answering, even when there was nothing to hand off.
     tokio::time::sleep_until(left_at + cluster.gossip.interval() * LEAVE_ROUNDS).await;
@@ -253,10 +263,15 @@ async fn run_node(
     }
 }
 
-async fn open_storage(config: &NodeConfig, writes: WriteMode) -> Result<Storage, BootError> {
+async fn open_storage(
+    config: &NodeConfig,
+    cluster: &ClusterConfig,
+    writes: WriteMode,
+) -> Result<Storage, BootError> {
     let path = config.data_dir.clone();
     let options = StorageOptions {
         writes,
+        map_size_bytes: cluster.storage.map_size_bytes(),
         ..StorageOptions::default()
     };
     match writes {

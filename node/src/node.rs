@@ -50,6 +50,8 @@ pub(crate) struct NodeInner {
     pub(crate) topology: watch::Receiver<Arc<Topology>>,
     pub(crate) rpc: RpcClient,
     pub(crate) shards: Shards,
+    /// The node's LMDB environment, for its fill level (readiness, admission of new data).
+    pub(crate) storage: crate::storage::Storage,
     pub(crate) aggregator: services::integers::LocalAggregator,
     pub(crate) metrics: NodeMetrics,
     pub(crate) registry: Registry,
@@ -102,6 +104,11 @@ impl Node {
             Request::Command {
                 command, wait_ms, ..
             } => {
+                if command.adds_data() {
+                    if let Some(refusal) = self.storage_refusal() {
+                        return refusal;
+                    }
+                }
                 let wait = Duration::from_millis(u64::from(wait_ms));
                 shards.command(shard, command, wait).await
             }
@@ -130,6 +137,34 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The map's fill level, if it can be read (a failure is logged and treated as unknown:
+    /// it must not stop a node that may well have room).
+    fn storage_usage(&self) -> Option<crate::storage::Usage> {
+        self.inner
+            .storage
+            .usage()
+            .map_err(|error| tracing::warn!(%error, "cannot read the storage fill level"))
+            .ok()
+    }
+
+    /// The refusal of new data when the map is filled to `storage.writes_percent`.
+    fn storage_refusal(&self) -> Option<Response> {
+        let usage = self.storage_usage()?;
+        let limit = self.inner.cluster.storage.writes_percent;
+        (usage.percent() >= limit).then(|| {
+            tracing::warn!(usage = %usage.describe(), limit, "storage full: refusing new data");
+            Response::StorageFull {
+                message: format!(
+                    "node {} cannot store new data: its storage is {}, at or above \
+                     storage.writes_percent ({limit} %); deletions still work, and an operator \
+                     must raise storage.map_size_mb; nothing was written",
+                    self.inner.me,
+                    usage.describe()
+                ),
+            }
+        })
     }
 
     /// The shard `/cluster/locate` looks in: a party code's manager shard for kind `party`
@@ -177,6 +212,16 @@ impl NodeApi for Node {
         }
         if !self.inner.joined.load(Ordering::Acquire) {
             return Readiness::NotReady("joining the cluster".into());
+        }
+        if let Some(usage) = self.storage_usage() {
+            let limit = self.inner.cluster.storage.readiness_percent;
+            if usage.percent() >= limit {
+                return Readiness::NotReady(format!(
+                    "storage is {}, at or above storage.readiness_percent ({limit} %): raise \
+                     storage.map_size_mb",
+                    usage.describe()
+                ));
+            }
         }
         let topology = self.topology();
         match topology.membership.get(&self.inner.me) {
@@ -333,6 +378,8 @@ impl NodeApi for Node {
     }
 
     fn render_metrics(&self) -> String {
+        // Refreshes the storage gauges, which are read on demand rather than on every write.
+        let _ = self.storage_usage();
         let mut out = String::new();
         if let Err(error) =
             prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)

@@ -33,8 +33,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Runs `command` at the owner of `shard`. Returns the owner's answer, never `NotOwner` or
-/// `Moving`; `Unavailable` (the owner tried and could not acknowledge) becomes 503, and
-/// `TooLarge` (a change one entry cannot carry, refused unapplied) 413. Each
+/// `Moving`; `Unavailable` (the owner tried and could not acknowledge) becomes 503,
+/// `TooLarge` (a change one entry cannot carry, refused unapplied) 413, and `StorageFull`
+/// (the owner's map is too full for new data, refused unapplied) 507. Each
 /// attempt tells the owner how much of the budget is left, so the owner drops the command if
 /// it is still queued when this node has given up on it.
 pub async fn call_owner(
@@ -69,6 +70,9 @@ pub async fn serve_at_owner(
                 Ok(Response::Unavailable { message }) => return Err(unavailable(message)),
                 Ok(Response::TooLarge { message }) => {
                     return Err(ApiError::PayloadTooLarge(message))
+                }
+                Ok(Response::StorageFull { message }) => {
+                    return Err(ApiError::InsufficientStorage(message))
                 }
                 Ok(answer) => return Ok(answer),
                 Err(problem) => problem,

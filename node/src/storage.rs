@@ -14,9 +14,11 @@ use std::sync::Arc;
 use heed::types::{Bytes, Str};
 use heed::{Database, Env, EnvOpenOptions, RoTxn, RwTxn};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
 
 /// Version of the on-disk layout; bumped on any incompatible change of what is stored.
 /// 3: a job is one record whose id derives from its object id (no de-duplication index).
@@ -98,9 +100,36 @@ pub enum StorageError {
     /// The batch this write belonged to failed to commit: the write is not durable.
     #[error("storage commit failed: {0}")]
     Commit(String),
-    /// The writer thread has stopped (the node is shutting down).
+    /// The writer thread has stopped (the node is shutting down, or the writer failed).
     #[error("storage writer has stopped")]
     WriterStopped,
+}
+
+/// How much of the LMDB map holds data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of pages in use (free pages, reusable by later writes, not counted).
+    pub used_bytes: u64,
+    /// The map's size: no write can make the data larger.
+    pub map_bytes: u64,
+}
+
+impl Usage {
+    /// Whole percent of the map in use.
+    pub fn percent(&self) -> u8 {
+        let percent = self.used_bytes.saturating_mul(100) / self.map_bytes.max(1);
+        u8::try_from(percent.min(100)).unwrap_or(100)
+    }
+
+    /// For messages: `"93 % full (952 of 1024 MiB)"`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} % full ({} of {} MiB)",
+            self.percent(),
+            self.used_bytes >> 20,
+            self.map_bytes >> 20
+        )
+    }
 }
 
 /// Counters of the writer, to observe batching.
@@ -124,13 +153,18 @@ struct Inner {
     writer: Option<mpsc::Sender<Job>>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<Stats>,
+    /// Cancelled when the writer thread panicked: no write can succeed any more.
+    writer_failed: CancellationToken,
 }
 
-/// The writer's counters, shared with `/metrics` (a prometheus counter is a shared atomic).
+/// The writer's counters and the map's use, shared with `/metrics` (a prometheus metric is a
+/// shared atomic).
 #[derive(Default)]
 struct Stats {
     jobs: Counter,
     commits: Counter,
+    used_bytes: Gauge,
+    map_bytes: Gauge,
 }
 
 /// Runs inside the batch's parent transaction and returns what to do once the batch commit is
@@ -165,14 +199,16 @@ impl Storage {
             meta
         };
         let stats = Arc::new(Stats::default());
+        let writer_failed = CancellationToken::new();
         let (writer, thread) = match options.writes {
             WriteMode::Inline => (None, None),
             WriteMode::Thread => {
                 let (tx, rx) = mpsc::channel(WRITE_QUEUE);
                 let (env, stats) = (env.clone(), stats.clone());
+                let failed = writer_failed.clone();
                 let thread = std::thread::Builder::new()
                     .name("lmdb-writer".into())
-                    .spawn(move || writer_loop(env, rx, stats))
+                    .spawn(move || run_writer(env, rx, stats, failed))
                     .map_err(|e| open_error(format!("cannot start the writer thread: {e}")))?;
                 (Some(tx), Some(thread))
             }
@@ -184,8 +220,29 @@ impl Storage {
                 writer,
                 thread: std::sync::Mutex::new(thread),
                 stats,
+                writer_failed,
             }),
         })
+    }
+
+    /// How full the map is; also refreshes the `troupe_storage_*_bytes` gauges. Cheap (a read
+    /// transaction and one statistics call per named database).
+    pub fn usage(&self) -> Result<Usage, StorageError> {
+        let env = &self.inner.env;
+        let usage = Usage {
+            used_bytes: env.non_free_pages_size()?,
+            map_bytes: env.info().map_size as u64,
+        };
+        let gauge = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.inner.stats.used_bytes.set(gauge(usage.used_bytes));
+        self.inner.stats.map_bytes.set(gauge(usage.map_bytes));
+        Ok(usage)
+    }
+
+    /// Resolves if the writer thread panicked. The node must then stop: every later write
+    /// fails, so it could only limp on, refusing writes while it still owns shards.
+    pub async fn writer_failed(&self) {
+        self.inner.writer_failed.cancelled().await
     }
 
     /// The environment, for read transactions and opening databases.
@@ -316,6 +373,16 @@ impl Storage {
             "LMDB commits of the storage writer (writes divided by commits: mean batch)",
             stats.commits.clone(),
         );
+        registry.register(
+            "troupe_storage_used_bytes",
+            "Bytes of the LMDB map holding data (storage.writes_percent of the map size refuses new data)",
+            stats.used_bytes.clone(),
+        );
+        registry.register(
+            "troupe_storage_map_size_bytes",
+            "Size of the LMDB map (storage.map_size_mb)",
+            stats.map_bytes.clone(),
+        );
     }
 
     /// Writer counters.
@@ -400,6 +467,25 @@ where
     Ok(result)
 }
 
+/// The writer thread's body: [`writer_loop`], and if that panics (a bug in a write job), an
+/// error logged and `failed` cancelled, so the node stops instead of failing every write
+/// without a word. The queue is dropped with the thread, so waiting writers get
+/// [`StorageError::WriterStopped`] instead of hanging.
+fn run_writer(env: Env, jobs: mpsc::Receiver<Job>, stats: Arc<Stats>, failed: CancellationToken) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        writer_loop(env, jobs, stats)
+    }));
+    if let Err(panic) = outcome {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        error!(%reason, "storage writer thread panicked: no write can succeed, stopping the node");
+        failed.cancel();
+    }
+}
+
 /// The writer thread: batches every queued job into one commit. Ends (dropping its `Env`) when
 /// every `Storage` handle is gone.
 fn writer_loop(env: Env, mut jobs: mpsc::Receiver<Job>, stats: Arc<Stats>) {
@@ -479,6 +565,65 @@ mod tests {
             storage.read(|txn| Ok(db.get(txn, &1)?)).expect("read"),
             Some(10)
         );
+        storage.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_write_stops_the_writer_loudly_and_no_later_write_hangs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::open(dir.path(), options(WriteMode::Thread)).expect("open");
+        let panicked = storage
+            .write(|_txn| -> Result<(), StorageError> { panic!("a bug in a write job") })
+            .await;
+        assert!(matches!(panicked, Err(StorageError::WriterStopped)));
+        tokio::time::timeout(std::time::Duration::from_secs(10), storage.writer_failed())
+            .await
+            .expect("the failure is signalled");
+        let db: Numbers = storage.database("numbers").expect("db");
+        let later = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            storage.write(move |txn| db.put(txn, &1, &1).map_err(StorageError::from)),
+        )
+        .await
+        .expect("a later write fails at once instead of hanging");
+        assert!(matches!(later, Err(StorageError::WriterStopped)));
+    }
+
+    #[tokio::test]
+    async fn usage_grows_with_the_data_and_a_full_map_fails_the_write_without_damage() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let small = StorageOptions {
+            map_size_bytes: 1 << 20,
+            ..options(WriteMode::Thread)
+        };
+        let storage = Storage::open(dir.path(), small.clone()).expect("open");
+        let db: Database<U64<BigEndian>, Bytes> = storage.database("blobs").expect("db");
+        let before = storage.usage().expect("usage");
+        assert_eq!(before.map_bytes, 1 << 20);
+        let mut stored = 0u64;
+        let full = loop {
+            let key = stored;
+            let written = storage
+                .write(move |txn| db.put(txn, &key, &[7u8; 8192]).map_err(StorageError::from))
+                .await;
+            match written {
+                Ok(()) => stored += 1,
+                Err(error) => break error,
+            }
+            assert!(stored < 1000, "a 1 MiB map took 8 MB");
+        };
+        assert!(full.to_string().contains("MDB_MAP_FULL"), "{full}");
+        let after = storage.usage().expect("usage");
+        assert!(
+            after.used_bytes > before.used_bytes && after.percent() >= 80,
+            "{after:?}"
+        );
+        storage.close().await;
+        // Every acknowledged write is there after a reopen.
+        let storage = Storage::open(dir.path(), small).expect("reopen");
+        let db: Database<U64<BigEndian>, Bytes> = storage.database("blobs").expect("db");
+        let count = storage.read(|txn| Ok(db.len(txn)?)).expect("count");
+        assert_eq!(count, stored);
         storage.close().await;
     }
 

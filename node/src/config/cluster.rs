@@ -9,6 +9,7 @@ use serde::Deserialize;
 use troupe_actors::parties;
 
 use super::services::{IntegersConfig, JobsConfig, PartiesConfig, SessionsConfig};
+use super::storage::StorageConfig;
 use super::ConfigError;
 use crate::ids::RegionName;
 use crate::region::Region;
@@ -57,6 +58,9 @@ pub struct ClusterConfig {
     /// Moving shards when membership changes.
     #[serde(default)]
     pub migration: MigrationConfig,
+    /// The node's LMDB map.
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// The sessions service.
     #[serde(default)]
     pub sessions: SessionsConfig,
@@ -395,6 +399,7 @@ impl ClusterConfig {
         self.rpc.validate()?;
         self.http.validate()?;
         self.migration.validate()?;
+        self.storage.validate()?;
         self.sessions.validate()?;
         self.jobs.validate()?;
         self.integers.validate()?;

@@ -7,6 +7,7 @@ mod cluster;
 mod host_port;
 mod node;
 mod services;
+mod storage;
 
 pub use cluster::{
     read_secret_file, secret_from_env, ClusterConfig, ClusterSection, GossipConfig, HttpConfig,
@@ -15,6 +16,7 @@ pub use cluster::{
 pub use host_port::HostPort;
 pub use node::{NodeArgs, NodeConfig};
 pub use services::{IntegersConfig, JobsConfig, PartiesConfig, SessionsConfig};
+pub use storage::StorageConfig;
 
 /// Why a configuration was refused. Every variant names what to fix.
 #[derive(Debug, thiserror::Error)]

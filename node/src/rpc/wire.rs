@@ -262,6 +262,13 @@ pub enum Response {
         /// Why, for the client.
         message: String,
     },
+    /// Answer to [`Request::Command`]: the owner's storage is too full to take new data
+    /// (`storage.writes_percent`), so the command was refused before anything was written.
+    /// Deletions are still taken.
+    StorageFull {
+        /// Why, for the client.
+        message: String,
+    },
 }
 
 impl Response {

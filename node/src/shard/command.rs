@@ -77,6 +77,30 @@ pub enum Command {
     ExpireSession(SessionUser),
 }
 
+impl Command {
+    /// Whether the command may make the stored data larger. A node whose storage is nearly
+    /// full refuses these and still takes the others: deletions free space, and the owner's
+    /// own bookkeeping (finishing jobs, expiring sessions, storing averages) keeps the
+    /// promises already made.
+    pub fn adds_data(&self) -> bool {
+        match self {
+            Command::CreateUser(_)
+            | Command::UpdateUser(_)
+            | Command::AddSession(_)
+            | Command::CreateJob { .. }
+            | Command::CreateParty(_)
+            | Command::JoinParty { .. } => true,
+            Command::DeleteUser(_)
+            | Command::RemoveSession(_)
+            | Command::LeaveParty { .. }
+            | Command::ExpireSession(_)
+            | Command::FinishJob { .. }
+            | Command::RerunJob { .. }
+            | Command::StoreAverage(_) => false,
+        }
+    }
+}
+
 /// The client-facing result of a command.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
