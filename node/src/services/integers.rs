@@ -512,7 +512,7 @@ pub async fn latest(node: &Node, limit: usize) -> Result<Vec<Average>, ApiError>
     };
     let mut averages = items
         .iter()
-        .map(|(_, value)| codec::decode::<Average>(value))
+        .map(|(_, value)| codec::decode::<Average>(value, codec::Limit::Stored))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Internal(format!("stored average cannot be read: {e}")))?;
     averages.reverse();

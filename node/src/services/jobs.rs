@@ -138,7 +138,7 @@ fn load<T: serde::de::DeserializeOwned>(
     key: &str,
 ) -> Result<Option<T>, StoreError> {
     match store.get(shard, tenant, key.as_bytes())? {
-        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        Some(bytes) => Ok(Some(codec::decode(&bytes, codec::Limit::Stored)?)),
         None => Ok(None),
     }
 }
@@ -268,7 +268,7 @@ pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<(String, u32
     loop {
         let page = store.scan(shard, Tenant::JOBS, after.as_deref(), 1000)?;
         for (key, value) in &page {
-            let record: JobRecord = codec::decode(value)?;
+            let record: JobRecord = codec::decode(value, codec::Limit::Stored)?;
             if record.status == JobStatus::Processing {
                 out.push((String::from_utf8_lossy(key).into_owned(), record.attempts));
             }
@@ -302,9 +302,13 @@ pub async fn get(node: &Node, job_id: String) -> Result<Job, ApiError> {
     };
     match read_shard(node, shard, query).await? {
         QueryAnswer::Value(None) => Err(ApiError::NotFound(jobs::not_found_message(&job_id))),
-        QueryAnswer::Value(Some(bytes)) => codec::decode::<JobRecord>(&bytes)
+        QueryAnswer::Value(Some(bytes)) => codec::decode::<JobRecord>(&bytes, codec::Limit::Stored)
             .map(|record| record.job(&job_id))
-            .map_err(|e| ApiError::Internal(format!("stored job cannot be read: {e}"))),
+            .map_err(|e| {
+                ApiError::Internal(format!(
+                    "stored job {job_id} in shard {shard} cannot be read: {e}"
+                ))
+            }),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     }
 }
