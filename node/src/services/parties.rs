@@ -455,8 +455,12 @@ where
                 done = true;
                 break;
             }
-            let entry: IndexEntry = codec::decode(&value, codec::Limit::Stored)
-                .map_err(|e| ApiError::Internal(format!("stored index cannot be read: {e}")))?;
+            let entry: IndexEntry = codec::decode(&value, codec::Limit::Stored).map_err(|e| {
+                let key = String::from_utf8_lossy(&key);
+                ApiError::Internal(format!(
+                    "stored index entry {key} of manager {manager} cannot be read: {e}"
+                ))
+            })?;
             found.extend(entry.within(search));
             after = key;
         }

@@ -65,7 +65,15 @@ pub fn expired(
             if found.len() == limit {
                 return Ok(found);
             }
-            let leases: Leases = codec::decode(value, codec::Limit::Stored)?;
+            let leases: Leases = match codec::decode(value, codec::Limit::Stored) {
+                Ok(leases) => leases,
+                Err(error) => {
+                    // One corrupt entry must not stop the sweep of every other user.
+                    let key = String::from_utf8_lossy(key);
+                    tracing::warn!(%shard, %key, %error, "stored sessions cannot be read, skipped");
+                    continue;
+                }
+            };
             // Keys are written from a `SessionUser`; anything else is not ours to delete.
             let user = std::str::from_utf8(key)
                 .ok()
@@ -230,6 +238,23 @@ mod tests {
         assert_eq!(found, vec![user("all-expired"), user("expired-too")]);
         let first = expired(&store, SHARD, NOW, 1).expect("scan");
         assert_eq!(first, vec![user("all-expired")]);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_skips_a_corrupt_entry_and_still_finds_the_expired_ones() {
+        let corrupt = Op {
+            tenant: Tenant::SESSIONS,
+            key: key(&user("corrupt")),
+            value: Some(vec![codec::FORMAT_VERSION, 200]),
+        };
+        let expired_op = Op {
+            tenant: Tenant::SESSIONS,
+            key: key(&user("expired")),
+            value: Some(codec::encode(&Leases(vec![1])).expect("encode")),
+        };
+        let (_dir, store) = open_with(SHARD, vec![corrupt, expired_op]).await;
+        let found = expired(&store, SHARD, NOW, 10).expect("scan");
+        assert_eq!(found, vec![user("expired")]);
     }
 
     #[tokio::test]
