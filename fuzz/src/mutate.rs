@@ -47,14 +47,45 @@ fn varint(value: u64) -> Vec<u8> {
     }
 }
 
-/// One to four stacked mutations of `input`; `other` is another corpus input, for splicing.
-pub fn mutate(rng: &mut StdRng, input: &[u8], other: &[u8]) -> Vec<u8> {
+/// One to four stacked mutations of `input`; `other` is another corpus input, for splicing;
+/// `dictionary` holds tokens of a text format (empty for binary ones), which replace a word
+/// of the input or are inserted into it.
+pub fn mutate(rng: &mut StdRng, input: &[u8], other: &[u8], dictionary: &[&[u8]]) -> Vec<u8> {
     let mut out = input.to_vec();
     for _ in 0..rng.random_range(1..=4) {
-        mutate_once(rng, &mut out, other);
+        if !dictionary.is_empty() && rng.random_bool(0.5) {
+            use_token(rng, &mut out, dictionary);
+        } else {
+            mutate_once(rng, &mut out, other);
+        }
     }
     out.truncate(MAX_INPUT);
     out
+}
+
+/// Replaces the word (a run of letters, digits, `.`, `_`, `-`, `+`) at a random position
+/// with a token, or inserts the token there.
+fn use_token(rng: &mut StdRng, out: &mut Vec<u8>, dictionary: &[&[u8]]) {
+    let token = dictionary[rng.random_range(0..dictionary.len())];
+    let at = if out.is_empty() {
+        0
+    } else {
+        rng.random_range(0..out.len())
+    };
+    let in_word = |b: &u8| b.is_ascii_alphanumeric() || b"._-+".contains(b);
+    if rng.random_bool(0.8) && out.get(at).is_some_and(in_word) {
+        let start = out[..at]
+            .iter()
+            .rposition(|b| !in_word(b))
+            .map_or(0, |i| i + 1);
+        let end = out[at..]
+            .iter()
+            .position(|b| !in_word(b))
+            .map_or(out.len(), |i| at + i);
+        out.splice(start..end, token.iter().copied());
+    } else {
+        out.splice(at..at, token.iter().copied());
+    }
 }
 
 fn mutate_once(rng: &mut StdRng, out: &mut Vec<u8>, other: &[u8]) {
@@ -132,7 +163,7 @@ mod tests {
         let run = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
             (0..100)
-                .map(|_| mutate(&mut rng, b"a valid input", b"another"))
+                .map(|_| mutate(&mut rng, b"a valid input", b"another", &[b"nan"]))
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));

@@ -139,7 +139,7 @@ pub fn run(target: &Target, seed: u64, budget: Budget) -> Report {
         inputs += 1;
         let input = &corpus[rng.random_range(0..corpus.len())];
         let other = &corpus[rng.random_range(0..corpus.len())];
-        let mutated = mutate(&mut rng, input, other);
+        let mutated = mutate(&mut rng, input, other, target.dictionary);
         match try_input(target, &mutated) {
             Ok(Verdict::Accepted) => {
                 accepted += 1;

@@ -35,8 +35,8 @@ pub const MAX_STORED_BYTES: usize = MAX_MESSAGE_BYTES;
 /// Most bytes bincode counts against its limit per byte of input, for any value of this
 /// crate's types: a decoded integer counts its in-memory size (8 for a `u64`, which a varint
 /// may carry in 1 byte), a string or byte vector counts its length (carried byte for byte).
-/// No type decoded here holds a `u128` (16 bytes from 1); `codec_fuzz` in `troupe-fuzz`
-/// decodes valid encodings of every type and would fail if a valid value hit the limit.
+/// No type decoded here holds a `u128` (16 bytes from 1); the `troupe-fuzz` targets decode
+/// valid encodings of every type and would report a valid value refused by the limit.
 pub const CLAIMS_PER_BYTE: usize = 8;
 
 /// What bytes being decoded are: sets the longest input accepted.
