@@ -523,7 +523,8 @@ impl RpcConfig {
             "rpc.max_frame_bytes",
             self.max_frame_bytes,
             4_096,
-            256 << 20,
+            // The codec refuses longer messages (decision 018).
+            crate::codec::MAX_MESSAGE_BYTES as u32,
         )?;
         Ok(())
     }

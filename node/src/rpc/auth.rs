@@ -107,7 +107,8 @@ async fn recv<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Handshake, Handsha
     let bytes = read_frame(stream, MAX_HANDSHAKE_FRAME)
         .await?
         .ok_or_else(|| HandshakeError::Malformed("connection closed during handshake".into()))?;
-    codec::decode(&bytes).map_err(|e| HandshakeError::Malformed(e.to_string()))
+    codec::decode(&bytes, codec::Limit::Handshake)
+        .map_err(|e| HandshakeError::Malformed(e.to_string()))
 }
 
 /// Runs the server side; returns the authenticated peer's node id.

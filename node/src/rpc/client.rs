@@ -277,7 +277,7 @@ async fn read_loop(conn: Arc<Conn>, reader: tokio::io::ReadHalf<BoxStream>, max_
                 break;
             }
         };
-        match codec::decode::<Envelope<Response>>(&bytes) {
+        match codec::decode::<Envelope<Response>>(&bytes, codec::Limit::Message) {
             Ok(Envelope { id, body }) => {
                 if let Some(reply) = lock(&conn.pending).remove(&id) {
                     // The caller may have given up (deadline); nothing to do then.

@@ -112,7 +112,8 @@ impl Connection {
                     break;
                 }
             };
-            let Envelope { id, body } = match codec::decode::<Envelope<Request>>(&bytes) {
+            let request = codec::decode::<Envelope<Request>>(&bytes, codec::Limit::Message);
+            let Envelope { id, body } = match request {
                 Ok(envelope) => envelope,
                 Err(error) => {
                     warn!(%peer, %error, "undecodable rpc request, closing the connection");

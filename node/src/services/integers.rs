@@ -512,9 +512,14 @@ pub async fn latest(node: &Node, limit: usize) -> Result<Vec<Average>, ApiError>
     };
     let mut averages = items
         .iter()
-        .map(|(_, value)| codec::decode::<Average>(value))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::Internal(format!("stored average cannot be read: {e}")))?;
+        .map(|(key, value)| {
+            codec::decode::<Average>(value, codec::Limit::Stored).map_err(|e| {
+                ApiError::Internal(format!(
+                    "stored average {key:02x?} in shard {shard} cannot be read: {e}"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     averages.reverse();
     averages.truncate(limit);
     Ok(averages)

@@ -138,7 +138,7 @@ fn load<T: serde::de::DeserializeOwned>(
     key: &str,
 ) -> Result<Option<T>, StoreError> {
     match store.get(shard, tenant, key.as_bytes())? {
-        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        Some(bytes) => Ok(Some(codec::decode(&bytes, codec::Limit::Stored)?)),
         None => Ok(None),
     }
 }
@@ -268,7 +268,15 @@ pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<(String, u32
     loop {
         let page = store.scan(shard, Tenant::JOBS, after.as_deref(), 1000)?;
         for (key, value) in &page {
-            let record: JobRecord = codec::decode(value)?;
+            let record: JobRecord = match codec::decode(value, codec::Limit::Stored) {
+                Ok(record) => record,
+                Err(error) => {
+                    // One corrupt record must not keep every other job from resuming.
+                    let key = String::from_utf8_lossy(key);
+                    tracing::warn!(%shard, %key, %error, "stored job cannot be read, skipped");
+                    continue;
+                }
+            };
             if record.status == JobStatus::Processing {
                 out.push((String::from_utf8_lossy(key).into_owned(), record.attempts));
             }
@@ -302,9 +310,13 @@ pub async fn get(node: &Node, job_id: String) -> Result<Job, ApiError> {
     };
     match read_shard(node, shard, query).await? {
         QueryAnswer::Value(None) => Err(ApiError::NotFound(jobs::not_found_message(&job_id))),
-        QueryAnswer::Value(Some(bytes)) => codec::decode::<JobRecord>(&bytes)
+        QueryAnswer::Value(Some(bytes)) => codec::decode::<JobRecord>(&bytes, codec::Limit::Stored)
             .map(|record| record.job(&job_id))
-            .map_err(|e| ApiError::Internal(format!("stored job cannot be read: {e}"))),
+            .map_err(|e| {
+                ApiError::Internal(format!(
+                    "stored job {job_id} in shard {shard} cannot be read: {e}"
+                ))
+            }),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     }
 }
@@ -417,5 +429,28 @@ mod tests {
         assert_eq!(job.timestamp, "2000-02-29T00:00:00.000Z");
         assert_eq!((job.object_id.as_str(), job.attempts), ("o", 2));
         assert_eq!(job.status, JobStatus::Finished);
+    }
+
+    #[tokio::test]
+    async fn resuming_jobs_skips_a_corrupt_record_and_still_finds_the_processing_ones() {
+        let shard = ShardId(3);
+        let record = JobRecord {
+            object_id: "o".into(),
+            status: JobStatus::Processing,
+            created_ms: 1,
+            attempts: 2,
+            duration_ms: 10,
+        };
+        let ops = vec![
+            Op {
+                tenant: Tenant::JOBS,
+                key: b"a-corrupt-job".to_vec(),
+                value: Some(vec![codec::FORMAT_VERSION, 200]),
+            },
+            put(Tenant::JOBS, "b-processing-job", &record).expect("encode"),
+        ];
+        let (_dir, store) = crate::shard::store::tests::open_with(shard, ops).await;
+        let jobs = processing(&store, shard).expect("scan");
+        assert_eq!(jobs, vec![("b-processing-job".to_owned(), 2)]);
     }
 }

@@ -39,13 +39,19 @@ const CODE_ATTEMPTS: usize = 8;
 const INDEX_PAGE: u32 = 2_000;
 
 /// A manager's index entry for one open party.
+/// Public so that `troupe-fuzz` decodes it as this service does.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct IndexEntry {
-    code: String,
-    region: String,
-    lat: f64,
-    lng: f64,
-    participants: u32,
+pub struct IndexEntry {
+    /// The party's code.
+    pub code: String,
+    /// The party's region.
+    pub region: String,
+    /// Latitude of the party.
+    pub lat: f64,
+    /// Longitude of the party.
+    pub lng: f64,
+    /// How many devices it holds.
+    pub participants: u32,
 }
 
 fn index_key(party: &Party) -> Vec<u8> {
@@ -77,7 +83,7 @@ fn party_op(party: &Party) -> Result<Op, StoreError> {
 
 fn load(store: &Draft, shard: ShardId, code: &str) -> Result<Option<Party>, StoreError> {
     match store.get(shard, Tenant::PARTIES, code.as_bytes())? {
-        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        Some(bytes) => Ok(Some(codec::decode(&bytes, codec::Limit::Stored)?)),
         None => Ok(None),
     }
 }
@@ -362,9 +368,15 @@ pub async fn get(node: &Node, code: String) -> Result<Party, ApiError> {
         tenant: Tenant::PARTIES,
         key: code.as_bytes().to_vec(),
     };
-    match read_shard(node, code_shard(node, &code)?, query).await? {
-        QueryAnswer::Value(Some(bytes)) => codec::decode(&bytes)
-            .map_err(|e| ApiError::Internal(format!("stored party cannot be read: {e}"))),
+    let shard = code_shard(node, &code)?;
+    match read_shard(node, shard, query).await? {
+        QueryAnswer::Value(Some(bytes)) => {
+            codec::decode(&bytes, codec::Limit::Stored).map_err(|e| {
+                ApiError::Internal(format!(
+                    "stored party {code} in shard {shard} cannot be read: {e}"
+                ))
+            })
+        }
         QueryAnswer::Value(None) => Err(ApiError::NotFound(parties::not_found_message(&code))),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     }
@@ -443,8 +455,12 @@ where
                 done = true;
                 break;
             }
-            let entry: IndexEntry = codec::decode(&value)
-                .map_err(|e| ApiError::Internal(format!("stored index cannot be read: {e}")))?;
+            let entry: IndexEntry = codec::decode(&value, codec::Limit::Stored).map_err(|e| {
+                let key = String::from_utf8_lossy(&key);
+                ApiError::Internal(format!(
+                    "stored index entry {key} of manager {manager} cannot be read: {e}"
+                ))
+            })?;
             found.extend(entry.within(search));
             after = key;
         }

@@ -25,7 +25,7 @@ const SCAN_PAGE: usize = 1000;
 
 /// A user's active sessions: the expiry of each, in Unix milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Leases(Vec<u64>);
+pub struct Leases(pub Vec<u64>);
 
 impl Leases {
     /// Sessions still active at `now`.
@@ -44,7 +44,7 @@ fn load(store: &Draft, shard: ShardId, user: &SessionUser) -> Result<Leases, Sto
 
 fn stored(store: &Draft, shard: ShardId, user: &SessionUser) -> Result<Option<Leases>, StoreError> {
     match store.get(shard, Tenant::SESSIONS, &key(user))? {
-        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        Some(bytes) => Ok(Some(codec::decode(&bytes, codec::Limit::Stored)?)),
         None => Ok(None),
     }
 }
@@ -65,7 +65,15 @@ pub fn expired(
             if found.len() == limit {
                 return Ok(found);
             }
-            let leases: Leases = codec::decode(value)?;
+            let leases: Leases = match codec::decode(value, codec::Limit::Stored) {
+                Ok(leases) => leases,
+                Err(error) => {
+                    // One corrupt entry must not stop the sweep of every other user.
+                    let key = String::from_utf8_lossy(key);
+                    tracing::warn!(%shard, %key, %error, "stored sessions cannot be read, skipped");
+                    continue;
+                }
+            };
             // Keys are written from a `SessionUser`; anything else is not ours to delete.
             let user = std::str::from_utf8(key)
                 .ok()
@@ -181,9 +189,13 @@ pub async fn count(node: &Node, user: SessionUser) -> Result<u32, ApiError> {
     };
     match read_shard(node, shard, query).await? {
         QueryAnswer::Value(None) => Ok(0),
-        QueryAnswer::Value(Some(bytes)) => codec::decode::<Leases>(&bytes)
+        QueryAnswer::Value(Some(bytes)) => codec::decode::<Leases>(&bytes, codec::Limit::Stored)
             .map(|leases| leases.active(unix_millis()))
-            .map_err(|e| ApiError::Internal(format!("stored sessions cannot be read: {e}"))),
+            .map_err(|e| {
+                ApiError::Internal(format!(
+                    "stored sessions of {user} in shard {shard} cannot be read: {e}"
+                ))
+            }),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     }
 }
@@ -226,6 +238,23 @@ mod tests {
         assert_eq!(found, vec![user("all-expired"), user("expired-too")]);
         let first = expired(&store, SHARD, NOW, 1).expect("scan");
         assert_eq!(first, vec![user("all-expired")]);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_skips_a_corrupt_entry_and_still_finds_the_expired_ones() {
+        let corrupt = Op {
+            tenant: Tenant::SESSIONS,
+            key: key(&user("corrupt")),
+            value: Some(vec![codec::FORMAT_VERSION, 200]),
+        };
+        let expired_op = Op {
+            tenant: Tenant::SESSIONS,
+            key: key(&user("expired")),
+            value: Some(codec::encode(&Leases(vec![1])).expect("encode")),
+        };
+        let (_dir, store) = open_with(SHARD, vec![corrupt, expired_op]).await;
+        let found = expired(&store, SHARD, NOW, 10).expect("scan");
+        assert_eq!(found, vec![user("expired")]);
     }
 
     #[tokio::test]

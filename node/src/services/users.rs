@@ -38,11 +38,15 @@ pub fn key(id: &UserId) -> Vec<u8> {
 
 /// A user as stored: the id is the key, so the value holds only the other fields (the space
 /// target of issue 3).
-#[derive(Serialize, Deserialize)]
-struct StoredUser {
-    name: String,
-    email: String,
-    group: u64,
+/// Public so that `troupe-fuzz` decodes it as this service does.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredUser {
+    /// The user's name.
+    pub name: String,
+    /// The user's e-mail address.
+    pub email: String,
+    /// The user's group.
+    pub group: u64,
 }
 
 fn id_from_key(key: &[u8]) -> Result<UserId, codec::CodecError> {
@@ -61,7 +65,7 @@ pub fn get_query(id: &UserId) -> Query {
 
 /// Decodes a stored user whose id is `id`.
 pub fn decode(id: UserId, bytes: &[u8]) -> Result<User, codec::CodecError> {
-    let stored: StoredUser = codec::decode(bytes)?;
+    let stored: StoredUser = codec::decode(bytes, codec::Limit::Stored)?;
     Ok(User {
         id,
         name: stored.name,
@@ -175,8 +179,16 @@ fn unexpected(answer: &Response) -> ApiError {
     ))
 }
 
-fn corrupt(error: codec::CodecError) -> ApiError {
-    ApiError::Internal(format!("stored user cannot be read: {error}"))
+/// A stored user that cannot be read: a 500 for that user only, whose message (logged at the
+/// edge) names the shard and the key.
+fn corrupt(shard: ShardId, key: &[u8], error: codec::CodecError) -> ApiError {
+    let key = match id_from_key(key) {
+        Ok(id) => id.as_str().to_owned(),
+        Err(_) => format!("{key:02x?}"),
+    };
+    ApiError::Internal(format!(
+        "stored user {key} in shard {shard} cannot be read: {error}"
+    ))
 }
 
 /// `POST /api/user`.
@@ -202,7 +214,9 @@ pub async fn delete(node: &Node, id: UserId) -> Result<(), ApiError> {
 pub async fn get(node: &Node, id: UserId) -> Result<User, ApiError> {
     let shard = shard_of(node, &id);
     match read_shard(node, shard, get_query(&id)).await? {
-        QueryAnswer::Value(Some(bytes)) => decode(id, &bytes).map_err(corrupt),
+        QueryAnswer::Value(Some(bytes)) => {
+            decode(id.clone(), &bytes).map_err(|e| corrupt(shard, &key(&id), e))
+        }
         QueryAnswer::Value(None) => Err(ApiError::NotFound(users::not_found_message(id.as_str()))),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     }
@@ -252,8 +266,9 @@ pub async fn list(node: &Node, offset: u64, limit: u32) -> Result<UserPage, ApiE
             if skipped < offset {
                 skipped += 1;
             } else {
-                let id = id_from_key(&key).map_err(corrupt)?;
-                users.push(decode(id, &value).map_err(corrupt)?);
+                let shard = cursor.shard;
+                let id = id_from_key(&key).map_err(|e| corrupt(shard, &key, e))?;
+                users.push(decode(id, &value).map_err(|e| corrupt(shard, &key, e))?);
             }
         }
         cursor.refill(node).await?;

@@ -248,7 +248,7 @@ impl ShardStore {
                 if bytes > max_bytes && !entries.is_empty() {
                     break;
                 }
-                entries.push(codec::decode::<Entry>(value)?);
+                entries.push(codec::decode::<Entry>(value, codec::Limit::Stored)?);
             }
             Ok(Some(entries))
         })
@@ -362,7 +362,7 @@ impl ShardStore {
 
     fn meta_in(&self, txn: &RoTxn, shard: ShardId) -> Result<ShardMeta, StoreError> {
         match self.meta.get(txn, &shard_prefix(shard))? {
-            Some(bytes) => Ok(codec::decode(bytes)?),
+            Some(bytes) => Ok(codec::decode(bytes, codec::Limit::Stored)?),
             None => Ok(ShardMeta::default()),
         }
     }
@@ -441,7 +441,9 @@ impl ShardStore {
             return Ok(self.log.get(rtxn, &log_key(shard, 1))?.is_some());
         }
         match self.log.get(rtxn, &log_key(shard, at.applied))? {
-            Some(bytes) => Ok(Some(codec::decode::<Entry>(bytes)?.epoch) == at.last_epoch),
+            Some(bytes) => Ok(
+                Some(codec::decode::<Entry>(bytes, codec::Limit::Stored)?.epoch) == at.last_epoch,
+            ),
             None => Ok(false),
         }
     }
@@ -701,7 +703,7 @@ pub(crate) mod tests {
         let prefix = shard_prefix(shard);
         let iter = store.log.prefix_iter(&rtxn, &prefix).expect("iter");
         iter.map(|item| {
-            codec::decode::<Entry>(item.expect("item").1)
+            codec::decode::<Entry>(item.expect("item").1, codec::Limit::Stored)
                 .expect("entry")
                 .seq
         })
