@@ -290,6 +290,7 @@ fn membership_options(
         signer: crate::membership::keys::Signer {
             cluster: cluster.cluster.name.clone(),
             secret: cluster.cluster.secret.clone(),
+            previous: cluster.cluster.previous_secret.clone(),
             shards: cluster.cluster.shards,
             layout: layout.fingerprint(),
         },

@@ -19,6 +19,9 @@ pub const EMBEDDED_CLUSTER_TOML: &str = include_str!("../../../cluster.toml");
 /// Environment variable that overrides `cluster.secret`, so the file can be shared or committed.
 pub const SECRET_ENV: &str = "TROUPE_SECRET";
 
+/// Environment variable that sets `cluster.previous_secret` during a secret rotation.
+pub const PREVIOUS_SECRET_ENV: &str = "TROUPE_PREVIOUS_SECRET";
+
 /// The whole validated cluster configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +64,11 @@ pub struct ClusterSection {
     pub name: String,
     /// Proven by every inter-node connection; see [`Secret`].
     pub secret: Secret,
+    /// The secret before a rotation: gossip sealed with it is still accepted, so nodes can be
+    /// given a new secret one at a time without a split (like memberlist's keyring); remove it
+    /// once every node runs with the new secret. Also `TROUPE_PREVIOUS_SECRET`.
+    #[serde(default)]
+    pub previous_secret: Option<Secret>,
     /// Number of shards; fixed for the life of a cluster.
     #[serde(default = "default_shards")]
     pub shards: u32,

@@ -10,7 +10,7 @@ mod services;
 
 pub use cluster::{
     ClusterConfig, ClusterSection, GossipConfig, HttpConfig, RpcConfig, Secret,
-    EMBEDDED_CLUSTER_TOML, SECRET_ENV,
+    EMBEDDED_CLUSTER_TOML, PREVIOUS_SECRET_ENV, SECRET_ENV,
 };
 pub use host_port::HostPort;
 pub use node::{NodeArgs, NodeConfig};

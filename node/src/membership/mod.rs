@@ -9,9 +9,13 @@
 mod heard;
 pub mod keys;
 pub mod member;
+mod refused;
+pub mod replay;
+pub mod seal;
+pub mod sealed_udp;
 pub mod snapshot;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +26,11 @@ use chitchat::{
 };
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 pub use heard::Heard;
 pub use member::{Member, NodeStatus};
+use refused::Refused;
 pub use snapshot::{MembershipChange, MembershipSnapshot};
 
 use crate::config::{GossipConfig, HostPort};
@@ -66,6 +71,17 @@ pub struct MembershipError {
     message: String,
 }
 
+/// Sizes of membership's maps ([`Membership::table_sizes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Node states in chitchat (members, refused nodes, dead ones not yet forgotten).
+    pub gossip_nodes: usize,
+    /// Refused nodes listed.
+    pub refused: usize,
+    /// Nodes in [`Heard`].
+    pub heard: usize,
+}
+
 /// Handle on this node's membership; cheap to clone.
 #[derive(Clone)]
 pub struct Membership {
@@ -78,8 +94,8 @@ struct Inner {
     snapshots: watch::Sender<Arc<MembershipSnapshot>>,
     node_id: NodeId,
     signer: keys::Signer,
-    /// Nodes rejected so far, and why (each is logged once).
-    impostors: std::sync::Mutex<Impostors>,
+    /// Nodes refused in the latest snapshot, and why (each is logged once).
+    refused: std::sync::Mutex<Refused>,
     heard: Heard,
 }
 
@@ -111,12 +127,9 @@ impl Membership {
                 message: format!("{e:#}"),
             })?;
         let chitchat = handle.chitchat();
-        let mut impostors = Impostors::new();
-        let first = Arc::new(build_snapshot(
-            &*chitchat.lock().await,
-            &opts.signer,
-            &mut impostors,
-        ));
+        let mut refused = Refused::default();
+        let observed = observe(&*chitchat.lock().await);
+        let first = Arc::new(build_snapshot(observed, &opts.signer, &mut refused));
         let (snapshots, _) = watch::channel(first);
         let membership = Self {
             inner: Arc::new(Inner {
@@ -125,7 +138,7 @@ impl Membership {
                 snapshots,
                 node_id: opts.node_id.clone(),
                 signer: opts.signer.clone(),
-                impostors: std::sync::Mutex::new(impostors),
+                refused: std::sync::Mutex::new(refused),
                 heard: Heard::default(),
             }),
         };
@@ -148,15 +161,28 @@ impl Membership {
     /// Nodes heard gossiping but left out of the membership, each as `node id at gossip
     /// address: reason`, so a node that only ever hears other clusters can say so.
     pub fn rejected(&self) -> Vec<String> {
-        let impostors = self
-            .inner
-            .impostors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        impostors
+        let refused = self.inner.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused
             .iter()
             .map(|(id, reason)| format!("{} at {}: {reason}", id.node_id, id.gossip_advertise_addr))
             .collect()
+    }
+
+    /// Sizes of the maps membership keeps, so tests and the simulation can check that no
+    /// input makes them grow without bound.
+    pub async fn table_sizes(&self) -> TableSizes {
+        let gossip_nodes = self.inner.chitchat.lock().await.node_states().len();
+        let refused = self
+            .inner
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        TableSizes {
+            gossip_nodes,
+            refused,
+            heard: self.inner.heard.len(),
+        }
     }
 
     /// When this node last heard from each member.
@@ -191,14 +217,12 @@ impl Membership {
     }
 
     async fn refresh(&self) {
+        // Copy under chitchat's lock, check proofs after releasing it: chitchat's gossip loop
+        // takes the same lock for every datagram.
+        let observed = observe(&*self.inner.chitchat.lock().await);
         let next = {
-            let chitchat = self.inner.chitchat.lock().await;
-            let mut impostors = self
-                .inner
-                .impostors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            build_snapshot(&chitchat, &self.inner.signer, &mut impostors)
+            let mut refused = self.inner.refused.lock().unwrap_or_else(|p| p.into_inner());
+            build_snapshot(observed, &self.inner.signer, &mut refused)
         };
         self.inner.snapshots.send_if_modified(|current| {
             if **current == next {
@@ -220,13 +244,28 @@ impl Membership {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let chitchat = self.inner.chitchat.lock().await;
-            for (id, state) in chitchat.node_states() {
-                let node = NodeId::new(&*id.node_id);
-                self.inner
-                    .heard
-                    .observe(&node, Generation(id.generation_id), state.heartbeat());
+            // Only members whose proof was checked, at the incarnation the snapshot holds: a
+            // forged entry (another generation, a frozen heartbeat) is never heard.
+            let members = self.snapshot();
+            let beats: Vec<(NodeId, Generation, chitchat::Heartbeat)> = {
+                let chitchat = self.inner.chitchat.lock().await;
+                members
+                    .members()
+                    .filter_map(|m| {
+                        let id = ChitchatId::new(
+                            m.node_id.as_str().to_owned(),
+                            m.generation.0,
+                            m.gossip_addr,
+                        );
+                        let state = chitchat.node_state(&id)?;
+                        Some((m.node_id.clone(), m.generation, state.heartbeat()))
+                    })
+                    .collect()
+            };
+            for (node, generation, heartbeat) in beats {
+                self.inner.heard.observe(&node, generation, heartbeat);
             }
+            self.inner.heard.retain(|node| members.get(node).is_some());
         }
     }
 
@@ -276,29 +315,32 @@ fn chitchat_config(opts: &MembershipOptions) -> ChitchatConfig {
     }
 }
 
-/// Gossiping nodes left out of the membership, with why: another cluster's secret, shard count
-/// or layout.
-type Impostors = BTreeMap<ChitchatId, &'static str>;
+/// Every node's published keys and liveness, copied out of chitchat's state.
+fn observe(chitchat: &Chitchat) -> Vec<(ChitchatId, keys::Published, bool)> {
+    let live: BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
+    chitchat
+        .node_states()
+        .iter()
+        .map(|(id, state)| (id.clone(), keys::Published::read(state), live.contains(id)))
+        .collect()
+}
 
-/// Reads every valid member out of chitchat's state; nodes that fail the secret check are left
+/// Reads every valid member out of the copied state; nodes that fail the secret check are left
 /// out (and logged the first time they are seen).
 fn build_snapshot(
-    chitchat: &Chitchat,
+    observed: Vec<(ChitchatId, keys::Published, bool)>,
     signer: &keys::Signer,
-    impostors: &mut Impostors,
+    refused: &mut Refused,
 ) -> MembershipSnapshot {
-    let live: BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
     let mut members = Vec::new();
-    for (id, state) in chitchat.node_states() {
-        match keys::parse_member(signer, id, state, live.contains(id)) {
+    let mut rejected = Vec::new();
+    for (id, published, live) in observed {
+        match keys::parse_member(signer, &id, &published, live) {
             keys::Parsed::Member(m) => members.push(m),
             keys::Parsed::Incomplete => {}
-            keys::Parsed::Rejected(reason) => {
-                if impostors.insert(id.clone(), reason).is_none() {
-                    warn!(node_id = %id.node_id, gossip = %id.gossip_advertise_addr, reason, "ignoring gossip member");
-                }
-            }
+            keys::Parsed::Rejected(reason) => rejected.push((id, reason)),
         }
     }
+    refused.replace(rejected);
     MembershipSnapshot::from_members(members)
 }
