@@ -64,9 +64,9 @@ pub struct ClusterSection {
     pub name: String,
     /// Proven by every inter-node connection; see [`Secret`].
     pub secret: Secret,
-    /// The secret before a rotation: gossip sealed with it is still accepted, so nodes can be
-    /// given a new secret one at a time without a split (like memberlist's keyring); remove it
-    /// once every node runs with the new secret. Also `TROUPE_PREVIOUS_SECRET`.
+    /// A second secret whose gossip and membership proofs are also accepted (a node always
+    /// sends with `secret`), so a secret rotates one node at a time without a split, like
+    /// memberlist's keyring (decision 019). Also `TROUPE_PREVIOUS_SECRET`.
     #[serde(default)]
     pub previous_secret: Option<Secret>,
     /// Number of shards; fixed for the life of a cluster.

@@ -17,6 +17,7 @@ pub mod snapshot;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,7 +75,8 @@ pub struct MembershipError {
 /// Sizes of membership's maps ([`Membership::table_sizes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableSizes {
-    /// Node states in chitchat (members, refused nodes, dead ones not yet forgotten).
+    /// Node states in chitchat at the last refresh (members, refused nodes, dead ones not yet
+    /// forgotten).
     pub gossip_nodes: usize,
     /// Refused nodes listed.
     pub refused: usize,
@@ -97,6 +99,8 @@ struct Inner {
     /// Nodes refused in the latest snapshot, and why (each is logged once).
     refused: std::sync::Mutex<Refused>,
     heard: Heard,
+    /// Node states in chitchat at the last refresh.
+    gossip_nodes: AtomicUsize,
 }
 
 /// How often the snapshot is rebuilt even without a change notification, as a safety net.
@@ -140,6 +144,7 @@ impl Membership {
                 signer: opts.signer.clone(),
                 refused: std::sync::Mutex::new(refused),
                 heard: Heard::default(),
+                gossip_nodes: AtomicUsize::new(0),
             }),
         };
         tokio::spawn(membership.clone().heard_loop(shutdown.clone()));
@@ -170,8 +175,8 @@ impl Membership {
 
     /// Sizes of the maps membership keeps, so tests and the simulation can check that no
     /// input makes them grow without bound.
-    pub async fn table_sizes(&self) -> TableSizes {
-        let gossip_nodes = self.inner.chitchat.lock().await.node_states().len();
+    pub fn table_sizes(&self) -> TableSizes {
+        let gossip_nodes = self.inner.gossip_nodes.load(Ordering::Relaxed);
         let refused = self
             .inner
             .refused
@@ -220,6 +225,9 @@ impl Membership {
         // Copy under chitchat's lock, check proofs after releasing it: chitchat's gossip loop
         // takes the same lock for every datagram.
         let observed = observe(&*self.inner.chitchat.lock().await);
+        self.inner
+            .gossip_nodes
+            .store(observed.len(), Ordering::Relaxed);
         let next = {
             let mut refused = self.inner.refused.lock().unwrap_or_else(|p| p.into_inner());
             build_snapshot(observed, &self.inner.signer, &mut refused)

@@ -308,4 +308,49 @@ mod tests {
         from.sort();
         assert_eq!(from, expected);
     }
+
+    /// Not a check: prints the cost per datagram (`cargo test -p troupe-node --lib
+    /// cost_per_gossip_datagram -- --ignored --nocapture`).
+    #[tokio::test]
+    #[ignore]
+    async fn cost_per_gossip_datagram() {
+        use super::super::seal::{Opener, Sealer};
+        for size in [1_024usize, 16_384, 60_000] {
+            let plaintext = vec![7u8; size];
+            let mut sealer = Sealer::new(keys("secret-one"), [1; 16]);
+            let mut opener = Opener::new(keys("secret-one"));
+            let (mut sealed, mut opened) = (Vec::new(), Vec::new());
+            let rounds = 2_000u32;
+            let start = std::time::Instant::now();
+            for _ in 0..rounds {
+                sealer.seal(&plaintext, 1, &mut sealed).expect("seal");
+                opener.open(&sealed, 1, &mut opened).expect("open");
+            }
+            println!("seal + open {size} bytes: {:?}", start.elapsed() / rounds);
+        }
+        let mut a = socket("secret-one").await;
+        let mut b = socket("secret-one").await;
+        let b_addr = b.local_addr().expect("addr");
+        let rounds = 2_000u32;
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            a.send(b_addr, envelope()).await.expect("send");
+            b.recv().await.expect("recv");
+        }
+        let sealed = start.elapsed() / rounds;
+        let mut plain_a = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let plain_b = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let plain_addr = plain_b.local_addr().expect("addr");
+        let mut buf = [0u8; 64];
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            plain_a.send_to(&[0u8; 8], plain_addr).await.expect("send");
+            plain_b.recv_from(&mut buf).await.expect("recv");
+        }
+        let _ = &mut plain_a;
+        println!(
+            "sealed envelope send + recv over loopback: {sealed:?}; a bare UDP datagram: {:?}",
+            start.elapsed() / rounds
+        );
+    }
 }
