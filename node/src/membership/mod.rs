@@ -9,7 +9,7 @@
 mod heard;
 pub mod keys;
 pub mod member;
-mod refused;
+pub(crate) mod refused;
 pub mod replay;
 pub mod seal;
 pub mod sealed_udp;
@@ -351,4 +351,129 @@ fn build_snapshot(
     }
     refused.replace(rejected);
     MembershipSnapshot::from_members(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use chitchat::transport::ChannelTransport;
+    use chitchat::{DeletionStatus, VersionedValue};
+
+    fn addr(port: u16) -> SocketAddr {
+        ([127, 0, 0, 1], port).into()
+    }
+
+    fn options(gossip: SocketAddr, seeds: Vec<String>) -> MembershipOptions {
+        MembershipOptions {
+            cluster: "troupe".to_owned(),
+            node_id: NodeId::new("n0"),
+            generation: Generation(1),
+            region: RegionName::new("eu-west-1"),
+            http_addr: "127.0.0.1:1".parse().expect("valid"),
+            rpc_addr: "127.0.0.1:2".parse().expect("valid"),
+            gossip_listen: gossip,
+            gossip_advertise: gossip,
+            seeds,
+            gossip: GossipConfig {
+                interval_ms: 50,
+                ..GossipConfig::default()
+            },
+            signer: keys::Signer {
+                cluster: "troupe".to_owned(),
+                secret: Secret::new("the-cluster-secret"),
+                previous: None,
+                shards: 64,
+                layout: "layout".to_owned(),
+            },
+        }
+    }
+
+    fn value(key: &str, value: &str, version: u64) -> (String, VersionedValue) {
+        (
+            key.to_owned(),
+            VersionedValue {
+                value: value.to_owned(),
+                version,
+                status: DeletionStatus::Set,
+            },
+        )
+    }
+
+    /// chitchat's in-memory transport has no sealing: this is what membership does with
+    /// whatever reaches chitchat's state.
+    #[tokio::test]
+    async fn only_checked_members_are_heard_and_refused_nodes_stay_bounded() {
+        let transport = ChannelTransport::with_mtu(65_507);
+        let shutdown = CancellationToken::new();
+        let membership = Membership::start(
+            options(addr(10), vec![addr(11).to_string()]),
+            &transport,
+            shutdown.clone(),
+        )
+        .await
+        .expect("membership");
+        // A forger: a higher generation of a node with an invalid proof, and many fake ids.
+        let forger = spawn_chitchat(
+            ChitchatConfig {
+                chitchat_id: ChitchatId::new("forger", 1, addr(11)),
+                cluster_id: "troupe".to_owned(),
+                gossip_interval: Duration::from_millis(50),
+                listen_addr: addr(11),
+                seed_nodes: vec![addr(10).to_string()],
+                failure_detector_config: FailureDetectorConfig::default(),
+                marked_for_deletion_grace_period: Duration::from_secs(3_600),
+                catchup_callback: None,
+                extra_liveness_predicate: None,
+                protocol_version: chitchat::ProtocolVersion::V1,
+            },
+            Vec::new(),
+            &transport,
+        )
+        .await
+        .expect("forger");
+        let fakes = 300;
+        forger
+            .with_chitchat(|chitchat| {
+                for i in 0..fakes {
+                    chitchat.reset_node_state_if_update(
+                        &ChitchatId::new(format!("n{i}"), 2, addr(1_000 + i)),
+                        [
+                            value(keys::PROOF_KEY, &"00".repeat(32), 1),
+                            value(keys::HTTP_ADDR_KEY, "127.0.0.1:1", 2),
+                            value(keys::RPC_ADDR_KEY, "127.0.0.1:2", 3),
+                        ]
+                        .into_iter(),
+                        3,
+                        0,
+                    );
+                }
+            })
+            .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let sizes = membership.table_sizes();
+            if sizes.gossip_nodes > usize::from(fakes) {
+                // Proving an absence: give the heartbeat loop a few rounds to take them.
+                tokio::time::sleep(HEARD_EVERY * 3).await;
+                let sizes = membership.table_sizes();
+                assert!(sizes.refused <= refused::MAX_REFUSED, "{sizes:?}");
+                assert_eq!(sizes.heard, 1, "only n0 itself is a checked member: {sizes:?}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the forged entries never reached chitchat: {sizes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            membership.snapshot().members().count(),
+            1,
+            "no forged member"
+        );
+        shutdown.cancel();
+        membership.shutdown().await;
+        let _ = forger.shutdown().await;
+    }
 }
