@@ -515,6 +515,8 @@ impl HostPlan {
             dialer: Arc::new(SimDialer),
             gossip: Box::new(self.gossip.transport(self.ip, gossip_keys(&self.cluster))),
             gossip_advertise: SocketAddr::new(self.ip, GOSSIP_PORT),
+            // The simulation's transport sends no notices: every simulated node has the secret.
+            key_mismatches: Default::default(),
             writes: WriteMode::Inline,
             // The simulated wall clock, as production floors by the real one: a node restarted
             // with an empty data directory still comes back with a higher generation.

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::boot::{self, NodeIo};
 use crate::config::{ClusterConfig, HostPort, NodeArgs, NodeConfig};
+use crate::membership::mismatch::KeyMismatches;
 use crate::membership::seal::GossipKeys;
 use crate::membership::sealed_udp::SealedUdpTransport;
 use crate::net::tcp::{TcpAcceptor, TcpDialer};
@@ -50,15 +51,20 @@ pub async fn production_io(config: &NodeConfig, cluster: &ClusterConfig) -> anyh
                 config.rpc_listen
             )
         })?;
+    let key_mismatches = KeyMismatches::default();
     Ok(NodeIo {
         http: Box::new(http),
         rpc: Box::new(rpc),
         dialer: Arc::new(TcpDialer),
-        gossip: Box::new(SealedUdpTransport::new(GossipKeys::derive(
-            &cluster.cluster.name,
-            &cluster.cluster.secret,
-            cluster.cluster.previous_secret.as_ref(),
-        ))),
+        gossip: Box::new(SealedUdpTransport::new(
+            GossipKeys::derive(
+                &cluster.cluster.name,
+                &cluster.cluster.secret,
+                cluster.cluster.previous_secret.as_ref(),
+            ),
+            key_mismatches.clone(),
+        )),
+        key_mismatches,
         gossip_advertise: resolve(&config.gossip_advertise).await?,
         writes: WriteMode::Thread,
         generation_floor: crate::clock::unix_millis(),

@@ -9,6 +9,7 @@
 mod heard;
 pub mod keys;
 pub mod member;
+pub mod mismatch;
 pub(crate) mod refused;
 pub mod replay;
 pub mod seal;
@@ -62,6 +63,9 @@ pub struct MembershipOptions {
     pub gossip: GossipConfig,
     /// Signs this node's entry and checks everybody else's.
     pub signer: keys::Signer,
+    /// Peers that said this node's gossip does not open under their secret (written by the
+    /// transport).
+    pub key_mismatches: mismatch::KeyMismatches,
 }
 
 /// Why membership could not start.
@@ -99,6 +103,7 @@ struct Inner {
     /// Nodes refused in the latest snapshot, and why (each is logged once).
     refused: std::sync::Mutex<Refused>,
     heard: Heard,
+    key_mismatches: mismatch::KeyMismatches,
     /// Node states in chitchat at the last refresh.
     gossip_nodes: AtomicUsize,
 }
@@ -144,6 +149,7 @@ impl Membership {
                 signer: opts.signer.clone(),
                 refused: std::sync::Mutex::new(refused),
                 heard: Heard::default(),
+                key_mismatches: opts.key_mismatches.clone(),
                 gossip_nodes: AtomicUsize::new(0),
             }),
         };
@@ -170,6 +176,9 @@ impl Membership {
         refused
             .iter()
             .map(|(id, reason)| format!("{} at {}: {reason}", id.node_id, id.gossip_advertise_addr))
+            .chain(self.inner.key_mismatches.peers().into_iter().map(|peer| {
+                format!("gossip at {peer}: cannot open this node's gossip (another cluster secret)")
+            }))
             .collect()
     }
 
@@ -386,6 +395,7 @@ mod tests {
                 shards: 64,
                 layout: "layout".to_owned(),
             },
+            key_mismatches: mismatch::KeyMismatches::default(),
         }
     }
 
@@ -458,7 +468,10 @@ mod tests {
                 tokio::time::sleep(HEARD_EVERY * 3).await;
                 let sizes = membership.table_sizes();
                 assert!(sizes.refused <= refused::MAX_REFUSED, "{sizes:?}");
-                assert_eq!(sizes.heard, 1, "only n0 itself is a checked member: {sizes:?}");
+                assert_eq!(
+                    sizes.heard, 1,
+                    "only n0 itself is a checked member: {sizes:?}"
+                );
                 break;
             }
             assert!(

@@ -23,6 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::mismatch::{KeyMismatches, NOTICE};
 use super::seal::{GossipKeys, OpenError, Opener, Sealer};
 
 /// Largest UDP payload (IPv4).
@@ -33,16 +34,21 @@ const MAX_DATAGRAM: usize = 65_507;
 const RELAY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Least time between two warnings about dropped datagrams: a flood must not flood the log.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Least time between two [`NOTICE`]s sent: a flood of forged datagrams gets at most ten
+/// small answers a second.
+const NOTICE_EVERY: Duration = Duration::from_millis(100);
 
 /// chitchat [`Transport`] sealing every datagram with the cluster's gossip keys.
 pub struct SealedUdpTransport {
     keys: GossipKeys,
+    mismatches: KeyMismatches,
 }
 
 impl SealedUdpTransport {
-    /// A transport sealing with `keys`.
-    pub fn new(keys: GossipKeys) -> Self {
-        Self { keys }
+    /// A transport sealing with `keys`, recording peers that cannot open its datagrams in
+    /// `mismatches`.
+    pub fn new(keys: GossipKeys, mismatches: KeyMismatches) -> Self {
+        Self { keys, mismatches }
     }
 }
 
@@ -71,6 +77,8 @@ impl Transport for SealedUdpTransport {
             bytes: Vec::with_capacity(MAX_DATAGRAM),
             relayed: None,
             drops: DropLog::default(),
+            mismatches: self.mismatches.clone(),
+            last_notice: None,
         }))
     }
 }
@@ -92,6 +100,8 @@ struct SealedUdpSocket {
     /// envelopes and senders paired.
     relayed: Option<(SocketAddr, usize, Instant)>,
     drops: DropLog,
+    mismatches: KeyMismatches,
+    last_notice: Option<Instant>,
 }
 
 fn is_transient(error: &io::Error) -> bool {
@@ -188,8 +198,16 @@ impl Socket for SealedUdpSocket {
                 self.drops.record(from, OpenError::Short);
                 continue;
             }
+            if &self.buf[..len] == NOTICE {
+                debug!(%from, "a peer cannot open this node's gossip");
+                self.mismatches.record(from);
+                continue;
+            }
             if let Err(error) = self.opener.open(&self.buf[..len], now, &mut self.bytes) {
                 self.drops.record(from, error);
+                if error == OpenError::Forged {
+                    self.notify(from).await;
+                }
                 continue;
             }
             self.tap
@@ -197,6 +215,23 @@ impl Socket for SealedUdpSocket {
                 .await
                 .context("gossip codec relay broken")?;
             self.relayed = Some((from, len, Instant::now()));
+        }
+    }
+}
+
+impl SealedUdpSocket {
+    /// Tells `to` that its datagram does not open here, at most once per [`NOTICE_EVERY`].
+    async fn notify(&mut self, to: SocketAddr) {
+        let now = Instant::now();
+        if self
+            .last_notice
+            .is_some_and(|at| now.duration_since(at) < NOTICE_EVERY)
+        {
+            return;
+        }
+        self.last_notice = Some(now);
+        if let Err(error) = self.public.send_to(NOTICE, to).await {
+            debug!(%error, %to, "gossip notice not sent");
         }
     }
 }
@@ -246,7 +281,7 @@ mod tests {
     }
 
     async fn socket(secret: &str) -> Box<dyn Socket> {
-        SealedUdpTransport::new(keys(secret))
+        SealedUdpTransport::new(keys(secret), KeyMismatches::default())
             .open("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("open")
@@ -278,6 +313,34 @@ mod tests {
             .expect("send raw");
         let got = tokio::time::timeout(Duration::from_millis(500), b.recv()).await;
         assert!(got.is_err(), "nothing opened: {got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_node_with_another_secret_learns_that_its_gossip_does_not_open() {
+        let mismatches = KeyMismatches::default();
+        let mut stranger = SealedUdpTransport::new(keys("another-secret"), mismatches.clone())
+            .open("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("open");
+        let mut member = socket("secret-one").await;
+        let member_addr = member.local_addr().expect("addr");
+        stranger.send(member_addr, envelope()).await.expect("send");
+        let (mut member_got, mut stranger_got) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while mismatches.peers().is_empty() {
+            assert!(Instant::now() < deadline, "no notice came back");
+            // Both sides keep receiving: the member answers, the stranger records.
+            tokio::select! {
+                got = member.recv() => member_got = Some(got),
+                got = stranger.recv() => stranger_got = Some(got),
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+        assert_eq!(mismatches.peers(), vec![member_addr]);
+        assert!(
+            member_got.is_none() && stranger_got.is_none(),
+            "nothing opened"
+        );
     }
 
     #[tokio::test]
