@@ -19,7 +19,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let secret = std::env::var(crate::config::SECRET_ENV).ok();
     let mut cluster = ClusterConfig::load(args.config.as_deref(), secret)?;
     if let Ok(previous) = std::env::var(crate::config::PREVIOUS_SECRET_ENV) {
-        cluster.cluster.previous_secret = Some(crate::config::Secret::new(previous));
+        cluster.set_previous_secret(previous)?;
     }
     let config = args.validate(&cluster)?;
     let io = production_io(&config, &cluster).await?;

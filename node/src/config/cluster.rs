@@ -282,6 +282,12 @@ impl ClusterConfig {
         Ok(config)
     }
 
+    /// Sets `cluster.previous_secret` (from `TROUPE_PREVIOUS_SECRET`) and validates it.
+    pub fn set_previous_secret(&mut self, previous: String) -> Result<(), ConfigError> {
+        self.cluster.previous_secret = Some(Secret::new(previous));
+        self.validate()
+    }
+
     /// Parses and validates TOML text; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -387,6 +393,12 @@ impl ClusterSection {
             return Err(ConfigError::invalid(
                 "cluster.secret",
                 format!("must be at least 8 bytes long (set it in the file or with {SECRET_ENV})"),
+            ));
+        }
+        if self.previous_secret.as_ref().is_some_and(|p| p.0.len() < 8) {
+            return Err(ConfigError::invalid(
+                "cluster.previous_secret",
+                "must be at least 8 bytes long, like cluster.secret".to_owned(),
             ));
         }
         in_range("cluster.shards", self.shards, 1, 65_536)?;
@@ -659,6 +671,25 @@ mod tests {
         assert!(!format!("{c:?}").contains("from-the-environment"));
         let err = ClusterConfig::load(None, Some("x".into())).expect_err("too short");
         assert!(err.to_string().contains("cluster.secret"));
+    }
+
+    #[test]
+    fn a_previous_secret_is_read_from_the_file_checked_and_never_shown() {
+        let with = |previous: &str| {
+            EMBEDDED_CLUSTER_TOML.replacen(
+                "shards = 64",
+                &format!("shards = 64\nprevious_secret = \"{previous}\""),
+                1,
+            )
+        };
+        let c = ClusterConfig::parse(&with("the-old-cluster-secret"), "test").expect("valid");
+        assert_eq!(
+            c.cluster.previous_secret.as_ref().map(Secret::expose),
+            Some(&b"the-old-cluster-secret"[..])
+        );
+        assert!(!format!("{c:?}").contains("the-old-cluster-secret"));
+        let err = ClusterConfig::parse(&with("short"), "test").expect_err("too short");
+        assert!(err.to_string().contains("cluster.previous_secret"), "{err}");
     }
 
     #[test]
