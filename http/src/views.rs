@@ -23,6 +23,21 @@ pub struct ClusterView {
     /// Shards this node is moving right now (empty when placement and copies agree).
     #[serde(default)]
     pub transit: Vec<TransitView>,
+    /// Sizes of this node's gossip tables: they stay bounded whatever arrives on the gossip
+    /// port.
+    #[serde(default)]
+    pub gossip_tables: GossipTablesView,
+}
+
+/// Sizes of a node's gossip tables, in [`ClusterView`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipTablesView {
+    /// Node states chitchat holds (members, refused nodes, dead ones not yet forgotten).
+    pub nodes: usize,
+    /// Nodes refused from the membership and listed.
+    pub refused: usize,
+    /// Nodes whose heartbeats are tracked for leases.
+    pub heard: usize,
 }
 
 /// A shard in transit at the node that answered, in [`ClusterView`].

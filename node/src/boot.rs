@@ -40,6 +40,8 @@ pub struct NodeIo {
     pub gossip: Box<dyn chitchat::transport::Transport>,
     /// Gossip address peers should use, resolved to an IP.
     pub gossip_advertise: SocketAddr,
+    /// Peers the gossip transport heard say they cannot open this node's gossip.
+    pub key_mismatches: crate::membership::mismatch::KeyMismatches,
     /// How LMDB writes run (a writer thread in production, inline in the simulation).
     pub writes: WriteMode,
     /// Lowest acceptable generation (wall-clock milliseconds in production), so a node that lost
@@ -114,7 +116,7 @@ async fn run_node(
     let core_stop = CancellationToken::new();
 
     let membership = Membership::start(
-        membership_options(&cluster, &config, &layout, generation, io.gossip_advertise),
+        membership_options(&cluster, &config, &layout, generation, &io),
         io.gossip.as_ref(),
         core_stop.child_token(),
     )
@@ -289,7 +291,7 @@ fn membership_options(
     config: &NodeConfig,
     layout: &ShardLayout,
     generation: Generation,
-    gossip_advertise: SocketAddr,
+    io: &NodeIo,
 ) -> MembershipOptions {
     MembershipOptions {
         cluster: cluster.cluster.name.clone(),
@@ -299,15 +301,17 @@ fn membership_options(
         http_addr: config.http_advertise.clone(),
         rpc_addr: config.rpc_advertise.clone(),
         gossip_listen: config.gossip_listen,
-        gossip_advertise,
+        gossip_advertise: io.gossip_advertise,
         seeds: config.seeds.iter().map(ToString::to_string).collect(),
         gossip: cluster.gossip.clone(),
         signer: crate::membership::keys::Signer {
             cluster: cluster.cluster.name.clone(),
             secret: cluster.cluster.secret.clone(),
+            previous: cluster.cluster.previous_secret.clone(),
             shards: cluster.cluster.shards,
             layout: layout.fingerprint(),
         },
+        key_mismatches: io.key_mismatches.clone(),
     }
 }
 

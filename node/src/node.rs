@@ -15,8 +15,8 @@ use troupe_actors::parties::{CreateParty, JoinParty, NearbySearch, Party};
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 use troupe_http::views::{
-    ClusterView, Located, ManagerView, MemberView, NearbyParty, PartyCreated, PartyLeft,
-    PartyMember, ShardCopyView, ShardView, UserPage,
+    ClusterView, GossipTablesView, Located, ManagerView, MemberView, NearbyParty, PartyCreated,
+    PartyLeft, PartyMember, ShardCopyView, ShardView, UserPage,
 };
 use troupe_http::{ApiError, NodeApi, Readiness};
 
@@ -277,6 +277,14 @@ impl NodeApi for Node {
                 tracing::warn!(%error, "cannot read shard metadata for /cluster");
                 Vec::new()
             }),
+            gossip_tables: {
+                let sizes = self.inner.membership.table_sizes();
+                GossipTablesView {
+                    nodes: sizes.gossip_nodes,
+                    refused: sizes.refused,
+                    heard: sizes.heard,
+                }
+            },
         }
     }
 

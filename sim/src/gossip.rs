@@ -5,6 +5,11 @@
 //! one simulation ([`GossipNetwork`]) and only its 8-byte key travels as the turmoil datagram;
 //! the receiver takes the envelope back out with that key. turmoil therefore stays in charge of
 //! delivery, loss, latency and partitions; only the datagram size is unrealistic.
+//!
+//! The key datagram is sealed and opened with the node's own seal module
+//! ([`troupe_node::membership::seal`]), exactly as production seals chitchat's bytes: a host
+//! without the cluster secret cannot get an envelope taken out, and the simulation exercises
+//! the authentication, replay and clock checks on every datagram.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +22,7 @@ use chitchat::ChitchatEnvelope;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::debug;
+use troupe_node::membership::seal::{GossipKeys, Opener, Sealer, OVERHEAD};
 use turmoil::net::UdpSocket;
 
 /// Most envelopes kept parked at once. Envelopes whose datagram turmoil drops (partition,
@@ -24,8 +30,10 @@ use turmoil::net::UdpSocket;
 /// the leak stays bounded. A receiver that finds its envelope gone treats the datagram as lost.
 const MAX_PARKED: usize = 100_000;
 
-/// Size of a datagram: one big-endian `u64` key.
+/// Size of a key: one big-endian `u64`.
 const KEY_LEN: usize = 8;
+/// Size of a datagram: a sealed key.
+const DATAGRAM_LEN: usize = KEY_LEN + OVERHEAD;
 
 /// The envelopes in flight in one simulation, shared by the transports of all its hosts.
 ///
@@ -43,6 +51,10 @@ struct Parked {
     loss: f64,
     /// Draws the losses, seeded from the simulation's seed.
     rng: StdRng,
+    /// Datagrams that did not open (another secret, replayed, garbage).
+    dropped: u64,
+    /// Most sender instances any node's opener tracked at once.
+    most_senders: usize,
 }
 
 impl GossipNetwork {
@@ -54,6 +66,8 @@ impl GossipNetwork {
                 envelopes: BTreeMap::new(),
                 loss: 0.0,
                 rng: StdRng::seed_from_u64(seed),
+                dropped: 0,
+                most_senders: 0,
             })),
         }
     }
@@ -72,12 +86,32 @@ impl GossipNetwork {
         loss > 0.0 && parked.rng.random_bool(loss)
     }
 
-    /// A transport for one host whose own address is `host_ip` (what peers see as the sender).
-    pub fn transport(&self, host_ip: IpAddr) -> SimTransport {
+    /// A transport for one host whose own address is `host_ip` (what peers see as the sender),
+    /// sealing with `keys`.
+    pub fn transport(&self, host_ip: IpAddr, keys: GossipKeys) -> SimTransport {
         SimTransport {
             network: self.clone(),
             host_ip,
+            keys,
         }
+    }
+
+    /// Datagrams dropped because they did not open, so far.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    /// Most sender instances any node tracked at once, so far (bounded whatever is sent).
+    pub fn most_senders(&self) -> usize {
+        self.lock().most_senders
+    }
+
+    fn record_open(&self, opened: bool, senders: usize) {
+        let mut parked = self.lock();
+        if !opened {
+            parked.dropped += 1;
+        }
+        parked.most_senders = parked.most_senders.max(senders);
     }
 
     /// Number of envelopes currently parked (sent but not yet received or discarded).
@@ -110,6 +144,7 @@ impl GossipNetwork {
 pub struct SimTransport {
     network: GossipNetwork,
     host_ip: IpAddr,
+    keys: GossipKeys,
 }
 
 #[async_trait]
@@ -123,6 +158,11 @@ impl Transport for SimTransport {
             network: self.network.clone(),
             socket,
             local_addr,
+            // A fresh instance per socket, as production draws one per process start.
+            sealer: Sealer::new(self.keys.clone(), rand::random()),
+            opener: Opener::new(self.keys.clone()),
+            sealed: Vec::with_capacity(DATAGRAM_LEN),
+            opened: Vec::with_capacity(KEY_LEN),
         }))
     }
 }
@@ -133,6 +173,10 @@ pub struct SimSocket {
     socket: UdpSocket,
     /// The host's address with the bound port: chitchat uses it as this node's address.
     local_addr: SocketAddr,
+    sealer: Sealer,
+    opener: Opener,
+    sealed: Vec<u8>,
+    opened: Vec<u8>,
 }
 
 #[async_trait]
@@ -149,38 +193,52 @@ impl Socket for SimSocket {
         if self.network.loses() {
             debug!(%to, "gossip datagram lost");
             return Ok(SendOutcome {
-                num_bytes_sent: KEY_LEN,
+                num_bytes_sent: DATAGRAM_LEN,
             });
         }
         let key = self.network.park(envelope);
+        let now = troupe_node::clock::unix_millis();
+        if let Err(error) = self.sealer.seal(&key.to_be_bytes(), now, &mut self.sealed) {
+            debug!(%error, "gossip datagram not sealed");
+            self.network.take(key);
+            return Ok(SendOutcome { num_bytes_sent: 0 });
+        }
         // Like real UDP, a datagram that cannot be sent is simply lost: chitchat must cope.
-        if let Err(error) = self.socket.send_to(&key.to_be_bytes(), to).await {
+        if let Err(error) = self.socket.send_to(&self.sealed, to).await {
             debug!(%error, %to, "gossip datagram not sent");
             self.network.take(key);
         }
         Ok(SendOutcome {
-            num_bytes_sent: KEY_LEN,
+            num_bytes_sent: DATAGRAM_LEN,
         })
     }
 
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        let mut buf = [0u8; KEY_LEN];
+        // One byte more than a datagram, so a longer one shows as longer, not truncated.
+        let mut buf = [0u8; DATAGRAM_LEN + 1];
         loop {
             let (len, from_addr) = self
                 .socket
                 .recv_from(&mut buf)
                 .await
                 .context("gossip socket broken")?;
-            if len != KEY_LEN {
-                debug!(len, %from_addr, "ignoring a gossip datagram that is not a key");
+            let now = troupe_node::clock::unix_millis();
+            let opened = len <= DATAGRAM_LEN
+                && self.opener.open(&buf[..len], now, &mut self.opened).is_ok()
+                && self.opened.len() == KEY_LEN;
+            self.network.record_open(opened, self.opener.instances());
+            if !opened {
+                debug!(len, %from_addr, "dropping a gossip datagram that does not open");
                 continue;
             }
-            match self.network.take(u64::from_be_bytes(buf)) {
+            let mut key = [0u8; KEY_LEN];
+            key.copy_from_slice(&self.opened);
+            match self.network.take(u64::from_be_bytes(key)) {
                 Some(envelope) => {
                     return Ok(RecvOutcome {
                         from_addr,
                         envelope,
-                        num_bytes_received: KEY_LEN,
+                        num_bytes_received: len,
                     })
                 }
                 None => debug!(%from_addr, "gossip envelope already discarded: datagram lost"),

@@ -19,6 +19,7 @@ use tracing::info;
 use troupe_node::boot::{self, NodeIo};
 use troupe_node::config::{ClusterConfig, HostPort, NodeConfig};
 use troupe_node::ids::{NodeId, RegionName};
+use troupe_node::membership::seal::GossipKeys;
 use troupe_node::storage::WriteMode;
 use turmoil::Sim;
 
@@ -322,6 +323,11 @@ impl SimCluster {
         }
     }
 
+    /// The gossip datagrams in flight, shared by every node (a hostile host parks its own).
+    pub fn gossip(&self) -> &GossipNetwork {
+        &self.gossip
+    }
+
     /// Loses each gossip datagram with probability `loss` from now on (0 ends the loss).
     pub fn lose_gossip(&mut self, loss: f64) {
         info!(loss, at = ?self.sim.elapsed(), "gossip loss");
@@ -475,6 +481,15 @@ fn node_config(
     }
 }
 
+/// The gossip keys of `cluster`, as production derives them.
+pub fn gossip_keys(cluster: &ClusterConfig) -> GossipKeys {
+    GossipKeys::derive(
+        &cluster.cluster.name,
+        &cluster.cluster.secret,
+        cluster.cluster.previous_secret.as_ref(),
+    )
+}
+
 /// Everything one host needs to (re)start its node; the sockets are made anew on every start.
 struct HostPlan {
     cluster: ClusterConfig,
@@ -501,8 +516,10 @@ impl HostPlan {
             http: Box::new(SimListener::bind(HTTP_PORT).await?),
             rpc: Box::new(SimListener::bind(RPC_PORT).await?),
             dialer: Arc::new(SimDialer),
-            gossip: Box::new(self.gossip.transport(self.ip)),
+            gossip: Box::new(self.gossip.transport(self.ip, gossip_keys(&self.cluster))),
             gossip_advertise: SocketAddr::new(self.ip, GOSSIP_PORT),
+            // The simulation's transport sends no notices: every simulated node has the secret.
+            key_mismatches: Default::default(),
             writes: WriteMode::Inline,
             // The simulated wall clock, as production floors by the real one: a node restarted
             // with an empty data directory still comes back with a higher generation.

@@ -7,6 +7,7 @@
 //! - [`http`]: a minimal HTTP/1.1 client over turmoil TCP;
 //! - [`observe`]: an observer polling every node's `GET /cluster`, and predicates on the views;
 //! - [`harness`]: building a seeded cluster, injecting faults, stepping until a predicate holds;
+//! - [`hostile`]: a host without the cluster secret attacking gossip;
 //! - [`history`] and [`averages`]: the recorded requests and the invariant checkers over them;
 //! - [`scenarios`]: the scenario catalogue shared by the tests and the explorer (`src/main.rs`).
 
@@ -14,6 +15,7 @@ pub mod averages;
 pub mod gossip;
 pub mod harness;
 pub mod history;
+pub mod hostile;
 pub mod http;
 pub mod net;
 pub mod observe;

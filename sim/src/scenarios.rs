@@ -94,6 +94,10 @@ pub const ALL: &[Scenario] = &[
         name: "workload-churn",
         run: workload_churn,
     },
+    Scenario {
+        name: "hostile-gossip",
+        run: hostile_gossip,
+    },
 ];
 
 /// The scenario called `name`.
@@ -347,6 +351,16 @@ pub fn workload_churn(seed: u64) -> turmoil::Result<Measurements> {
         cluster.bounce(&leaver);
         measured.push(("left for", away));
         Ok(measured)
+    })
+}
+
+/// The workload while a host on the node network without the cluster secret forges gossip:
+/// every member `leaving`, an impersonated `n1`, a higher generation of `n1` with a frozen
+/// heartbeat, fake node ids and 100,000 fake sender instances ([`crate::hostile`]). No view,
+/// placement or lease may change, and every map stays bounded.
+pub fn hostile_gossip(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, 0, |cluster, _| {
+        crate::hostile::attack(cluster, "a-guess-at-the-cluster-secret")
     })
 }
 

@@ -58,6 +58,13 @@ fn workload_keeps_every_invariant_through_a_rolling_restart() -> turmoil::Result
 }
 
 #[test]
+fn workload_keeps_every_invariant_while_a_host_without_the_secret_forges_gossip() -> turmoil::Result
+{
+    print(&scenarios::hostile_gossip(seed_or_env(11))?);
+    Ok(())
+}
+
+#[test]
 fn workload_keeps_every_invariant_while_a_node_joins_and_another_leaves_and_returns(
 ) -> turmoil::Result {
     print(&scenarios::workload_churn(seed_or_env(9))?);

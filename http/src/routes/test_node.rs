@@ -99,6 +99,7 @@ impl NodeApi for MemoryNode {
             replication_factor: 1,
             shards: Vec::new(),
             transit: Vec::new(),
+            gossip_tables: Default::default(),
         }
     }
 

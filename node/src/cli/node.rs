@@ -8,15 +8,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::boot::{self, NodeIo};
 use crate::config::{ClusterConfig, HostPort, NodeArgs, NodeConfig};
+use crate::membership::mismatch::KeyMismatches;
+use crate::membership::seal::GossipKeys;
+use crate::membership::sealed_udp::SealedUdpTransport;
 use crate::net::tcp::{TcpAcceptor, TcpDialer};
 use crate::storage::WriteMode;
 
 /// Loads and validates the configuration, binds the sockets, and runs the node.
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let secret = crate::config::secret_from_env()?;
-    let cluster = ClusterConfig::load(args.config.as_deref(), secret)?;
+    let mut cluster = ClusterConfig::load(args.config.as_deref(), secret)?;
+    if let Ok(previous) = std::env::var(crate::config::PREVIOUS_SECRET_ENV) {
+        cluster.set_previous_secret(previous)?;
+    }
     let config = args.validate(&cluster)?;
-    let io = production_io(&config).await?;
+    let io = production_io(&config, &cluster).await?;
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
@@ -28,7 +34,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 }
 
 /// Binds the real listeners and resolves the advertised gossip address.
-pub async fn production_io(config: &NodeConfig) -> anyhow::Result<NodeIo> {
+pub async fn production_io(config: &NodeConfig, cluster: &ClusterConfig) -> anyhow::Result<NodeIo> {
     let http = TcpAcceptor::bind(config.http_listen)
         .await
         .with_context(|| {
@@ -45,11 +51,20 @@ pub async fn production_io(config: &NodeConfig) -> anyhow::Result<NodeIo> {
                 config.rpc_listen
             )
         })?;
+    let key_mismatches = KeyMismatches::default();
     Ok(NodeIo {
         http: Box::new(http),
         rpc: Box::new(rpc),
         dialer: Arc::new(TcpDialer),
-        gossip: Box::new(chitchat::transport::UdpTransport),
+        gossip: Box::new(SealedUdpTransport::new(
+            GossipKeys::derive(
+                &cluster.cluster.name,
+                &cluster.cluster.secret,
+                cluster.cluster.previous_secret.as_ref(),
+            ),
+            key_mismatches.clone(),
+        )),
+        key_mismatches,
         gossip_advertise: resolve(&config.gossip_advertise).await?,
         writes: WriteMode::Thread,
         generation_floor: crate::clock::unix_millis(),

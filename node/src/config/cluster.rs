@@ -40,6 +40,9 @@ const HOW_TO_MAKE_A_SECRET: &str = "generate one with `troupe secret` (or `pytho
      secrets; print(secrets.token_hex(32))'`) and pass it as a file in TROUPE_SECRET_FILE, in \
      TROUPE_SECRET, or as `secret` under [cluster]";
 
+/// Environment variable that sets `cluster.previous_secret` during a secret rotation.
+pub const PREVIOUS_SECRET_ENV: &str = "TROUPE_PREVIOUS_SECRET";
+
 /// The whole validated cluster configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +91,11 @@ pub struct ClusterSection {
     /// copy of the file.
     #[serde(default)]
     pub secret: Secret,
+    /// A second secret whose gossip and membership proofs are also accepted (a node always
+    /// sends with `secret`), so a secret rotates one node at a time without a split, like
+    /// memberlist's keyring (decision 019). Also `TROUPE_PREVIOUS_SECRET`.
+    #[serde(default)]
+    pub previous_secret: Option<Secret>,
     /// Number of shards; fixed for the life of a cluster.
     #[serde(default = "default_shards")]
     pub shards: u32,
@@ -167,15 +175,16 @@ impl Secret {
 }
 
 impl Secret {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.0.is_empty() {
+    /// The rules of a usable secret; `field` names the setting in the refusal.
+    fn validate(&self, field: &'static str) -> Result<(), ConfigError> {
+        if self.0.is_empty() && field == "cluster.secret" {
             return Err(ConfigError::SecretMissing {
                 how: HOW_TO_MAKE_A_SECRET,
             });
         }
         if self.0 == PUBLISHED_SAMPLE_SECRET {
             return Err(ConfigError::invalid(
-                "cluster.secret",
+                field,
                 format!(
                     "is the sample secret published with Troupe, which anyone can read: \
                      {HOW_TO_MAKE_A_SECRET}"
@@ -184,7 +193,7 @@ impl Secret {
         }
         if self.0.len() < MIN_SECRET_BYTES {
             return Err(ConfigError::invalid(
-                "cluster.secret",
+                field,
                 format!(
                     "must be at least {MIN_SECRET_BYTES} bytes long, got {}: {HOW_TO_MAKE_A_SECRET}",
                     self.0.len()
@@ -373,6 +382,12 @@ impl ClusterConfig {
         Ok(config)
     }
 
+    /// Sets `cluster.previous_secret` (from `TROUPE_PREVIOUS_SECRET`) and validates it.
+    pub fn set_previous_secret(&mut self, previous: String) -> Result<(), ConfigError> {
+        self.cluster.previous_secret = Some(Secret::new(previous));
+        self.validate()
+    }
+
     /// Parses and validates TOML text; `origin` names the source in errors. The text must hold
     /// the secret itself.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
@@ -480,7 +495,10 @@ impl ClusterSection {
                 ),
             ));
         }
-        self.secret.validate()?;
+        self.secret.validate("cluster.secret")?;
+        if let Some(previous) = &self.previous_secret {
+            previous.validate("cluster.previous_secret")?;
+        }
         in_range("cluster.shards", self.shards, 1, 65_536)?;
         in_range("cluster.replication_factor", self.replication_factor, 1, 5)?;
         Ok(())
@@ -791,6 +809,28 @@ mod tests {
         assert!(err.to_string().contains("TROUPE_SECRET_FILE"), "{err}");
         let err = read_secret_file(&dir.path().join("missing")).expect_err("missing");
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn a_previous_secret_is_read_from_the_file_checked_and_never_shown() {
+        let old_secret = "the-old-cluster-secret-of-32-bytes-or-more";
+        let with = |previous: &str| {
+            with_secret().replacen(
+                "shards = 64",
+                &format!("shards = 64\nprevious_secret = \"{previous}\""),
+                1,
+            )
+        };
+        let c = ClusterConfig::parse(&with(old_secret), "test").expect("valid");
+        assert_eq!(
+            c.cluster.previous_secret.as_ref().map(Secret::expose),
+            Some(old_secret.as_bytes())
+        );
+        assert!(!format!("{c:?}").contains(old_secret));
+        for refused in ["short", "", "troupe-dev-secret-change-me"] {
+            let err = ClusterConfig::parse(&with(refused), "test").expect_err("refused");
+            assert!(err.to_string().contains("cluster.previous_secret"), "{err}");
+        }
     }
 
     #[test]

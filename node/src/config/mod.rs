@@ -11,7 +11,8 @@ mod storage;
 
 pub use cluster::{
     read_secret_file, secret_from_env, ClusterConfig, ClusterSection, GossipConfig, HttpConfig,
-    RpcConfig, Secret, EMBEDDED_CLUSTER_TOML, MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV,
+    RpcConfig, Secret, EMBEDDED_CLUSTER_TOML, MIN_SECRET_BYTES, PREVIOUS_SECRET_ENV, SECRET_ENV,
+    SECRET_FILE_ENV,
 };
 pub use host_port::HostPort;
 pub use node::{NodeArgs, NodeConfig};

@@ -3,6 +3,10 @@
 //! seconds; the shard layer needs the raw recency: a node taking over from a dead owner waits
 //! until that owner's lease must have run out (decision 007), and a node confirms another's
 //! lease only while it hears it (`shard::lease`, decision 009).
+//!
+//! Only members whose proof was checked are recorded (the membership loop feeds it from the
+//! snapshot), entries of nodes that left the membership are dropped ([`Heard::retain`]), and
+//! the map never holds more than [`MAX_HEARD`] nodes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +16,9 @@ use chitchat::Heartbeat;
 use tokio::time::Instant;
 
 use crate::ids::{Generation, NodeId};
+
+/// Most nodes tracked; far above any cluster size, a bound against any input.
+pub const MAX_HEARD: usize = 4_096;
 
 /// Shared, cheap to clone; written by the membership's heartbeat loop, read by the shard layer.
 #[derive(Clone, Debug)]
@@ -54,7 +61,7 @@ impl Heard {
         let newer = seen.get(node).is_none_or(|s| {
             generation > s.generation || (generation == s.generation && heartbeat > s.heartbeat)
         });
-        if newer {
+        if newer && (seen.len() < MAX_HEARD || seen.contains_key(node)) {
             seen.insert(
                 node.clone(),
                 Seen {
@@ -64,6 +71,26 @@ impl Heard {
                 },
             );
         }
+    }
+
+    /// Forgets every node for which `keep` is false (nodes no longer members): a forgotten node
+    /// counts as silent since tracking started.
+    pub fn retain(&self, keep: impl Fn(&NodeId) -> bool) {
+        let mut seen = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.retain(|node, _| keep(node));
+    }
+
+    /// Nodes tracked.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no node is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn silent_at(&self, node: &NodeId, now: Instant) -> Duration {
@@ -107,6 +134,24 @@ mod tests {
             heard.silent_at(&n1, t(7)),
             Duration::from_secs(1),
             "older incarnation"
+        );
+    }
+
+    #[test]
+    fn heard_nodes_are_bounded_and_forgotten_when_they_leave_the_membership() {
+        let heard = Heard::default();
+        let t = heard.started + Duration::from_secs(10);
+        for n in 0..MAX_HEARD + 100 {
+            heard.observe_at(&NodeId::new(format!("n{n}")), Generation(1), beat(1), t);
+        }
+        assert_eq!(heard.len(), MAX_HEARD);
+        heard.retain(|node| node.as_str() == "n1");
+        assert_eq!(heard.len(), 1);
+        assert_eq!(heard.silent_at(&NodeId::new("n1"), t), Duration::ZERO);
+        assert_eq!(
+            heard.silent_at(&NodeId::new("n2"), t),
+            Duration::from_secs(10),
+            "forgotten: silent since tracking started"
         );
     }
 }

@@ -36,6 +36,9 @@ pub struct Signer {
     pub cluster: String,
     /// The shared secret.
     pub secret: Secret,
+    /// The secret before a rotation: proofs made with it are still accepted
+    /// (`cluster.previous_secret`).
+    pub previous: Option<Secret>,
     /// This node's shard count; members must have the same.
     pub shards: u32,
     /// This node's shard layout fingerprint; members must have the same.
@@ -43,32 +46,35 @@ pub struct Signer {
 }
 
 impl Signer {
-    fn proof(&self, node_id: &str, generation: u64, http: &str, rpc: &str) -> String {
-        let generation = generation.to_be_bytes();
-        let parts: [&[u8]; 6] = [
+    fn proof(&self, secret: &Secret, id: &ChitchatId, http: &str, rpc: &str) -> [u8; 32] {
+        let generation = id.generation_id.to_be_bytes();
+        let gossip = id.gossip_advertise_addr.to_string();
+        let parts: [&[u8]; 7] = [
             b"member",
             self.cluster.as_bytes(),
-            node_id.as_bytes(),
+            id.node_id.as_bytes(),
             &generation,
             http.as_bytes(),
             rpc.as_bytes(),
+            gossip.as_bytes(),
         ];
-        auth::mac(&self.secret, &parts)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        auth::mac(secret, &parts)
     }
 
-    fn verifies(&self, id: &ChitchatId, state: &NodeState) -> Option<bool> {
-        let claimed = decode_hex(state.get(PROOF_KEY)?)?;
-        let expected = decode_hex(&self.proof(
-            &id.node_id,
-            id.generation_id,
-            state.get(HTTP_ADDR_KEY)?,
-            state.get(RPC_ADDR_KEY)?,
-        ))?;
-        Some(auth::same_mac(&expected, &claimed))
+    fn verifies(&self, id: &ChitchatId, published: &Published) -> Option<bool> {
+        let claimed = decode_hex(published.proof.as_deref()?)?;
+        let (http, rpc) = (published.http.as_deref()?, published.rpc.as_deref()?);
+        Some(
+            [Some(&self.secret), self.previous.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|secret| auth::same_mac(&self.proof(secret, id, http, rpc), &claimed)),
+        )
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_hex(s: &str) -> Option<[u8; 32]> {
@@ -94,7 +100,7 @@ pub fn initial_key_values(
     vec![
         (
             PROOF_KEY.to_owned(),
-            signer.proof(&id.node_id, id.generation_id, &http, &rpc),
+            hex(&signer.proof(&signer.secret, id, &http, &rpc)),
         ),
         (REGION_KEY.to_owned(), region.to_string()),
         (SHARDS_KEY.to_owned(), signer.shards.to_string()),
@@ -121,18 +127,18 @@ pub enum Parsed {
 
 /// Reads a member from its gossip state, checking its proof of the cluster secret and that it
 /// places shards the same way.
-pub fn parse_member(signer: &Signer, id: &ChitchatId, state: &NodeState, live: bool) -> Parsed {
+pub fn parse_member(signer: &Signer, id: &ChitchatId, state: &Published, live: bool) -> Parsed {
     match signer.verifies(id, state) {
         None => Parsed::Incomplete,
         Some(false) => Parsed::Rejected("invalid proof of the cluster secret"),
-        Some(true) if state.get(SHARDS_KEY) != Some(signer.shards.to_string().as_str()) => {
+        Some(true) if state.shards.as_deref() != Some(signer.shards.to_string().as_str()) => {
             Parsed::Rejected("different cluster.shards: it would compute another shard table")
         }
-        Some(true) if state.get(LAYOUT_KEY).is_none() => Parsed::Rejected(
+        Some(true) if state.layout.is_none() => Parsed::Rejected(
             "no shard layout published (a build from before decision 008): every node of a \
              cluster must run a build that places party shards the same way",
         ),
-        Some(true) if state.get(LAYOUT_KEY) != Some(signer.layout.as_str()) => Parsed::Rejected(
+        Some(true) if state.layout.as_deref() != Some(signer.layout.as_str()) => Parsed::Rejected(
             "different [[regions]] table or party managers (parties.managers_per_region, \
              regions.managers): it would place the party shards elsewhere; give every node \
              the same cluster.toml",
@@ -141,15 +147,129 @@ pub fn parse_member(signer: &Signer, id: &ChitchatId, state: &NodeState, live: b
     }
 }
 
-fn read_member(id: &ChitchatId, state: &NodeState, live: bool) -> Option<Member> {
+fn read_member(id: &ChitchatId, state: &Published, live: bool) -> Option<Member> {
     Some(Member {
         node_id: NodeId::new(id.node_id.as_ref()),
         generation: Generation(id.generation_id),
         gossip_addr: id.gossip_advertise_addr,
-        region: RegionName::new(state.get(REGION_KEY)?),
-        http_addr: HostPort::from_str(state.get(HTTP_ADDR_KEY)?).ok()?,
-        rpc_addr: HostPort::from_str(state.get(RPC_ADDR_KEY)?).ok()?,
-        status: NodeStatus::from_str(state.get(STATUS_KEY)?).ok()?,
+        region: RegionName::new(state.region.as_deref()?),
+        http_addr: HostPort::from_str(state.http.as_deref()?).ok()?,
+        rpc_addr: HostPort::from_str(state.rpc.as_deref()?).ok()?,
+        status: NodeStatus::from_str(state.status.as_deref()?).ok()?,
         live,
     })
+}
+
+/// Longest key value membership copies; longer ones are left out (and the node is then
+/// incomplete). Every value a node publishes is far shorter.
+const MAX_VALUE_LEN: usize = 512;
+
+/// The keys membership reads of one node, copied out of chitchat's state under its lock so
+/// that proofs are checked after the lock is released (chitchat's gossip loop takes the same
+/// lock for every datagram).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    proof: Option<String>,
+    region: Option<String>,
+    http: Option<String>,
+    rpc: Option<String>,
+    status: Option<String>,
+    shards: Option<String>,
+    layout: Option<String>,
+}
+
+impl Published {
+    /// Copies the keys membership reads.
+    pub fn read(state: &NodeState) -> Self {
+        let get = |key: &str| {
+            state
+                .get(key)
+                .filter(|v| v.len() <= MAX_VALUE_LEN)
+                .map(str::to_owned)
+        };
+        Self {
+            proof: get(PROOF_KEY),
+            region: get(REGION_KEY),
+            http: get(HTTP_ADDR_KEY),
+            rpc: get(RPC_ADDR_KEY),
+            status: get(STATUS_KEY),
+            shards: get(SHARDS_KEY),
+            layout: get(LAYOUT_KEY),
+        }
+    }
+
+    /// The keys a node publishes at start, as [`initial_key_values`] gives them.
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(String, String)]) -> Self {
+        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        Self {
+            proof: get(PROOF_KEY),
+            region: get(REGION_KEY),
+            http: get(HTTP_ADDR_KEY),
+            rpc: get(RPC_ADDR_KEY),
+            status: get(STATUS_KEY),
+            shards: get(SHARDS_KEY),
+            layout: get(LAYOUT_KEY),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(secret: &str, previous: Option<&str>) -> Signer {
+        Signer {
+            cluster: "troupe".to_owned(),
+            secret: Secret::new(secret),
+            previous: previous.map(Secret::new),
+            shards: 64,
+            layout: "layout".to_owned(),
+        }
+    }
+
+    fn published(signer: &Signer, id: &ChitchatId) -> Published {
+        let http: HostPort = "127.0.0.1:1".parse().expect("valid");
+        let rpc: HostPort = "127.0.0.1:2".parse().expect("valid");
+        Published::from_pairs(&initial_key_values(
+            signer,
+            id,
+            &RegionName::new("eu-west-1"),
+            &http,
+            &rpc,
+        ))
+    }
+
+    fn id(port: u16) -> ChitchatId {
+        ChitchatId::new("n1".to_owned(), 7, ([127, 0, 0, 1], port).into())
+    }
+
+    #[test]
+    fn a_proof_made_with_the_secret_or_the_previous_one_is_accepted() {
+        let old = signer("old-secret", None);
+        let rotated = signer("new-secret", Some("old-secret"));
+        let stranger = signer("other-secret", None);
+        assert!(matches!(
+            parse_member(&rotated, &id(3), &published(&old, &id(3)), true),
+            Parsed::Member(_)
+        ));
+        assert!(matches!(
+            parse_member(&rotated, &id(3), &published(&rotated, &id(3)), true),
+            Parsed::Member(_)
+        ));
+        assert!(matches!(
+            parse_member(&rotated, &id(3), &published(&stranger, &id(3)), true),
+            Parsed::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn a_proof_copied_to_another_gossip_address_is_refused() {
+        let s = signer("the-secret", None);
+        let copied = published(&s, &id(3));
+        assert!(matches!(
+            parse_member(&s, &id(4), &copied, true),
+            Parsed::Rejected(_)
+        ));
+    }
 }

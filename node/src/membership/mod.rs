@@ -9,10 +9,16 @@
 mod heard;
 pub mod keys;
 pub mod member;
+pub mod mismatch;
+pub(crate) mod refused;
+pub mod replay;
+pub mod seal;
+pub mod sealed_udp;
 pub mod snapshot;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +28,11 @@ use chitchat::{
 };
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 pub use heard::Heard;
 pub use member::{Member, NodeStatus};
+use refused::Refused;
 pub use snapshot::{MembershipChange, MembershipSnapshot};
 
 use crate::config::{GossipConfig, HostPort};
@@ -56,6 +63,9 @@ pub struct MembershipOptions {
     pub gossip: GossipConfig,
     /// Signs this node's entry and checks everybody else's.
     pub signer: keys::Signer,
+    /// Peers that said this node's gossip does not open under their secret (written by the
+    /// transport).
+    pub key_mismatches: mismatch::KeyMismatches,
 }
 
 /// Why membership could not start.
@@ -64,6 +74,18 @@ pub struct MembershipOptions {
 pub struct MembershipError {
     addr: SocketAddr,
     message: String,
+}
+
+/// Sizes of membership's maps ([`Membership::table_sizes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Node states in chitchat at the last refresh (members, refused nodes, dead ones not yet
+    /// forgotten).
+    pub gossip_nodes: usize,
+    /// Refused nodes listed.
+    pub refused: usize,
+    /// Nodes in [`Heard`].
+    pub heard: usize,
 }
 
 /// Handle on this node's membership; cheap to clone.
@@ -78,9 +100,12 @@ struct Inner {
     snapshots: watch::Sender<Arc<MembershipSnapshot>>,
     node_id: NodeId,
     signer: keys::Signer,
-    /// Nodes rejected so far, and why (each is logged once).
-    impostors: std::sync::Mutex<Impostors>,
+    /// Nodes refused in the latest snapshot, and why (each is logged once).
+    refused: std::sync::Mutex<Refused>,
     heard: Heard,
+    key_mismatches: mismatch::KeyMismatches,
+    /// Node states in chitchat at the last refresh.
+    gossip_nodes: AtomicUsize,
 }
 
 /// How often the snapshot is rebuilt even without a change notification, as a safety net.
@@ -111,12 +136,9 @@ impl Membership {
                 message: format!("{e:#}"),
             })?;
         let chitchat = handle.chitchat();
-        let mut impostors = Impostors::new();
-        let first = Arc::new(build_snapshot(
-            &*chitchat.lock().await,
-            &opts.signer,
-            &mut impostors,
-        ));
+        let mut refused = Refused::default();
+        let observed = observe(&*chitchat.lock().await);
+        let first = Arc::new(build_snapshot(observed, &opts.signer, &mut refused));
         let (snapshots, _) = watch::channel(first);
         let membership = Self {
             inner: Arc::new(Inner {
@@ -125,8 +147,10 @@ impl Membership {
                 snapshots,
                 node_id: opts.node_id.clone(),
                 signer: opts.signer.clone(),
-                impostors: std::sync::Mutex::new(impostors),
+                refused: std::sync::Mutex::new(refused),
                 heard: Heard::default(),
+                key_mismatches: opts.key_mismatches.clone(),
+                gossip_nodes: AtomicUsize::new(0),
             }),
         };
         tokio::spawn(membership.clone().heard_loop(shutdown.clone()));
@@ -148,15 +172,31 @@ impl Membership {
     /// Nodes heard gossiping but left out of the membership, each as `node id at gossip
     /// address: reason`, so a node that only ever hears other clusters can say so.
     pub fn rejected(&self) -> Vec<String> {
-        let impostors = self
-            .inner
-            .impostors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        impostors
+        let refused = self.inner.refused.lock().unwrap_or_else(|p| p.into_inner());
+        refused
             .iter()
             .map(|(id, reason)| format!("{} at {}: {reason}", id.node_id, id.gossip_advertise_addr))
+            .chain(self.inner.key_mismatches.peers().into_iter().map(|peer| {
+                format!("gossip at {peer}: cannot open this node's gossip (another cluster secret)")
+            }))
             .collect()
+    }
+
+    /// Sizes of the maps membership keeps, so tests and the simulation can check that no
+    /// input makes them grow without bound.
+    pub fn table_sizes(&self) -> TableSizes {
+        let gossip_nodes = self.inner.gossip_nodes.load(Ordering::Relaxed);
+        let refused = self
+            .inner
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        TableSizes {
+            gossip_nodes,
+            refused,
+            heard: self.inner.heard.len(),
+        }
     }
 
     /// When this node last heard from each member.
@@ -191,14 +231,15 @@ impl Membership {
     }
 
     async fn refresh(&self) {
+        // Copy under chitchat's lock, check proofs after releasing it: chitchat's gossip loop
+        // takes the same lock for every datagram.
+        let observed = observe(&*self.inner.chitchat.lock().await);
+        self.inner
+            .gossip_nodes
+            .store(observed.len(), Ordering::Relaxed);
         let next = {
-            let chitchat = self.inner.chitchat.lock().await;
-            let mut impostors = self
-                .inner
-                .impostors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            build_snapshot(&chitchat, &self.inner.signer, &mut impostors)
+            let mut refused = self.inner.refused.lock().unwrap_or_else(|p| p.into_inner());
+            build_snapshot(observed, &self.inner.signer, &mut refused)
         };
         self.inner.snapshots.send_if_modified(|current| {
             if **current == next {
@@ -220,13 +261,28 @@ impl Membership {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let chitchat = self.inner.chitchat.lock().await;
-            for (id, state) in chitchat.node_states() {
-                let node = NodeId::new(&*id.node_id);
-                self.inner
-                    .heard
-                    .observe(&node, Generation(id.generation_id), state.heartbeat());
+            // Only members whose proof was checked, at the incarnation the snapshot holds: a
+            // forged entry (another generation, a frozen heartbeat) is never heard.
+            let members = self.snapshot();
+            let beats: Vec<(NodeId, Generation, chitchat::Heartbeat)> = {
+                let chitchat = self.inner.chitchat.lock().await;
+                members
+                    .members()
+                    .filter_map(|m| {
+                        let id = ChitchatId::new(
+                            m.node_id.as_str().to_owned(),
+                            m.generation.0,
+                            m.gossip_addr,
+                        );
+                        let state = chitchat.node_state(&id)?;
+                        Some((m.node_id.clone(), m.generation, state.heartbeat()))
+                    })
+                    .collect()
+            };
+            for (node, generation, heartbeat) in beats {
+                self.inner.heard.observe(&node, generation, heartbeat);
             }
+            self.inner.heard.retain(|node| members.get(node).is_some());
         }
     }
 
@@ -276,29 +332,161 @@ fn chitchat_config(opts: &MembershipOptions) -> ChitchatConfig {
     }
 }
 
-/// Gossiping nodes left out of the membership, with why: another cluster's secret, shard count
-/// or layout.
-type Impostors = BTreeMap<ChitchatId, &'static str>;
+/// Every node's published keys and liveness, copied out of chitchat's state.
+fn observe(chitchat: &Chitchat) -> Vec<(ChitchatId, keys::Published, bool)> {
+    let live: BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
+    chitchat
+        .node_states()
+        .iter()
+        .map(|(id, state)| (id.clone(), keys::Published::read(state), live.contains(id)))
+        .collect()
+}
 
-/// Reads every valid member out of chitchat's state; nodes that fail the secret check are left
+/// Reads every valid member out of the copied state; nodes that fail the secret check are left
 /// out (and logged the first time they are seen).
 fn build_snapshot(
-    chitchat: &Chitchat,
+    observed: Vec<(ChitchatId, keys::Published, bool)>,
     signer: &keys::Signer,
-    impostors: &mut Impostors,
+    refused: &mut Refused,
 ) -> MembershipSnapshot {
-    let live: BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
     let mut members = Vec::new();
-    for (id, state) in chitchat.node_states() {
-        match keys::parse_member(signer, id, state, live.contains(id)) {
+    let mut rejected = Vec::new();
+    for (id, published, live) in observed {
+        match keys::parse_member(signer, &id, &published, live) {
             keys::Parsed::Member(m) => members.push(m),
             keys::Parsed::Incomplete => {}
-            keys::Parsed::Rejected(reason) => {
-                if impostors.insert(id.clone(), reason).is_none() {
-                    warn!(node_id = %id.node_id, gossip = %id.gossip_advertise_addr, reason, "ignoring gossip member");
-                }
-            }
+            keys::Parsed::Rejected(reason) => rejected.push((id, reason)),
         }
     }
+    refused.replace(rejected);
     MembershipSnapshot::from_members(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use chitchat::transport::ChannelTransport;
+    use chitchat::{DeletionStatus, VersionedValue};
+
+    fn addr(port: u16) -> SocketAddr {
+        ([127, 0, 0, 1], port).into()
+    }
+
+    fn options(gossip: SocketAddr, seeds: Vec<String>) -> MembershipOptions {
+        MembershipOptions {
+            cluster: "troupe".to_owned(),
+            node_id: NodeId::new("n0"),
+            generation: Generation(1),
+            region: RegionName::new("eu-west-1"),
+            http_addr: "127.0.0.1:1".parse().expect("valid"),
+            rpc_addr: "127.0.0.1:2".parse().expect("valid"),
+            gossip_listen: gossip,
+            gossip_advertise: gossip,
+            seeds,
+            gossip: GossipConfig {
+                interval_ms: 50,
+                ..GossipConfig::default()
+            },
+            signer: keys::Signer {
+                cluster: "troupe".to_owned(),
+                secret: Secret::new("the-cluster-secret"),
+                previous: None,
+                shards: 64,
+                layout: "layout".to_owned(),
+            },
+            key_mismatches: mismatch::KeyMismatches::default(),
+        }
+    }
+
+    fn value(key: &str, value: &str, version: u64) -> (String, VersionedValue) {
+        (
+            key.to_owned(),
+            VersionedValue {
+                value: value.to_owned(),
+                version,
+                status: DeletionStatus::Set,
+            },
+        )
+    }
+
+    /// chitchat's in-memory transport has no sealing: this is what membership does with
+    /// whatever reaches chitchat's state.
+    #[tokio::test]
+    async fn only_checked_members_are_heard_and_refused_nodes_stay_bounded() {
+        let transport = ChannelTransport::with_mtu(65_507);
+        let shutdown = CancellationToken::new();
+        let membership = Membership::start(
+            options(addr(10), vec![addr(11).to_string()]),
+            &transport,
+            shutdown.clone(),
+        )
+        .await
+        .expect("membership");
+        // A forger: a higher generation of a node with an invalid proof, and many fake ids.
+        let forger = spawn_chitchat(
+            ChitchatConfig {
+                chitchat_id: ChitchatId::new("forger", 1, addr(11)),
+                cluster_id: "troupe".to_owned(),
+                gossip_interval: Duration::from_millis(50),
+                listen_addr: addr(11),
+                seed_nodes: vec![addr(10).to_string()],
+                failure_detector_config: FailureDetectorConfig::default(),
+                marked_for_deletion_grace_period: Duration::from_secs(3_600),
+                catchup_callback: None,
+                extra_liveness_predicate: None,
+                protocol_version: chitchat::ProtocolVersion::V1,
+            },
+            Vec::new(),
+            &transport,
+        )
+        .await
+        .expect("forger");
+        let fakes = 300;
+        forger
+            .with_chitchat(|chitchat| {
+                for i in 0..fakes {
+                    chitchat.reset_node_state_if_update(
+                        &ChitchatId::new(format!("n{i}"), 2, addr(1_000 + i)),
+                        [
+                            value(keys::PROOF_KEY, &"00".repeat(32), 1),
+                            value(keys::HTTP_ADDR_KEY, "127.0.0.1:1", 2),
+                            value(keys::RPC_ADDR_KEY, "127.0.0.1:2", 3),
+                        ]
+                        .into_iter(),
+                        3,
+                        0,
+                    );
+                }
+            })
+            .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let sizes = membership.table_sizes();
+            if sizes.gossip_nodes > usize::from(fakes) {
+                // Proving an absence: give the heartbeat loop a few rounds to take them.
+                tokio::time::sleep(HEARD_EVERY * 3).await;
+                let sizes = membership.table_sizes();
+                assert!(sizes.refused <= refused::MAX_REFUSED, "{sizes:?}");
+                assert_eq!(
+                    sizes.heard, 1,
+                    "only n0 itself is a checked member: {sizes:?}"
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the forged entries never reached chitchat: {sizes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            membership.snapshot().members().count(),
+            1,
+            "no forged member"
+        );
+        shutdown.cancel();
+        membership.shutdown().await;
+        let _ = forger.shutdown().await;
+    }
 }
