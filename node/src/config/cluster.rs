@@ -93,6 +93,11 @@ pub struct RpcConfig {
     pub call_timeout_ms: u64,
     /// Largest accepted frame in bytes; larger frames are refused and the connection closed.
     pub max_frame_bytes: u32,
+    /// Time an inbound connection has to finish the handshake, in milliseconds; a connection
+    /// that sends nothing or trickles is closed after it.
+    pub handshake_timeout_ms: u64,
+    /// Inbound connections in handshake at once; excess ones are closed at once.
+    pub max_pending_handshakes: usize,
 }
 
 /// `[http]`: body bound and the forwarding retry budget.
@@ -169,6 +174,8 @@ impl Default for RpcConfig {
         Self {
             call_timeout_ms: 2_000,
             max_frame_bytes: 8 * 1024 * 1024,
+            handshake_timeout_ms: 2_000,
+            max_pending_handshakes: 256,
         }
     }
 }
@@ -242,6 +249,11 @@ impl RpcConfig {
     /// Deadline of one inter-node call.
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+
+    /// Time an inbound connection has to authenticate.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
     }
 }
 
@@ -424,6 +436,18 @@ impl RpcConfig {
             self.max_frame_bytes,
             4_096,
             256 << 20,
+        )?;
+        in_range(
+            "rpc.handshake_timeout_ms",
+            self.handshake_timeout_ms,
+            100,
+            60_000,
+        )?;
+        in_range(
+            "rpc.max_pending_handshakes",
+            self.max_pending_handshakes,
+            1,
+            65_536,
         )?;
         Ok(())
     }

@@ -9,8 +9,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Credentials;
+use super::session::SealedWriter;
 use super::wire::{Request, Response};
-use super::{serve, Handler, RpcClient, RpcError};
+use super::{serve, Handler, RpcClient, RpcError, ServerLimits};
 use crate::config::{HostPort, Secret};
 use crate::ids::NodeId;
 use crate::net::tcp::{TcpAcceptor, TcpDialer};
@@ -62,11 +63,27 @@ async fn server(node: &str, secret: &str, addr: &str) -> (HostPort, Cancellation
     tokio::spawn(serve(
         Box::new(listener),
         creds(node, secret),
-        MAX_FRAME,
+        limits(Duration::from_secs(30), 256),
         Arc::new(Echo(NodeId::new(node))),
         stop.clone(),
     ));
     (bound, stop)
+}
+
+/// A data call the test handler answers with `Failed { message: key }`.
+fn data_call(key: &str) -> Request {
+    Request::Locate {
+        kind: "k".into(),
+        key: key.into(),
+    }
+}
+
+fn limits(handshake_timeout: Duration, max_pending_handshakes: usize) -> ServerLimits {
+    ServerLimits {
+        max_frame: MAX_FRAME,
+        handshake_timeout,
+        max_pending_handshakes,
+    }
 }
 
 fn client(secret: &str, timeout: Duration) -> RpcClient {
@@ -116,12 +133,15 @@ async fn a_call_that_waits_does_not_hold_up_the_calls_after_it_on_its_connection
     let client = client("secret-123", Duration::from_secs(60));
     let node = NodeId::new("s1");
     let slow = slow_call_in_flight(&client, &node, &addr).await;
-    let ping = tokio::time::timeout(
+    let after = tokio::time::timeout(
         Duration::from_secs(10),
-        client.call(&node, &addr, Request::Ping),
+        client.call(&node, &addr, data_call("after")),
     )
     .await;
-    assert!(matches!(ping, Ok(Ok(Response::Pong { .. }))), "{ping:?}");
+    assert!(
+        matches!(&after, Ok(Ok(Response::Failed { message })) if message == "after"),
+        "{after:?}"
+    );
     assert!(
         slow.now_or_never().is_none(),
         "the slow call is still waiting"
@@ -231,12 +251,14 @@ async fn an_oversize_frame_closes_the_connection_without_allocating_it() {
     let mut raw = tokio::net::TcpStream::connect((addr.host(), addr.port()))
         .await
         .expect("connect");
-    super::auth::connect(&mut raw, &creds("caller", "secret-123"))
+    let (_, keys) = super::auth::connect(&mut raw, &creds("caller", "secret-123"))
         .await
         .expect("handshake");
-    raw.write_all(&(MAX_FRAME + 1).to_be_bytes())
-        .await
-        .expect("write length");
+    let mut sealer = SealedWriter::new(tokio::io::sink(), keys);
+    let sealed = sealer
+        .seal(&(MAX_FRAME + 1).to_be_bytes())
+        .expect("seal the length");
+    raw.write_all(&sealed).await.expect("write length");
     let mut buf = [0u8; 1];
     let read = tokio::time::timeout(
         Duration::from_secs(5),
@@ -257,9 +279,9 @@ async fn slow_call_in_flight(
     node: &NodeId,
     addr: &HostPort,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<Response, RpcError>>>> {
-    let connected = client.call(node, addr, Request::Ping).await;
+    let connected = client.call(node, addr, data_call("connect")).await;
     assert!(
-        matches!(connected, Ok(Response::Pong { .. })),
+        matches!(&connected, Ok(Response::Failed { message }) if message == "connect"),
         "{connected:?}"
     );
     let slow = Request::Locate {
@@ -282,8 +304,11 @@ async fn call_beside_a_call_in_flight(request: Request) -> Result<Response, RpcE
     let answer = tokio::time::timeout(Duration::from_secs(10), client.call(&node, &addr, request))
         .await
         .expect("answered before the deadline");
-    let ping = client.call(&node, &addr, Request::Ping).await;
-    assert!(matches!(ping, Ok(Response::Pong { .. })), "{ping:?}");
+    let after = client.call(&node, &addr, data_call("after")).await;
+    assert!(
+        matches!(&after, Ok(Response::Failed { message }) if message == "after"),
+        "{after:?}"
+    );
     assert!(
         (&mut slow).now_or_never().is_none(),
         "the call in flight lost its connection"
