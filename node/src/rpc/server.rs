@@ -131,7 +131,8 @@ impl Pending {
         Self {
             total: Arc::new(Semaphore::new(max)),
             per_host: Mutex::new(HashMap::new()),
-            per_host_max: MAX_PENDING_PER_HOST.min(max),
+            // A quarter at most, so that a few flooding hosts leave room for the others.
+            per_host_max: MAX_PENDING_PER_HOST.min(max / 4).max(1),
         }
     }
 
