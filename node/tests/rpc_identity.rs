@@ -75,11 +75,15 @@ async fn an_authenticated_node_that_does_not_own_the_epoch_cannot_seal_replicate
         );
     }
     cluster
-        .wait_for("the refusals in the log", Duration::from_secs(10), || async {
-            node.log_text()
-                .contains("rpc request refused")
-                .then_some(())
-        })
+        .wait_for(
+            "the refusals in the log",
+            Duration::from_secs(10),
+            || async {
+                node.log_text()
+                    .contains("rpc request refused")
+                    .then_some(())
+            },
+        )
         .await;
     // The node still serves its shards under its own epoch.
     let (status, _) = cluster.get(0, "/readyz").await.expect("readyz");

@@ -80,7 +80,7 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer_addr)) => {
-                let slot = match pending.admit(&pending, peer_addr.ip()) {
+                let slot = match pending.admit(peer_addr.ip()) {
                     Ok(slot) => slot,
                     Err(reason) => {
                         if refusals.admit(Instant::now()) {
@@ -141,7 +141,7 @@ impl Pending {
         self.per_host.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn admit(&self, this: &Arc<Self>, host: IpAddr) -> Result<PendingSlot, &'static str> {
+    fn admit(self: &Arc<Self>, host: IpAddr) -> Result<PendingSlot, &'static str> {
         let permit = self
             .total
             .clone()
@@ -154,7 +154,7 @@ impl Pending {
         }
         *count += 1;
         Ok(PendingSlot {
-            pending: this.clone(),
+            pending: self.clone(),
             host,
             _permit: permit,
         })

@@ -352,4 +352,30 @@ mod tests {
         assert!(frames.is_empty());
         assert!(end.is_err());
     }
+
+    /// The cost of sealing and opening typical frames (decision 020), not a pass/fail test:
+    /// `cargo test -p troupe-node --release --lib seal_and_open_cost -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement; run it by name"]
+    async fn seal_and_open_cost() {
+        let (client, server) = session().await;
+        for size in [128usize, 1024, 16 * 1024, 256 * 1024, 4 << 20] {
+            let frame = vec![42u8; size];
+            let rounds = (64 << 20) / size.max(4096);
+            let started = std::time::Instant::now();
+            for _ in 0..rounds {
+                let wire = sealed(&client, &[&frame]);
+                let (frames, _) = opened(&server, wire, 8 << 20).await;
+                assert_eq!(frames.len(), 1);
+            }
+            let per = started.elapsed() / rounds as u32;
+            let mb_s = size as f64 / per.as_secs_f64() / 1e6;
+            println!("frame {size:>8} B: seal+open {per:>10.2?} ({mb_s:.0} MB/s)");
+        }
+        let started = std::time::Instant::now();
+        for _ in 0..100 {
+            session().await;
+        }
+        println!("handshake (both sides): {:.2?}", started.elapsed() / 100);
+    }
 }
