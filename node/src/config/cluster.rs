@@ -613,6 +613,14 @@ mod tests {
                 "invalid rpc.max_frame_bytes",
             ),
             (
+                replace("handshake_timeout_ms", "0"),
+                "invalid rpc.handshake_timeout_ms",
+            ),
+            (
+                replace("max_pending_handshakes", "0"),
+                "invalid rpc.max_pending_handshakes",
+            ),
+            (
                 replace("max_body_bytes", "1"),
                 "invalid http.max_body_bytes",
             ),
