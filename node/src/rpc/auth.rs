@@ -1,6 +1,6 @@
 //! Mutual authentication of a connection with the cluster secret, and its session keys.
 //!
-//! The Noise protocol's `NNpsk0` pattern (`Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`, through the
+//! The Noise protocol's `NNpsk0` pattern (`Noise_NNpsk0_25519_AESGCM_BLAKE2s`, through the
 //! `snow` crate; decision 020): the pre-shared key is derived from the cluster secret and the
 //! cluster name, so only members of this cluster can complete it, and the secret never crosses
 //! the wire. Both sides contribute a fresh ephemeral X25519 key, so every connection gets its
@@ -75,7 +75,7 @@ pub fn same_mac(a: &Bytes32, b: &Bytes32) -> bool {
 }
 
 /// The Noise protocol of every connection.
-const NOISE: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+const NOISE: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 
 /// A Noise handshake message: an ephemeral key, a short sealed payload and its tag.
 const MAX_NOISE_MESSAGE: usize = 1024;

@@ -1,5 +1,5 @@
 //! The encrypted session a handshake leaves behind: every byte after the handshake travels
-//! sealed in Noise transport messages (ChaCha20-Poly1305 under keys that only the two ends of
+//! sealed in Noise transport messages (AES-256-GCM under keys that only the two ends of
 //! this connection know; decision 020).
 //!
 //! The frame layer ([`super::frame`]) is unchanged above it: its length-prefixed frames form a
