@@ -414,4 +414,21 @@ mod tests {
         assert!(s.is_err());
         assert!(c.is_err());
     }
+
+    #[tokio::test]
+    async fn a_hello_with_a_garbage_noise_message_of_any_size_is_refused() {
+        for len in [0usize, 10, 31, 48, 1_000, 1_100, 3_000] {
+            let hello = Handshake::Hello {
+                protocol: PROTOCOL_VERSION,
+                cluster: "c".into(),
+                node_id: NodeId::new("n2"),
+                noise: vec![0xAB; len],
+            };
+            let error = server_given(hello, "secret-one")
+                .await
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains("invalid proof"), "{len}: {error}");
+        }
+    }
 }
