@@ -350,24 +350,21 @@ pub fn handshakes() -> Vec<Handshake> {
             nonce: [7; 32],
         },
         hello(),
-        Handshake::Welcome {
-            node_id: NodeId::new("n1"),
-            proof: [9; 32],
-        },
+        Handshake::Welcome { noise: vec![9; 64] },
         Handshake::Refused {
             reason: "invalid proof of the cluster secret".into(),
         },
     ]
 }
 
-/// A client's hello (its proof cannot match a server's fresh nonce).
+/// A client's hello (its Noise message cannot open under the cluster's key and a server's
+/// fresh nonce).
 pub fn hello() -> Handshake {
     Handshake::Hello {
         protocol: PROTOCOL_VERSION,
         cluster: "troupe".into(),
         node_id: NodeId::new("n2"),
-        nonce: [3; 32],
-        proof: [5; 32],
+        noise: vec![5; 48],
     }
 }
 

@@ -294,7 +294,9 @@ fn credentials(node: &str) -> Credentials {
 fn handshake<F, Fut>(bytes: &[u8], side: F) -> Result<Verdict, String>
 where
     F: FnOnce(tokio::io::DuplexStream) -> Fut,
-    Fut: std::future::Future<Output = Result<NodeId, auth::HandshakeError>>,
+    Fut: std::future::Future<
+        Output = Result<(NodeId, troupe_node::rpc::session::SessionKeys), auth::HandshakeError>,
+    >,
 {
     let (mut peer, mine) = tokio::io::duplex(2 * crate::mutate::MAX_INPUT);
     peer.write_all(bytes)
@@ -307,7 +309,7 @@ where
         // Well-formed messages, refused for what they say (cluster, version, proof).
         Some(Err(auth::HandshakeError::Rejected(_))) => Ok(Verdict::Accepted),
         None | Some(Err(_)) => Ok(Verdict::Refused),
-        Some(Ok(node)) => Err(format!(
+        Some(Ok((node, _keys))) => Err(format!(
             "a handshake without the secret succeeded as {node}"
         )),
     }

@@ -190,7 +190,11 @@ async fn run_node(
         crate::rpc::serve(
             io.rpc,
             creds,
-            cluster.rpc.max_frame_bytes,
+            crate::rpc::ServerLimits {
+                max_frame: cluster.rpc.max_frame_bytes,
+                handshake_timeout: cluster.rpc.handshake_timeout(),
+                max_pending_handshakes: cluster.rpc.max_pending_handshakes,
+            },
             Arc::new(node.clone()),
             core_stop.child_token(),
         )

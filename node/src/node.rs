@@ -401,6 +401,10 @@ impl NodeApi for Node {
 #[async_trait]
 impl Handler for Node {
     async fn handle(&self, from: NodeId, request: Request) -> Response {
+        if let Err(message) = crate::shard::caller::check(&from, &request) {
+            tracing::warn!(peer = %from, shard = ?request.shard(), %message, "rpc request refused");
+            return Response::Failed { message };
+        }
         match request {
             // About the authenticated caller, whoever the request might claim to be.
             Request::LeaseCheck => Response::LeaseAnswer {

@@ -128,6 +128,11 @@ pub struct RpcConfig {
     pub call_timeout_ms: u64,
     /// Largest accepted frame in bytes; larger frames are refused and the connection closed.
     pub max_frame_bytes: u32,
+    /// Time an inbound connection has to finish the handshake, in milliseconds; a connection
+    /// that sends nothing or trickles is closed after it.
+    pub handshake_timeout_ms: u64,
+    /// Inbound connections in handshake at once; excess ones are closed at once.
+    pub max_pending_handshakes: usize,
 }
 
 /// `[http]`: body bound and the forwarding retry budget.
@@ -277,6 +282,8 @@ impl Default for RpcConfig {
         Self {
             call_timeout_ms: 2_000,
             max_frame_bytes: 8 * 1024 * 1024,
+            handshake_timeout_ms: 2_000,
+            max_pending_handshakes: 256,
         }
     }
 }
@@ -350,6 +357,11 @@ impl RpcConfig {
     /// Deadline of one inter-node call.
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
+    }
+
+    /// Time an inbound connection has to authenticate.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
     }
 }
 
@@ -544,6 +556,18 @@ impl RpcConfig {
             // The codec refuses longer messages (decision 018).
             crate::codec::MAX_MESSAGE_BYTES as u32,
         )?;
+        in_range(
+            "rpc.handshake_timeout_ms",
+            self.handshake_timeout_ms,
+            100,
+            60_000,
+        )?;
+        in_range(
+            "rpc.max_pending_handshakes",
+            self.max_pending_handshakes,
+            1,
+            65_536,
+        )?;
         Ok(())
     }
 }
@@ -722,6 +746,14 @@ mod tests {
             (
                 replace("max_frame_bytes", "10"),
                 "invalid rpc.max_frame_bytes",
+            ),
+            (
+                replace("handshake_timeout_ms", "0"),
+                "invalid rpc.handshake_timeout_ms",
+            ),
+            (
+                replace("max_pending_handshakes", "0"),
+                "invalid rpc.max_pending_handshakes",
             ),
             (
                 replace("max_body_bytes", "1"),

@@ -1,15 +1,24 @@
-//! Mutual authentication of a connection with the cluster secret.
+//! Mutual authentication of a connection with the cluster secret, and its session keys.
 //!
-//! A challenge-response with HMAC-SHA256: the secret never crosses the wire, each proof is bound
-//! to a fresh nonce from the other side (so a recorded handshake cannot be replayed) and to the
-//! cluster name and node id (so a proof cannot be reused for another identity). Both sides prove:
-//! a node never sends calls to an impostor that merely accepts connections.
+//! The Noise protocol's `NNpsk0` pattern (`Noise_NNpsk0_25519_AESGCM_BLAKE2s`, through the
+//! `snow` crate; decision 020): the pre-shared key is derived from the cluster secret and the
+//! cluster name, so only members of this cluster can complete it, and the secret never crosses
+//! the wire. Both sides contribute a fresh ephemeral X25519 key, so every connection gets its
+//! own session keys ([`SessionKeys`]), and a recorded session cannot be decrypted later even
+//! with the secret. The client's node id travels in the clear (for the server's checks and
+//! logs) but is bound, with the protocol version, the cluster name and the server's fresh nonce,
+//! into the handshake's prologue: a hello altered on the way, or replayed on another
+//! connection, does not open. The server's node id travels sealed in its answer. Both sides
+//! prove: a node never sends calls to an impostor that merely accepts connections.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use snow::params::NoiseParams;
+use snow::HandshakeState;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::frame::{read_frame, write_frame};
+use super::session::SessionKeys;
 use super::wire::{Bytes32, Handshake, PROTOCOL_VERSION};
 use crate::codec;
 use crate::config::Secret;
@@ -65,33 +74,63 @@ pub fn same_mac(a: &Bytes32, b: &Bytes32) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn proof(
-    secret: &Secret,
-    role: &[u8],
-    nonce: &Bytes32,
-    cluster: &str,
-    node_id: &NodeId,
-) -> Bytes32 {
-    mac(
-        secret,
-        &[
-            role,
-            nonce.as_slice(),
-            cluster.as_bytes(),
-            node_id.as_str().as_bytes(),
-        ],
-    )
+/// The Noise protocol of every connection.
+const NOISE: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
+
+/// A Noise handshake message: an ephemeral key, a short sealed payload and its tag.
+const MAX_NOISE_MESSAGE: usize = 1024;
+
+/// The pre-shared key of `cluster`: derived from the secret, so the secret itself is used only
+/// as a MAC key, and bound to the cluster name, so two clusters sharing a secret by mistake
+/// still do not accept each other.
+fn psk(secret: &Secret, cluster: &str) -> Bytes32 {
+    mac(secret, &[b"troupe rpc noise psk v1", cluster.as_bytes()])
 }
 
-fn verify(
+/// Everything the client says in the clear, and the server's nonce, length-prefixed.
+fn prologue(protocol: u16, server_nonce: &Bytes32, cluster: &str, client: &NodeId) -> Vec<u8> {
+    let parts: [&[u8]; 5] = [
+        b"troupe rpc v1",
+        &protocol.to_be_bytes(),
+        server_nonce,
+        cluster.as_bytes(),
+        client.as_str().as_bytes(),
+    ];
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+fn noise_state(
+    initiator: bool,
     secret: &Secret,
-    role: &[u8],
-    nonce: &Bytes32,
     cluster: &str,
-    node_id: &NodeId,
-    claimed: &Bytes32,
-) -> bool {
-    same_mac(&proof(secret, role, nonce, cluster, node_id), claimed)
+    prologue: &[u8],
+) -> Result<HandshakeState, HandshakeError> {
+    let failed = |e: snow::Error| HandshakeError::Malformed(format!("noise set-up: {e}"));
+    let params: NoiseParams = NOISE.parse().map_err(failed)?;
+    let psk = psk(secret, cluster);
+    let builder = snow::Builder::new(params)
+        .prologue(prologue)
+        .map_err(failed)?
+        .psk(0, &psk)
+        .map_err(failed)?;
+    if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
+    }
+    .map_err(failed)
+}
+
+fn into_keys(state: HandshakeState) -> Result<SessionKeys, HandshakeError> {
+    state
+        .into_stateless_transport_mode()
+        .map(SessionKeys::new)
+        .map_err(|e| HandshakeError::Malformed(format!("noise split: {e}")))
 }
 
 async fn send<S: AsyncWrite + Unpin>(
@@ -111,11 +150,11 @@ async fn recv<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Handshake, Handsha
         .map_err(|e| HandshakeError::Malformed(e.to_string()))
 }
 
-/// Runs the server side; returns the authenticated peer's node id.
+/// Runs the server side; returns the authenticated peer's node id and the session keys.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     me: &Credentials,
-) -> Result<NodeId, HandshakeError> {
+) -> Result<(NodeId, SessionKeys), HandshakeError> {
     let server_nonce: Bytes32 = rand::random();
     send(
         stream,
@@ -129,31 +168,36 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         protocol,
         cluster,
         node_id,
-        nonce,
-        proof: claimed,
+        noise,
     } = recv(stream).await?
     else {
         return Err(HandshakeError::Malformed("expected hello".into()));
     };
+    let mut state = None;
     let refusal = if protocol != PROTOCOL_VERSION {
         Some(format!(
             "protocol version {protocol} is not supported (this node speaks {PROTOCOL_VERSION})"
         ))
     } else if cluster != me.cluster {
         Some(format!("cluster {cluster:?} is not this node's cluster"))
-    } else if !verify(
-        &me.secret,
-        b"client",
-        &server_nonce,
-        &cluster,
-        &node_id,
-        &claimed,
-    ) {
-        Some("invalid proof of the cluster secret".to_owned())
     } else {
-        None
+        let mut responder = noise_state(
+            false,
+            &me.secret,
+            &me.cluster,
+            &prologue(protocol, &server_nonce, &cluster, &node_id),
+        )?;
+        let mut payload = [0u8; MAX_NOISE_MESSAGE];
+        match responder.read_message(&noise, &mut payload) {
+            Ok(_) => {
+                state = Some(responder);
+                None
+            }
+            Err(_) => Some("invalid proof of the cluster secret".to_owned()),
+        }
     };
-    if let Some(reason) = refusal {
+    let (Some(mut state), None) = (state, refusal.clone()) else {
+        let reason = refusal.unwrap_or_else(|| "refused".to_owned());
         // Best effort: the peer learns why; we log either way.
         let _ = send(
             stream,
@@ -165,24 +209,27 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(HandshakeError::Rejected(format!(
             "node {node_id} refused: {reason}"
         )));
-    }
-    let proof = proof(&me.secret, b"server", &nonce, &me.cluster, &me.node_id);
+    };
+    let mut message = [0u8; MAX_NOISE_MESSAGE];
+    let len = state
+        .write_message(me.node_id.as_str().as_bytes(), &mut message)
+        .map_err(|e| HandshakeError::Malformed(format!("noise answer: {e}")))?;
     send(
         stream,
         &Handshake::Welcome {
-            node_id: me.node_id.clone(),
-            proof,
+            noise: message[..len].to_vec(),
         },
     )
     .await?;
-    Ok(node_id)
+    Ok((node_id, into_keys(state)?))
 }
 
-/// Runs the client side; returns the node id that answered (after checking its proof).
+/// Runs the client side; returns the node id that answered (after checking its proof) and
+/// the session keys.
 pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     me: &Credentials,
-) -> Result<NodeId, HandshakeError> {
+) -> Result<(NodeId, SessionKeys), HandshakeError> {
     let Handshake::Challenge {
         protocol,
         nonce: server_nonce,
@@ -195,41 +242,32 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
             "peer speaks protocol version {protocol}, this node {PROTOCOL_VERSION}"
         )));
     }
-    let client_nonce: Bytes32 = rand::random();
-    let proof_bytes = proof(
+    let mut state = noise_state(
+        true,
         &me.secret,
-        b"client",
-        &server_nonce,
         &me.cluster,
-        &me.node_id,
-    );
+        &prologue(PROTOCOL_VERSION, &server_nonce, &me.cluster, &me.node_id),
+    )?;
+    let mut message = [0u8; MAX_NOISE_MESSAGE];
+    let len = state
+        .write_message(&[], &mut message)
+        .map_err(|e| HandshakeError::Malformed(format!("noise hello: {e}")))?;
     let hello = Handshake::Hello {
         protocol: PROTOCOL_VERSION,
         cluster: me.cluster.clone(),
         node_id: me.node_id.clone(),
-        nonce: client_nonce,
-        proof: proof_bytes,
+        noise: message[..len].to_vec(),
     };
     send(stream, &hello).await?;
     match recv(stream).await? {
-        Handshake::Welcome {
-            node_id,
-            proof: claimed,
-        } => {
-            if verify(
-                &me.secret,
-                b"server",
-                &client_nonce,
-                &me.cluster,
-                &node_id,
-                &claimed,
-            ) {
-                Ok(node_id)
-            } else {
-                Err(HandshakeError::Rejected(format!(
-                    "node {node_id} did not prove the cluster secret"
-                )))
-            }
+        Handshake::Welcome { noise } => {
+            let mut payload = [0u8; MAX_NOISE_MESSAGE];
+            let len = state.read_message(&noise, &mut payload).map_err(|_| {
+                HandshakeError::Rejected("the peer did not prove the cluster secret".into())
+            })?;
+            let node_id = std::str::from_utf8(&payload[..len])
+                .map_err(|_| HandshakeError::Malformed("peer node id is not utf-8".into()))?;
+            Ok((NodeId::new(node_id), into_keys(state)?))
         }
         Handshake::Refused { reason } => Err(HandshakeError::Rejected(format!(
             "refused by peer: {reason}"
@@ -260,7 +298,39 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64 * 1024);
         let server_side = tokio::spawn(async move { accept(&mut a, &server).await });
         let client_side = connect(&mut b, &client).await;
-        (server_side.await.expect("server task"), client_side)
+        (
+            server_side.await.expect("server task").map(|(id, _)| id),
+            client_side.map(|(id, _)| id),
+        )
+    }
+
+    /// The hello a client sends in answer to a challenge of its own (recorded on the wire).
+    async fn recorded_hello(secret: &str) -> Handshake {
+        let (mut c, mut d) = tokio::io::duplex(64 * 1024);
+        let client = creds("n2", secret);
+        let client_side = tokio::spawn(async move { connect(&mut c, &client).await });
+        send(
+            &mut d,
+            &Handshake::Challenge {
+                protocol: PROTOCOL_VERSION,
+                nonce: rand::random(),
+            },
+        )
+        .await
+        .expect("challenge");
+        let hello = recv(&mut d).await.expect("hello");
+        client_side.abort();
+        hello
+    }
+
+    /// Runs the server side against a client that sends `hello` whatever the challenge.
+    async fn server_given(hello: Handshake, secret: &str) -> Result<NodeId, HandshakeError> {
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let server = creds("n1", secret);
+        let server_side = tokio::spawn(async move { accept(&mut a, &server).await });
+        let _challenge = recv(&mut b).await.expect("challenge");
+        send(&mut b, &hello).await.expect("hello");
+        server_side.await.expect("server task").map(|(id, _)| id)
     }
 
     #[tokio::test]
@@ -292,24 +362,74 @@ mod tests {
             .contains("not this node's cluster"));
     }
 
-    #[test]
-    fn proofs_bind_role_nonce_and_identity() {
-        let secret = Secret::new("s3cr3t-value");
-        let n = [7u8; 32];
-        let base = proof(&secret, b"client", &n, "c", &NodeId::new("n1"));
-        assert_ne!(base, proof(&secret, b"server", &n, "c", &NodeId::new("n1")));
-        assert_ne!(
-            base,
-            proof(&secret, b"client", &[8u8; 32], "c", &NodeId::new("n1"))
+    #[tokio::test]
+    async fn a_hello_replayed_on_another_connection_is_refused() {
+        let hello = recorded_hello("secret-one").await;
+        let answer = server_given(hello, "secret-one").await;
+        let error = answer.expect_err("refused").to_string();
+        assert!(error.contains("invalid proof"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_hello_whose_node_id_was_altered_is_refused() {
+        // The hello answers the challenge of this very server, but its node id was changed on
+        // the way: the id is in the clear, and bound into the handshake.
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let server = creds("n1", "secret-one");
+        let server_side = tokio::spawn(async move { accept(&mut a, &server).await });
+        let (mut c, mut d) = tokio::io::duplex(64 * 1024);
+        let client = creds("n2", "secret-one");
+        let _client_side = tokio::spawn(async move { connect(&mut c, &client).await });
+        let challenge = recv(&mut b).await.expect("challenge");
+        send(&mut d, &challenge).await.expect("relay challenge");
+        let Handshake::Hello {
+            protocol,
+            cluster,
+            noise,
+            ..
+        } = recv(&mut d).await.expect("hello")
+        else {
+            panic!("expected a hello");
+        };
+        let altered = Handshake::Hello {
+            protocol,
+            cluster,
+            node_id: NodeId::new("n3"),
+            noise,
+        };
+        send(&mut b, &altered).await.expect("relay hello");
+        let error = server_side
+            .await
+            .expect("server task")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("n3") && error.contains("invalid proof"),
+            "{error}"
         );
-        assert_ne!(base, proof(&secret, b"client", &n, "c", &NodeId::new("n2")));
-        assert!(verify(
-            &secret,
-            b"client",
-            &n,
-            "c",
-            &NodeId::new("n1"),
-            &base
-        ));
+    }
+
+    #[tokio::test]
+    async fn an_impostor_server_without_the_secret_is_not_believed() {
+        let (s, c) = handshake(creds("n1", "secret-two"), creds("n2", "secret-one")).await;
+        assert!(s.is_err());
+        assert!(c.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_hello_with_a_garbage_noise_message_of_any_size_is_refused() {
+        for len in [0usize, 10, 31, 48, 1_000, 1_100, 3_000] {
+            let hello = Handshake::Hello {
+                protocol: PROTOCOL_VERSION,
+                cluster: "c".into(),
+                node_id: NodeId::new("n2"),
+                noise: vec![0xAB; len],
+            };
+            let error = server_given(hello, "secret-one")
+                .await
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains("invalid proof"), "{len}: {error}");
+        }
     }
 }

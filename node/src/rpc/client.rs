@@ -1,22 +1,30 @@
-//! The calling side: one multiplexed, authenticated connection per peer, made on first use.
+//! The calling side: per peer, two multiplexed, authenticated and encrypted connections made on
+//! first use: one for control calls (lease checks and pings) and one for everything else.
 //!
 //! A call registers a one-shot reply slot under a fresh id, queues its frame for the
 //! connection's writer task and waits for the reader task to deliver the answer, all under the
-//! call's deadline. A connection that fails, closes, or lets a call time out is dropped and the
-//! next call dials again: that is how a node recovers from a peer restart or a healed partition
-//! (a half-open TCP connection would otherwise swallow calls until the kernel gives up).
+//! call's deadline. A connection that fails or closes is dropped and the next call dials again:
+//! that is how a node recovers from a peer restart or a healed partition. A call that times out
+//! fails alone: its connection is dropped only if it is dead, that is if no frame at all came
+//! from the peer since the call was sent and none comes within a liveness interval after a
+//! ping (a half-open TCP connection would otherwise swallow calls until the kernel gives up).
+//! Control calls have their own connection so that data calls can neither delay them (in the
+//! writer's queue, the socket buffers or the server's in-flight bound) nor take them down with
+//! a dead data connection: a lease is renewed by round trips (`shard::lease`) and must not
+//! lapse because a peer is busy (decision 020).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::auth::{self, Credentials, HandshakeError};
-use super::frame::{read_frame, write_queued, READ_BUFFER};
+use super::session::{SealedReader, SealedWriter, SessionKeys};
 use super::wire::{Envelope, Request, Response};
 use super::RpcError;
 use crate::codec;
@@ -38,12 +46,30 @@ struct Inner {
     creds: Credentials,
     max_frame: u32,
     call_timeout: Duration,
-    peers: Mutex<HashMap<(NodeId, HostPort), PeerSlot>>,
+    peers: Mutex<HashMap<(NodeId, HostPort, Lane), PeerSlot>>,
     shutdown: CancellationToken,
 }
 
 /// The connection to one peer, if any; the async mutex makes concurrent callers share one dial.
 type PeerSlot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
+
+/// Which of a peer's connections a call travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Lane {
+    /// Lease checks and pings: small, frequent, and what keeps a node's lease.
+    Control,
+    /// Everything else: commands, reads, replication, snapshots.
+    Data,
+}
+
+impl Lane {
+    fn of(request: &Request) -> Self {
+        match request {
+            Request::LeaseCheck | Request::Ping => Lane::Control,
+            _ => Lane::Data,
+        }
+    }
+}
 
 /// One live connection: the writer's queue and the calls awaiting answers.
 struct Conn {
@@ -52,6 +78,12 @@ struct Conn {
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     next_id: AtomicU64,
     closed: CancellationToken,
+    /// When the connection was made; `last_heard` counts from it.
+    born: Instant,
+    /// Microseconds after `born` at which the latest frame from the peer arrived.
+    last_heard: AtomicU64,
+    /// Whether a liveness probe is running.
+    probing: AtomicBool,
 }
 
 impl Conn {
@@ -59,6 +91,54 @@ impl Conn {
         self.closed.cancel();
         // Dropping the reply senders wakes every waiting caller with `ConnectionLost`.
         lock(&self.pending).clear();
+    }
+
+    fn since_born(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.born).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn heard(&self) {
+        self.last_heard
+            .store(self.since_born(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// Whether a frame from the peer arrived at or after `at`.
+    fn heard_since(&self, at: Instant) -> bool {
+        self.last_heard.load(Ordering::Relaxed) >= self.since_born(at)
+    }
+
+    /// A call timed out and nothing came from the peer since it was sent: the connection may
+    /// be dead, or the peer merely slow on that call. Pings the peer on this connection and
+    /// drops the connection only if no frame at all arrives within `liveness`. One probe at a
+    /// time per connection.
+    fn probe(self: &Arc<Self>, liveness: Duration) {
+        if self.probing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let conn = self.clone();
+        tokio::spawn(async move {
+            let asked = Instant::now();
+            let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+            // The answer carries an id no caller waits for: the reader only notes it arrived.
+            // A full queue means the writer is stuck, which the silence below then shows.
+            if let Ok(frame) = codec::encode(&Envelope {
+                id,
+                body: Request::Ping,
+            }) {
+                let _ = conn.frames.try_send(frame);
+            }
+            tokio::select! {
+                // Closed meanwhile: nothing left to decide.
+                _ = conn.closed.cancelled() => return,
+                _ = tokio::time::sleep(liveness) => {}
+            }
+            if conn.heard_since(asked) {
+                conn.probing.store(false, Ordering::Relaxed);
+            } else {
+                debug!(addr = %conn.addr, ?liveness, "no frame from the peer within the liveness interval, dropping the connection");
+                conn.close();
+            }
+        });
     }
 }
 
@@ -108,18 +188,20 @@ impl RpcClient {
         request: Request,
         deadline: Duration,
     ) -> Result<Response, RpcError> {
-        let mut in_flight: Option<(Arc<Conn>, u64)> = None;
+        let mut in_flight: Option<(Arc<Conn>, u64, Instant)> = None;
         let attempt = self.attempt(node, addr, request, &mut in_flight);
         match tokio::time::timeout(deadline, attempt).await {
             Ok(result) => result,
             Err(_) => {
                 let sent = in_flight.is_some();
-                if let Some((conn, id)) = in_flight {
+                if let Some((conn, id, queued)) = in_flight {
                     lock(&conn.pending).remove(&id);
-                    // A call that times out on an established connection may be stuck behind a
-                    // half-open socket: drop the connection so the next call dials afresh.
-                    debug!(peer = %node, %addr, "rpc call timed out, dropping the connection");
-                    conn.close();
+                    // The other calls on the connection go on. If nothing came from the peer
+                    // since this call was sent, the connection may be half-open: probe it.
+                    if !conn.heard_since(queued) {
+                        debug!(peer = %node, %addr, "rpc call timed out on a silent connection, probing it");
+                        conn.probe(self.inner.call_timeout);
+                    }
                 }
                 Err(RpcError::Timeout {
                     addr: addr.clone(),
@@ -134,9 +216,9 @@ impl RpcClient {
         node: &NodeId,
         addr: &HostPort,
         request: Request,
-        in_flight: &mut Option<(Arc<Conn>, u64)>,
+        in_flight: &mut Option<(Arc<Conn>, u64, Instant)>,
     ) -> Result<Response, RpcError> {
-        let conn = self.connection(node, addr).await?;
+        let conn = self.connection(node, addr, Lane::of(&request)).await?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = codec::encode(&Envelope { id, body: request })?;
         if frame.len() > self.inner.max_frame as usize {
@@ -151,7 +233,7 @@ impl RpcClient {
         }
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&conn.pending).insert(id, reply_tx);
-        *in_flight = Some((conn.clone(), id));
+        *in_flight = Some((conn.clone(), id, Instant::now()));
         if conn.closed.is_cancelled() || conn.frames.send(frame).await.is_err() {
             lock(&conn.pending).remove(&id);
             return Err(RpcError::ConnectionLost {
@@ -167,9 +249,14 @@ impl RpcClient {
 
     /// The live connection to `node` at `addr`, dialing one if needed. Concurrent callers share
     /// one dial through the per-peer async mutex.
-    async fn connection(&self, node: &NodeId, addr: &HostPort) -> Result<Arc<Conn>, RpcError> {
+    async fn connection(
+        &self,
+        node: &NodeId,
+        addr: &HostPort,
+        lane: Lane,
+    ) -> Result<Arc<Conn>, RpcError> {
         let slot = lock(&self.inner.peers)
-            .entry((node.clone(), addr.clone()))
+            .entry((node.clone(), addr.clone(), lane))
             .or_default()
             .clone();
         let mut slot = slot.lock().await;
@@ -191,7 +278,7 @@ impl RpcClient {
                 addr: addr.clone(),
                 source,
             })?;
-        let answered = auth::connect(&mut stream, &self.inner.creds)
+        let (answered, keys) = auth::connect(&mut stream, &self.inner.creds)
             .await
             .map_err(|e| match e {
                 HandshakeError::Io(source) => RpcError::Io {
@@ -214,10 +301,10 @@ impl RpcClient {
             });
         }
         debug!(peer = %node, %addr, "rpc connection established");
-        Ok(self.start(addr.clone(), stream))
+        Ok(self.start(addr.clone(), stream, keys))
     }
 
-    fn start(&self, addr: HostPort, stream: BoxStream) -> Arc<Conn> {
+    fn start(&self, addr: HostPort, stream: BoxStream, keys: SessionKeys) -> Arc<Conn> {
         let (frames_tx, frames_rx) = mpsc::channel(WRITE_QUEUE);
         let conn = Arc::new(Conn {
             addr,
@@ -225,8 +312,11 @@ impl RpcClient {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: self.inner.shutdown.child_token(),
+            born: Instant::now(),
+            last_heard: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
         });
-        let (reader, writer) = tokio::io::split(stream);
+        let (reader, writer) = keys.split(stream);
         tokio::spawn(write_loop(
             conn.clone(),
             writer,
@@ -241,7 +331,7 @@ impl RpcClient {
 /// Owns the write half of one connection; ends when the connection closes.
 async fn write_loop(
     conn: Arc<Conn>,
-    mut writer: tokio::io::WriteHalf<BoxStream>,
+    mut writer: SealedWriter<tokio::io::WriteHalf<BoxStream>>,
     mut frames: mpsc::Receiver<Vec<u8>>,
     max_frame: u32,
 ) {
@@ -251,7 +341,7 @@ async fn write_loop(
             _ = conn.closed.cancelled() => break,
             frame = frames.recv() => {
                 let Some(frame) = frame else { break };
-                if let Err(error) = write_queued(&mut writer, frame, &mut frames, max_frame).await {
+                if let Err(error) = writer.write_queued(frame, &mut frames, max_frame).await {
                     debug!(addr = %conn.addr, %error, "rpc write failed");
                     break;
                 }
@@ -262,21 +352,30 @@ async fn write_loop(
 }
 
 /// Owns the read half of one connection and routes each answer to its waiting caller.
-async fn read_loop(conn: Arc<Conn>, reader: tokio::io::ReadHalf<BoxStream>, max_frame: u32) {
-    let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER, reader);
+async fn read_loop(
+    conn: Arc<Conn>,
+    mut reader: SealedReader<tokio::io::ReadHalf<BoxStream>>,
+    max_frame: u32,
+) {
     loop {
         let frame = tokio::select! {
             _ = conn.closed.cancelled() => break,
-            frame = read_frame(&mut reader, max_frame) => frame,
+            frame = reader.read_frame(max_frame) => frame,
         };
         let bytes = match frame {
             Ok(Some(bytes)) => bytes,
             Ok(None) => break,
+            // A record that does not open: someone on the path altered the stream.
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                warn!(addr = %conn.addr, %error, "rpc read refused, closing the connection");
+                break;
+            }
             Err(error) => {
                 debug!(addr = %conn.addr, %error, "rpc read failed");
                 break;
             }
         };
+        conn.heard();
         match codec::decode::<Envelope<Response>>(&bytes, codec::Limit::Message) {
             Ok(Envelope { id, body }) => {
                 if let Some(reply) = lock(&conn.pending).remove(&id) {

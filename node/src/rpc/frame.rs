@@ -60,6 +60,18 @@ pub async fn write_queued<W: AsyncWrite + Unpin>(
     queue: &mut mpsc::Receiver<Vec<u8>>,
     max_len: u32,
 ) -> io::Result<()> {
+    let out = gather(first, queue, max_len).await?;
+    writer.write_all(&out).await?;
+    writer.flush().await
+}
+
+/// The bytes [`write_queued`] writes: `first` and the frames waiting behind it, framed. The
+/// encrypted session ([`super::session`]) seals them before writing.
+pub async fn gather(
+    first: Vec<u8>,
+    queue: &mut mpsc::Receiver<Vec<u8>>,
+    max_len: u32,
+) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(first.len() + 4);
     append_frame(&mut out, &first, max_len)?;
     if queue.is_empty() {
@@ -71,8 +83,7 @@ pub async fn write_queued<W: AsyncWrite + Unpin>(
             Err(_) => break,
         }
     }
-    writer.write_all(&out).await?;
-    writer.flush().await
+    Ok(out)
 }
 
 /// Read buffer of a connection: most frames arrive whole in one read.

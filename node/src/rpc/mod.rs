@@ -1,8 +1,9 @@
 //! Inter-node request/response: one path for production and simulation.
 //!
 //! Length-prefixed, bounded frames ([`frame`]) carry [`codec`](crate::codec)-encoded
-//! [`wire`] messages over any [`Stream`](crate::net::Stream). A connection starts with a mutual
-//! challenge-response proving both ends know the cluster secret ([`auth`]); then the client
+//! [`wire`] messages over any [`Stream`](crate::net::Stream). A connection starts with a Noise
+//! handshake proving both ends know the cluster secret and deriving fresh session keys
+//! ([`auth`]); every frame after it is encrypted and authenticated ([`session`]). The client
 //! multiplexes calls with ids and per-call deadlines ([`client`]) and the server answers each call
 //! on its own task ([`server`]). See `docs/decisions/001-inter-node-transport.md` for why this
 //! and not ractor_cluster.
@@ -10,11 +11,13 @@
 pub mod auth;
 pub mod client;
 pub mod frame;
+pub mod refusals;
 pub mod server;
+pub mod session;
 pub mod wire;
 
 pub use client::RpcClient;
-pub use server::{serve, Handler};
+pub use server::{serve, Handler, ServerLimits};
 
 use crate::codec::CodecError;
 use crate::config::HostPort;

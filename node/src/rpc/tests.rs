@@ -9,8 +9,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Credentials;
+use super::session::SealedWriter;
 use super::wire::{Request, Response};
-use super::{serve, Handler, RpcClient, RpcError};
+use super::{serve, Handler, RpcClient, RpcError, ServerLimits};
 use crate::config::{HostPort, Secret};
 use crate::ids::NodeId;
 use crate::net::tcp::{TcpAcceptor, TcpDialer};
@@ -32,6 +33,15 @@ impl Handler for Echo {
                 Response::Failed {
                     message: "too late".into(),
                 }
+            }
+            Request::Locate { key, .. } if key == "takes a second" => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Response::Failed { message: key }
+            }
+            Request::LeaseCheck => {
+                // Answered while a data call on the same peer times out.
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                Response::LeaseAnswer { hears_you: true }
             }
             Request::Locate { key, .. } if key == "large answer" => Response::Failed {
                 message: "x".repeat(MAX_FRAME as usize),
@@ -62,11 +72,27 @@ async fn server(node: &str, secret: &str, addr: &str) -> (HostPort, Cancellation
     tokio::spawn(serve(
         Box::new(listener),
         creds(node, secret),
-        MAX_FRAME,
+        limits(Duration::from_secs(30), 256),
         Arc::new(Echo(NodeId::new(node))),
         stop.clone(),
     ));
     (bound, stop)
+}
+
+/// A data call the test handler answers with `Failed { message: key }`.
+fn data_call(key: &str) -> Request {
+    Request::Locate {
+        kind: "k".into(),
+        key: key.into(),
+    }
+}
+
+fn limits(handshake_timeout: Duration, max_pending_handshakes: usize) -> ServerLimits {
+    ServerLimits {
+        max_frame: MAX_FRAME,
+        handshake_timeout,
+        max_pending_handshakes,
+    }
 }
 
 fn client(secret: &str, timeout: Duration) -> RpcClient {
@@ -116,12 +142,15 @@ async fn a_call_that_waits_does_not_hold_up_the_calls_after_it_on_its_connection
     let client = client("secret-123", Duration::from_secs(60));
     let node = NodeId::new("s1");
     let slow = slow_call_in_flight(&client, &node, &addr).await;
-    let ping = tokio::time::timeout(
+    let after = tokio::time::timeout(
         Duration::from_secs(10),
-        client.call(&node, &addr, Request::Ping),
+        client.call(&node, &addr, data_call("after")),
     )
     .await;
-    assert!(matches!(ping, Ok(Ok(Response::Pong { .. }))), "{ping:?}");
+    assert!(
+        matches!(&after, Ok(Ok(Response::Failed { message })) if message == "after"),
+        "{after:?}"
+    );
     assert!(
         slow.now_or_never().is_none(),
         "the slow call is still waiting"
@@ -231,12 +260,14 @@ async fn an_oversize_frame_closes_the_connection_without_allocating_it() {
     let mut raw = tokio::net::TcpStream::connect((addr.host(), addr.port()))
         .await
         .expect("connect");
-    super::auth::connect(&mut raw, &creds("caller", "secret-123"))
+    let (_, keys) = super::auth::connect(&mut raw, &creds("caller", "secret-123"))
         .await
         .expect("handshake");
-    raw.write_all(&(MAX_FRAME + 1).to_be_bytes())
-        .await
-        .expect("write length");
+    let mut sealer = SealedWriter::new(tokio::io::sink(), keys);
+    let sealed = sealer
+        .seal(&(MAX_FRAME + 1).to_be_bytes())
+        .expect("seal the length");
+    raw.write_all(&sealed).await.expect("write length");
     let mut buf = [0u8; 1];
     let read = tokio::time::timeout(
         Duration::from_secs(5),
@@ -257,9 +288,9 @@ async fn slow_call_in_flight(
     node: &NodeId,
     addr: &HostPort,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<Response, RpcError>>>> {
-    let connected = client.call(node, addr, Request::Ping).await;
+    let connected = client.call(node, addr, data_call("connect")).await;
     assert!(
-        matches!(connected, Ok(Response::Pong { .. })),
+        matches!(&connected, Ok(Response::Failed { message }) if message == "connect"),
         "{connected:?}"
     );
     let slow = Request::Locate {
@@ -282,8 +313,11 @@ async fn call_beside_a_call_in_flight(request: Request) -> Result<Response, RpcE
     let answer = tokio::time::timeout(Duration::from_secs(10), client.call(&node, &addr, request))
         .await
         .expect("answered before the deadline");
-    let ping = client.call(&node, &addr, Request::Ping).await;
-    assert!(matches!(ping, Ok(Response::Pong { .. })), "{ping:?}");
+    let after = client.call(&node, &addr, data_call("after")).await;
+    assert!(
+        matches!(&after, Ok(Response::Failed { message }) if message == "after"),
+        "{after:?}"
+    );
     assert!(
         (&mut slow).now_or_never().is_none(),
         "the call in flight lost its connection"
@@ -315,4 +349,188 @@ async fn an_answer_too_large_for_a_frame_becomes_a_failure_and_the_calls_in_flig
         matches!(&answer, Ok(Response::Failed { message }) if message.contains("exceeds the frame limit")),
         "{answer:?}"
     );
+}
+
+#[tokio::test]
+async fn a_timed_out_data_call_does_not_fail_a_concurrent_lease_check_to_the_same_peer() {
+    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let client = client("secret-123", Duration::from_secs(5));
+    let node = NodeId::new("s1");
+    let lease_check = {
+        let (client, node, addr) = (client.clone(), node.clone(), addr.clone());
+        tokio::spawn(async move { client.call(&node, &addr, Request::LeaseCheck).await })
+    };
+    let slow = client
+        .call_with_timeout(&node, &addr, data_call("slow"), Duration::from_millis(300))
+        .await;
+    assert!(matches!(slow, Err(RpcError::Timeout { .. })), "{slow:?}");
+    let answer = lease_check.await.expect("task");
+    assert!(
+        matches!(answer, Ok(Response::LeaseAnswer { hears_you: true })),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_timed_out_call_does_not_fail_the_other_calls_on_its_connection() {
+    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let client = client("secret-123", Duration::from_secs(5));
+    let node = NodeId::new("s1");
+    let other = {
+        let (client, node, addr) = (client.clone(), node.clone(), addr.clone());
+        tokio::spawn(async move { client.call(&node, &addr, data_call("takes a second")).await })
+    };
+    let slow = client
+        .call_with_timeout(&node, &addr, data_call("slow"), Duration::from_millis(300))
+        .await;
+    assert!(matches!(slow, Err(RpcError::Timeout { .. })), "{slow:?}");
+    let answer = other.await.expect("task");
+    assert!(
+        matches!(&answer, Ok(Response::Failed { message }) if message == "takes a second"),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_goes_silent_is_dropped_and_the_next_call_dials_again() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = HostPort::from(listener.local_addr().expect("addr"));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _silent = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                // Authenticates, then never answers: a peer behind a half-open connection.
+                if super::auth::accept(&mut socket, &creds("s1", "secret-123"))
+                    .await
+                    .is_ok()
+                {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                held.push(socket);
+            }
+        })
+    };
+    let client = client("secret-123", Duration::from_millis(300));
+    let node = NodeId::new("s1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        let answer = client.call(&node, &addr, data_call("anyone there")).await;
+        // Lost when the probe gives up on the connection while the call waits.
+        assert!(
+            matches!(
+                answer,
+                Err(RpcError::Timeout { .. } | RpcError::ConnectionLost { .. })
+            ),
+            "{answer:?}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent connection was never replaced"
+        );
+    }
+}
+
+/// Opens `n` TCP connections to `addr` from `source` that send nothing.
+async fn idle_connections(addr: &HostPort, source: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let target: std::net::SocketAddr = addr.to_string().parse().expect("socket addr");
+    let mut idle = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{source}:0").parse().expect("source"))
+            .expect("bind source");
+        idle.push(socket.connect(target).await.expect("connect"));
+    }
+    idle
+}
+
+/// Whether the server closes `stream` within `within` (whatever it sent before).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(within, async {
+        loop {
+            match tokio::io::AsyncReadExt::read(stream, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn connections_over_the_handshake_caps_are_closed_at_once_and_real_peers_still_call() {
+    let listener = TcpAcceptor::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let addr = HostPort::from(listener.local_addr().expect("local addr"));
+    let stop = CancellationToken::new();
+    // At most 16 in handshake, 4 of them from one host; each would be given 30 s.
+    tokio::spawn(serve(
+        Box::new(listener),
+        creds("s1", "secret-123"),
+        limits(Duration::from_secs(30), 16),
+        Arc::new(Echo(NodeId::new("s1"))),
+        stop.clone(),
+    ));
+    let mut flood = idle_connections(&addr, "127.0.0.2", 40).await;
+    let mut closed = 0;
+    for stream in &mut flood {
+        if closed_within(stream, Duration::from_millis(500)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 36, "all but the host's 4 slots are closed at once");
+    // The flood still holds its slots: a real peer from another host connects and calls.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        client("secret-123", Duration::from_secs(5)).call(&NodeId::new("s1"), &addr, Request::Ping),
+    )
+    .await
+    .expect("answered");
+    assert!(matches!(answer, Ok(Response::Pong { .. })), "{answer:?}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn an_idle_or_trickling_connection_is_closed_after_the_handshake_timeout() {
+    let listener = TcpAcceptor::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let addr = HostPort::from(listener.local_addr().expect("local addr"));
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(
+        Box::new(listener),
+        creds("s1", "secret-123"),
+        limits(Duration::from_millis(300), 256),
+        Arc::new(Echo(NodeId::new("s1"))),
+        stop.clone(),
+    ));
+    let mut idle = idle_connections(&addr, "127.0.0.1", 1).await;
+    let mut trickling = idle_connections(&addr, "127.0.0.1", 1).await.remove(0);
+    let started = tokio::time::Instant::now();
+    // A hello that claims 100 bytes and sends one every 100 ms.
+    let trickle = async move {
+        let _ = trickling.write_all(&100u32.to_be_bytes()).await;
+        let mut closed = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if trickling.write_all(&[1]).await.is_err() {
+                closed = true;
+                break;
+            }
+        }
+        closed || closed_within(&mut trickling, Duration::from_millis(100)).await
+    };
+    let (idle_closed, trickle_closed) =
+        tokio::join!(closed_within(&mut idle[0], Duration::from_secs(3)), trickle);
+    assert!(idle_closed, "the idle connection is still open");
+    assert!(trickle_closed, "the trickling connection is still open");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    stop.cancel();
 }

@@ -14,7 +14,7 @@ use crate::shard::store::Item;
 use crate::shard::{Entry, Epoch, Peer, Position, ShardMeta};
 
 /// Version of the message set below; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Random challenge size in bytes.
 pub const NONCE_LEN: usize = 32;
@@ -22,17 +22,21 @@ pub const NONCE_LEN: usize = 32;
 /// A 32-byte value (nonce or HMAC-SHA256 proof).
 pub type Bytes32 = [u8; NONCE_LEN];
 
-/// Connection set-up, before any call. The server speaks first.
+/// Connection set-up, before any call. The server speaks first, so that a node of another
+/// protocol version learns it from the first message, whichever side it is on. See
+/// [`auth`](super::auth) for the Noise handshake the `noise` fields carry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Handshake {
-    /// Server to client: prove you know the secret, bound to this fresh nonce.
+    /// Server to client: the server's protocol version and a fresh nonce the client's Noise
+    /// message is bound to (so a recorded hello cannot be replayed on another connection).
     Challenge {
         /// Server's protocol version.
         protocol: u16,
         /// Fresh random bytes.
         nonce: Bytes32,
     },
-    /// Client to server: who I am, my proof, and a nonce for the server's proof.
+    /// Client to server: who I am, in the clear for the server's checks and logs, and the first
+    /// Noise message, bound to these fields and the server's nonce.
     Hello {
         /// Client's protocol version.
         protocol: u16,
@@ -40,17 +44,13 @@ pub enum Handshake {
         cluster: String,
         /// The calling node.
         node_id: NodeId,
-        /// Fresh random bytes the server must prove against.
-        nonce: Bytes32,
-        /// HMAC of the server's nonce and this hello under the cluster secret.
-        proof: Bytes32,
+        /// Noise `-> psk, e`: opens only with the cluster's pre-shared key.
+        noise: Vec<u8>,
     },
-    /// Server to client: accepted, and here is the server's own proof.
+    /// Server to client: accepted; the second Noise message, whose payload names the server.
     Welcome {
-        /// The answering node (the client checks it is the node it meant to reach).
-        node_id: NodeId,
-        /// HMAC of the client's nonce under the cluster secret.
-        proof: Bytes32,
+        /// Noise `<- e, ee`, carrying the answering node's id.
+        noise: Vec<u8>,
     },
     /// Server to client: refused, with the reason; the server closes the connection.
     Refused {

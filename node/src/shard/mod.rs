@@ -10,9 +10,11 @@
 //! - [`sync`]: bringing a lagging holder up to date from another (missing log entries, or a
 //!   snapshot when the log no longer reaches back).
 //! - [`host`]: follows the topology and starts, reconfigures and stops owner actors.
+//! - [`caller`]: which node may send which shard request (the owner of the epoch it names).
 //! - [`command`]: the commands services send to an owner and what they produce.
 //! - [`finish_timers`]: when an owner finishes the jobs it runs, batched by deadline.
 
+pub mod caller;
 pub mod command;
 pub mod draft;
 pub mod finish_timers;
