@@ -279,11 +279,11 @@ fn check_frames(bytes: &[u8]) -> Result<Verdict, String> {
 }
 
 fn credentials(node: &str) -> Credentials {
-    Credentials {
-        cluster: "troupe".into(),
-        node_id: NodeId::new(node),
-        secret: Secret::new("a fuzzing secret of some length"),
-    }
+    Credentials::new(
+        "troupe",
+        NodeId::new(node),
+        Secret::new("a fuzzing secret of some length"),
+    )
 }
 
 /// Runs `side` of the handshake against an in-memory duplex stream whose other end has sent

@@ -138,9 +138,12 @@ async fn run_node(
         observer,
     );
     let creds = Credentials {
-        cluster: cluster.cluster.name.clone(),
-        node_id: me.clone(),
-        secret: cluster.cluster.secret.clone(),
+        previous_secret: cluster.cluster.previous_secret.clone(),
+        ..Credentials::new(
+            cluster.cluster.name.clone(),
+            me.clone(),
+            cluster.cluster.secret.clone(),
+        )
     };
     let rpc = RpcClient::new(
         io.dialer,

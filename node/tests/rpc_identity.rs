@@ -27,11 +27,11 @@ async fn an_authenticated_node_that_does_not_own_the_epoch_cannot_seal_replicate
     // The secret and the cluster name, so the handshake succeeds: as node n9, not n1.
     let rpc = RpcClient::new(
         Arc::new(TcpDialer),
-        Credentials {
-            cluster: config.cluster.name.clone(),
-            node_id: NodeId::new("n9"),
-            secret: config.cluster.secret.clone(),
-        },
+        Credentials::new(
+            config.cluster.name.clone(),
+            NodeId::new("n9"),
+            config.cluster.secret.clone(),
+        ),
         config.rpc.max_frame_bytes,
         Duration::from_secs(10),
         CancellationToken::new(),

@@ -515,11 +515,11 @@ async fn command_at_owner(
     use troupe_node::rpc::{auth::Credentials, client::RpcClient, wire::Request, wire::Response};
     let client = RpcClient::new(
         Arc::new(troupe_node::net::tcp::TcpDialer),
-        Credentials {
-            cluster: "troupe".into(),
-            node_id: NodeId::new("test-caller"),
-            secret: Secret::new("integration-test-secret-at-least-32-bytes"),
-        },
+        Credentials::new(
+            "troupe",
+            NodeId::new("test-caller"),
+            Secret::new("integration-test-secret-at-least-32-bytes"),
+        ),
         1 << 20,
         Duration::from_secs(10),
         tokio_util::sync::CancellationToken::new(),

@@ -38,6 +38,26 @@ pub struct Credentials {
     pub node_id: NodeId,
     /// Shared secret.
     pub secret: Secret,
+    /// A second secret a server also accepts (`cluster.previous_secret`), so the secret can be
+    /// rotated one node at a time (decision 019); a client always proves `secret`.
+    pub previous_secret: Option<Secret>,
+}
+
+impl Credentials {
+    /// Credentials with one secret and no second one.
+    pub fn new(cluster: impl Into<String>, node_id: NodeId, secret: Secret) -> Self {
+        Self {
+            cluster: cluster.into(),
+            node_id,
+            secret,
+            previous_secret: None,
+        }
+    }
+
+    /// The secrets a server accepts, the current one first.
+    fn accepted_secrets(&self) -> impl Iterator<Item = &Secret> {
+        std::iter::once(&self.secret).chain(self.previous_secret.as_ref())
+    }
 }
 
 /// Why a handshake failed; logged by the server, returned to the client's caller.
@@ -181,20 +201,18 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     } else if cluster != me.cluster {
         Some(format!("cluster {cluster:?} is not this node's cluster"))
     } else {
-        let mut responder = noise_state(
-            false,
-            &me.secret,
-            &me.cluster,
-            &prologue(protocol, &server_nonce, &cluster, &node_id),
-        )?;
+        let prologue = prologue(protocol, &server_nonce, &cluster, &node_id);
         let mut payload = [0u8; MAX_NOISE_MESSAGE];
-        match responder.read_message(&noise, &mut payload) {
-            Ok(_) => {
+        for secret in me.accepted_secrets() {
+            let mut responder = noise_state(false, secret, &me.cluster, &prologue)?;
+            if responder.read_message(&noise, &mut payload).is_ok() {
                 state = Some(responder);
-                None
+                break;
             }
-            Err(_) => Some("invalid proof of the cluster secret".to_owned()),
         }
+        state
+            .is_none()
+            .then(|| "invalid proof of the cluster secret".to_owned())
     };
     let (Some(mut state), None) = (state, refusal.clone()) else {
         let reason = refusal.unwrap_or_else(|| "refused".to_owned());
@@ -281,11 +299,7 @@ mod tests {
     use super::*;
 
     fn creds(node: &str, secret: &str) -> Credentials {
-        Credentials {
-            cluster: "c".into(),
-            node_id: NodeId::new(node),
-            secret: Secret::new(secret),
-        }
+        Credentials::new("c", NodeId::new(node), Secret::new(secret))
     }
 
     async fn handshake(
@@ -349,6 +363,36 @@ mod tests {
             .expect_err("client refused")
             .to_string()
             .contains("refused by peer"));
+    }
+
+    #[tokio::test]
+    async fn a_server_also_accepts_its_previous_secret_so_a_secret_rotates_node_by_node() {
+        let rotating = |node, secret, previous: &str| Credentials {
+            previous_secret: Some(Secret::new(previous)),
+            ..creds(node, secret)
+        };
+        // A server already on the new secret accepts a client still on the old one, and the
+        // other way round: each side proves its current secret.
+        let (s, c) = handshake(
+            rotating("n1", "secret-new", "secret-old"),
+            creds("n2", "secret-old"),
+        )
+        .await;
+        assert_eq!(s.expect("accepted"), NodeId::new("n2"));
+        assert_eq!(c.expect("accepted"), NodeId::new("n1"));
+        let (s, c) = handshake(
+            rotating("n1", "secret-old", "secret-new"),
+            creds("n2", "secret-new"),
+        )
+        .await;
+        assert!(s.is_ok() && c.is_ok());
+        // A client's previous secret is never what it proves.
+        let (s, _) = handshake(
+            creds("n1", "secret-old"),
+            rotating("n2", "secret-other", "secret-old"),
+        )
+        .await;
+        assert!(s.is_err(), "a client proved its previous secret");
     }
 
     #[tokio::test]

@@ -234,11 +234,7 @@ mod tests {
     use crate::rpc::auth::{self, Credentials};
 
     fn creds(node: &str) -> Credentials {
-        Credentials {
-            cluster: "c".into(),
-            node_id: NodeId::new(node),
-            secret: Secret::new("secret-one"),
-        }
+        Credentials::new("c", NodeId::new(node), Secret::new("secret-one"))
     }
 
     /// The keys of both ends of one real handshake: (client, server).

@@ -55,11 +55,7 @@ impl Handler for Echo {
 }
 
 fn creds(node: &str, secret: &str) -> Credentials {
-    Credentials {
-        cluster: "test".into(),
-        node_id: NodeId::new(node),
-        secret: Secret::new(secret),
-    }
+    Credentials::new("test", NodeId::new(node), Secret::new(secret))
 }
 
 /// Starts a server for `node` on `addr` (port 0 for a fresh one); returns its address and stop token.
