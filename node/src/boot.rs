@@ -193,21 +193,16 @@ async fn run_node(
     let integers = tokio::spawn(
         crate::services::integers::run(node.clone(), core_stop.child_token()).in_current_span(),
     );
-    let router = troupe_http::router(node.clone(), http_metrics, cluster.http.max_body_bytes);
-    let http_server = {
-        let stop = http_stop.clone();
-        tokio::spawn(
-            async move {
-                let served = axum::serve(AxumListener(io.http), router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(error) = served {
-                    warn!(%error, "http server failed");
-                }
-            }
-            .in_current_span(),
+    let router = troupe_http::router(node.clone(), http_metrics, cluster.http.edge_limits());
+    let http_server = tokio::spawn(
+        troupe_http::serve(
+            AxumListener(io.http),
+            router,
+            cluster.http.serve_limits(),
+            http_stop.clone(),
         )
-    };
+        .in_current_span(),
+    );
     info!(http = %config.http_advertise, rpc = %config.rpc_advertise, "node serving");
 
     let refused = tokio::select! {

@@ -3,6 +3,8 @@
 mod admin;
 mod integers;
 mod jobs;
+#[cfg(test)]
+mod limits_tests;
 mod parties;
 mod sessions;
 #[cfg(test)]
@@ -14,12 +16,24 @@ use axum::http::{Method, Uri};
 use axum::routing::{get, post, MethodRouter};
 use axum::{middleware, Extension, Router};
 
+use crate::admission::{self, Admission};
 use crate::api::NodeApi;
 use crate::error::ApiError;
 use crate::metrics::{self, HttpMetrics};
 
+/// The request bounds of the edge (`[http]` in `cluster.toml`).
+#[derive(Clone, Copy, Debug)]
+pub struct EdgeLimits {
+    /// Request bodies above this get 413.
+    pub max_body_bytes: usize,
+    /// Requests in progress at once; more get 503 at once (see [`crate::admission`]).
+    pub max_in_flight: usize,
+}
+
 /// Builds the whole HTTP edge for `node`.
-pub fn router<N: NodeApi>(node: N, metrics: HttpMetrics, max_body_bytes: usize) -> Router {
+pub fn router<N: NodeApi>(node: N, metrics: HttpMetrics, limits: EdgeLimits) -> Router {
+    let max_body_bytes = limits.max_body_bytes;
+    let admission = Admission::new(limits.max_in_flight, metrics.clone());
     Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz::<N>))
@@ -62,6 +76,8 @@ pub fn router<N: NodeApi>(node: N, metrics: HttpMetrics, max_body_bytes: usize) 
         .with_state(node)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(users::MaxBodyBytes(max_body_bytes)))
+        // Inside the metrics layer, so refusals are counted and timed like any answer.
+        .layer(middleware::from_fn_with_state(admission, admission::admit))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
 }
 

@@ -126,8 +126,13 @@ impl TestNode {
             .filter(|&&p| p != self.gossip_port)
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_troupe"))
-            .arg("node")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
+        command.arg("node");
+        // A node alone has no seeds (an empty `--seeds=` is refused).
+        if !seeds.is_empty() {
+            command.arg(format!("--seeds={}", seeds.join(",")));
+        }
+        let child = command
             .arg(format!("--config={}", self.config.display()))
             .arg(format!("--node-id={}", self.id))
             .arg(format!("--region={}", self.region))
@@ -135,7 +140,6 @@ impl TestNode {
             .arg(format!("--gossip-listen=127.0.0.1:{}", self.gossip_port))
             .arg(format!("--rpc-listen=127.0.0.1:{}", self.rpc_port))
             .arg(format!("--data-dir={}", self.data_dir.display()))
-            .arg(format!("--seeds={}", seeds.join(",")))
             .env("TROUPE_LOG", "info")
             .env_remove("TROUPE_SECRET")
             .stdin(Stdio::null())
