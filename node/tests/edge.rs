@@ -218,3 +218,56 @@ async fn a_request_body_that_trickles_past_its_deadline_is_refused_and_the_conne
     );
     assert!(started.elapsed() >= Duration::from_millis(TIMEOUT_MS / 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_in_flight_bound_requests_get_a_fast_503_with_retry_after_and_are_counted() {
+    let _lock = cluster_lock().await;
+    let cluster =
+        TestCluster::start_with(1, &[("replication_factor", "1"), ("max_in_flight", "1")]);
+    cluster.wait_ready(&[0], Duration::from_secs(60)).await;
+    // Listings ask all 64 shards: long enough for concurrent ones to overlap.
+    let url = cluster.nodes[0].url("/api/user?limit=1000");
+    let answers = futures_util::future::join_all((0..64).map(|_| {
+        let (http, url) = (cluster.http.clone(), url.clone());
+        async move {
+            let response = http.get(&url).send().await.expect("answered");
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, retry_after, body)
+        }
+    }))
+    .await;
+    let refused: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert!(
+        answers.iter().all(|(s, _, _)| *s == 200 || *s == 503),
+        "{answers:?}"
+    );
+    assert!(!refused.is_empty(), "64 concurrent listings, none refused");
+    for (_, retry_after, body) in &refused {
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("http.max_in_flight"), "{message}");
+    }
+    let metrics = cluster
+        .http
+        .get(cluster.nodes[0].url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let counted = format!(
+        "troupe_http_rejected_total{{reason=\"in_flight\"}} {}",
+        refused.len()
+    );
+    assert!(
+        metrics.contains(&counted),
+        "expected {counted:?} in:\n{metrics}"
+    );
+}
