@@ -709,8 +709,11 @@ async fn progress(shared: Arc<Shared>) {
 /// For the etcd workloads, puts the same JSON under the same keys.
 async fn preload(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    for k in 0..args.clients {
-        let ids: Vec<u32> = (k..args.preload).step_by(args.clients as usize).collect();
+    // At most PRELOAD_TASKS at once, so a run with thousands of clients does not preload past
+    // the nodes' in-flight bound (http.max_in_flight).
+    let tasks_n = args.clients.min(PRELOAD_TASKS);
+    for k in 0..tasks_n {
+        let ids: Vec<u32> = (k..args.preload).step_by(tasks_n as usize).collect();
         let (http, urls) = (http.clone(), args.urls.clone());
         tasks.spawn(preload_ids(http, urls, args.workload, ids));
     }
@@ -725,6 +728,13 @@ async fn preload(http: &reqwest::Client, args: &BenchArgs) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Most concurrent preload requests.
+const PRELOAD_TASKS: u32 = 32;
+/// A preload request answered 503 (a node still opening its shards, or saturated) is sent
+/// again this many times, after [`PRELOAD_RETRY_PAUSE`].
+const PRELOAD_RETRIES: u32 = 50;
+const PRELOAD_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Preloads users `ids` one after the other; returns the unexpected answers.
 async fn preload_ids(
     http: reqwest::Client,
@@ -735,7 +745,14 @@ async fn preload_ids(
     let mut failures = Vec::new();
     for i in ids {
         let op = workload.preload_op(i);
-        let answer = send(&http, &urls[i as usize % urls.len()], &op).await;
+        let mut answer = send(&http, &urls[i as usize % urls.len()], &op).await;
+        for _ in 0..PRELOAD_RETRIES {
+            if answer != Answer::Status(503) {
+                break;
+            }
+            tokio::time::sleep(PRELOAD_RETRY_PAUSE).await;
+            answer = send(&http, &urls[i as usize % urls.len()], &op).await;
+        }
         if !matches!(answer, Answer::Status(s) if op.expected.contains(&s)) {
             failures.push(answer);
         }
