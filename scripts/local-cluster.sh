@@ -39,7 +39,8 @@ trap 'exit 130' INT TERM
 start_cluster() {
   stop_cluster
   rm -rf "$work/cluster"
-  "${pin_cluster[@]}" "$bin" local --dir "$work/cluster" --base-port "$base_port" --fresh \
+  # shellcheck disable=SC2086 # LOCAL_ARGS is a list of extra `troupe local` arguments.
+  "${pin_cluster[@]}" "$bin" local --dir "$work/cluster" --base-port "$base_port" --fresh ${LOCAL_ARGS:-} \
     >"$work/local.log" 2>&1 &
   cluster_pid=$!
   local deadline=$((SECONDS + 60)) port

@@ -10,7 +10,7 @@ use troupe_actors::users::{User, UserId, UserPatch};
 
 use crate::error::ApiError;
 use crate::views::{
-    ClusterView, Located, ManagerView, NearbyParty, PartyCreated, PartyLeft, PartyMember,
+    ClusterView, ListFrom, Located, ManagerView, NearbyParty, PartyCreated, PartyLeft, PartyMember,
     ShardCopyView, UserPage,
 };
 
@@ -30,8 +30,9 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     fn readiness(&self) -> Readiness;
     /// For `/cluster`.
     fn cluster_view(&self) -> ClusterView;
-    /// For `/cluster/shards`: this node's copies of shards.
-    fn shard_copies(&self) -> Result<Vec<ShardCopyView>, ApiError>;
+    /// For `/cluster/shards`: this node's copies of shards. Digests walk every entity, so the
+    /// node computes them off the async workers.
+    fn shard_copies(&self) -> impl Future<Output = Result<Vec<ShardCopyView>, ApiError>> + Send;
     /// For `/cluster/locate`: served by the key's owner, forwarded there if needed.
     fn locate(
         &self,
@@ -50,11 +51,11 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     fn delete_user(&self, id: UserId) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// For `GET /api/user/count`: number of users in the whole cluster.
     fn count_users(&self) -> impl Future<Output = Result<u64, ApiError>> + Send;
-    /// For `GET /api/user`: up to `limit` users starting at `offset` in the cluster-wide listing
-    /// order, with the total.
+    /// For `GET /api/user`: up to `limit` users from `from` in the cluster-wide listing order
+    /// (by id), with the total and, when more follow, the last id of the page.
     fn list_users(
         &self,
-        offset: u64,
+        from: ListFrom,
         limit: u32,
     ) -> impl Future<Output = Result<UserPage, ApiError>> + Send;
     /// For `POST /add-session`: one more session for the user, applied by the owner of the

@@ -4,13 +4,16 @@
 //! [`NodeApi`] trait, which the node crate implements (and which keeps this crate free of a
 //! dependency cycle with the node that boots it).
 
+pub mod admission;
 pub mod api;
 pub mod error;
 pub mod metrics;
 pub mod routes;
+pub mod serve;
 pub mod views;
 
 pub use api::{NodeApi, Readiness};
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
-pub use routes::router;
+pub use routes::{router, EdgeLimits, Surface};
+pub use serve::{serve, ServeLimits};

@@ -2,7 +2,7 @@
 //! also what a forwarding hop carries back, so they derive `Deserialize` too.
 
 use serde::{Deserialize, Serialize};
-use troupe_actors::users::User;
+use troupe_actors::users::{User, UserId};
 
 /// `GET /cluster`: this node's view of the cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,6 +124,18 @@ pub struct UserPage {
     pub users: Vec<User>,
     /// Number of users in the cluster, so clients know when to stop paging.
     pub total: u64,
+    /// The id of the page's last user when more users follow it: the `after` of the next page.
+    pub next_after: Option<UserId>,
+}
+
+/// Where a page of `GET /api/user` starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListFrom {
+    /// After skipping this many users in id order (refused above a bound at the edge: the skip
+    /// costs one step per user).
+    Offset(u64),
+    /// Right after this id (need not exist): a range read in every shard, O(limit).
+    After(UserId),
 }
 
 /// `GET /cluster/shards`: this node's copy of one shard (only shards it holds data or an epoch

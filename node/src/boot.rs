@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
-use troupe_http::HttpMetrics;
+use troupe_http::{HttpMetrics, Surface};
 
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::ids::Generation;
@@ -32,6 +32,9 @@ use crate::topology;
 pub struct NodeIo {
     /// Bound HTTP listener.
     pub http: BoxListener,
+    /// Bound listener of the operator's views (`/cluster...`, `/metrics`), when they are kept
+    /// off the client listener (`--admin-listen`).
+    pub admin: Option<BoxListener>,
     /// Bound RPC listener.
     pub rpc: BoxListener,
     /// Dialer for calls to peers.
@@ -206,20 +209,29 @@ async fn run_node(
     let integers = tokio::spawn(
         crate::services::integers::run(node.clone(), core_stop.child_token()).in_current_span(),
     );
-    let router = troupe_http::router(node.clone(), http_metrics, cluster.http.max_body_bytes);
-    let http_server = {
-        let stop = http_stop.clone();
+    let edge = |listener: BoxListener, surface: Surface| {
+        let router = troupe_http::router(
+            node.clone(),
+            http_metrics.clone(),
+            cluster.http.edge_limits(),
+            surface,
+        );
         tokio::spawn(
-            async move {
-                let served = axum::serve(AxumListener(io.http), router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(error) = served {
-                    warn!(%error, "http server failed");
-                }
-            }
+            troupe_http::serve(
+                AxumListener(listener),
+                router,
+                cluster.http.serve_limits(),
+                http_stop.clone(),
+            )
             .in_current_span(),
         )
+    };
+    let (http_server, admin_server) = match io.admin {
+        Some(admin) => (
+            edge(io.http, Surface::Api),
+            Some(edge(admin, Surface::Admin)),
+        ),
+        None => (edge(io.http, Surface::All), None),
     };
     info!(http = %config.http_advertise, rpc = %config.rpc_advertise, "node serving");
 
@@ -252,8 +264,10 @@ async fn run_node(
     // answering, even when there was nothing to hand off.
     tokio::time::sleep_until(left_at + cluster.gossip.interval() * LEAVE_ROUNDS).await;
     http_stop.cancel();
-    if let Err(error) = http_server.await {
-        warn!(%error, "http server task failed");
+    for server in std::iter::once(http_server).chain(admin_server) {
+        if let Err(error) = server.await {
+            warn!(%error, "http server task failed");
+        }
     }
     core_stop.cancel();
     let _ = rpc_server.await;

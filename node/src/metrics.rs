@@ -49,6 +49,9 @@ pub struct NodeMetrics {
     /// Entries written while some copy may be behind, so every holder keeps the last 32 log
     /// entries instead of two (decision 013), by reason; over `shard_entries`, how often.
     pub shard_entries_untrimmed: Family<UntrimmedLabel, Counter>,
+    /// Commands refused with 503 because their shard owner's queue was full
+    /// ([`MAX_PENDING_PER_SHARD`](crate::shard::host::MAX_PENDING_PER_SHARD)).
+    pub shard_queue_rejections: Counter,
     members: Family<StatusLabel, Gauge>,
     units: Family<RoleLabel, Gauge>,
 }
@@ -81,6 +84,11 @@ impl NodeMetrics {
             "troupe_shard_entries_untrimmed",
             "Shard log entries written while a copy may be behind (holders keep the full log), by reason",
             metrics.shard_entries_untrimmed.clone(),
+        );
+        registry.register(
+            "troupe_shard_queue_rejections",
+            "Commands refused with 503 because their shard owner had too many waiting",
+            metrics.shard_queue_rejections.clone(),
         );
         registry.register(
             "troupe_members",

@@ -15,8 +15,8 @@ use troupe_actors::parties::{CreateParty, JoinParty, NearbySearch, Party};
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 use troupe_http::views::{
-    ClusterView, GossipTablesView, Located, ManagerView, MemberView, NearbyParty, PartyCreated,
-    PartyLeft, PartyMember, ShardCopyView, ShardView, UserPage,
+    ClusterView, GossipTablesView, ListFrom, Located, ManagerView, MemberView, NearbyParty,
+    PartyCreated, PartyLeft, PartyMember, ShardCopyView, ShardView, UserPage,
 };
 use troupe_http::{ApiError, NodeApi, Readiness};
 
@@ -116,7 +116,7 @@ impl Node {
                 query,
                 allow_replica,
                 ..
-            } => shards.read(shard, &query, allow_replica),
+            } => shards.read(shard, &query, allow_replica).await,
             Request::Seal { epoch, .. } => shards.seal(shard, epoch).await,
             Request::Replicate {
                 epoch, prev, entry, ..
@@ -288,10 +288,15 @@ impl NodeApi for Node {
         }
     }
 
-    fn shard_copies(&self) -> Result<Vec<ShardCopyView>, ApiError> {
+    async fn shard_copies(&self) -> Result<Vec<ShardCopyView>, ApiError> {
+        let shards = self.inner.shards.clone();
         self.inner
             .shards
-            .copies()
+            .inner
+            .scans
+            .run(move || shards.copies())
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
@@ -329,8 +334,8 @@ impl NodeApi for Node {
         services::users::count(self).await
     }
 
-    async fn list_users(&self, offset: u64, limit: u32) -> Result<UserPage, ApiError> {
-        services::users::list(self, offset, limit).await
+    async fn list_users(&self, from: ListFrom, limit: u32) -> Result<UserPage, ApiError> {
+        services::users::list(self, from, limit).await
     }
 
     async fn add_session(&self, user: SessionUser) -> Result<SessionReply, ApiError> {

@@ -245,6 +245,12 @@ impl Storage {
         self.inner.writer_failed.cancelled().await
     }
 
+    /// Whether everything runs on the caller's task ([`WriteMode::Inline`], the simulation):
+    /// then long reads run in place too.
+    pub fn runs_inline(&self) -> bool {
+        self.inner.writer.is_none()
+    }
+
     /// The environment, for read transactions and opening databases.
     pub fn env(&self) -> &Env {
         &self.inner.env

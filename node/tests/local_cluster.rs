@@ -118,6 +118,87 @@ fn a_node_without_a_secret_or_with_the_published_sample_or_a_short_one_refuses_t
     assert!(unreadable.contains("/nonexistent/secret"), "{unreadable}");
 }
 
+/// A port the system just handed out as free (TCP, or UDP when `udp`).
+fn free_port(udp: bool) -> u16 {
+    let addr = if udp {
+        UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr())
+    } else {
+        TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())
+    };
+    addr.expect("a free port").port()
+}
+
+/// Status of `GET url`, or 0 when nothing answers.
+async fn status_of(http: &reqwest::Client, url: &str) -> u16 {
+    match http.get(url).send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_admin_listener_the_operators_views_leave_the_client_listener() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (http_port, admin_port) = (free_port(false), free_port(false));
+    let mut node = Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["node", "--node-id=n1", "--region=eu-west-1"])
+        .arg(format!("--http-listen=127.0.0.1:{http_port}"))
+        .arg(format!("--admin-listen=127.0.0.1:{admin_port}"))
+        .arg(format!("--gossip-listen=127.0.0.1:{}", free_port(true)))
+        .arg(format!("--rpc-listen=127.0.0.1:{}", free_port(false)))
+        .arg(format!("--data-dir={}", dir.path().display()))
+        .env("TROUPE_SECRET", "admin-listener-test-secret-of-32-bytes")
+        .env_remove("TROUPE_SECRET_FILE")
+        .env_remove("TROUPE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start troupe node");
+    let http = reqwest::Client::new();
+    let (client, admin) = (
+        format!("http://127.0.0.1:{http_port}"),
+        format!("http://127.0.0.1:{admin_port}"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status_of(&http, &format!("{client}/readyz")).await != 200 {
+        assert!(Instant::now() < deadline, "the node did not become ready");
+        assert!(node.try_wait().expect("wait").is_none(), "the node exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for path in [
+        "/cluster",
+        "/cluster/shards",
+        "/metrics",
+        "/cluster/locate/user/1",
+    ] {
+        assert_eq!(
+            status_of(&http, &format!("{client}{path}")).await,
+            404,
+            "{path}"
+        );
+        assert_eq!(
+            status_of(&http, &format!("{admin}{path}")).await,
+            200,
+            "{path}"
+        );
+    }
+    for path in ["/api/user/count", "/v1/integers"] {
+        assert_eq!(
+            status_of(&http, &format!("{admin}{path}")).await,
+            404,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        status_of(&http, &format!("{client}/api/user/count")).await,
+        200
+    );
+    assert_eq!(status_of(&http, &format!("{admin}/readyz")).await, 200);
+    let _ = node.kill();
+    let _ = node.wait();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_of_a_local_cluster_fails_no_read_and_gives_every_node_a_new_generation() {
     let dir = tempfile::tempdir().expect("temp dir");

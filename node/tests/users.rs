@@ -156,6 +156,90 @@ async fn users_crud_list_and_count_behave_the_same_through_every_node() {
     assert_eq!(beyond["total"], 29);
 }
 
+#[tokio::test]
+async fn cursor_pages_cover_every_user_once_in_id_order_and_a_deep_offset_is_refused() {
+    let _guard = cluster_lock().await;
+    let cluster = TestCluster::start(3);
+    cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
+    create_users(&cluster, &[0, 1, 2], 0..45).await;
+
+    // Through every node in turn, 7 at a time, each page right after the previous one's last id.
+    let mut seen: Vec<String> = Vec::new();
+    let mut path = "/api/user?limit=7".to_owned();
+    for page_number in 0.. {
+        assert!(page_number < 10, "paging did not end: {seen:?}");
+        let (status, page) = cluster.get(page_number % 3, &path).await.expect("list");
+        assert_eq!(status, 200, "{path}: {page}");
+        assert_eq!(page["total"], 45);
+        assert_eq!(page["limit"], 7);
+        for u in page["users"].as_array().expect("users") {
+            seen.push(u["id"].as_str().expect("id").to_owned());
+        }
+        match page.get("next_after").and_then(|v| v.as_str()) {
+            Some(last) => {
+                assert_eq!(Some(last), seen.last().map(String::as_str));
+                path = format!("/api/user?after={last}&limit=7");
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..45)
+        .map(|i| user(i)["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(seen, expected, "every user once, in id order");
+
+    // An id that is not stored is a position too: the page starts after where it would be.
+    let (_, page) = cluster
+        .get(
+            1,
+            "/api/user?after=00000000-0000-4000-8000-00000000000a&limit=2",
+        )
+        .await
+        .expect("list");
+    assert_eq!(page["users"][0]["id"], json!(expected[10]), "{page}");
+    assert_eq!(page["users"][1]["id"], json!(expected[11]), "{page}");
+    let (status, _) = cluster
+        .get(1, "/api/user?after=not-an-id")
+        .await
+        .expect("list");
+    assert_eq!(status, 400, "an after that is not a user id is refused");
+    let (_, page) = cluster
+        .get(1, &format!("/api/user?after={}&limit=2", expected[44]))
+        .await
+        .expect("list");
+    assert_eq!(page["users"], json!([]));
+    assert!(page.get("next_after").is_none(), "{page}");
+
+    for offset in ["10001".to_owned(), u64::MAX.to_string()] {
+        let (status, body) = cluster
+            .get(2, &format!("/api/user?offset={offset}&limit=1000"))
+            .await
+            .expect("answered");
+        assert_eq!(status, 400, "offset {offset}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("after="), "offset {offset}: {message}");
+    }
+    // A small offset still works and says where the next page starts.
+    let (_, page) = cluster
+        .get(0, "/api/user?offset=40&limit=3")
+        .await
+        .expect("list");
+    let ids: Vec<&str> = page["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        expected[40..43]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(page["next_after"], json!(expected[42]));
+}
+
 /// Ids of users whose shard is `shard` (of the default 64 hash shards).
 fn ids_in_shard(shard: u32, n: usize) -> Vec<String> {
     (0..)

@@ -468,6 +468,7 @@ fn node_config(
         region: RegionName::new(REGIONS[index % REGIONS.len()]),
         http_listen: wildcard(HTTP_PORT),
         http_advertise: advertised(HTTP_PORT),
+        admin_listen: None,
         gossip_listen: wildcard(GOSSIP_PORT),
         gossip_advertise: advertised(GOSSIP_PORT),
         rpc_listen: wildcard(RPC_PORT),
@@ -514,6 +515,7 @@ impl HostPlan {
         std::fs::create_dir_all(&self.config.data_dir)?;
         let io = NodeIo {
             http: Box::new(SimListener::bind(HTTP_PORT).await?),
+            admin: None,
             rpc: Box::new(SimListener::bind(RPC_PORT).await?),
             dialer: Arc::new(SimDialer),
             gossip: Box::new(self.gossip.transport(self.ip, gossip_keys(&self.cluster))),

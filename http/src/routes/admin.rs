@@ -41,7 +41,7 @@ pub async fn cluster<N: NodeApi>(State(node): State<N>) -> Json<ClusterView> {
 pub async fn shard_copies<N: NodeApi>(
     State(node): State<N>,
 ) -> Result<Json<Vec<ShardCopyView>>, ApiError> {
-    node.shard_copies().map(Json)
+    node.shard_copies().await.map(Json)
 }
 
 /// `GET /cluster/locate/{kind}/{key}`: served by the key's owner (forwarded when needed).

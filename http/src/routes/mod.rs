@@ -3,6 +3,8 @@
 mod admin;
 mod integers;
 mod jobs;
+#[cfg(test)]
+mod limits_tests;
 mod parties;
 mod sessions;
 #[cfg(test)]
@@ -14,19 +16,73 @@ use axum::http::{Method, Uri};
 use axum::routing::{get, post, MethodRouter};
 use axum::{middleware, Extension, Router};
 
+use crate::admission::{self, Admission};
 use crate::api::NodeApi;
 use crate::error::ApiError;
 use crate::metrics::{self, HttpMetrics};
 
-/// Builds the whole HTTP edge for `node`.
-pub fn router<N: NodeApi>(node: N, metrics: HttpMetrics, max_body_bytes: usize) -> Router {
-    Router::new()
+/// The request bounds of the edge (`[http]` in `cluster.toml`).
+#[derive(Clone, Copy, Debug)]
+pub struct EdgeLimits {
+    /// Request bodies above this get 413.
+    pub max_body_bytes: usize,
+    /// Requests in progress at once; more get 503 at once (see [`crate::admission`]).
+    pub max_in_flight: usize,
+}
+
+/// Which routes a listener serves. With one listener it serves them all; an operator who
+/// keeps the cluster's layout from clients gives the operator's views a listener of their own
+/// (`--admin-listen`). The probes are on both, for load balancers and for operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    /// The API and the operator's views.
+    All,
+    /// The API and the probes only.
+    Api,
+    /// The operator's views (`/cluster...`, `/metrics`) and the probes only.
+    Admin,
+}
+
+/// Builds the HTTP edge for `node`: the routes of `surface`.
+pub fn router<N: NodeApi>(
+    node: N,
+    metrics: HttpMetrics,
+    limits: EdgeLimits,
+    surface: Surface,
+) -> Router {
+    let max_body_bytes = limits.max_body_bytes;
+    let admission = Admission::new(limits.max_in_flight, metrics.clone());
+    let probes = Router::new()
         .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz::<N>))
+        .route("/readyz", get(admin::readyz::<N>));
+    let routes = match surface {
+        Surface::All => probes.merge(operator_routes()).merge(api_routes()),
+        Surface::Api => probes.merge(api_routes()),
+        Surface::Admin => probes.merge(operator_routes()),
+    };
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(node)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(users::MaxBodyBytes(max_body_bytes)))
+        // Inside the metrics layer, so refusals are counted and timed like any answer.
+        .layer(middleware::from_fn_with_state(admission, admission::admit))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+}
+
+/// The operator's views of the cluster.
+fn operator_routes<N: NodeApi>() -> Router<N> {
+    Router::new()
         .route("/cluster", get(admin::cluster::<N>))
         .route("/cluster/shards", get(admin::shard_copies::<N>))
         .route("/cluster/locate/{kind}/{key}", get(admin::locate::<N>))
         .route("/metrics", get(admin::metrics::<N>))
+}
+
+/// The five services' API.
+fn api_routes<N: NodeApi>() -> Router<N> {
+    Router::new()
         .route("/api/user", users_root::<N>())
         .route("/api/user/", users_root::<N>())
         .route(
@@ -57,12 +113,6 @@ pub fn router<N: NodeApi>(node: N, metrics: HttpMetrics, max_body_bytes: usize) 
             "/parties/{code}/participants/{device_id}",
             axum::routing::delete(parties::leave::<N>),
         )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(node)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(Extension(users::MaxBodyBytes(max_body_bytes)))
-        .layer(middleware::from_fn_with_state(metrics, metrics::track))
 }
 
 /// `/api/user` and `/api/user/`: create, update and list.

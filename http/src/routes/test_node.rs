@@ -25,7 +25,7 @@ use crate::api::{NodeApi, Readiness};
 use crate::error::ApiError;
 use crate::metrics::HttpMetrics;
 use crate::views::{
-    ClusterView, Located, ManagerView, NearbyParty, PartyCreated, PartyLeft, PartyMember,
+    ClusterView, ListFrom, Located, ManagerView, NearbyParty, PartyCreated, PartyLeft, PartyMember,
     ShardCopyView, UserPage,
 };
 
@@ -42,6 +42,9 @@ pub(super) struct MemoryNode {
     users: Arc<Mutex<BTreeMap<UserId, User>>>,
     sessions: Arc<Mutex<HashMap<SessionUser, u32>>>,
     jobs: Arc<Mutex<JobStore>>,
+    /// `count_users` waits for a read guard: a test holding the write guard keeps requests in
+    /// progress for as long as it likes.
+    pub(super) gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 #[derive(Default)]
@@ -103,7 +106,7 @@ impl NodeApi for MemoryNode {
         }
     }
 
-    fn shard_copies(&self) -> Result<Vec<ShardCopyView>, ApiError> {
+    async fn shard_copies(&self) -> Result<Vec<ShardCopyView>, ApiError> {
         Ok(Vec::new())
     }
 
@@ -151,20 +154,37 @@ impl NodeApi for MemoryNode {
     }
 
     async fn count_users(&self) -> Result<u64, ApiError> {
+        let _open = self.gate.read().await;
         Ok(self.store().len() as u64)
     }
 
-    async fn list_users(&self, offset: u64, limit: u32) -> Result<UserPage, ApiError> {
+    async fn list_users(&self, from: ListFrom, limit: u32) -> Result<UserPage, ApiError> {
         let store = self.store();
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        Ok(UserPage {
-            users: store
+        let rest: Vec<&User> = match &from {
+            ListFrom::Offset(offset) => store
                 .values()
-                .skip(skip)
-                .take(limit as usize)
-                .cloned()
+                .skip(usize::try_from(*offset).unwrap_or(usize::MAX))
                 .collect(),
+            ListFrom::After(id) => store
+                .range::<UserId, _>((
+                    std::ops::Bound::Excluded(id.clone()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .map(|(_, user)| user)
+                .collect(),
+        };
+        let users: Vec<User> = rest
+            .iter()
+            .take(limit as usize)
+            .map(|u| (*u).clone())
+            .collect();
+        let next_after = (rest.len() > users.len() && !users.is_empty())
+            .then(|| users.last().map(|u| u.id.clone()))
+            .flatten();
+        Ok(UserPage {
+            users,
             total: store.len() as u64,
+            next_after,
         })
     }
 
@@ -250,7 +270,20 @@ impl NodeApi for MemoryNode {
 /// The whole edge over `node`.
 pub(super) fn app(node: &MemoryNode) -> Router {
     let metrics = HttpMetrics::register(&mut Registry::default());
-    crate::router(node.clone(), metrics, LIMIT)
+    app_with(node, metrics, 1024)
+}
+
+/// The whole edge over `node`, with its metrics and in-flight bound.
+pub(super) fn app_with(node: &MemoryNode, metrics: HttpMetrics, max_in_flight: usize) -> Router {
+    crate::router(
+        node.clone(),
+        metrics,
+        crate::EdgeLimits {
+            max_body_bytes: LIMIT,
+            max_in_flight,
+        },
+        crate::Surface::All,
+    )
 }
 
 /// Sends one request; the answer's status and JSON body (`Null` when empty).

@@ -43,6 +43,15 @@ pub async fn production_io(config: &NodeConfig, cluster: &ClusterConfig) -> anyh
                 config.http_listen
             )
         })?;
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let listener = TcpAcceptor::bind(addr).await.with_context(|| {
+                format!("cannot listen for the operator's views on {addr} (--admin-listen)")
+            })?;
+            Some(Box::new(listener) as crate::net::BoxListener)
+        }
+        None => None,
+    };
     let rpc = TcpAcceptor::bind(config.rpc_listen)
         .await
         .with_context(|| {
@@ -54,6 +63,7 @@ pub async fn production_io(config: &NodeConfig, cluster: &ClusterConfig) -> anyh
     let key_mismatches = KeyMismatches::default();
     Ok(NodeIo {
         http: Box::new(http),
+        admin,
         rpc: Box::new(rpc),
         dialer: Arc::new(TcpDialer),
         gossip: Box::new(SealedUdpTransport::new(

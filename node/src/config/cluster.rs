@@ -135,7 +135,8 @@ pub struct RpcConfig {
     pub max_pending_handshakes: usize,
 }
 
-/// `[http]`: body bound and the forwarding retry budget.
+/// `[http]`: body bound, the forwarding retry budget, and the limits that keep the edge up
+/// under abuse and overload (decision 021).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -143,6 +144,18 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Milliseconds a request may spend retrying while its key's owner changes, before 503.
     pub forward_budget_ms: u64,
+    /// Milliseconds a client has to send a whole request head (also how long a keep-alive
+    /// connection waits for its next request).
+    pub header_read_timeout_ms: u64,
+    /// Milliseconds a client has to send a whole request body, from the end of its head.
+    pub body_timeout_ms: u64,
+    /// Milliseconds without a byte in either direction after which a connection is closed.
+    pub idle_timeout_ms: u64,
+    /// Most HTTP connections open at once; at the cap a new one replaces the oldest one not in
+    /// the middle of a request.
+    pub max_connections: usize,
+    /// Most requests in progress at once; more get 503 with `Retry-After` at once.
+    pub max_in_flight: usize,
 }
 
 /// `[migration]`: how shards follow membership changes.
@@ -293,6 +306,11 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: 64 * 1024,
             forward_budget_ms: 5_000,
+            header_read_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 4_096,
+            max_in_flight: 512,
         }
     }
 }
@@ -369,6 +387,24 @@ impl HttpConfig {
     /// Retry budget of a forwarded request.
     pub fn forward_budget(&self) -> Duration {
         Duration::from_millis(self.forward_budget_ms)
+    }
+
+    /// The connection limits [`troupe_http::serve`] applies.
+    pub fn serve_limits(&self) -> troupe_http::ServeLimits {
+        troupe_http::ServeLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// The request limits of the router.
+    pub fn edge_limits(&self) -> troupe_http::EdgeLimits {
+        troupe_http::EdgeLimits {
+            max_body_bytes: self.max_body_bytes,
+            max_in_flight: self.max_in_flight,
+        }
     }
 }
 
@@ -581,6 +617,31 @@ impl HttpConfig {
                 format!("must be at most 60000, got {}", self.forward_budget_ms),
             ));
         }
+        in_range(
+            "http.header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            100,
+            300_000,
+        )?;
+        in_range("http.body_timeout_ms", self.body_timeout_ms, 100, 600_000)?;
+        in_range(
+            "http.idle_timeout_ms",
+            self.idle_timeout_ms,
+            1_000,
+            3_600_000,
+        )?;
+        if self.idle_timeout_ms <= self.forward_budget_ms {
+            return Err(ConfigError::invalid(
+                "http.idle_timeout_ms",
+                format!(
+                    "must be above http.forward_budget_ms ({}), or a request still retrying \
+                     would be cut, got {}",
+                    self.forward_budget_ms, self.idle_timeout_ms
+                ),
+            ));
+        }
+        in_range("http.max_connections", self.max_connections, 1, 1_000_000)?;
+        in_range("http.max_in_flight", self.max_in_flight, 1, 1_000_000)?;
         Ok(())
     }
 }
@@ -762,6 +823,26 @@ mod tests {
             (
                 replace("forward_budget_ms", "999999"),
                 "invalid http.forward_budget_ms",
+            ),
+            (
+                replace("header_read_timeout_ms", "0"),
+                "invalid http.header_read_timeout_ms: must be between 100 and 300000, got 0",
+            ),
+            (
+                replace("body_timeout_ms", "10"),
+                "invalid http.body_timeout_ms",
+            ),
+            (
+                replace("idle_timeout_ms", "4000"),
+                "invalid http.idle_timeout_ms: must be above http.forward_budget_ms (5000)",
+            ),
+            (
+                replace("max_connections", "0"),
+                "invalid http.max_connections",
+            ),
+            (
+                replace("max_in_flight", "0"),
+                "invalid http.max_in_flight: must be between 1 and 1000000, got 0",
             ),
             (replace("lat", "123.0"), "invalid regions.lat"),
             (replace("lng", "-200.0"), "invalid regions.lng"),

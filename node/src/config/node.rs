@@ -28,6 +28,10 @@ pub struct NodeArgs {
     /// HTTP address clients and peers should use (default: the listen address).
     #[arg(long, env = "TROUPE_HTTP_ADVERTISE")]
     pub http_advertise: Option<HostPort>,
+    /// Address of a second HTTP listener for the operator's views (`/cluster...`, `/metrics`);
+    /// when set, the client listener no longer serves them (default: both on --http-listen).
+    #[arg(long, env = "TROUPE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// UDP address gossip listens on.
     #[arg(long, env = "TROUPE_GOSSIP_LISTEN", default_value = "127.0.0.1:7946")]
     pub gossip_listen: SocketAddr,
@@ -59,6 +63,8 @@ pub struct NodeConfig {
     pub http_listen: SocketAddr,
     /// HTTP address advertised to clients and peers.
     pub http_advertise: HostPort,
+    /// Listen address of the operator's views, if they have a listener of their own.
+    pub admin_listen: Option<SocketAddr>,
     /// Gossip (UDP) listen address.
     pub gossip_listen: SocketAddr,
     /// Gossip address advertised to peers; resolved to an IP at boot.
@@ -115,6 +121,7 @@ impl NodeArgs {
             region,
             http_listen: self.http_listen,
             http_advertise,
+            admin_listen: self.admin_listen,
             gossip_listen: self.gossip_listen,
             gossip_advertise,
             rpc_listen: self.rpc_listen,

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use troupe_actors::users::{self, User, UserId, UserPatch};
-use troupe_http::views::UserPage;
+use troupe_http::views::{ListFrom, UserPage};
 use troupe_http::ApiError;
 
 use crate::codec;
@@ -241,26 +241,29 @@ pub async fn count(node: &Node) -> Result<u64, ApiError> {
     Ok(counts.into_iter().sum())
 }
 
-/// `GET /api/user?offset&limit`: a merge, in id order, of every shard's users. Each shard is
-/// asked once for its count and first page (from its owner); only a listing deeper than a page
-/// per shard asks again.
-pub async fn list(node: &Node, offset: u64, limit: u32) -> Result<UserPage, ApiError> {
-    let page = u32::try_from(offset + u64::from(limit))
-        .unwrap_or(LIST_PAGE)
-        .min(LIST_PAGE);
+/// `GET /api/user`: a merge, in id order, of every shard's users. Each shard is asked once
+/// for its count and first page (from its owner); only a listing deeper than a page per shard
+/// asks again. From an offset, the merge steps over `offset` users; after an id, each shard's
+/// first page is a range read starting right after it, so the page costs O(limit) per shard
+/// whatever its depth (the count still walks each shard's keys, as for the first page).
+pub async fn list(node: &Node, from: ListFrom, limit: u32) -> Result<UserPage, ApiError> {
+    let (offset, after) = match from {
+        ListFrom::Offset(offset) => (offset, None),
+        ListFrom::After(id) => (0, Some(key(&id))),
+    };
+    // One more than the page, so whether more users follow is known without another round.
+    let wanted = offset.saturating_add(u64::from(limit)).saturating_add(1);
+    let page = u32::try_from(wanted).unwrap_or(LIST_PAGE).min(LIST_PAGE);
     let mut cursors =
-        try_join_all(all_shards(node).map(|shard| Cursor::open(node, shard, page))).await?;
+        try_join_all(all_shards(node).map(|shard| Cursor::open(node, shard, page, after.clone())))
+            .await?;
     let total = cursors.iter().map(|c| c.count).sum();
     let mut users = Vec::new();
     let mut skipped = 0;
     while users.len() < limit as usize {
-        let next = cursors
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.items.front().map(|(key, _)| (key, i)))
-            .min()
-            .map(|(_, i)| i);
-        let Some(index) = next else { break };
+        let Some(index) = next_cursor(&cursors) else {
+            break;
+        };
         let cursor = &mut cursors[index];
         if let Some((key, value)) = cursor.items.pop_front() {
             if skipped < offset {
@@ -273,7 +276,28 @@ pub async fn list(node: &Node, offset: u64, limit: u32) -> Result<UserPage, ApiE
         }
         cursor.refill(node).await?;
     }
-    Ok(UserPage { users, total })
+    // A cursor refills as soon as it runs dry, so one with nothing buffered has nothing left.
+    let more = next_cursor(&cursors).is_some();
+    let next_after = if more {
+        users.last().map(|user| user.id.clone())
+    } else {
+        None
+    };
+    Ok(UserPage {
+        users,
+        total,
+        next_after,
+    })
+}
+
+/// The cursor whose next user comes first in id order.
+fn next_cursor(cursors: &[Cursor]) -> Option<usize> {
+    cursors
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.items.front().map(|(key, _)| (key, i)))
+        .min()
+        .map(|(_, i)| i)
 }
 
 /// One shard's users in id order, fetched a page at a time.
@@ -288,14 +312,44 @@ struct Cursor {
 }
 
 impl Cursor {
-    async fn open(node: &Node, shard: ShardId, page: u32) -> Result<Self, ApiError> {
-        let query = Query::Page {
-            tenant: Tenant::USERS,
-            limit: page,
-        };
-        let (count, items) = match read_shard(node, shard, query).await? {
-            QueryAnswer::Page { count, items } => (count, items),
-            other => return Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+    /// Opens at the shard's first user, or right after the key `after`.
+    async fn open(
+        node: &Node,
+        shard: ShardId,
+        page: u32,
+        after: Option<Vec<u8>>,
+    ) -> Result<Self, ApiError> {
+        let unexpected = |other| ApiError::Internal(format!("unexpected answer {other:?}"));
+        let (count, items) = match after {
+            None => {
+                let query = Query::Page {
+                    tenant: Tenant::USERS,
+                    limit: page,
+                };
+                match read_shard(node, shard, query).await? {
+                    QueryAnswer::Page { count, items } => (count, items),
+                    other => return Err(unexpected(other)),
+                }
+            }
+            Some(after) => {
+                let count = Query::Count {
+                    tenant: Tenant::USERS,
+                };
+                let scan = Query::Scan {
+                    tenant: Tenant::USERS,
+                    after: Some(after),
+                    limit: page,
+                };
+                let (count, items) = futures_util::future::try_join(
+                    read_shard(node, shard, count),
+                    read_shard(node, shard, scan),
+                )
+                .await?;
+                match (count, items) {
+                    (QueryAnswer::Count(count), QueryAnswer::Items(items)) => (count, items),
+                    (QueryAnswer::Count(_), other) | (other, _) => return Err(unexpected(other)),
+                }
+            }
         };
         Ok(Self {
             shard,

@@ -165,6 +165,8 @@ pub(crate) struct ShardsInner {
     owners: Mutex<HashMap<ShardId, OwnerHandle>>,
     pub(crate) confirmations: Confirmations,
     pub(crate) metrics: NodeMetrics,
+    /// Long reads (listings, counts, digests) off the async workers.
+    pub(crate) scans: super::scans::Scans,
 }
 
 /// Gossip rounds an owner, or a replica answering in its place, may go without a majority of the
@@ -225,8 +227,10 @@ impl Shards {
         metrics: NodeMetrics,
     ) -> Self {
         let shard_count = shard_count as usize;
+        let scans = super::scans::Scans::new(store.runs_inline());
         Self {
             inner: Arc::new(ShardsInner {
+                scans,
                 me,
                 store,
                 rpc,
@@ -447,6 +451,7 @@ impl Shards {
         };
         if pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_PER_SHARD {
             pending.fetch_sub(1, Ordering::AcqRel);
+            self.inner.metrics.shard_queue_rejections.inc();
             return Ok(Response::Unavailable {
                 message: format!("shard {shard} has too many commands waiting"),
             });

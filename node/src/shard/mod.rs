@@ -22,6 +22,7 @@ pub mod host;
 pub mod lease;
 pub mod owner;
 pub mod replica;
+pub mod scans;
 pub mod store;
 pub mod sync;
 

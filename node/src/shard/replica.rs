@@ -14,7 +14,45 @@ impl Shards {
     /// not reach the owner (`allow_replica`). Either way only while it has heard from a majority
     /// within its lease, so a node cut off from the cluster stops answering before the other
     /// side can have replaced it and acknowledged newer values (decision 007).
-    pub fn read(&self, shard: ShardId, query: &Query, allow_replica: bool) -> Response {
+    ///
+    /// A read of one key runs in place; a count or scan runs off the async workers
+    /// ([`super::scans`]), and is checked again once read, so an answer is only given if this
+    /// copy could still answer when the read ended.
+    pub async fn read(&self, shard: ShardId, query: &Query, allow_replica: bool) -> Response {
+        if let Some(refusal) = self.refuse_read(shard, query, allow_replica) {
+            return refusal;
+        }
+        let answer = if matches!(query, Query::Get { .. }) {
+            query.answer(&self.inner.store, shard)
+        } else {
+            let (store, query) = (self.inner.store.clone(), query.clone());
+            match self
+                .inner
+                .scans
+                .run(move || query.answer(&store, shard))
+                .await
+            {
+                Ok(answer) => answer,
+                Err(error) => {
+                    return Response::Failed {
+                        message: error.to_string(),
+                    }
+                }
+            }
+        };
+        if !matches!(query, Query::Get { .. }) {
+            if let Some(refusal) = self.refuse_read(shard, query, allow_replica) {
+                return refusal;
+            }
+        }
+        match answer {
+            Ok(answer) => Response::Answer(answer),
+            Err(error) => failed(error),
+        }
+    }
+
+    /// Why this copy may not answer `query` now, if it may not.
+    fn refuse_read(&self, shard: ShardId, query: &Query, allow_replica: bool) -> Option<Response> {
         let topology = self.topology();
         let me = &self.inner.me;
         let local = self.local_shard(shard);
@@ -24,11 +62,11 @@ impl Shards {
                 .as_ref()
                 .is_some_and(|changed| changed.iter().any(|(t, k)| query.touches(*t, k)))
             {
-                return Response::Moving {
+                return Some(Response::Moving {
                     message: format!(
                         "shard {shard}: a change to what was asked is being replicated"
                     ),
-                };
+                });
             }
             let serves = local.serving.is_some();
             let follows = serves && self.still_follows(shard, local.serving.as_ref());
@@ -46,19 +84,16 @@ impl Shards {
                 && self.follows_owner(shard, &topology)
         };
         if !may_answer {
-            return Response::NotOwner {
+            return Some(Response::NotOwner {
                 owner: topology.table.owner(shard).cloned(),
-            };
+            });
         }
         if !self.fresh_majority(&topology) {
-            return Response::Unavailable {
+            return Some(Response::Unavailable {
                 message: "this node has not heard from a majority of the cluster recently".into(),
-            };
+            });
         }
-        match query.answer(&self.inner.store, shard) {
-            Ok(answer) => Response::Answer(answer),
-            Err(error) => failed(error),
-        }
+        None
     }
 
     /// Whether this copy follows an epoch of the owner placement names now (a copy that

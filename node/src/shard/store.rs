@@ -91,6 +91,11 @@ pub struct ShardStore {
 }
 
 impl ShardStore {
+    /// Whether storage runs inline (the simulation); see [`Storage::runs_inline`].
+    pub fn runs_inline(&self) -> bool {
+        self.storage.runs_inline()
+    }
+
     /// Opens (creating) the shard databases. Blocking: call at start-up.
     pub fn open(storage: &Storage) -> Result<Self, StoreError> {
         Ok(Self {

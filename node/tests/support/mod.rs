@@ -129,7 +129,7 @@ impl TestNode {
             .collect();
         let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
         command.arg("node");
-        // A one-node cluster has no seed (the flag refuses an empty list).
+        // A node alone has no seeds (an empty `--seeds=` is refused).
         if !seeds.is_empty() {
             command.arg(format!("--seeds={}", seeds.join(",")));
         }
