@@ -181,27 +181,21 @@ pub struct Published {
 impl Published {
     /// Copies the keys membership reads.
     pub fn read(state: &NodeState) -> Self {
-        let get = |key: &str| {
+        Self::from_lookup(|key| {
             state
                 .get(key)
                 .filter(|v| v.len() <= MAX_VALUE_LEN)
                 .map(str::to_owned)
-        };
-        Self {
-            proof: get(PROOF_KEY),
-            region: get(REGION_KEY),
-            http: get(HTTP_ADDR_KEY),
-            rpc: get(RPC_ADDR_KEY),
-            status: get(STATUS_KEY),
-            shards: get(SHARDS_KEY),
-            layout: get(LAYOUT_KEY),
-        }
+        })
     }
 
     /// The keys a node publishes at start, as [`initial_key_values`] gives them.
     #[cfg(test)]
     pub(crate) fn from_pairs(pairs: &[(String, String)]) -> Self {
-        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        Self::from_lookup(|key| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
         Self {
             proof: get(PROOF_KEY),
             region: get(REGION_KEY),
