@@ -23,9 +23,12 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Routes admission control never refuses.
 const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
-/// The in-flight bound of one node's edge; cheap to clone.
+/// The in-flight bound of one node's edge; cheap to clone (the middleware's state is cloned
+/// for every request, so it is one `Arc`, not the metric families one by one).
 #[derive(Clone)]
-pub struct Admission {
+pub struct Admission(Arc<Bound>);
+
+struct Bound {
     permits: Arc<Semaphore>,
     max: usize,
     metrics: HttpMetrics,
@@ -35,16 +38,20 @@ impl Admission {
     /// At most `max_in_flight` requests in progress at once.
     pub fn new(max_in_flight: usize, metrics: HttpMetrics) -> Self {
         let max = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
-        Self {
+        Self(Arc::new(Bound {
             permits: Arc::new(Semaphore::new(max)),
             max,
             metrics,
-        }
+        }))
     }
 }
 
 /// Middleware: runs the request if a place is free, answers 503 at once otherwise.
-pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
+pub async fn admit(
+    State(Admission(admission)): State<Admission>,
+    request: Request,
+    next: Next,
+) -> Response {
     let probe = request
         .extensions()
         .get::<MatchedPath>()

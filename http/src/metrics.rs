@@ -106,7 +106,14 @@ impl HttpMetrics {
 }
 
 /// Middleware: times the request and records it under its matched route.
-pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+///
+/// The state is an `Arc`: middleware state is cloned for every request, and one reference
+/// count is cheaper than one per metric family.
+pub async fn track(
+    State(metrics): State<std::sync::Arc<HttpMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()

@@ -68,7 +68,10 @@ pub fn router<N: NodeApi>(
         .layer(Extension(users::MaxBodyBytes(max_body_bytes)))
         // Inside the metrics layer, so refusals are counted and timed like any answer.
         .layer(middleware::from_fn_with_state(admission, admission::admit))
-        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(metrics),
+            metrics::track,
+        ))
 }
 
 /// The operator's views of the cluster.
