@@ -269,6 +269,13 @@ pub enum Response {
         /// Why, for the client.
         message: String,
     },
+    /// Answer to [`Request::Integer`]: the aggregator that took the integer, by incarnation
+    /// (a new one each time an aggregator starts, also on a node that restarted under the same
+    /// name), so generators know when to send it what they still hold.
+    Taken {
+        /// The aggregator's incarnation.
+        aggregator: u64,
+    },
 }
 
 impl Response {

@@ -17,10 +17,13 @@
 //! moves or its node dies they would be lost, and with them the whole window if its successor
 //! started after the window ended. Generators therefore keep their last two windows of integers
 //! and send them again to each new aggregator: a window that was open during a failover is
-//! stored (incomplete) from what the generators still hold, rather than missing.
+//! stored (incomplete) from what the generators still hold, rather than missing. An aggregator
+//! is told apart by the incarnation it answers with, not by its node: a node that crashes and
+//! restarts before it is declared dead keeps its name and its shard, but not its aggregator's
+//! memory.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,26 +71,34 @@ pub fn aggregator_shard(shards: u32) -> ShardId {
     shard_for_key(AGGREGATOR_KEY, shards)
 }
 
-/// This node's aggregator, if it runs here (for the RPC handler); cheap to clone.
+/// This node's aggregator and its incarnation, if it runs here (for the RPC handler); cheap
+/// to clone.
 #[derive(Clone, Default)]
-pub struct LocalAggregator(Arc<Mutex<Option<ActorRef<AggregatorMsg>>>>);
+pub struct LocalAggregator(Arc<Mutex<Option<Running>>>);
+
+/// A running aggregator actor and its incarnation.
+type Running = (ActorRef<AggregatorMsg>, u64);
 
 impl LocalAggregator {
-    fn get(&self) -> Option<ActorRef<AggregatorMsg>> {
+    fn get(&self) -> Option<Running> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set(&self, actor: Option<ActorRef<AggregatorMsg>>) -> Option<ActorRef<AggregatorMsg>> {
+    fn set(&self, aggregator: Option<Running>) -> Option<Running> {
         std::mem::replace(
             &mut *self.0.lock().unwrap_or_else(|p| p.into_inner()),
-            actor,
+            aggregator,
         )
     }
 
-    /// Hands a sample to the aggregator running here; `NotOwner` if there is none.
+    /// Hands a sample to the aggregator running here (`Taken`); `NotOwner` if there is none.
     pub fn deliver(&self, sample: Sample) -> Response {
         match self.get() {
-            Some(actor) if actor.cast(AggregatorMsg::Sample(sample)).is_ok() => Response::Done,
+            Some((actor, incarnation)) if actor.cast(AggregatorMsg::Sample(sample)).is_ok() => {
+                Response::Taken {
+                    aggregator: incarnation,
+                }
+            }
             _ => Response::NotOwner { owner: None },
         }
     }
@@ -134,7 +145,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
     for (_, actor) in generators {
         actor.stop(None);
     }
-    if let Some(actor) = node.inner.aggregator.set(None) {
+    if let Some((actor, _)) = node.inner.aggregator.set(None) {
         let _ = actor
             .stop_and_wait(None, Some(Duration::from_secs(5)))
             .await;
@@ -157,15 +168,16 @@ fn generators_of(me: &NodeId, config: &IntegersConfig, nodes: &[NodeId]) -> Vec<
 async fn ensure_aggregator(node: &Node, here: bool) {
     let running = node.inner.aggregator.get().is_some();
     if here && !running {
+        let incarnation = crate::random::with(|rng| rng.random::<u64>());
         match Actor::spawn(None, Aggregator, node.clone()).await {
             Ok((actor, _)) => {
-                tracing::info!("aggregator started on this node");
-                node.inner.aggregator.set(Some(actor));
+                tracing::info!(incarnation, "aggregator started on this node");
+                node.inner.aggregator.set(Some((actor, incarnation)));
             }
             Err(error) => tracing::warn!(%error, "cannot start the aggregator"),
         }
     } else if !here && running {
-        if let Some(actor) = node.inner.aggregator.set(None) {
+        if let Some((actor, _)) = node.inner.aggregator.set(None) {
             tracing::info!("aggregator moved away from this node");
             actor.stop(None);
         }
@@ -188,10 +200,39 @@ pub struct GeneratorState {
     in_flight: Arc<AtomicUsize>,
     /// The integers of the last two windows, oldest first, to send again to a new aggregator.
     recent: VecDeque<Sample>,
-    /// The node whose aggregator took a whole resend last (until then, every tick resends),
-    /// and whether a resend is under way.
-    resent_to: Arc<Mutex<Option<NodeId>>>,
-    resending: Arc<AtomicBool>,
+    takers: Arc<Mutex<Takers>>,
+}
+
+/// Which aggregators took this generator's integers, by incarnation.
+#[derive(Debug, Default)]
+struct Takers {
+    /// The one that took the latest delivery.
+    latest: Option<u64>,
+    /// The one that took the last whole resend.
+    resent: Option<u64>,
+    /// A resend is under way.
+    resending: bool,
+}
+
+impl Takers {
+    /// Whether the next tick sends every recent integer: the aggregator taking them has not
+    /// had them all yet (a new one answered, or none took a whole resend so far).
+    fn resend_due(&self) -> bool {
+        !self.resending && (self.resent.is_none() || self.latest != self.resent)
+    }
+
+    /// The delivery ended: `taker` took every integer of it, or some were not taken.
+    fn delivered(&mut self, resend: bool, taker: Option<u64>) {
+        if taker.is_some() {
+            self.latest = taker;
+        }
+        if resend {
+            if taker.is_some() {
+                self.resent = taker;
+            }
+            self.resending = false;
+        }
+    }
 }
 
 impl GeneratorState {
@@ -206,13 +247,11 @@ impl GeneratorState {
     }
 
     /// What to send this tick, and whether it is a resend: only `sample`, or every recent
-    /// integer when the aggregator is not the one the last resend reached (it moved, or its
-    /// node died), unless a resend is still under way.
+    /// integer when a resend is due ([`Takers::resend_due`]).
     fn batch(&self, sample: Sample) -> (Vec<Sample>, bool) {
-        let shard = aggregator_shard(self.node.inner.cluster.cluster.shards);
-        let owner = self.node.topology().owner(shard).map(|m| m.node_id.clone());
-        let resent_to = self.resent_to.lock().unwrap_or_else(|p| p.into_inner());
-        if owner.is_some() && *resent_to != owner && !self.resending.load(Ordering::Relaxed) {
+        let mut takers = self.takers.lock().unwrap_or_else(|p| p.into_inner());
+        if takers.resend_due() {
+            takers.resending = true;
             (self.recent.iter().copied().collect(), true)
         } else {
             (vec![sample], false)
@@ -237,8 +276,7 @@ impl Actor for Generator {
             generator,
             in_flight: Arc::new(AtomicUsize::new(0)),
             recent: VecDeque::new(),
-            resent_to: Arc::default(),
-            resending: Arc::default(),
+            takers: Arc::default(),
         })
     }
 
@@ -261,14 +299,11 @@ impl Actor for Generator {
         if state.in_flight.load(Ordering::Relaxed) < MAX_IN_FLIGHT {
             state.in_flight.fetch_add(1, Ordering::Relaxed);
             let (batch, resend) = state.batch(sample);
-            if resend {
-                state.resending.store(true, Ordering::Relaxed);
-            }
             let (node, in_flight) = (state.node.clone(), state.in_flight.clone());
-            let (resent_to, resending) = (state.resent_to.clone(), state.resending.clone());
+            let takers = state.takers.clone();
             tokio::spawn(async move {
                 // Oldest first. A refusal (no aggregator there yet) ends a resend unfinished,
-                // and the next tick starts it again; the aggregator counts each integer once.
+                // and a later tick starts it again; the aggregator counts each integer once.
                 let mut taker = None;
                 for sample in batch {
                     taker = send(&node, sample).await;
@@ -276,12 +311,10 @@ impl Actor for Generator {
                         break;
                     }
                 }
-                if resend {
-                    if taker.is_some() {
-                        *resent_to.lock().unwrap_or_else(|p| p.into_inner()) = taker;
-                    }
-                    resending.store(false, Ordering::Relaxed);
-                }
+                takers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .delivered(resend, taker);
                 in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -302,9 +335,9 @@ fn schedule_tick(myself: &ActorRef<GeneratorMsg>, tick: u64, interval_ms: u64) {
     });
 }
 
-/// One delivery attempt to the aggregator's node: the node whose aggregator took it, or
-/// `None` (the sample is then lost unless a resend to a new aggregator carries it).
-async fn send(node: &Node, sample: Sample) -> Option<NodeId> {
+/// One delivery attempt to the aggregator's node: the incarnation of the aggregator that took
+/// it, or `None` (the sample is then lost unless a resend to a new aggregator carries it).
+async fn send(node: &Node, sample: Sample) -> Option<u64> {
     let shard = aggregator_shard(node.inner.cluster.cluster.shards);
     let topology = node.topology();
     let owner = topology.owner(shard)?;
@@ -325,7 +358,10 @@ async fn send(node: &Node, sample: Sample) -> Option<NodeId> {
             }
         }
     };
-    matches!(answer, Response::Done).then(|| owner.node_id.clone())
+    match answer {
+        Response::Taken { aggregator } => Some(aggregator),
+        _ => None,
+    }
 }
 
 /// The aggregator actor.
@@ -523,4 +559,46 @@ pub async fn latest(node: &Node, limit: usize) -> Result<Vec<Average>, ApiError>
     averages.reverse();
     averages.truncate(limit);
     Ok(averages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resend as a generator tick starts it.
+    fn start_resend(takers: &mut Takers) {
+        assert!(takers.resend_due());
+        takers.resending = true;
+    }
+
+    #[test]
+    fn a_generator_resends_to_an_aggregator_that_answers_as_a_new_incarnation_on_the_same_node() {
+        let mut takers = Takers::default();
+        start_resend(&mut takers);
+        takers.delivered(true, Some(1));
+        takers.delivered(false, Some(1));
+        assert!(!takers.resend_due(), "aggregator 1 has everything");
+        // Its node crashes: deliveries fail, which alone is no reason to resend.
+        takers.delivered(false, None);
+        assert!(!takers.resend_due());
+        // The node restarted under its name before anyone declared it dead: a new aggregator.
+        takers.delivered(false, Some(2));
+        start_resend(&mut takers);
+        assert!(!takers.resend_due(), "one resend at a time");
+        takers.delivered(true, Some(2));
+        assert!(!takers.resend_due());
+    }
+
+    #[test]
+    fn a_resend_cut_short_is_started_again_at_a_later_tick() {
+        let mut takers = Takers::default();
+        start_resend(&mut takers);
+        takers.delivered(true, None);
+        start_resend(&mut takers);
+        takers.delivered(true, Some(7));
+        assert!(!takers.resend_due());
+        // A delivery to the previous aggregator that ends late asks for one more resend.
+        takers.delivered(false, Some(6));
+        assert!(takers.resend_due());
+    }
 }
