@@ -60,6 +60,16 @@ fn creds(node: &str, secret: &str) -> Credentials {
 
 /// Starts a server for `node` on `addr` (port 0 for a fresh one); returns its address and stop token.
 async fn server(node: &str, secret: &str, addr: &str) -> (HostPort, CancellationToken) {
+    server_with(node, secret, addr, limits(Duration::from_secs(30), 256)).await
+}
+
+/// [`server`] with other accept limits.
+async fn server_with(
+    node: &str,
+    secret: &str,
+    addr: &str,
+    limits: ServerLimits,
+) -> (HostPort, CancellationToken) {
     let listener = TcpAcceptor::bind(addr.parse().expect("addr"))
         .await
         .expect("bind");
@@ -68,7 +78,7 @@ async fn server(node: &str, secret: &str, addr: &str) -> (HostPort, Cancellation
     tokio::spawn(serve(
         Box::new(listener),
         creds(node, secret),
-        limits(Duration::from_secs(30), 256),
+        limits,
         Arc::new(Echo(NodeId::new(node))),
         stop.clone(),
     ));
@@ -461,19 +471,14 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
 
 #[tokio::test]
 async fn connections_over_the_handshake_caps_are_closed_at_once_and_real_peers_still_call() {
-    let listener = TcpAcceptor::bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let addr = HostPort::from(listener.local_addr().expect("local addr"));
-    let stop = CancellationToken::new();
     // At most 16 in handshake, 4 of them from one host; each would be given 30 s.
-    tokio::spawn(serve(
-        Box::new(listener),
-        creds("s1", "secret-123"),
+    let (addr, stop) = server_with(
+        "s1",
+        "secret-123",
+        "127.0.0.1:0",
         limits(Duration::from_secs(30), 16),
-        Arc::new(Echo(NodeId::new("s1"))),
-        stop.clone(),
-    ));
+    )
+    .await;
     let mut flood = idle_connections(&addr, "127.0.0.2", 40).await;
     let mut closed = 0;
     for stream in &mut flood {
@@ -495,18 +500,13 @@ async fn connections_over_the_handshake_caps_are_closed_at_once_and_real_peers_s
 
 #[tokio::test]
 async fn an_idle_or_trickling_connection_is_closed_after_the_handshake_timeout() {
-    let listener = TcpAcceptor::bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let addr = HostPort::from(listener.local_addr().expect("local addr"));
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(
-        Box::new(listener),
-        creds("s1", "secret-123"),
+    let (addr, stop) = server_with(
+        "s1",
+        "secret-123",
+        "127.0.0.1:0",
         limits(Duration::from_millis(300), 256),
-        Arc::new(Echo(NodeId::new("s1"))),
-        stop.clone(),
-    ));
+    )
+    .await;
     let mut idle = idle_connections(&addr, "127.0.0.1", 1).await;
     let mut trickling = idle_connections(&addr, "127.0.0.1", 1).await.remove(0);
     let started = tokio::time::Instant::now();
