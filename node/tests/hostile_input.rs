@@ -6,8 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::{cluster_lock, TestCluster};
+use support::{cluster_lock, user, TestCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Start-up, sealing and readiness of a one-node cluster, generous for a loaded CI machine.
@@ -16,15 +15,6 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 /// A one-node cluster: every shard is this node's, with no replica to wait for.
 fn one_node() -> TestCluster {
     TestCluster::start_with(1, &[("replication_factor", "1")])
-}
-
-fn user(i: usize) -> Value {
-    json!({
-        "id": format!("00000000-0000-4000-8000-{i:012}"),
-        "name": format!("user {i}"),
-        "email": format!("u{i}@example.com"),
-        "group": i,
-    })
 }
 
 /// Creates user `i`, retrying while the node is still taking its shards (503).

@@ -9,21 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::{cluster_lock, TestCluster, GOSSIP_INTERVAL_MS};
+use serde_json::json;
+use support::{cluster_lock, user, TestCluster, GOSSIP_INTERVAL_MS};
 
 /// Failure detection plus re-sealing, doubled for a loaded CI machine.
 fn recovery_bound() -> Duration {
     Duration::from_millis(2 * (12 * GOSSIP_INTERVAL_MS) + 10_000)
-}
-
-fn user(i: usize) -> Value {
-    json!({
-        "id": format!("00000000-0000-4000-8000-{i:012}"),
-        "name": format!("user {i}"),
-        "email": format!("u{i}@example.com"),
-        "group": i,
-    })
 }
 
 /// Creates users `range` through the nodes in turn, retrying 503s (not acknowledged), and

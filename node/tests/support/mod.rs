@@ -391,3 +391,13 @@ impl Drop for TestCluster {
         }
     }
 }
+
+/// User `i` of the users tests: a fixed id, name, email and group derived from `i`.
+pub fn user(i: usize) -> Value {
+    serde_json::json!({
+        "id": format!("00000000-0000-4000-8000-{i:012}"),
+        "name": format!("user {i}"),
+        "email": format!("u{i}@example.com"),
+        "group": i,
+    })
+}
