@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::determinism::trace;
 use anyhow::Context;
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
@@ -235,11 +236,15 @@ impl Socket for SimSocket {
             key.copy_from_slice(&self.opened);
             match self.network.take(u64::from_be_bytes(key)) {
                 Some(envelope) => {
+                    trace::record("gossip", &buf[..len], |line| {
+                        use std::fmt::Write as _;
+                        let _ = write!(line, "{}<-{from_addr} {envelope:?}", self.local_addr);
+                    });
                     return Ok(RecvOutcome {
                         from_addr,
                         envelope,
                         num_bytes_received: len,
-                    })
+                    });
                 }
                 None => debug!(%from_addr, "gossip envelope already discarded: datagram lost"),
             }

@@ -23,6 +23,7 @@ use troupe_node::membership::seal::GossipKeys;
 use troupe_node::storage::WriteMode;
 use turmoil::Sim;
 
+use crate::determinism::trace::TraceLayer;
 use crate::gossip::GossipNetwork;
 use crate::net::{SimDialer, SimListener};
 use crate::observe::{observe, Observations, Views};
@@ -94,13 +95,27 @@ pub fn seed_or_env(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Installs a test-friendly `tracing` subscriber once (filter from `TROUPE_SIM_LOG`).
+/// Node code whose log events count in a run's trace, at debug level.
+const TRACED_TARGETS: [&str; 4] = ["troupe_node", "troupe_http", "troupe_actors", "troupe_sim"];
+
+/// Installs, once per process, a test-friendly `tracing` subscriber (filter from
+/// `TROUPE_SIM_LOG`) and the layer that records the node code's events into each run's trace.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let printed = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
+    let traced = tracing_subscriber::filter::Targets::new().with_targets(
+        TRACED_TARGETS.map(|target| (target, tracing::level_filters::LevelFilter::DEBUG)),
+    );
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_test_writer()
+                .with_filter(printed),
+        )
+        .with(TraceLayer.with_filter(traced))
         .try_init();
 }
 
@@ -132,7 +147,9 @@ impl SimCluster {
             .simulation_duration(SIM_DURATION)
             .tick_duration(TICK)
             .build();
-        let data = tempfile::tempdir()?;
+        let data = data_dir()?;
+        // Its name is unique to this process: the trace reads it the same in every run.
+        crate::determinism::trace::alias(&data.path().to_string_lossy(), "<data>");
         let cluster = cluster_config()?;
         let names: Vec<String> = (1..=size + spares).map(|i| format!("n{i}")).collect();
         let ips: Vec<IpAddr> = names.iter().map(|h| sim.lookup(h.as_str())).collect();
@@ -419,6 +436,24 @@ impl SimCluster {
         let replay = format!("seed {seed}, replay with {SEED_ENV}={seed}");
         format!("{what}: not within {within:?} of simulated time ({replay}); last views:\n{views}")
             .into()
+    }
+}
+
+/// Where the nodes' data directories of one run go: memory (`/dev/shm`) where the machine
+/// has it, since a simulated run's syncs check nothing a disk adds and made it wait on the disk
+/// for most of its real time; else the system's temporary directory. `TROUPE_SIM_DATA`
+/// chooses another parent.
+fn data_dir() -> std::io::Result<TempDir> {
+    let parent = std::env::var_os("TROUPE_SIM_DATA")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let shm = PathBuf::from("/dev/shm");
+            shm.is_dir().then_some(shm)
+        });
+    let builder = tempfile::Builder::new().prefix("troupe-sim-").clone();
+    match parent {
+        Some(parent) => builder.tempdir_in(parent),
+        None => builder.tempdir(),
     }
 }
 

@@ -147,6 +147,10 @@ pub struct History(Arc<Mutex<Vec<Event>>>);
 impl History {
     /// Appends one event.
     pub fn record(&self, event: Event) {
+        crate::determinism::trace::record("request", &[], |line| {
+            use std::fmt::Write as _;
+            let _ = write!(line, "{event}");
+        });
         self.lock().push(event);
     }
 

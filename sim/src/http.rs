@@ -8,6 +8,8 @@ use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::TcpStream;
 
+use crate::net::Traced;
+
 /// A status and body.
 #[derive(Debug)]
 pub struct Reply {
@@ -25,7 +27,7 @@ pub async fn request(
     path: &str,
     json: Option<&[u8]>,
 ) -> io::Result<Reply> {
-    let mut stream = TcpStream::connect((host, port)).await?;
+    let mut stream = Traced::new(TcpStream::connect((host, port)).await?)?;
     let body = json.unwrap_or_default();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     if json.is_some() {

@@ -9,9 +9,12 @@
 //! - [`harness`]: building a seeded cluster, injecting faults, stepping until a predicate holds;
 //! - [`hostile`]: a host without the cluster secret attacking gossip;
 //! - [`history`] and [`averages`]: the recorded requests and the invariant checkers over them;
+//! - [`determinism`]: seeded entropy, simulated clocks and the digest of a run's trace;
 //! - [`scenarios`]: the scenario catalogue shared by the tests and the explorer (`src/main.rs`).
 
 pub mod averages;
+pub mod determinism;
+pub mod explorer;
 pub mod gossip;
 pub mod harness;
 pub mod history;
@@ -20,4 +23,5 @@ pub mod http;
 pub mod net;
 pub mod observe;
 pub mod scenarios;
+pub mod sweeps;
 pub mod workload;

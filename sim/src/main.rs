@@ -1,21 +1,26 @@
 //! The simulation explorer: runs scenarios over many seeds and reports every failure with its
-//! seed, scenario, failed invariant and the nodes' last views.
+//! seed, scenario, failed invariant, the nodes' last views and the digest of its trace.
 //!
 //! ```text
 //! cargo run -p troupe-sim --release -- --seeds 1..1000 --scenario all
+//! cargo run -p troupe-sim --release -- --seeds 1..200 --scenario all --check-replay
 //! TROUPE_SIM_LOG=debug cargo run -p troupe-sim --release -- --seeds 42 --scenario crash-restart
 //! ```
-//! A failing seed replays alone with full logs (second line). `--check-replay` runs every seed
-//! twice and counts how often the two runs measured exactly the same times: chitchat picks
-//! gossip peers with an unseeded random generator, so runs of one seed are not always identical.
+//! Each run of a sweep is a process of its own (`--jobs` at once), so each replays exactly:
+//! one seed is one history, and its digest names it. A single seed runs in this process with
+//! its logs (third line), and prints the same digest the sweep printed. `--check-replay` runs
+//! every seed twice and, where the digests differ, prints the first event that differs.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use troupe_sim::explorer::{self, Job, Report};
 use troupe_sim::harness::set_quiet;
-use troupe_sim::scenarios::{self, Measurements, Scenario};
+use troupe_sim::scenarios::{self, Scenario};
+use troupe_sim::sweeps::{self, Sweep};
 
 /// Sweep simulation scenarios over seeds.
 #[derive(Parser, Debug)]
@@ -27,12 +32,25 @@ struct Args {
     /// A scenario name, or `all`.
     #[arg(long, default_value = "all")]
     scenario: String,
-    /// Run every seed twice and report how often both runs measured the same times.
+    /// Run every seed twice and check that both runs are the same run (equal trace digests);
+    /// where not, print the first event that differs.
     #[arg(long)]
     check_replay: bool,
-    /// Print a progress line every N seeds.
+    /// Runs at once, each in its own process (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
+    /// Print a progress line every N runs.
     #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
     progress_every: u64,
+    /// Write the trace of a single-seed run to this file, one line per event.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Add this sweep's results to the table of sweeps in this file (docs/SIMULATION.md).
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Run one seed of one scenario and print its report line (the sweep's child processes).
+    #[arg(long, hide = true)]
+    child: bool,
 }
 
 fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
@@ -55,86 +73,202 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
     Ok(range)
 }
 
-/// Outcome of one run: measurements, or the failure text (invariant, seed, views).
-fn run_once(scenario: &Scenario, seed: u64) -> Result<Measurements, String> {
-    match catch_unwind(AssertUnwindSafe(|| (scenario.run)(seed))) {
-        Ok(Ok(measured)) => Ok(measured),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(panic) => Err(format!(
-            "panicked: {}",
-            panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("(no message)")
-        )),
+/// One run in this process: a child's, or a replay of one seed.
+fn run_here(scenario: &Scenario, seed: u64, trace: Option<&Path>, child: bool) -> ExitCode {
+    set_quiet(child);
+    let run = match scenario.run_isolated(seed, trace) {
+        Ok(run) => run,
+        Err(error) => {
+            eprintln!("error: cannot run seed {seed}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = Report::of(scenario.name, seed, &run);
+    if child {
+        println!("{}", report.line());
+        return ExitCode::SUCCESS;
+    }
+    match &run.result {
+        Ok(measured) => {
+            scenarios::print(measured);
+            println!(
+                "PASS scenario={} seed={seed} digest={}",
+                scenario.name, run.digest
+            );
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            println!(
+                "FAIL scenario={} seed={seed} digest={}\n  {}",
+                scenario.name,
+                run.digest,
+                failure.replace('\n', "\n  ")
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 
-struct Tally {
-    runs: u64,
-    failures: u64,
-    replay_same: u64,
+/// Prints a failure of a sweep, short, with how to replay it.
+fn print_failure(report: &Report) {
+    let failure = report.failure.as_deref().unwrap_or_default();
+    let short: Vec<&str> = failure.lines().take(25).collect();
+    println!(
+        "FAIL scenario={} seed={} digest={}\n  {}",
+        report.scenario,
+        report.seed,
+        report.digest,
+        short.join("\n  ")
+    );
+    println!(
+        "  replay: TROUPE_SIM_LOG=debug cargo run -p troupe-sim --release -- --seeds {} --scenario {}",
+        report.seed, report.scenario
+    );
 }
 
-fn sweep(scenario: &Scenario, args: &Args) -> Tally {
-    let started = Instant::now();
-    let mut tally = Tally {
-        runs: 0,
-        failures: 0,
-        replay_same: 0,
+/// Both runs of a seed differed: run both again with their traces and print the first event
+/// that differs.
+fn explain_replay_difference(program: &Path, job: &Job) {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => return println!("  (cannot keep traces: {error})"),
     };
-    for seed in args.seeds.clone() {
-        let first = run_once(scenario, seed);
+    let traced = |name: &str| Job {
+        trace_file: Some(dir.path().join(name)),
+        ..job.clone()
+    };
+    let (a, b) = (traced("first"), traced("second"));
+    let (ra, rb) = (
+        explorer::run_child(program, &a),
+        explorer::run_child(program, &b),
+    );
+    let (Some(fa), Some(fb)) = (&a.trace_file, &b.trace_file) else {
+        return;
+    };
+    match explorer::first_difference(fa, fb) {
+        Ok(Some((line, x, y))) => println!(
+            "  first difference, event {line}:\n    first run:  {x}\n    second run: {y}\n  (digests of these two runs: {} and {})",
+            ra.digest, rb.digest
+        ),
+        Ok(None) => println!("  traced again, both runs were the same ({})", ra.digest),
+        Err(error) => println!("  (cannot compare traces: {error})"),
+    }
+}
+
+fn sweep(selected: &[&'static Scenario], args: &Args) -> u64 {
+    let program = match std::env::current_exe() {
+        Ok(program) => program,
+        Err(error) => {
+            eprintln!("error: cannot find this program to run its seeds: {error}");
+            return 1;
+        }
+    };
+    let workers = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        |jobs| jobs as usize,
+    );
+    let copies = if args.check_replay { 2 } else { 1 };
+    let mut jobs = Vec::new();
+    for scenario in selected {
+        for seed in args.seeds.clone() {
+            for _ in 0..copies {
+                jobs.push(Job {
+                    scenario: scenario.name,
+                    seed,
+                    trace_file: None,
+                });
+            }
+        }
+    }
+    println!(
+        "sweeping seeds {}..{} over {} scenario(s), {workers} at once{}",
+        args.seeds.start,
+        args.seeds.end,
+        selected.len(),
+        if args.check_replay {
+            ", each twice"
+        } else {
+            ""
+        }
+    );
+    let started = Instant::now();
+    let mut tallies: BTreeMap<&'static str, Sweep> = BTreeMap::new();
+    let mut first_runs: BTreeMap<(&'static str, u64), Report> = BTreeMap::new();
+    let mut finished = 0u64;
+    explorer::run_all(&program, jobs, workers, |job, report, took| {
+        finished += 1;
+        let tally = tallies
+            .entry(job.scenario)
+            .or_insert_with(|| Sweep::new(job.scenario, args.seeds.clone()));
+        tally.busy += took;
+        let pair = if args.check_replay {
+            match first_runs.remove(&(job.scenario, job.seed)) {
+                None => {
+                    first_runs.insert((job.scenario, job.seed), report);
+                    return;
+                }
+                Some(first) => Some(first),
+            }
+        } else {
+            None
+        };
         tally.runs += 1;
-        if let Err(failure) = &first {
-            tally.failures += 1;
-            // A sweep keeps each failure short; a replay of one seed shows all of it.
-            let lines = if args.seeds.end - args.seeds.start > 1 {
-                25
+        if report.failure.is_some() {
+            tally.failed.push(job.seed);
+            print_failure(&report);
+        }
+        if let Some(first) = pair {
+            if first.digest == report.digest && first.failure.is_some() == report.failure.is_some()
+            {
+                tally.replay_same += 1;
             } else {
-                usize::MAX
-            };
-            let short: Vec<&str> = failure.lines().take(lines).collect();
-            println!(
-                "FAIL scenario={} seed={seed}\n  {}",
-                scenario.name,
-                short.join("\n  ")
-            );
-            println!("  replay: TROUPE_SIM_LOG=debug cargo run -p troupe-sim --release -- --seeds {seed} --scenario {}", scenario.name);
+                println!(
+                    "REPLAY DIFFERS scenario={} seed={}: digests {} and {}",
+                    job.scenario, job.seed, first.digest, report.digest
+                );
+                explain_replay_difference(&program, job);
+            }
         }
-        if args.check_replay && first == run_once(scenario, seed) {
-            tally.replay_same += 1;
-        }
-        if tally.runs.is_multiple_of(args.progress_every) {
+        if finished.is_multiple_of(args.progress_every) {
             eprintln!(
-                "{}: {} seeds, {} failed, {:.0} s",
-                scenario.name,
-                tally.runs,
-                tally.failures,
+                "{finished} runs, {} failed, {:.0} s",
+                tallies.values().map(|t| t.failed.len()).sum::<usize>(),
                 started.elapsed().as_secs_f64()
             );
         }
+    });
+    let mut failures = 0;
+    for tally in tallies.values() {
+        println!("{}", tally.summary(workers, args.check_replay));
+        failures += tally.failed.len() as u64;
+        if args.check_replay && tally.replay_same < tally.runs {
+            failures += tally.runs - tally.replay_same;
+        }
     }
-    let minutes = started.elapsed().as_secs_f64() / 60.0;
-    let per_minute =
-        tally.runs as f64 * if args.check_replay { 2.0 } else { 1.0 } / minutes.max(1e-9);
+    if let Some(file) = &args.record {
+        let rows: Vec<&Sweep> = tallies.values().collect();
+        match sweeps::record(file, &rows, workers, args.check_replay) {
+            Ok(()) => println!("recorded in {}", file.display()),
+            Err(error) => eprintln!(
+                "error: cannot record the sweep in {}: {error}",
+                file.display()
+            ),
+        }
+    }
     println!(
-        "scenario {}: {} seeds, {} failed, {:.0} runs per minute",
-        scenario.name, tally.runs, tally.failures, per_minute
+        "{failures} failed, {} passed",
+        tallies
+            .values()
+            .map(|t| t.runs)
+            .sum::<u64>()
+            .saturating_sub(failures)
     );
-    if args.check_replay {
-        println!(
-            "scenario {}: replay measured identical times for {} of {} seeds",
-            scenario.name, tally.replay_same, tally.runs
-        );
-    }
-    tally
+    failures
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let selected: Vec<&Scenario> = if args.scenario == "all" {
+    let selected: Vec<&'static Scenario> = if args.scenario == "all" {
         scenarios::ALL.iter().collect()
     } else if let Some(s) = scenarios::find(&args.scenario) {
         vec![s]
@@ -147,20 +281,20 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    // A single seed is a replay: let the harness print it; sweeps report seeds themselves.
-    set_quiet(args.seeds.end - args.seeds.start > 1);
-    println!(
-        "sweeping seeds {}..{} over {} scenario(s)",
-        args.seeds.start,
-        args.seeds.end,
-        selected.len()
-    );
-    let failures: u64 = selected.iter().map(|s| sweep(s, &args).failures).sum();
-    println!(
-        "{failures} failed, {} passed",
-        selected.len() as u64 * (args.seeds.end - args.seeds.start) - failures
-    );
-    if failures > 0 {
+    let one_seed = args.seeds.end - args.seeds.start == 1;
+    if args.child || (one_seed && selected.len() == 1 && !args.check_replay) {
+        let [scenario] = selected[..] else {
+            eprintln!("error: a child runs one scenario");
+            return ExitCode::FAILURE;
+        };
+        return run_here(
+            scenario,
+            args.seeds.start,
+            args.trace.as_deref(),
+            args.child,
+        );
+    }
+    if sweep(&selected, &args) > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -5,11 +5,16 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use troupe_node::config::HostPort;
 use troupe_node::net::{BoxStream, Dialer, Listener};
 use turmoil::net::{TcpListener, TcpStream};
+
+use crate::determinism::trace;
 
 /// A turmoil TCP listener behind the node's [`Listener`] seam.
 pub struct SimListener(TcpListener);
@@ -28,7 +33,7 @@ impl SimListener {
 impl Listener for SimListener {
     async fn accept(&mut self) -> io::Result<(BoxStream, SocketAddr)> {
         let (stream, peer) = self.0.accept().await?;
-        Ok((Box::new(stream), peer))
+        Ok((Box::new(Traced::new(stream)?), peer))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -45,6 +50,64 @@ pub struct SimDialer;
 impl Dialer for SimDialer {
     async fn dial(&self, addr: &HostPort) -> io::Result<BoxStream> {
         let stream = TcpStream::connect((addr.host(), addr.port())).await?;
-        Ok(Box::new(stream))
+        Ok(Box::new(Traced::new(stream)?))
+    }
+}
+
+/// A TCP stream whose every read is recorded in the run's trace as a message delivered from
+/// its peer to its host ([`crate::determinism::trace`]).
+pub struct Traced {
+    stream: TcpStream,
+    /// `host<-peer`, as the trace shows it.
+    link: String,
+}
+
+impl Traced {
+    /// Wraps `stream`, naming its two ends.
+    pub fn new(stream: TcpStream) -> io::Result<Self> {
+        let link = format!("{}<-{}", stream.local_addr()?, stream.peer_addr()?);
+        Ok(Self { stream, link })
+    }
+}
+
+impl AsyncRead for Traced {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Poll::Ready(result) = &polled {
+            let read = &buf.filled()[before..];
+            trace::record("tcp", read, |line| {
+                line.push_str(&this.link);
+                if let Err(error) = result {
+                    line.push_str(&format!(" error {error}"));
+                } else if read.is_empty() {
+                    line.push_str(" eof");
+                }
+            });
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Traced {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Tests run each scenario on pinned seeds; the explorer (`src/main.rs`) sweeps many seeds.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::info;
 
+use crate::determinism::{self, Digest};
 use crate::harness::{SimCluster, SIM_SHARDS, SIM_SHARDS_TOTAL};
 use crate::history::{self, Event, History, Observed, Op, Subject, Violation, FINAL_CLIENT};
 use crate::observe::Views;
@@ -103,6 +105,51 @@ pub const ALL: &[Scenario] = &[
 /// The scenario called `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
     ALL.iter().find(|s| s.name == name)
+}
+
+/// How one run of a scenario ended, and the digest of everything that happened in it.
+#[derive(Debug)]
+pub struct Run {
+    /// What it measured, or the invariant that failed (or the panic).
+    pub result: Result<Measurements, String>,
+    /// The digest of its trace: equal digests, equal runs.
+    pub digest: Digest,
+}
+
+impl Scenario {
+    /// Runs the scenario for `seed` on a fresh thread with the seed's entropy and turmoil's
+    /// clocks ([`crate::determinism::isolated`]); with `trace_file`, the trace goes there too.
+    pub fn run_isolated(&self, seed: u64, trace_file: Option<&Path>) -> std::io::Result<Run> {
+        let run = self.run;
+        let (result, digest) = determinism::isolated(seed, trace_file, move || {
+            run(seed).map_err(|e| e.to_string())
+        })?;
+        let result =
+            result.unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&*panic))));
+        Ok(Run { result, digest })
+    }
+}
+
+/// The message of a panic.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)")
+}
+
+/// Runs the scenario called `name` for `seed` as [`Scenario::run_isolated`] does, prints what
+/// it measured and its digest, and fails with the invariant that broke (for the tests).
+pub fn check(name: &str, seed: u64) -> turmoil::Result<Run> {
+    let scenario = find(name).ok_or_else(|| format!("no scenario {name}"))?;
+    let run = scenario.run_isolated(seed, None)?;
+    println!("scenario {name} seed {seed}: trace digest {}", run.digest);
+    match &run.result {
+        Ok(measured) => print(measured),
+        Err(failure) => return Err(format!("{failure}\n(trace digest {})", run.digest).into()),
+    }
+    Ok(run)
 }
 
 /// A started cluster whose nodes all agree on membership and placement.

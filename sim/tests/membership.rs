@@ -6,22 +6,22 @@
 //! are printed (`-- --nocapture` shows them).
 
 use troupe_sim::harness::seed_or_env;
-use troupe_sim::scenarios::{self, print};
+use troupe_sim::scenarios;
 
 #[test]
 fn five_hosts_converge_on_one_membership_and_shard_table() -> turmoil::Result {
-    print(&scenarios::converge(seed_or_env(1))?);
+    scenarios::check("converge", seed_or_env(1))?;
     Ok(())
 }
 
 #[test]
 fn crashed_host_is_detected_by_all_others_and_rejoins_as_a_new_generation() -> turmoil::Result {
-    print(&scenarios::crash_restart(seed_or_env(2))?);
+    scenarios::check("crash-restart", seed_or_env(2))?;
     Ok(())
 }
 
 #[test]
 fn partitioned_host_is_detected_on_both_sides_and_rejoins_after_repair() -> turmoil::Result {
-    print(&scenarios::partition_repair(seed_or_env(3))?);
+    scenarios::check("partition-repair", seed_or_env(3))?;
     Ok(())
 }

@@ -7,67 +7,67 @@
 //! `cargo run -p troupe-sim --release -- --seeds 1..100 --scenario workload-crash` sweeps.
 
 use troupe_sim::harness::seed_or_env;
-use troupe_sim::scenarios::{self, print};
+use troupe_sim::scenarios;
 
 #[test]
 fn workload_without_faults_keeps_every_invariant() -> turmoil::Result {
-    print(&scenarios::workload_calm(seed_or_env(1))?);
+    scenarios::check("workload-calm", seed_or_env(1))?;
     Ok(())
 }
 
 #[test]
 fn workload_keeps_every_invariant_while_a_node_crashes_and_restarts() -> turmoil::Result {
-    print(&scenarios::workload_crash(seed_or_env(2))?);
+    scenarios::check("workload-crash", seed_or_env(2))?;
     Ok(())
 }
 
 #[test]
 fn workload_keeps_every_invariant_while_a_node_is_partitioned_away() -> turmoil::Result {
-    print(&scenarios::workload_partition(seed_or_env(3))?);
+    scenarios::check("workload-partition", seed_or_env(3))?;
     Ok(())
 }
 
 #[test]
 fn workload_keeps_every_invariant_while_a_nodes_links_are_cut_one_way() -> turmoil::Result {
-    print(&scenarios::workload_oneway(seed_or_env(5))?);
+    scenarios::check("workload-oneway", seed_or_env(5))?;
     Ok(())
 }
 
 #[test]
 fn workload_keeps_every_invariant_while_a_node_loses_its_data_directory() -> turmoil::Result {
-    print(&scenarios::workload_wipe(seed_or_env(6))?);
+    scenarios::check("workload-wipe", seed_or_env(6))?;
     Ok(())
 }
 
 #[test]
 fn workload_keeps_every_invariant_while_every_link_is_slow() -> turmoil::Result {
-    print(&scenarios::workload_slow(seed_or_env(7))?);
+    scenarios::check("workload-slow", seed_or_env(7))?;
     Ok(())
 }
 
 #[test]
 fn workload_keeps_every_invariant_while_gossip_loses_messages() -> turmoil::Result {
-    print(&scenarios::workload_lossy(seed_or_env(10))?);
+    scenarios::check("workload-lossy", seed_or_env(10))?;
     Ok(())
 }
 
 #[test]
 fn workload_keeps_every_invariant_through_a_rolling_restart() -> turmoil::Result {
-    print(&scenarios::workload_rolling(seed_or_env(8))?);
+    scenarios::check("workload-rolling", seed_or_env(8))?;
     Ok(())
 }
 
 #[test]
 fn workload_keeps_every_invariant_while_a_host_without_the_secret_forges_gossip() -> turmoil::Result
 {
-    print(&scenarios::hostile_gossip(seed_or_env(11))?);
+    scenarios::check("hostile-gossip", seed_or_env(11))?;
     Ok(())
 }
 
 #[test]
 fn workload_keeps_every_invariant_while_a_node_joins_and_another_leaves_and_returns(
 ) -> turmoil::Result {
-    print(&scenarios::workload_churn(seed_or_env(9))?);
+    scenarios::check("workload-churn", seed_or_env(9))?;
     Ok(())
 }
 
@@ -77,7 +77,7 @@ fn workload_keeps_every_invariant_while_a_node_joins_and_another_leaves_and_retu
 #[test]
 fn oneway_seeds_that_once_read_a_stale_copy_or_left_a_key_unreadable_now_pass() -> turmoil::Result {
     for seed in [3, 4, 19, 20, 27] {
-        scenarios::workload_oneway(seed)?;
+        scenarios::check("workload-oneway", seed)?;
     }
     Ok(())
 }
@@ -87,7 +87,7 @@ fn oneway_seeds_that_once_read_a_stale_copy_or_left_a_key_unreadable_now_pass() 
 #[test]
 fn crash_seeds_that_once_applied_a_command_twice_keep_session_counts_exact() -> turmoil::Result {
     for seed in [7, 8, 10, 12, 13] {
-        scenarios::workload_crash(seed)?;
+        scenarios::check("workload-crash", seed)?;
     }
     Ok(())
 }
@@ -99,7 +99,7 @@ fn crash_seeds_that_once_applied_a_command_twice_keep_session_counts_exact() -> 
 #[test]
 fn crash_seeds_that_once_lost_a_read_or_left_a_shard_unreadable_now_pass() -> turmoil::Result {
     for seed in [47, 20, 131, 317, 54] {
-        scenarios::workload_crash(seed)?;
+        scenarios::check("workload-crash", seed)?;
     }
     Ok(())
 }
@@ -113,7 +113,7 @@ fn crash_seeds_that_once_lost_a_read_or_left_a_shard_unreadable_now_pass() -> tu
 fn partition_seeds_that_once_read_stale_values_or_left_a_job_unfinished_now_pass() -> turmoil::Result
 {
     for seed in [22, 34, 45, 55, 97, 7, 17] {
-        scenarios::workload_partition(seed)?;
+        scenarios::check("workload-partition", seed)?;
     }
     Ok(())
 }
@@ -124,8 +124,8 @@ fn partition_seeds_that_once_read_stale_values_or_left_a_job_unfinished_now_pass
 #[test]
 fn crash_and_churn_seeds_that_once_skipped_an_integers_window_now_pass() -> turmoil::Result {
     for seed in [8003, 8007] {
-        scenarios::workload_crash(seed)?;
+        scenarios::check("workload-crash", seed)?;
     }
-    scenarios::workload_churn(8011)?;
+    scenarios::check("workload-churn", 8011)?;
     Ok(())
 }
