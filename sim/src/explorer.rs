@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::scenarios::Run;
+use crate::swarm::Swarm;
 
 /// The line a child prints its report on, before the report's JSON.
 pub const REPORT_PREFIX: &str = "TROUPE-SIM-REPORT ";
@@ -32,6 +33,8 @@ pub struct Report {
     pub seed: u64,
     /// The digest of its trace (`hash/events`).
     pub digest: String,
+    /// Its configuration ([`crate::swarm::Swarm`]).
+    pub config: String,
     /// The invariant that failed, or the panic; `None` when it passed.
     pub failure: Option<String>,
     /// What it measured, in milliseconds of simulated time.
@@ -40,7 +43,7 @@ pub struct Report {
 
 impl Report {
     /// The report of a finished run.
-    pub fn of(scenario: &str, seed: u64, run: &Run) -> Self {
+    pub fn of(scenario: &str, seed: u64, config: &Swarm, run: &Run) -> Self {
         let (failure, measured) = match &run.result {
             Ok(measured) => (
                 None,
@@ -55,6 +58,7 @@ impl Report {
             scenario: scenario.to_owned(),
             seed,
             digest: run.digest.to_string(),
+            config: config.to_string(),
             failure,
             measured,
         }
@@ -76,6 +80,8 @@ pub struct Job {
     pub seed: u64,
     /// Where the child writes its trace, one line per event, if anywhere.
     pub trace_file: Option<PathBuf>,
+    /// Whether the seed also draws the configuration ([`Swarm::draw`]).
+    pub swarm: bool,
 }
 
 /// Runs `job` in a child process of `program` (this binary) and returns its report; a child
@@ -91,10 +97,14 @@ pub fn run_child(program: &Path, job: &Job) -> Report {
     if let Some(file) = &job.trace_file {
         command.arg("--trace").arg(file);
     }
+    if job.swarm {
+        command.arg("--swarm");
+    }
     let failed = |why: String| Report {
         scenario: job.scenario.to_owned(),
         seed: job.seed,
         digest: "none".to_owned(),
+        config: String::new(),
         failure: Some(why),
         measured: Vec::new(),
     };
@@ -238,6 +248,7 @@ mod tests {
             scenario: "converge".to_owned(),
             seed: 3,
             digest: "00ff/12".to_owned(),
+            config: Swarm::standard().to_string(),
             failure: Some("line one\nline two".to_owned()),
             measured: vec![("converged".to_owned(), 1500)],
         };

@@ -34,8 +34,6 @@ pub const HTTP_PORT: u16 = 8080;
 pub const GOSSIP_PORT: u16 = 7946;
 /// Port of every node's inter-node RPC (TCP).
 pub const RPC_PORT: u16 = 7947;
-/// Gossip interval of simulated clusters.
-pub const GOSSIP_INTERVAL_MS: u64 = 500;
 /// Environment variable that replays a given seed.
 pub const SEED_ENV: &str = "TROUPE_SIM_SEED";
 /// Environment variable with a `tracing` filter for simulation logs (default `warn`).
@@ -44,7 +42,7 @@ pub const LOG_ENV: &str = "TROUPE_SIM_LOG";
 /// Longest a simulation may run, in simulated time (turmoil fails the run past it).
 const SIM_DURATION: Duration = Duration::from_secs(300);
 /// Simulated time per step.
-const TICK: Duration = Duration::from_millis(1);
+const TICK: Duration = Duration::from_millis(2);
 /// How often `run_until` evaluates its predicate, in simulated time.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
 /// Longest a message between two hosts takes without a latency fault (turmoil's default).
@@ -136,7 +134,7 @@ impl SimCluster {
         troupe_node::random::seed_this_thread(seed);
         // Stored times (job timestamps, session leases, integer windows) follow the
         // simulation's logical clock, as everything else does.
-        troupe_node::clock::install(turmoil::since_epoch);
+        troupe_node::clock::install(crate::swarm::node_clock);
         if !quiet() {
             println!("simulation seed {seed} (replay with {SEED_ENV}={seed})");
         }
@@ -150,7 +148,8 @@ impl SimCluster {
         let data = data_dir()?;
         // Its name is unique to this process: the trace reads it the same in every run.
         crate::determinism::trace::alias(&data.path().to_string_lossy(), "<data>");
-        let cluster = cluster_config()?;
+        let swarm = crate::swarm::current();
+        let cluster = cluster_config(&swarm)?;
         let names: Vec<String> = (1..=size + spares).map(|i| format!("n{i}")).collect();
         let ips: Vec<IpAddr> = names.iter().map(|h| sim.lookup(h.as_str())).collect();
         let gossip = GossipNetwork::new(seed);
@@ -161,6 +160,7 @@ impl SimCluster {
                 config: node_config(host, i, &ips[..size], ips[i], data.path().join(host)),
                 ip: ips[i],
                 gossip: gossip.clone(),
+                skew_ms: swarm.skew_of(i),
                 stop: Mutex::default(),
             });
             plans.insert(host.clone(), plan);
@@ -297,6 +297,7 @@ impl SimCluster {
     /// scenario would not test what it says; the explorer reports the panic with the seed).
     pub fn wipe(&mut self, host: &str) {
         self.crash(host);
+        crate::audit::forget(host);
         let Some(plan) = self.plans.get(host) else {
             panic!("{host} is not a node of this simulation");
         };
@@ -457,25 +458,31 @@ fn data_dir() -> std::io::Result<TempDir> {
     }
 }
 
-/// Shards of a simulated cluster: fewer than the default 64 so more seeds run per minute (every
-/// shard runs its own seal and catch-up on each membership change); nothing in the protocol
-/// depends on the count.
+/// Hash shards of a simulated cluster with the standard configuration ([`crate::swarm`]).
 pub const SIM_SHARDS: u32 = 16;
-/// Every shard of a simulated cluster: the hash shards plus one party manager shard per region
-/// of [`REGIONS`] (the only regions the simulation's table keeps).
-pub const SIM_SHARDS_TOTAL: u32 = SIM_SHARDS + REGIONS.len() as u32;
+
+/// Every shard of a simulated cluster with `shards` hash shards: those plus one party manager
+/// shard per region of [`REGIONS`] (the only regions the simulation's table keeps).
+pub fn shards_total(shards: u32) -> u32 {
+    shards + REGIONS.len() as u32
+}
 
 /// The secret every simulated node shares (a hostile host is one that does not know it).
 pub const SIM_SECRET: &str = "simulated-cluster-secret-of-32-bytes";
 
-/// The repository's cluster.toml with the simulation's gossip interval and shard count, only
-/// the regions its nodes use (each region's manager is a shard, and every shard runs its own
-/// seal and catch-up on each membership change), and jobs of 0.5 to 2.5 s with a 2 s timeout,
+/// The repository's cluster.toml with the run's gossip interval, phi threshold, shard count,
+/// replication factor and re-replication delay ([`crate::swarm`]; 16 shards rather than the
+/// default 64 so more seeds run per minute: every shard runs its own seal and catch-up on each
+/// membership change, and nothing in the protocol depends on the count), only the regions its
+/// nodes use (each region's manager is a shard), and jobs of 0.5 to 2.5 s with a 2 s timeout,
 /// so jobs end (either way) within a scenario.
-fn cluster_config() -> turmoil::Result<ClusterConfig> {
+fn cluster_config(swarm: &crate::swarm::Swarm) -> turmoil::Result<ClusterConfig> {
     let mut cluster = ClusterConfig::load(None, Some(SIM_SECRET.to_owned()))?;
-    cluster.gossip.interval_ms = GOSSIP_INTERVAL_MS;
-    cluster.cluster.shards = SIM_SHARDS;
+    cluster.gossip.interval_ms = swarm.gossip_interval_ms;
+    cluster.gossip.phi_threshold = swarm.phi_threshold;
+    cluster.cluster.shards = swarm.shards;
+    cluster.cluster.replication_factor = swarm.replication_factor;
+    cluster.migration.re_replication_delay_ms = swarm.re_replication_delay_ms;
     cluster
         .regions
         .retain(|r| REGIONS.contains(&r.name.as_str()));
@@ -532,6 +539,8 @@ struct HostPlan {
     config: NodeConfig,
     ip: IpAddr,
     gossip: GossipNetwork,
+    /// How far this node's wall clock is off ([`crate::swarm`]).
+    skew_ms: i64,
     /// The shutdown token of the node's current run (a new one on every start).
     stop: Mutex<CancellationToken>,
 }
@@ -547,6 +556,8 @@ impl HostPlan {
     /// The host's software: binds the simulated sockets and runs the node until it stops.
     /// turmoil calls this again after a bounce, so nothing from a previous run is reused.
     async fn run(self: Arc<Self>) -> turmoil::Result {
+        crate::swarm::skew_this_host(self.skew_ms);
+        crate::audit::register_host(self.config.node_id.as_str());
         std::fs::create_dir_all(&self.config.data_dir)?;
         let io = NodeIo {
             http: Box::new(SimListener::bind(HTTP_PORT).await?),

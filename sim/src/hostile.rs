@@ -20,7 +20,7 @@ use troupe_node::config::Secret;
 use troupe_node::membership::seal::{GossipKeys, Sealer, INSTANCE_LEN};
 use turmoil::net::UdpSocket;
 
-use crate::harness::{SimCluster, GOSSIP_INTERVAL_MS, GOSSIP_PORT};
+use crate::harness::{SimCluster, GOSSIP_PORT};
 use crate::scenarios::Measurements;
 
 /// Fake sender instances, one datagram each.
@@ -137,7 +137,7 @@ async fn hostile(
     let config = ChitchatConfig {
         chitchat_id: ChitchatId::new(n1.clone(), n1_generation, n1_gossip),
         cluster_id: cluster_name,
-        gossip_interval: Duration::from_millis(GOSSIP_INTERVAL_MS / 2),
+        gossip_interval: Duration::from_millis(crate::swarm::current().gossip_interval_ms / 2),
         listen_addr: SocketAddr::from(([0, 0, 0, 0], GOSSIP_PORT)),
         seed_nodes: known.iter().map(|m| m.2.to_string()).collect(),
         failure_detector_config: FailureDetectorConfig::default(),

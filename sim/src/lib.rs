@@ -12,6 +12,7 @@
 //! - [`determinism`]: seeded entropy, simulated clocks and the digest of a run's trace;
 //! - [`scenarios`]: the scenario catalogue shared by the tests and the explorer (`src/main.rs`).
 
+pub mod audit;
 pub mod averages;
 pub mod determinism;
 pub mod explorer;
@@ -23,5 +24,6 @@ pub mod http;
 pub mod net;
 pub mod observe;
 pub mod scenarios;
+pub mod swarm;
 pub mod sweeps;
 pub mod workload;

@@ -20,6 +20,7 @@ use clap::Parser;
 use troupe_sim::explorer::{self, Job, Report};
 use troupe_sim::harness::set_quiet;
 use troupe_sim::scenarios::{self, Scenario};
+use troupe_sim::swarm::Swarm;
 use troupe_sim::sweeps::{self, Sweep};
 
 /// Sweep simulation scenarios over seeds.
@@ -48,6 +49,11 @@ struct Args {
     /// Add this sweep's results to the table of sweeps in this file (docs/SIMULATION.md).
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Each seed also draws the cluster's configuration and fault mix (swarm testing): node
+    /// count, gossip interval, phi threshold, shards, replication factor, re-replication
+    /// delay, overlapping faults and clock skew.
+    #[arg(long)]
+    swarm: bool,
     /// Run one seed of one scenario and print its report line (the sweep's child processes).
     #[arg(long, hide = true)]
     child: bool,
@@ -74,16 +80,25 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
 }
 
 /// One run in this process: a child's, or a replay of one seed.
-fn run_here(scenario: &Scenario, seed: u64, trace: Option<&Path>, child: bool) -> ExitCode {
+fn run_here(scenario: &Scenario, seed: u64, args: &Args) -> ExitCode {
+    let child = args.child;
     set_quiet(child);
-    let run = match scenario.run_isolated(seed, trace) {
+    let swarm = if args.swarm {
+        Swarm::draw(seed)
+    } else {
+        Swarm::standard()
+    };
+    if !child {
+        println!("configuration: {swarm}");
+    }
+    let run = match scenario.run_isolated(seed, swarm.clone(), args.trace.as_deref()) {
         Ok(run) => run,
         Err(error) => {
             eprintln!("error: cannot run seed {seed}: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let report = Report::of(scenario.name, seed, &run);
+    let report = Report::of(scenario.name, seed, &swarm, &run);
     if child {
         println!("{}", report.line());
         return ExitCode::SUCCESS;
@@ -114,15 +129,18 @@ fn print_failure(report: &Report) {
     let failure = report.failure.as_deref().unwrap_or_default();
     let short: Vec<&str> = failure.lines().take(25).collect();
     println!(
-        "FAIL scenario={} seed={} digest={}\n  {}",
+        "FAIL scenario={} seed={} digest={}\n  configuration: {}\n  {}",
         report.scenario,
         report.seed,
         report.digest,
+        report.config,
         short.join("\n  ")
     );
     println!(
-        "  replay: TROUPE_SIM_LOG=debug cargo run -p troupe-sim --release -- --seeds {} --scenario {}",
-        report.seed, report.scenario
+        "  replay: TROUPE_SIM_LOG=debug cargo run -p troupe-sim --release -- --seeds {} --scenario {}{}",
+        report.seed,
+        report.scenario,
+        if report.config.is_empty() || report.config == Swarm::standard().to_string() { "" } else { " --swarm" }
     );
 }
 
@@ -176,6 +194,7 @@ fn sweep(selected: &[&'static Scenario], args: &Args) -> u64 {
                     scenario: scenario.name,
                     seed,
                     trace_file: None,
+                    swarm: args.swarm,
                 });
             }
         }
@@ -287,12 +306,7 @@ fn main() -> ExitCode {
             eprintln!("error: a child runs one scenario");
             return ExitCode::FAILURE;
         };
-        return run_here(
-            scenario,
-            args.seeds.start,
-            args.trace.as_deref(),
-            args.child,
-        );
+        return run_here(scenario, args.seeds.start, &args);
     }
     if sweep(&selected, &args) > 0 {
         ExitCode::FAILURE

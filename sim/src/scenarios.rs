@@ -12,16 +12,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::info;
 
+use crate::audit;
 use crate::determinism::{self, Digest};
-use crate::harness::{SimCluster, SIM_SHARDS, SIM_SHARDS_TOTAL};
+use crate::harness::{shards_total, SimCluster};
 use crate::history::{self, Event, History, Observed, Op, Subject, Violation, FINAL_CLIENT};
 use crate::observe::Views;
+use crate::swarm::{self, Swarm};
 use crate::workload::{self, Workload};
 use troupe_node::placement::shard_for_key;
 
-/// Nodes in every scenario.
-pub const SIZE: usize = 5;
-/// Bound on a fresh cluster agreeing on membership and placement.
+/// Bound on a fresh cluster agreeing on membership and placement (bounds grow with a slower
+/// configuration: [`within`]).
 pub const CONVERGE_WITHIN: Duration = Duration::from_secs(10);
 /// Bound on the failure detector declaring a silent node dead everywhere.
 pub const DETECT_WITHIN: Duration = Duration::from_secs(15);
@@ -102,6 +103,11 @@ pub const ALL: &[Scenario] = &[
     },
 ];
 
+/// `bound` for the run's configuration: longer where gossip is slower ([`Swarm::within`]).
+fn within(bound: Duration) -> Duration {
+    swarm::current().within(bound)
+}
+
 /// The scenario called `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
     ALL.iter().find(|s| s.name == name)
@@ -117,12 +123,33 @@ pub struct Run {
 }
 
 impl Scenario {
-    /// Runs the scenario for `seed` on a fresh thread with the seed's entropy and turmoil's
-    /// clocks ([`crate::determinism::isolated`]); with `trace_file`, the trace goes there too.
-    pub fn run_isolated(&self, seed: u64, trace_file: Option<&Path>) -> std::io::Result<Run> {
+    /// Runs the scenario for `seed` with configuration `swarm` on a fresh thread with the
+    /// seed's entropy and turmoil's clocks ([`crate::determinism::isolated`]); with
+    /// `trace_file`, the trace goes there too.
+    pub fn run_isolated(
+        &self,
+        seed: u64,
+        swarm: Swarm,
+        trace_file: Option<&Path>,
+    ) -> std::io::Result<Run> {
         let run = self.run;
         let (result, digest) = determinism::isolated(seed, trace_file, move || {
-            run(seed).map_err(|e| e.to_string())
+            audit::start(swarm.replication_factor);
+            swarm::set(swarm);
+            let result = run(seed).map_err(|e| e.to_string());
+            let (violations, checked) = audit::finish();
+            info!(
+                checked,
+                violations = violations.len(),
+                "shard layer audited"
+            );
+            match result {
+                Ok(_) if !violations.is_empty() => Err(format!(
+                    "seed {seed}: the shard layer broke an invariant no client saw:\n  {}",
+                    violations.join("\n  ")
+                )),
+                result => result,
+            }
         })?;
         let result =
             result.unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&*panic))));
@@ -139,11 +166,22 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-/// Runs the scenario called `name` for `seed` as [`Scenario::run_isolated`] does, prints what
-/// it measured and its digest, and fails with the invariant that broke (for the tests).
+/// Runs the scenario called `name` for `seed` in the standard configuration as
+/// [`Scenario::run_isolated`] does, prints what it measured and its digest, and fails with the
+/// invariant that broke (for the tests).
 pub fn check(name: &str, seed: u64) -> turmoil::Result<Run> {
+    check_with(name, seed, Swarm::standard())
+}
+
+/// [`check`] in the configuration `seed` draws ([`Swarm::draw`]).
+pub fn check_swarm(name: &str, seed: u64) -> turmoil::Result<Run> {
+    check_with(name, seed, Swarm::draw(seed))
+}
+
+fn check_with(name: &str, seed: u64, swarm: Swarm) -> turmoil::Result<Run> {
     let scenario = find(name).ok_or_else(|| format!("no scenario {name}"))?;
-    let run = scenario.run_isolated(seed, None)?;
+    println!("scenario {name} seed {seed}: {swarm}");
+    let run = scenario.run_isolated(seed, swarm, None)?;
     println!("scenario {name} seed {seed}: trace digest {}", run.digest);
     match &run.result {
         Ok(measured) => print(measured),
@@ -163,9 +201,9 @@ fn converged_cluster_with_spares(
     spares: usize,
     measured: &mut Measurements,
 ) -> turmoil::Result<SimCluster> {
-    let mut cluster = SimCluster::start_with_spares(seed, SIZE, spares)?;
+    let mut cluster = SimCluster::start_with_spares(seed, swarm::current().nodes, spares)?;
     let hosts = cluster.hosts().to_vec();
-    let took = cluster.run_until(CONVERGE_WITHIN, "all nodes converge", |v| {
+    let took = cluster.run_until(within(CONVERGE_WITHIN), "all nodes converge", |v| {
         v.converged(&hosts)
     })?;
     measured.push(("converged", took));
@@ -178,9 +216,10 @@ pub fn converge(seed: u64) -> turmoil::Result<Measurements> {
     let cluster = converged_cluster(seed, &mut measured)?;
     let views = cluster.views();
     let table = &views.of("n1").ok_or("n1 answered")?.shards;
-    if table.len() != SIM_SHARDS_TOTAL as usize {
+    let expected = shards_total(swarm::current().shards);
+    if table.len() != expected as usize {
         return Err(format!(
-            "seed {seed}: shard table has {} entries, expected {SIM_SHARDS_TOTAL}",
+            "seed {seed}: shard table has {} entries, expected {expected}",
             table.len()
         )
         .into());
@@ -201,26 +240,35 @@ pub fn converge(seed: u64) -> turmoil::Result<Measurements> {
 pub fn crash_restart(seed: u64) -> turmoil::Result<Measurements> {
     let mut measured = Vec::new();
     let mut cluster = converged_cluster(seed, &mut measured)?;
+    let last = cluster
+        .hosts()
+        .last()
+        .cloned()
+        .ok_or("a cluster has nodes")?;
     let generation_before = cluster
         .views()
-        .generation("n1", "n5")
-        .ok_or("n1 lists n5")?;
-    cluster.crash("n5");
-    let survivors = cluster.others("n5");
+        .generation("n1", &last)
+        .ok_or_else(|| format!("n1 lists {last}"))?;
+    cluster.crash(&last);
+    let survivors = cluster.others(&last);
     let took = cluster.run_until(
-        DETECT_WITHIN,
-        "every survivor sees n5 dead and gives it no shard",
-        |v| survivors.iter().all(|h| v.sees_dead(h, "n5")),
+        within(DETECT_WITHIN),
+        &format!("every survivor sees {last} dead and gives it no shard"),
+        |v| survivors.iter().all(|h| v.sees_dead(h, &last)),
     )?;
     measured.push(("crash detected", took));
-    cluster.bounce("n5");
+    cluster.bounce(&last);
     let hosts = cluster.hosts().to_vec();
-    let took = cluster.run_until(REJOIN_WITHIN, "n5 rejoins with a higher generation", |v| {
-        v.converged(&hosts)
-            && hosts
-                .iter()
-                .all(|h| v.generation(h, "n5") > Some(generation_before))
-    })?;
+    let took = cluster.run_until(
+        within(REJOIN_WITHIN),
+        &format!("{last} rejoins with a higher generation"),
+        |v| {
+            v.converged(&hosts)
+                && hosts
+                    .iter()
+                    .all(|h| v.generation(h, &last) > Some(generation_before))
+        },
+    )?;
     measured.push(("restart rejoined", took));
     Ok(measured)
 }
@@ -234,7 +282,7 @@ pub fn partition_repair(seed: u64) -> turmoil::Result<Measurements> {
     let n1_side = |v: &Views| others.iter().all(|o| v.sees_dead("n1", o));
     let others_side = |v: &Views| others.iter().all(|o| v.sees_dead(o, "n1"));
     let took = cluster.run_until_each(
-        DETECT_WITHIN,
+        within(DETECT_WITHIN),
         &[
             ("n1 sees every other node dead", &n1_side),
             ("every other node sees n1 dead", &others_side),
@@ -244,7 +292,7 @@ pub fn partition_repair(seed: u64) -> turmoil::Result<Measurements> {
     measured.push(("partition seen by others", took[1]));
     cluster.heal("n1");
     let hosts = cluster.hosts().to_vec();
-    let took = cluster.run_until(REJOIN_WITHIN, "all nodes converge again", |v| {
+    let took = cluster.run_until(within(REJOIN_WITHIN), "all nodes converge again", |v| {
         v.converged(&hosts)
     })?;
     measured.push(("reconverged after repair", took));
@@ -385,15 +433,16 @@ pub fn workload_churn(seed: u64) -> turmoil::Result<Measurements> {
         let newcomer = cluster.spare().ok_or("a spare node")?;
         cluster.join(&newcomer)?;
         let hosts = cluster.hosts().to_vec();
-        let took =
-            cluster.run_until(RECOVER_WITHIN, "the new node joins and all converge", |v| {
-                v.converged(&hosts)
-            })?;
+        let took = cluster.run_until(
+            within(RECOVER_WITHIN),
+            "the new node joins and all converge",
+            |v| v.converged(&hosts),
+        )?;
         measured.push(("joined", took));
         let leaver = pick(cluster, rng);
         let away = Duration::from_millis(rng.random_range(1_000..8_000));
         cluster.stop(&leaver);
-        cluster.run_until_stopped(&leaver, EXIT_WITHIN)?;
+        cluster.run_until_stopped(&leaver, within(EXIT_WITHIN))?;
         cluster.step_for(away)?;
         cluster.bounce(&leaver);
         measured.push(("left for", away));
@@ -416,12 +465,12 @@ pub fn hostile_gossip(seed: u64) -> turmoil::Result<Measurements> {
 fn restart_gracefully(cluster: &mut SimCluster, host: &str) -> turmoil::Result<Measurements> {
     let stopping = cluster.elapsed();
     cluster.stop(host);
-    cluster.run_until_stopped(host, EXIT_WITHIN)?;
+    cluster.run_until_stopped(host, within(EXIT_WITHIN))?;
     let exited = cluster.elapsed() - stopping;
     cluster.bounce(host);
     let hosts = cluster.hosts().to_vec();
     let took = cluster.run_until(
-        RECOVER_WITHIN,
+        within(RECOVER_WITHIN),
         "the restarted node is ready everywhere",
         |v| v.converged(&hosts),
     )?;
@@ -445,12 +494,29 @@ struct Fault {
 }
 
 impl Fault {
+    /// Strikes the run's number of overlapping victims ([`Swarm::overlap`]; one in the
+    /// standard configuration), waits, repairs them all.
     fn run(self, cluster: &mut SimCluster, rng: &mut StdRng) -> turmoil::Result<Measurements> {
-        let victim = pick(cluster, rng);
+        let mut victims = vec![pick(cluster, rng)];
+        for _ in 1..swarm::current().overlap {
+            let others: Vec<String> = cluster
+                .hosts()
+                .iter()
+                .filter(|h| !victims.contains(h))
+                .cloned()
+                .collect();
+            if let Some(other) = others.get(rng.random_range(0..others.len().max(1))) {
+                victims.push(other.clone());
+            }
+        }
         let lasts = Duration::from_millis(rng.random_range(self.millis));
-        (self.strike)(cluster, &victim);
+        for victim in &victims {
+            (self.strike)(cluster, victim);
+        }
         cluster.step_for(lasts)?;
-        (self.repair)(cluster, &victim);
+        for victim in &victims {
+            (self.repair)(cluster, victim);
+        }
         Ok(vec![(self.what, lasts)])
     }
 }
@@ -478,7 +544,7 @@ fn with_workload(
     let created = Arc::new(AtomicBool::new(false));
     let setup = workload::setup(nodes.clone(), history.clone(), created.clone());
     cluster.client("setup", setup);
-    cluster.run_until(SETUP_WITHIN, "setup creates every user", |_| {
+    cluster.run_until(within(SETUP_WITHIN), "setup creates every user", |_| {
         created.load(Ordering::Relaxed)
     })?;
 
@@ -498,13 +564,17 @@ fn with_workload(
     measured.extend(faults(&mut cluster, &mut rng)?);
     // Nodes may have joined.
     let nodes = cluster.hosts().to_vec();
-    let took = cluster.run_until(RECOVER_WITHIN, "all nodes converge after the faults", |v| {
-        v.converged(&nodes)
-    })?;
+    let took = cluster.run_until(
+        within(RECOVER_WITHIN),
+        "all nodes converge after the faults",
+        |v| v.converged(&nodes),
+    )?;
     measured.push(("reconverged", took));
     cluster.step_for(CALM)?;
     workload.stop();
-    cluster.run_until(STOP_WITHIN, "every client stops", |_| workload.finished())?;
+    cluster.run_until(within(STOP_WITHIN), "every client stops", |_| {
+        workload.finished()
+    })?;
 
     let read = Arc::new(AtomicBool::new(false));
     let jobs = acknowledged(&history, job_created);
@@ -513,7 +583,7 @@ fn with_workload(
     // Checked even when the final reads did not finish: what they saw so far names the key.
     let unfinished = cluster
         .run_until(
-            FINAL_WITHIN,
+            within(FINAL_WITHIN),
             "final reads of every key on every node",
             |_| read.load(Ordering::Relaxed),
         )
@@ -580,7 +650,7 @@ fn shard_of(subject: &Subject) -> String {
         Subject::Party(_) => return "its region's party manager shard".into(),
         Subject::Integers => troupe_node::services::integers::AGGREGATOR_KEY.into(),
     };
-    format!("shard {}", shard_for_key(&key, SIM_SHARDS))
+    format!("shard {}", shard_for_key(&key, swarm::current().shards))
 }
 
 /// The failure text: seed, how to replay it, the first violations, and the history of the

@@ -16,6 +16,7 @@ fn replays_exactly(scenario: &'static str, seeds: &[u64]) {
             scenario,
             seed,
             trace_file: None,
+            swarm: false,
         };
         let first = run_child(program, &job);
         let second = run_child(program, &job);

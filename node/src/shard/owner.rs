@@ -28,6 +28,7 @@ use super::finish_timers::FinishTimers;
 use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
 use super::sync::{self, SYNC_CALL_TIMEOUT};
 use super::{Entry, Epoch, Op, Peer, Position, ShardStore, StoreError};
+use crate::audit;
 use crate::ids::{NodeId, ShardId};
 use crate::metrics::UntrimmedLabel;
 use crate::rpc::wire::{Request, Response};
@@ -587,13 +588,22 @@ impl OwnerState {
                 0
             }
         };
+        let seq = prev.applied + 1;
         let entry = Entry {
-            seq: prev.applied + 1,
+            seq,
             epoch: epoch.clone(),
             ops,
             trim_before,
         };
-        self.replicate(epoch, prev, entry).await
+        self.replicate(epoch.clone(), prev, entry).await?;
+        audit::report(audit::Observation::Acknowledged {
+            shard: self.shard,
+            epoch: &epoch,
+            seq,
+            replicas: self.view.replicas.iter().map(|(p, _)| &p.node_id).collect(),
+            held_back: self.view.waiting.len(),
+        });
+        Ok(())
     }
 
     /// Why some copy this owner knows of may lack an entry written so far, if one may. While
@@ -838,6 +848,10 @@ impl OwnerState {
             match self.seal_round(&epoch).await? {
                 None => {
                     info!(%shard, %epoch, "serving the shard");
+                    audit::report(audit::Observation::Serving {
+                        shard,
+                        epoch: &epoch,
+                    });
                     self.epoch = Some(epoch.clone());
                     // The seal brought every replica up to this copy's position.
                     self.shards.update_local(shard, |l| {

@@ -17,6 +17,7 @@ use heed::{Database, RoTxn, RwTxn};
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, Epoch, Position, ShardMeta, Tenant};
+use crate::audit;
 use crate::codec::{self, CodecError};
 use crate::ids::ShardId;
 use crate::storage::{Storage, StorageError};
@@ -351,13 +352,17 @@ impl ShardStore {
         R: Send + 'static,
     {
         let this = self.clone();
-        self.storage
+        let (result, meta) = self
+            .storage
             .write(move |wtxn| {
                 let mut meta = this.meta_in(wtxn, shard)?;
                 this.follow(wtxn, shard, &mut meta, &epoch)?;
-                f(&this, wtxn, &mut meta)
+                let result = f(&this, wtxn, &mut meta)?;
+                Ok::<_, StoreError>((result, meta))
             })
-            .await
+            .await?;
+        audit::report(audit::Observation::Copy { shard, meta: &meta });
+        Ok(result)
     }
 
     fn read<R>(&self, f: impl FnOnce(&RoTxn) -> Result<R, StoreError>) -> Result<R, StoreError> {
