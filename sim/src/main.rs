@@ -211,6 +211,7 @@ fn sweep(selected: &[&'static Scenario], args: &Args) -> u64 {
         }
     );
     let started = Instant::now();
+    let commit = sweeps::commit();
     let mut tallies: BTreeMap<&'static str, Sweep> = BTreeMap::new();
     let mut first_runs: BTreeMap<(&'static str, u64), Report> = BTreeMap::new();
     let mut finished = 0u64;
@@ -266,7 +267,7 @@ fn sweep(selected: &[&'static Scenario], args: &Args) -> u64 {
     }
     if let Some(file) = &args.record {
         let rows: Vec<&Sweep> = tallies.values().collect();
-        match sweeps::record(file, &rows, workers, args.check_replay) {
+        match sweeps::record(file, &commit, &rows, workers, args.check_replay) {
             Ok(()) => println!("recorded in {}", file.display()),
             Err(error) => eprintln!(
                 "error: cannot record the sweep in {}: {error}",

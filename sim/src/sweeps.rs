@@ -104,9 +104,11 @@ fn failed_list(failed: &[u64]) -> String {
     format!(" ({}{more})", shown.join(", "))
 }
 
-/// Adds one row per sweep to the table in `file` (created, with the markers, if missing).
+/// Adds one row per sweep, run on `commit` ([`commit`], taken when the sweep started), to the
+/// table in `file` (created, with the markers, if missing).
 pub fn record(
     file: &Path,
+    commit: &str,
     sweeps: &[&Sweep],
     workers: usize,
     check_replay: bool,
@@ -116,10 +118,10 @@ pub fn record(
         Err(error) if error.kind() == io::ErrorKind::NotFound => String::new(),
         Err(error) => return Err(error),
     };
-    let (date, commit) = (today(), commit());
+    let date = today();
     let rows: Vec<String> = sweeps
         .iter()
-        .map(|s| s.row(&date, &commit, workers, check_replay))
+        .map(|s| s.row(&date, commit, workers, check_replay))
         .collect();
     std::fs::write(file, with_rows(&text, &rows))
 }
@@ -145,7 +147,8 @@ fn today() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn commit() -> String {
+/// The commit checked out here, `+changes` if the tracked files differ from it.
+pub fn commit() -> String {
     let output = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output();
