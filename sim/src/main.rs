@@ -233,6 +233,7 @@ fn sweep(selected: &[&'static Scenario], args: &Args) -> u64 {
             None
         };
         tally.runs += 1;
+        tally.measured(&report.measured);
         if report.failure.is_some() {
             tally.failed.push(job.seed);
             print_failure(&report);

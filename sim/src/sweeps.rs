@@ -32,6 +32,9 @@ pub struct Sweep {
     pub replay_same: u64,
     /// Real time spent in this scenario's runs, summed over the workers.
     pub busy: Duration,
+    /// Simulated time from the last fault's repair until every node converged, per passing
+    /// run that measured it, in milliseconds.
+    pub reconverged_ms: Vec<u64>,
 }
 
 impl Sweep {
@@ -44,7 +47,23 @@ impl Sweep {
             failed: Vec::new(),
             replay_same: 0,
             busy: Duration::ZERO,
+            reconverged_ms: Vec::new(),
         }
+    }
+
+    /// Notes what a passing run measured.
+    pub fn measured(&mut self, measured: &[(String, u64)]) {
+        let reconverged = measured.iter().filter(|(what, _)| what == "reconverged");
+        self.reconverged_ms.extend(reconverged.map(|(_, ms)| *ms));
+    }
+
+    /// "converged again within ... " over the passing runs, if they measured it.
+    fn convergence(&self) -> Option<String> {
+        let most = self.reconverged_ms.iter().max()?;
+        let mean = self.reconverged_ms.iter().sum::<u64>() / self.reconverged_ms.len() as u64;
+        Some(format!(
+            "converged after the last fault within {most} ms (mean {mean} ms)"
+        ))
     }
 
     /// Seeds finished per minute of real time with `workers` running at once.
@@ -63,6 +82,9 @@ impl Sweep {
             failed_list(&self.failed),
             self.seeds_per_minute(workers)
         );
+        if let Some(convergence) = self.convergence() {
+            line.push_str(&format!("; {convergence}"));
+        }
         if check_replay {
             line.push_str(&format!(
                 "; replay identical for {} of {} seeds ({:.1} %)",
