@@ -3,10 +3,14 @@
 //! Node code only sees the traits, so the HTTP edge and inter-node RPC run unchanged on
 //! turmoil's network, where the simulation controls latency, loss, partitions and crashes.
 
+use std::cell::Cell;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use troupe_node::config::HostPort;
 use troupe_node::net::{BoxStream, Dialer, Listener};
 use turmoil::net::{TcpListener, TcpStream};
@@ -45,6 +49,92 @@ pub struct SimDialer;
 impl Dialer for SimDialer {
     async fn dial(&self, addr: &HostPort) -> io::Result<BoxStream> {
         let stream = TcpStream::connect((addr.host(), addr.port())).await?;
-        Ok(Box::new(stream))
+        RPC_TRAFFIC.with(|t| {
+            t.set(RpcTraffic {
+                connections: t.get().connections + 1,
+                ..t.get()
+            })
+        });
+        Ok(Box::new(Counted(stream)))
+    }
+}
+
+/// Inter-node RPC traffic of the simulations run on this thread so far, counted at the
+/// dialing end of every connection (every RPC connection is dialed by exactly one node, so
+/// each byte is counted once, whichever way it went). turmoil runs a whole simulation on the
+/// thread that steps it, so concurrent tests do not mix their counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RpcTraffic {
+    /// Connections dialed.
+    pub connections: u64,
+    /// Bytes written and read on them, handshakes and encryption included.
+    pub bytes: u64,
+}
+
+impl RpcTraffic {
+    /// What was added after `earlier`, a reading of the same counters.
+    pub fn since(&self, earlier: &RpcTraffic) -> RpcTraffic {
+        RpcTraffic {
+            connections: self.connections.saturating_sub(earlier.connections),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+        }
+    }
+}
+
+thread_local! {
+    static RPC_TRAFFIC: Cell<RpcTraffic> = const { Cell::new(RpcTraffic { connections: 0, bytes: 0 }) };
+}
+
+/// The RPC traffic of this thread's simulations so far.
+pub fn rpc_traffic() -> RpcTraffic {
+    RPC_TRAFFIC.with(Cell::get)
+}
+
+fn count_rpc_bytes(bytes: usize) {
+    RPC_TRAFFIC.with(|t| {
+        t.set(RpcTraffic {
+            bytes: t.get().bytes + bytes as u64,
+            ..t.get()
+        })
+    });
+}
+
+/// A dialed stream that adds every byte through it to [`rpc_traffic`].
+struct Counted(TcpStream);
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.0).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            count_rpc_bytes(buf.filled().len().saturating_sub(before));
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.0).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = polled {
+            count_rpc_bytes(written);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
