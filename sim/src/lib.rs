@@ -9,7 +9,8 @@
 //! - [`harness`]: building a seeded cluster, injecting faults, stepping until a predicate holds;
 //! - [`hostile`]: a host without the cluster secret attacking gossip;
 //! - [`history`] and [`averages`]: the recorded requests and the invariant checkers over them;
-//! - [`scenarios`]: the scenario catalogue shared by the tests and the explorer (`src/main.rs`).
+//! - [`scenarios`]: the scenario catalogue shared by the tests and the explorer (`src/main.rs`);
+//! - [`scale`]: 20 to 100 nodes, measured (named scenarios, not part of `all`).
 
 pub mod averages;
 pub mod gossip;
@@ -19,5 +20,6 @@ pub mod hostile;
 pub mod http;
 pub mod net;
 pub mod observe;
+pub mod scale;
 pub mod scenarios;
 pub mod workload;

@@ -100,9 +100,12 @@ pub const ALL: &[Scenario] = &[
     },
 ];
 
-/// The scenario called `name`.
+/// The scenario called `name`: one of [`ALL`], or a scale scenario ([`crate::scale::SCENARIOS`],
+/// run only when named).
 pub fn find(name: &str) -> Option<&'static Scenario> {
-    ALL.iter().find(|s| s.name == name)
+    ALL.iter()
+        .chain(crate::scale::SCENARIOS)
+        .find(|s| s.name == name)
 }
 
 /// A started cluster whose nodes all agree on membership and placement.
