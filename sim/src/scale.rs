@@ -105,6 +105,10 @@ pub struct Report {
     pub shards: usize,
     /// Until every node first saw every node live.
     pub all_live: Duration,
+    /// Until the first node, and until the last node, said in its own view that it is ready
+    /// (a joining node first waits for its view of the members to hold still for 3 gossip
+    /// rounds, then has the shards placement will give it copied to it).
+    pub self_ready: (Duration, Duration),
     /// Until every node saw every node live and ready (a joining node waits for its view to
     /// hold still before it says it is ready, then has its shards copied to it).
     pub all_ready: Duration,
@@ -202,18 +206,20 @@ impl Window {
 
 impl Report {
     /// The table's header, in markdown.
-    pub const HEADER: &'static str = "| nodes | shards | seed | all live | all ready | converged | detect | settle | served | gossip B/node/s converging | gossip B/node/s quiet (max node) | mean datagram | RPC B/node/s quiet | owned/node | held/node | placement CPU | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+    pub const HEADER: &'static str = "| nodes | shards | seed | all live | self-ready first–last | all ready | converged | detect | settle | served | gossip B/node/s converging | gossip B/node/s quiet (max node) | mean datagram | RPC B/node/s quiet | owned/node | held/node | placement CPU | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
     /// The run's row of the table, in markdown.
     pub fn row(&self) -> String {
         let s = |d: Duration| format!("{:.2} s", d.as_secs_f64());
         format!(
-            "| {} | {}+{} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} ({:.0}) | {:.0} B | {:.0} | {}–{} | {}–{} | {:.1} ms | {:.0} s |",
+            "| {} | {}+{} | {} | {} | {:.2}–{} | {} | {} | {} | {} | {} | {:.0} | {:.0} ({:.0}) | {:.0} B | {:.0} | {}–{} | {}–{} | {:.1} ms | {:.0} s |",
             self.nodes,
             self.hash_shards,
             self.shards - self.hash_shards as usize,
             self.seed,
             s(self.all_live),
+            self.self_ready.0.as_secs_f64(),
+            s(self.self_ready.1),
             s(self.all_ready),
             s(self.converged),
             s(self.detected),
@@ -276,9 +282,14 @@ pub fn run(seed: u64, nodes: usize) -> turmoil::Result<Report> {
     let all_live = |v: &Views| hosts.iter().all(|h| sees_live(v, h, &hosts));
     let all_ready = |v: &Views| hosts.iter().all(|h| sees_ready(v, h, &hosts));
     let converged = |v: &Views| converged(v, &hosts);
+    let says_ready = |v: &Views, h: &String| v.member(h, h).is_some_and(|m| m.status == "ready");
+    let first_ready = |v: &Views| hosts.iter().any(|h| says_ready(v, h));
+    let last_ready = |v: &Views| hosts.iter().all(|h| says_ready(v, h));
     let took = cluster.run_until_each(
         CONVERGE_WITHIN,
         &[
+            ("a node says it is ready", &first_ready),
+            ("every node says it is ready", &last_ready),
             ("every node sees every node live", &all_live),
             ("every node sees every node live and ready", &all_ready),
             (
@@ -287,7 +298,8 @@ pub fn run(seed: u64, nodes: usize) -> turmoil::Result<Report> {
             ),
         ],
     )?;
-    let (all_live, all_ready, converged_at) = (took[0], took[1], took[2]);
+    let self_ready = (took[0], took[1]);
+    let (all_live, all_ready, converged_at) = (took[2], took[3], took[4]);
     let gossip_converging = Window::new(&cluster.gossip().meter(), cluster.elapsed(), nodes);
     info!(
         nodes,
@@ -355,6 +367,7 @@ pub fn run(seed: u64, nodes: usize) -> turmoil::Result<Report> {
         shards,
         all_live,
         all_ready,
+        self_ready,
         converged: converged_at,
         owned,
         held,
