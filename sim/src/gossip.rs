@@ -421,3 +421,32 @@ impl Socket for SimSocket {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_meter_reading_minus_an_earlier_one_is_what_was_sent_in_between() {
+        let network = GossipNetwork::new(1);
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        network.record_sent(a, "syn", 300, 0);
+        let earlier = network.meter();
+        network.record_sent(a, "ack", 100, 40);
+        network.record_sent(b, "syn", 200, 0);
+        let between = network.meter().since(&earlier);
+        assert_eq!(between.by_sender[&a].bytes, 100);
+        assert_eq!(between.by_sender[&a].delta_bytes, 40);
+        assert_eq!(between.by_sender[&b].datagrams, 1);
+        assert_eq!(between.by_kind["syn"].bytes, 200);
+        let total = between.total();
+        assert_eq!(
+            (total.datagrams, total.bytes, total.delta_bytes),
+            (2, 300, 40)
+        );
+        assert_eq!(
+            total.largest, 300,
+            "the largest payload so far, not of the interval"
+        );
+    }
+}
