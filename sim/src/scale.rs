@@ -11,6 +11,8 @@
 //!   while converging and then over a quiet window;
 //! - **shards per node**: owned, and held (owner or replica), min and max, from the
 //!   converged table;
+//! - **RPC**: inter-node bytes per node per second over the same quiet window
+//!   ([`crate::net::rpc_traffic`]), and the real CPU time of one placement;
 //! - after one node crashes: **detect** (every survivor lists it dead), **settle** (every
 //!   survivor's table gives every shard a live owner, and all survivors hold the same table) and
 //!   **served** (settled, and no survivor is still taking a shard over or installing a copy).
@@ -150,7 +152,7 @@ pub struct Report {
 pub struct Window {
     /// Simulated length of the interval.
     pub length: Duration,
-    /// Nodes that sent gossip in it.
+    /// Nodes the bytes are shared among: every node of the run (the crashed one was still up).
     pub senders: usize,
     /// Everything sent in it.
     pub total: Traffic,
