@@ -17,6 +17,11 @@ use clap::Parser;
 use troupe_sim::harness::set_quiet;
 use troupe_sim::scenarios::{self, Measurements, Scenario};
 
+/// The allocator production's `troupe` binary uses, so the simulated nodes allocate as real
+/// ones do; glibc's malloc took 44 % of a 100-node run's CPU (docs/SIMULATION.md, "Scale").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sweep simulation scenarios over seeds.
 #[derive(Parser, Debug)]
 #[command(name = "troupe-sim", about)]
