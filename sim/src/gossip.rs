@@ -10,16 +10,24 @@
 //! ([`troupe_node::membership::seal`]), exactly as production seals chitchat's bytes: a host
 //! without the cluster secret cannot get an envelope taken out, and the simulation exercises
 //! the authentication, replay and clock checks on every datagram.
+//!
+//! Since the datagrams carry keys, their size says nothing about gossip's cost. When metering
+//! is on ([`GossipNetwork::set_metering`]), each envelope goes through chitchat's own codec
+//! first, in a [`ChannelTransport`] private to the socket: chitchat's public in-process
+//! transport, which serializes and deserializes every envelope with the same encoder its UDP
+//! transport uses and reports the exact encoded length. The meter records that length plus the
+//! seal's [`OVERHEAD`], the UDP payload production would send ([`GossipMeter`]).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::determinism::trace;
 use anyhow::Context;
 use async_trait::async_trait;
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
-use chitchat::ChitchatEnvelope;
+use chitchat::transport::{ChannelTransport, RecvOutcome, SendOutcome, Socket, Transport};
+use chitchat::{ChitchatEnvelope, ChitchatMessage, Serializable};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::debug;
@@ -56,6 +64,86 @@ struct Parked {
     dropped: u64,
     /// Most sender instances any node's opener tracked at once.
     most_senders: usize,
+    /// Whether sent envelopes are encoded and measured ([`GossipNetwork::set_metering`]).
+    metering: bool,
+    /// What the metered envelopes cost so far.
+    meter: GossipMeter,
+}
+
+/// The gossip sent while metering was on: sizes as production's UDP transport would send them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GossipMeter {
+    /// Per sending host (its address), everything it sent.
+    pub by_sender: BTreeMap<IpAddr, Traffic>,
+    /// Per chitchat message kind (`syn`, `syn-ack`, `ack`, `bad-cluster`), everything sent.
+    pub by_kind: BTreeMap<&'static str, Traffic>,
+}
+
+/// Datagrams and bytes of some gossip.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Datagrams sent.
+    pub datagrams: u64,
+    /// UDP payload bytes: chitchat's encoded envelope plus the seal's overhead.
+    pub bytes: u64,
+    /// Of `bytes`, the encoded deltas (node states sent to a peer that lacked them); the rest
+    /// is the envelope header, the digest (every known node's heartbeat and versions,
+    /// zstd-compressed) and the seal.
+    pub delta_bytes: u64,
+    /// The largest payload sent, in bytes.
+    pub largest: u64,
+}
+
+impl Traffic {
+    fn add(&mut self, bytes: u64, delta_bytes: u64) {
+        self.datagrams += 1;
+        self.bytes += bytes;
+        self.delta_bytes += delta_bytes;
+        self.largest = self.largest.max(bytes);
+    }
+
+    /// What was sent after `earlier` (a reading of the same counters); the largest payload
+    /// is the largest so far, not of the interval.
+    pub fn since(&self, earlier: &Traffic) -> Traffic {
+        Traffic {
+            datagrams: self.datagrams.saturating_sub(earlier.datagrams),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+            delta_bytes: self.delta_bytes.saturating_sub(earlier.delta_bytes),
+            largest: self.largest,
+        }
+    }
+}
+
+impl GossipMeter {
+    /// Everything every host sent.
+    pub fn total(&self) -> Traffic {
+        let mut total = Traffic::default();
+        for t in self.by_sender.values() {
+            total.datagrams += t.datagrams;
+            total.bytes += t.bytes;
+            total.delta_bytes += t.delta_bytes;
+            total.largest = total.largest.max(t.largest);
+        }
+        total
+    }
+
+    /// What was sent after `earlier`, a reading of the same meter.
+    pub fn since(&self, earlier: &GossipMeter) -> GossipMeter {
+        let diff =
+            |now: &Traffic, then: Option<&Traffic>| now.since(then.unwrap_or(&Traffic::default()));
+        GossipMeter {
+            by_sender: self
+                .by_sender
+                .iter()
+                .map(|(ip, t)| (*ip, diff(t, earlier.by_sender.get(ip))))
+                .collect(),
+            by_kind: self
+                .by_kind
+                .iter()
+                .map(|(kind, t)| (*kind, diff(t, earlier.by_kind.get(kind))))
+                .collect(),
+        }
+    }
 }
 
 impl GossipNetwork {
@@ -69,6 +157,8 @@ impl GossipNetwork {
                 rng: StdRng::seed_from_u64(seed),
                 dropped: 0,
                 most_senders: 0,
+                metering: false,
+                meter: GossipMeter::default(),
             })),
         }
     }
@@ -95,6 +185,39 @@ impl GossipNetwork {
             host_ip,
             keys,
         }
+    }
+
+    /// Encodes every envelope sent from now on with chitchat's codec and records its size
+    /// ([`Self::meter`]), or stops doing so. Off by default: it costs an encode and a decode
+    /// per message, which only runs that measure gossip need.
+    pub fn set_metering(&self, on: bool) {
+        self.lock().metering = on;
+    }
+
+    /// What the metered envelopes cost so far.
+    pub fn meter(&self) -> GossipMeter {
+        self.lock().meter.clone()
+    }
+
+    fn metering(&self) -> bool {
+        self.lock().metering
+    }
+
+    fn record_sent(&self, from: IpAddr, kind: &'static str, bytes: usize, delta_bytes: usize) {
+        let (bytes, delta_bytes) = (bytes as u64, delta_bytes as u64);
+        let mut parked = self.lock();
+        parked
+            .meter
+            .by_sender
+            .entry(from)
+            .or_default()
+            .add(bytes, delta_bytes);
+        parked
+            .meter
+            .by_kind
+            .entry(kind)
+            .or_default()
+            .add(bytes, delta_bytes);
     }
 
     /// Datagrams dropped because they did not open, so far.
@@ -155,7 +278,10 @@ impl Transport for SimTransport {
             .await
             .with_context(|| format!("cannot bind {listen_addr}/udp for gossip"))?;
         let local_addr = SocketAddr::new(self.host_ip, socket.local_addr()?.port());
+        // The codec's transport is private to this socket: it only ever sends to itself.
+        let codec = ChannelTransport::default().open(local_addr).await?;
         Ok(Box::new(SimSocket {
+            codec,
             network: self.network.clone(),
             socket,
             local_addr,
@@ -170,6 +296,8 @@ impl Transport for SimTransport {
 
 /// A gossip socket: turmoil UDP carrying keys into the [`GossipNetwork`] table.
 pub struct SimSocket {
+    /// chitchat's in-process socket, sending only to itself: the codec metering measures with.
+    codec: Box<dyn Socket>,
     network: GossipNetwork,
     socket: UdpSocket,
     /// The host's address with the bound port: chitchat uses it as this node's address.
@@ -178,6 +306,44 @@ pub struct SimSocket {
     opener: Opener,
     sealed: Vec<u8>,
     opened: Vec<u8>,
+}
+
+impl SimSocket {
+    /// Runs `envelope` through chitchat's codec (encode, decode, as its channel transport
+    /// does for every message), records the encoded size plus the seal's overhead as this
+    /// host's, and gives back the decoded envelope; `None` if the codec did not return it.
+    async fn metered(&mut self, envelope: ChitchatEnvelope) -> Option<ChitchatEnvelope> {
+        let (kind, delta_bytes) = match &envelope.message {
+            ChitchatMessage::Syn { .. } => ("syn", 0),
+            ChitchatMessage::SynAck { delta, .. } => ("syn-ack", delta.serialized_len()),
+            ChitchatMessage::Ack { delta } => ("ack", delta.serialized_len()),
+            ChitchatMessage::BadCluster => ("bad-cluster", 0),
+        };
+        let to_self = self.codec.local_addr().ok()?;
+        let sent = match self.codec.send(to_self, envelope).await {
+            Ok(sent) => sent,
+            Err(error) => {
+                debug!(%error, "gossip envelope not encoded");
+                return None;
+            }
+        };
+        // The codec delivered synchronously into its own channel: the envelope is already
+        // there, and a zero timeout still polls once before giving up.
+        let back = match tokio::time::timeout(Duration::ZERO, self.codec.recv()).await {
+            Ok(Ok(back)) => back,
+            _ => {
+                debug!("gossip envelope not decoded");
+                return None;
+            }
+        };
+        self.network.record_sent(
+            self.local_addr.ip(),
+            kind,
+            sent.num_bytes_sent + OVERHEAD,
+            delta_bytes,
+        );
+        Some(back.envelope)
+    }
 }
 
 #[async_trait]
@@ -191,6 +357,15 @@ impl Socket for SimSocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
+        let envelope = if self.network.metering() {
+            match self.metered(envelope).await {
+                Some(envelope) => envelope,
+                // Cannot happen with chitchat's channel transport; lost like any datagram.
+                None => return Ok(SendOutcome { num_bytes_sent: 0 }),
+            }
+        } else {
+            envelope
+        };
         if self.network.loses() {
             debug!(%to, "gossip datagram lost");
             return Ok(SendOutcome {
@@ -249,5 +424,34 @@ impl Socket for SimSocket {
                 None => debug!(%from_addr, "gossip envelope already discarded: datagram lost"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_meter_reading_minus_an_earlier_one_is_what_was_sent_in_between() {
+        let network = GossipNetwork::new(1);
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        network.record_sent(a, "syn", 300, 0);
+        let earlier = network.meter();
+        network.record_sent(a, "ack", 100, 40);
+        network.record_sent(b, "syn", 200, 0);
+        let between = network.meter().since(&earlier);
+        assert_eq!(between.by_sender[&a].bytes, 100);
+        assert_eq!(between.by_sender[&a].delta_bytes, 40);
+        assert_eq!(between.by_sender[&b].datagrams, 1);
+        assert_eq!(between.by_kind["syn"].bytes, 200);
+        let total = between.total();
+        assert_eq!(
+            (total.datagrams, total.bytes, total.delta_bytes),
+            (2, 300, 40)
+        );
+        assert_eq!(
+            total.largest, 300,
+            "the largest payload so far, not of the interval"
+        );
     }
 }

@@ -128,6 +128,18 @@ impl SimCluster {
     /// addresses, data directories, observed by the observer) but only run once
     /// [`Self::join`]ed. Every node's seeds are the started nodes.
     pub fn start_with_spares(seed: u64, size: usize, spares: usize) -> turmoil::Result<Self> {
+        Self::start_configured(seed, size, spares, |_| {})
+    }
+
+    /// Like [`Self::start_with_spares`], with `configure` changing the simulation's
+    /// cluster.toml before any node reads it (e.g. a scale run's shard count); every node runs
+    /// the changed copy.
+    pub fn start_configured(
+        seed: u64,
+        size: usize,
+        spares: usize,
+        configure: impl FnOnce(&mut ClusterConfig),
+    ) -> turmoil::Result<Self> {
         init_tracing();
         info!(seed, size, "simulation starting");
         // The node code's own draws (job durations and ids, integers) follow the seed.
@@ -149,7 +161,8 @@ impl SimCluster {
         // Its name is unique to this process: the trace reads it the same in every run.
         crate::determinism::trace::alias(&data.path().to_string_lossy(), "<data>");
         let swarm = crate::swarm::current();
-        let cluster = cluster_config(&swarm)?;
+        let mut cluster = cluster_config(&swarm)?;
+        configure(&mut cluster);
         let names: Vec<String> = (1..=size + spares).map(|i| format!("n{i}")).collect();
         let ips: Vec<IpAddr> = names.iter().map(|h| sim.lookup(h.as_str())).collect();
         let gossip = GossipNetwork::new(seed);

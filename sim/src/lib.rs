@@ -10,7 +10,8 @@
 //! - [`hostile`]: a host without the cluster secret attacking gossip;
 //! - [`history`] and [`averages`]: the recorded requests and the invariant checkers over them;
 //! - [`determinism`]: seeded entropy, simulated clocks and the digest of a run's trace;
-//! - [`scenarios`]: the scenario catalogue shared by the tests and the explorer (`src/main.rs`).
+//! - [`scenarios`]: the scenario catalogue shared by the tests and the explorer (`src/main.rs`);
+//! - [`scale`]: 20 to 100 nodes, measured (named scenarios, not part of `all`).
 
 pub mod audit;
 pub mod averages;
@@ -23,6 +24,7 @@ pub mod hostile;
 pub mod http;
 pub mod net;
 pub mod observe;
+pub mod scale;
 pub mod scenarios;
 pub mod swarm;
 pub mod sweeps;

@@ -23,6 +23,11 @@ use troupe_sim::scenarios::{self, Scenario};
 use troupe_sim::swarm::Swarm;
 use troupe_sim::sweeps::{self, Sweep};
 
+/// The allocator production's `troupe` binary uses, so the simulated nodes allocate as real
+/// ones do; glibc's malloc took 44 % of a 100-node run's CPU (docs/SIMULATION.md, "Scale").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sweep simulation scenarios over seeds.
 #[derive(Parser, Debug)]
 #[command(name = "troupe-sim", about)]

@@ -108,9 +108,12 @@ fn within(bound: Duration) -> Duration {
     swarm::current().within(bound)
 }
 
-/// The scenario called `name`.
+/// The scenario called `name`: one of [`ALL`], or a scale scenario ([`crate::scale::SCENARIOS`],
+/// run only when named).
 pub fn find(name: &str) -> Option<&'static Scenario> {
-    ALL.iter().find(|s| s.name == name)
+    ALL.iter()
+        .chain(crate::scale::SCENARIOS)
+        .find(|s| s.name == name)
 }
 
 /// How one run of a scenario ended, and the digest of everything that happened in it.
