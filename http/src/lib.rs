@@ -12,6 +12,8 @@ pub mod routes;
 pub mod serve;
 pub mod views;
 
+pub use admission::Edge;
+}
 pub use api::{NodeApi, Readiness};
 pub use error::ApiError;
 pub use metrics::HttpMetrics;

@@ -10,16 +10,22 @@
 //! - a **body timeout** ([`DeadlineBody`]): the whole request body must arrive in time, or the
 //!   handler sees a read error and answers 400;
 //! - an **idle timeout**: a connection on which no byte moved for that long (a client that
-//!   stopped reading its response, say) is asked to close, and dropped one period later;
+//!   stopped reading its response, say; checked every quarter of it, so up to a quarter
+//!   more) is asked to close, and dropped one period later;
 //! - a **connection cap** ([`Slots`]): at the cap, a new connection takes the place of the
 //!   oldest one that is not in the middle of a request (still sending its head, or idle between
 //!   requests), which is closed at once; when every open connection is busy with a request, the
 //!   new one is closed at once instead. So trickling connections cannot lock out real clients,
 //!   and descriptors stay bounded (decision 021).
 //!
+//! Each request first meets the node's in-flight bound ([`Edge::handle`]), before any routing.
+//! What runs for every request here is kept to a few atomic operations: a connection counts
+//! the reads and writes that moved bytes (the idle check compares counts instead of reading
+//! the clock on every read), and marks itself busy or evictable with one atomic store.
+//!
 //! It is generic over axum's [`Listener`] so the simulation serves the same way on turmoil.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -31,7 +37,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::serve::Listener;
-use axum::Router;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -39,9 +44,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
+
+use crate::admission::Edge;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_service::Service;
 use tracing::Instrument;
 
 /// The limits [`serve`] applies to every connection.
@@ -57,15 +63,11 @@ pub struct ServeLimits {
     pub max_connections: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting, lets
+/// Serves `edge` on `listener` until `shutdown` is cancelled, then stops accepting, lets
 /// requests in progress finish (closing idle connections at once) and returns when every
 /// connection has closed.
-pub async fn serve<L>(
-    mut listener: L,
-    router: Router,
-    limits: ServeLimits,
-    shutdown: CancellationToken,
-) where
+pub async fn serve<L>(mut listener: L, edge: Edge, limits: ServeLimits, shutdown: CancellationToken)
+where
     L: Listener,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -90,7 +92,7 @@ pub async fn serve<L>(
         };
         let conn = Connection {
             builder: builder.clone(),
-            router: router.clone(),
+            edge: edge.clone(),
             limits,
             slot,
             killed,
@@ -105,7 +107,7 @@ pub async fn serve<L>(
 /// One accepted connection and what ends it.
 struct Connection {
     builder: hyper::server::conn::http1::Builder,
-    router: Router,
+    edge: Edge,
     limits: ServeLimits,
     slot: Slot,
     /// Fired when a newer connection took this one's slot.
@@ -117,7 +119,7 @@ impl Connection {
     async fn run<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: I) {
         let Self {
             builder,
-            router,
+            edge,
             limits,
             slot,
             mut killed,
@@ -132,22 +134,33 @@ impl Connection {
         let service = {
             let slot = slot.clone();
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let request: Request =
-                    request.map(|body| Body::new(DeadlineBody::new(body, limits.body_timeout)));
-                let mut router = router.clone();
+                let request: Request = request.map(|body| {
+                    // A request without a body (most reads) has nothing to time.
+                    if body.is_end_stream() {
+                        Body::new(body)
+                    } else {
+                        Body::new(DeadlineBody::new(body, limits.body_timeout))
+                    }
+                });
+                let edge = edge.clone();
                 let busy = slot.busy();
                 async move {
-                    let response = router.call(request).await;
+                    let response = edge.handle(request).await;
                     drop(busy);
-                    response
+                    Ok::<_, std::convert::Infallible>(response)
                 }
             })
         };
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
         let mut closing = false;
+        // The idle check runs every quarter of the timeout and closes a connection whose count
+        // of reads and writes did not move for four checks in a row.
+        let check_every = (limits.idle_timeout / IDLE_CHECKS).max(Duration::from_millis(1));
+        let mut next_check = Instant::now() + check_every;
+        let mut seen = activity.count();
+        let mut quiet_checks = 0;
         loop {
-            let idle_at = activity.last() + limits.idle_timeout;
             tokio::select! {
                 // Served to the end, closed by the client, or a timeout hyper enforces.
                 _ = conn.as_mut() => return,
@@ -158,8 +171,16 @@ impl Connection {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = tokio::time::sleep_until(idle_at) => {
-                    if activity.last() + limits.idle_timeout > Instant::now() {
+                _ = tokio::time::sleep_until(next_check) => {
+                    next_check += check_every;
+                    let count = activity.count();
+                    if count != seen {
+                        seen = count;
+                        quiet_checks = 0;
+                        continue;
+                    }
+                    quiet_checks += 1;
+                    if quiet_checks < IDLE_CHECKS {
                         continue;
                     }
                     if closing {
@@ -167,7 +188,7 @@ impl Connection {
                         return;
                     }
                     closing = true;
-                    activity.touch();
+                    quiet_checks = 0;
                     conn.as_mut().graceful_shutdown();
                 }
             }
@@ -175,34 +196,28 @@ impl Connection {
     }
 }
 
-/// When a connection last moved a byte, as milliseconds since its creation.
-struct Activity {
-    born: Instant,
-    last_ms: AtomicU64,
-}
+/// Checks per idle period (see [`Connection::run`]).
+const IDLE_CHECKS: u32 = 4;
 
-impl Default for Activity {
-    fn default() -> Self {
-        Self {
-            born: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
+/// How many reads and writes of a connection moved bytes. Only the connection's stream
+/// writes it, so a load and a store do (no locked instruction per read).
+#[derive(Default)]
+struct Activity {
+    count: AtomicU64,
 }
 
 impl Activity {
     fn touch(&self) {
-        let ms = self.born.elapsed().as_millis();
-        self.last_ms
-            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let count = self.count.load(Ordering::Relaxed);
+        self.count.store(count.wrapping_add(1), Ordering::Relaxed);
     }
 
-    fn last(&self) -> Instant {
-        self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
     }
 }
 
-/// A stream that records when it last read or wrote a byte, for the idle timeout.
+/// A stream that counts the reads and writes that moved bytes, for the idle timeout.
 struct Tracked<I> {
     inner: I,
     activity: Arc<Activity>,
@@ -308,19 +323,27 @@ where
 }
 
 /// The connection cap: open connections, and which of them a new one may replace.
+///
+/// Each connection's state is one atomic word: [`BUSY`] while it serves a request, otherwise
+/// the number it drew when it last became evictable (so the smallest is the oldest). A request
+/// marks its connection with one store; only a new connection at the cap takes the lock and
+/// looks for the oldest evictable connection among the open ones.
 #[derive(Clone)]
 struct Slots {
     inner: Arc<Mutex<SlotTable>>,
+    /// Numbers drawn by connections becoming evictable, in order.
+    order: Arc<AtomicU64>,
 }
+
+/// A connection in the middle of a request.
+const BUSY: u64 = u64::MAX;
+/// A connection a newer one replaced: it is closing and never evictable again.
+const EVICTED: u64 = u64::MAX - 1;
 
 struct SlotTable {
     cap: usize,
-    open: usize,
-    next: u64,
-    /// Open connections not in the middle of a request, oldest first, with what closes them.
-    evictable: BTreeMap<u64, oneshot::Sender<()>>,
-    /// The same connections' current key in `evictable`, by connection.
-    key_of: BTreeMap<u64, u64>,
+    /// Open connections (not evicted) by id: their state and what closes them.
+    open: HashMap<u64, (Arc<AtomicU64>, oneshot::Sender<()>)>,
     next_conn: u64,
 }
 
@@ -329,44 +352,56 @@ impl Slots {
         Self {
             inner: Arc::new(Mutex::new(SlotTable {
                 cap: cap.max(1),
-                open: 0,
-                next: 0,
-                evictable: BTreeMap::new(),
-                key_of: BTreeMap::new(),
+                open: HashMap::new(),
                 next_conn: 0,
             })),
+            order: Arc::new(AtomicU64::new(0)),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotTable> {
-        // A panic while holding this lock leaves plain counters behind: keep using them.
+        // A panic while holding this lock leaves a consistent map behind: keep using it.
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A number later than every one drawn before.
+    fn draw(&self) -> u64 {
+        self.order.fetch_add(1, Ordering::Relaxed)
     }
 
     /// A slot for a new connection, closing the oldest evictable one at the cap; `None` when
     /// every open connection is busy.
     fn admit(&self, kill: oneshot::Sender<()>) -> Option<Slot> {
         let mut table = self.lock();
-        if table.open >= table.cap {
-            let (_, victim) = table.evictable.pop_first()?;
-            // Its slot is free from now on; its own drop finds it gone from `evictable` and does
-            // not free it again.
-            let _ = victim.send(());
-            table.open -= 1;
+        while table.open.len() >= table.cap {
+            let (victim, state, drawn) = table
+                .open
+                .iter()
+                .map(|(id, (state, _))| (*id, state, state.load(Ordering::Relaxed)))
+                .filter(|(_, _, drawn)| *drawn < EVICTED)
+                .min_by_key(|(_, _, drawn)| *drawn)?;
+            // Lost to a request that just started on it: look again.
+            if state
+                .compare_exchange(drawn, EVICTED, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if let Some((_, kill)) = table.open.remove(&victim) {
+                // Its own drop finds it gone from `open` and frees nothing.
+                let _ = kill.send(());
+            }
         }
-        table.open += 1;
         let conn = table.next_conn;
         table.next_conn += 1;
-        let key = table.next;
-        table.next += 1;
-        table.evictable.insert(key, kill);
-        table.key_of.insert(conn, key);
+        let state = Arc::new(AtomicU64::new(self.draw()));
+        table.open.insert(conn, (state.clone(), kill));
         Some(Slot {
             slots: self.clone(),
             conn,
-            kill: Mutex::new(None),
+            state,
         })
     }
 }
@@ -375,21 +410,19 @@ impl Slots {
 struct Slot {
     slots: Slots,
     conn: u64,
-    /// The closing handle, parked here while a request is in progress.
-    kill: Mutex<Option<oneshot::Sender<()>>>,
+    /// [`BUSY`], [`EVICTED`] or the number drawn when it last became evictable.
+    state: Arc<AtomicU64>,
 }
 
 impl Slot {
     /// Marks the connection as in the middle of a request until the guard drops.
     fn busy(self: &Arc<Self>) -> Busy {
-        let mut table = self.slots.lock();
-        if let Some(key) = table.key_of.remove(&self.conn) {
-            if let Some(kill) = table.evictable.remove(&key) {
-                *self
-                    .kill
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(kill);
-            }
+        let drawn = self.state.load(Ordering::Relaxed);
+        if drawn != EVICTED {
+            // Fails only if a newer connection evicted this one meanwhile: it is closing.
+            let _ = self
+                .state
+                .compare_exchange(drawn, BUSY, Ordering::Relaxed, Ordering::Relaxed);
         }
         Busy { slot: self.clone() }
     }
@@ -403,43 +436,70 @@ struct Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let kill = self
-            .slot
-            .kill
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(kill) = kill {
-            let mut table = self.slot.slots.lock();
-            let key = table.next;
-            table.next += 1;
-            table.evictable.insert(key, kill);
-            table.key_of.insert(self.slot.conn, key);
-        }
+        let slot = &self.slot;
+        let _ = slot.state.compare_exchange(
+            BUSY,
+            slot.slots.draw(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut table = self.slots.lock();
-        match table.key_of.remove(&self.conn) {
-            // Evictable when it ended: free its slot.
-            Some(key) => {
-                if table.evictable.remove(&key).is_some() {
-                    table.open -= 1;
-                }
-            }
-            // Busy (a request was cut short) or already evicted.
-            None => {
-                if self
-                    .kill
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .is_some()
-                {
-                    table.open -= 1;
-                }
-            }
-        }
+        // Absent when a newer connection evicted it (its place was taken then).
+        self.slots.lock().open.remove(&self.conn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(slots: &Slots) -> (Option<Slot>, oneshot::Receiver<()>) {
+        let (kill, killed) = oneshot::channel();
+        (slots.admit(kill), killed)
+    }
+
+    #[test]
+    fn at_the_cap_a_new_connection_replaces_the_oldest_evictable_one() {
+        let slots = Slots::new(2);
+        let (first, mut first_killed) = slot(&slots);
+        let (second, mut second_killed) = slot(&slots);
+        let (first, second) = (
+            Arc::new(first.expect("room")),
+            Arc::new(second.expect("room")),
+        );
+        // The first connection served a request since: the second is now the oldest idle one.
+        drop(first.busy());
+        let (third, _) = slot(&slots);
+        assert!(third.is_some());
+        assert!(
+            second_killed.try_recv().is_ok(),
+            "the oldest idle one is closed"
+        );
+        assert!(first_killed.try_recv().is_err());
+        drop(second);
+        assert_eq!(
+            slots.lock().open.len(),
+            2,
+            "an evicted slot is not freed twice"
+        );
+    }
+
+    #[test]
+    fn when_every_connection_is_busy_the_new_one_is_refused_and_freed_slots_are_reused() {
+        let slots = Slots::new(2);
+        let a = Arc::new(slot(&slots).0.expect("room"));
+        let b = Arc::new(slot(&slots).0.expect("room"));
+        let (busy_a, busy_b) = (a.busy(), b.busy());
+        assert!(slot(&slots).0.is_none(), "all busy: refused");
+        drop(busy_a);
+        let (c, _) = slot(&slots);
+        assert!(c.is_some(), "a connection idle again can be replaced");
+        drop((busy_b, b, c));
+        assert_eq!(slots.lock().open.len(), 0);
+        assert!(slot(&slots).0.is_some());
     }
 }
