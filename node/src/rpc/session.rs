@@ -230,6 +230,12 @@ impl<R: AsyncRead + Unpin> SealedReader<R> {
     /// connection cleanly between frames, an error for a frame over `max_len` (before its body
     /// is allocated) or a record that does not open.
     pub async fn read_frame(&mut self, max_len: u32) -> io::Result<Option<Vec<u8>>> {
+        if self.pos == self.end && !self.next_record().await? {
+            return Ok(None);
+        }
+        if let Some(frame) = self.whole_frame(max_len)? {
+            return Ok(Some(frame));
+        }
         let mut len_bytes = Vec::with_capacity(4);
         if !self.take(&mut len_bytes, 4, true).await? {
             return Ok(None);
@@ -243,6 +249,27 @@ impl<R: AsyncRead + Unpin> SealedReader<R> {
         let mut body = Vec::with_capacity(len as usize);
         self.take(&mut body, len as usize, false).await?;
         Ok(Some(body))
+    }
+
+    /// The next frame when the opened record holds all of it (the usual case: a record carries
+    /// whole frames), without going through [`Self::take`].
+    fn whole_frame(&mut self, max_len: u32) -> io::Result<Option<Vec<u8>>> {
+        let opened = &self.record[self.pos..self.end];
+        let Some((len_bytes, rest)) = opened.split_first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*len_bytes);
+        if len > max_len {
+            return Err(refused(&format!(
+                "frame of {len} bytes exceeds the limit of {max_len} bytes"
+            )));
+        }
+        let Some(body) = rest.get(..len as usize) else {
+            return Ok(None);
+        };
+        let frame = body.to_vec();
+        self.pos += 4 + frame.len();
+        Ok(Some(frame))
     }
 
     /// Appends `wanted` bytes of the opened stream to `out`. False when the stream ended
