@@ -5,8 +5,9 @@
 //! a descriptor) for ever. [`serve`] builds each connection itself with hyper's HTTP/1 builder
 //! and a tokio timer, and adds what hyper does not have:
 //!
-//! - a **header-read timeout** (hyper's, now on): the whole request head must arrive in time;
-//!   it also bounds how long a keep-alive connection waits for its next request;
+//! - a **header-read timeout**: the whole request head must arrive in time; it also bounds how
+//!   long a keep-alive connection waits for its next request (hyper's own timer does the same,
+//!   but arms and cancels a timer for every request; see [`Timers`]);
 //! - a **body timeout** ([`DeadlineBody`]): the whole request body must arrive in time, or the
 //!   handler sees a read error and answers 400;
 //! - an **idle timeout**: a connection on which no byte moved for that long (a client that
@@ -40,7 +41,7 @@ use axum::serve::Listener;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
@@ -74,9 +75,9 @@ where
     let slots = Slots::new(limits.max_connections);
     let tracker = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    // The header-read timeout is enforced by each connection's own check (see
+    // `Connection::run`): hyper's arms and cancels a timer for every request.
+    builder.header_read_timeout(None);
     loop {
         let stream = tokio::select! {
             // Stop accepting; connections finish below.
@@ -154,15 +155,11 @@ impl Connection {
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
         let mut closing = false;
-        // The idle check runs every quarter of the timeout and closes a connection whose count
-        // of reads and writes did not move for four checks in a row.
-        let check_every = (limits.idle_timeout / IDLE_CHECKS).max(Duration::from_millis(1));
-        let mut next_check = Instant::now() + check_every;
-        let mut seen = activity.count();
-        let mut quiet_checks = 0;
+        let mut timers = Timers::new(limits, activity.count(), slot.state());
+        let mut next_check = Instant::now() + timers.every;
         loop {
             tokio::select! {
-                // Served to the end, closed by the client, or a timeout hyper enforces.
+                // Served to the end, closed by the client, or an error.
                 _ = conn.as_mut() => return,
                 // A newer connection took this slot (this one was not mid-request).
                 _ = &mut killed => return,
@@ -172,31 +169,102 @@ impl Connection {
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = tokio::time::sleep_until(next_check) => {
-                    next_check += check_every;
-                    let count = activity.count();
-                    if count != seen {
-                        seen = count;
-                        quiet_checks = 0;
-                        continue;
+                    next_check += timers.every;
+                    match timers.check(activity.count(), slot.state()) {
+                        Verdict::Fine => {}
+                        // The head did not arrive in time: closed at once, as hyper would.
+                        Verdict::HeadLate => return,
+                        Verdict::Idle if closing => {
+                            // Asked to close a whole idle period ago and still not done.
+                            return;
+                        }
+                        Verdict::Idle => {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
                     }
-                    quiet_checks += 1;
-                    if quiet_checks < IDLE_CHECKS {
-                        continue;
-                    }
-                    if closing {
-                        // Asked to close a whole idle period ago and still not done.
-                        return;
-                    }
-                    closing = true;
-                    quiet_checks = 0;
-                    conn.as_mut().graceful_shutdown();
                 }
             }
         }
     }
 }
 
-/// Checks per idle period (see [`Connection::run`]).
+/// The header-read and idle timeouts of one connection, checked every quarter of the shorter
+/// one, so each fires up to a quarter late. Nothing runs per request for them: the
+/// header-read timeout watches the connection's slot state (busy, or the number drawn when its
+/// last request ended), the idle timeout its count of reads and writes.
+///
+/// The head of a request must arrive within `header_read_timeout` of the end of the previous
+/// request (or of the connection's start), as with hyper's own timeout, which also bounds how
+/// long a keep-alive connection waits: a connection neither busy nor done with a request
+/// between checks spanning the timeout is closed. A request in progress is never cut by it; a
+/// response still being written once its handler has answered counts as waiting, so a client
+/// must also read each response within the timeout.
+struct Timers {
+    every: Duration,
+    head_checks: u32,
+    idle_checks: u32,
+    /// Checks in a row that saw the connection waiting for a head with no request in between.
+    waiting: u32,
+    state: u64,
+    /// Checks in a row with no read or write that moved a byte.
+    quiet: u32,
+    count: u64,
+}
+
+/// What a check found.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Fine,
+    HeadLate,
+    Idle,
+}
+
+impl Timers {
+    fn new(limits: ServeLimits, count: u64, state: u64) -> Self {
+        let shortest = limits.header_read_timeout.min(limits.idle_timeout);
+        let every = (shortest / IDLE_CHECKS).max(Duration::from_millis(1));
+        let checks = |timeout: Duration| {
+            u32::try_from(timeout.as_nanos().div_ceil(every.as_nanos()))
+                .unwrap_or(u32::MAX)
+                .max(1)
+        };
+        Self {
+            every,
+            head_checks: checks(limits.header_read_timeout),
+            idle_checks: checks(limits.idle_timeout),
+            waiting: 0,
+            state,
+            quiet: 0,
+            count,
+        }
+    }
+
+    fn check(&mut self, count: u64, state: u64) -> Verdict {
+        if state == BUSY || state != self.state {
+            self.waiting = 0;
+            self.state = state;
+        } else if state != EVICTED {
+            self.waiting += 1;
+        }
+        if count == self.count {
+            self.quiet += 1;
+        } else {
+            self.quiet = 0;
+            self.count = count;
+        }
+        if self.waiting >= self.head_checks {
+            return Verdict::HeadLate;
+        }
+        if self.quiet >= self.idle_checks {
+            self.quiet = 0;
+            return Verdict::Idle;
+        }
+        Verdict::Fine
+    }
+}
+
+/// Checks per period of the shorter timeout (see [`Timers`]).
 const IDLE_CHECKS: u32 = 4;
 
 /// How many reads and writes of a connection moved bytes. Only the connection's stream
@@ -415,6 +483,11 @@ struct Slot {
 }
 
 impl Slot {
+    /// [`BUSY`], [`EVICTED`] or the number drawn when the last request ended.
+    fn state(&self) -> u64 {
+        self.state.load(Ordering::Relaxed)
+    }
+
     /// Marks the connection as in the middle of a request until the guard drops.
     fn busy(self: &Arc<Self>) -> Busy {
         let drawn = self.state.load(Ordering::Relaxed);
@@ -460,6 +533,45 @@ mod tests {
     fn slot(slots: &Slots) -> (Option<Slot>, oneshot::Receiver<()>) {
         let (kill, killed) = oneshot::channel();
         (slots.admit(kill), killed)
+    }
+
+    fn limits(header_ms: u64, idle_ms: u64) -> ServeLimits {
+        ServeLimits {
+            header_read_timeout: Duration::from_millis(header_ms),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_millis(idle_ms),
+            max_connections: 8,
+        }
+    }
+
+    #[test]
+    fn a_connection_waiting_for_a_head_over_the_timeout_is_late_whatever_bytes_trickle() {
+        let mut timers = Timers::new(limits(1000, 60_000), 0, 5);
+        assert_eq!(timers.every, Duration::from_millis(250));
+        // A byte of head every check: not idle, but no request ever starts.
+        let verdicts: Vec<Verdict> = (1..=4).map(|i| timers.check(i, 5)).collect();
+        assert_eq!(verdicts[..3], [Verdict::Fine, Verdict::Fine, Verdict::Fine]);
+        assert_eq!(verdicts[3], Verdict::HeadLate);
+    }
+
+    #[test]
+    fn requests_in_progress_or_ending_between_checks_keep_the_head_timer_from_firing() {
+        let mut timers = Timers::new(limits(1000, 60_000), 0, 5);
+        for i in 0..100u64 {
+            // Busy at one check, a request ended (a new number) by the next.
+            let state = if i % 2 == 0 { BUSY } else { 6 + i };
+            assert_eq!(timers.check(i, state), Verdict::Fine, "check {i}");
+        }
+    }
+
+    #[test]
+    fn a_connection_with_no_byte_moving_for_the_idle_timeout_is_idle() {
+        // A request in progress for ever, silent: only the idle timeout applies.
+        let mut timers = Timers::new(limits(10_000, 1000), 0, BUSY);
+        assert_eq!(timers.every, Duration::from_millis(250));
+        let verdicts: Vec<Verdict> = (0..4).map(|_| timers.check(0, BUSY)).collect();
+        assert_eq!(verdicts[3], Verdict::Idle);
+        assert!(verdicts[..3].iter().all(|v| *v == Verdict::Fine));
     }
 
     #[test]
