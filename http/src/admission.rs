@@ -75,12 +75,11 @@ impl Admission {
         }))
     }
 
-    /// A place for a request to `path`: `Ok(None)` for a probe (not counted), `Ok(Some)` for a
-    /// request that holds a place until the ticket drops, `Err` with the 503 to send when the
-    /// node is at its bound.
-    pub fn enter(&self, path: &str) -> Result<Option<Ticket<'_>>, Response> {
+    /// A place for a request to `path`: not counted for a probe, held until the ticket drops
+    /// for any other request, refused (and counted) when the node is at its bound.
+    pub fn enter(&self, path: &str) -> Entry<'_> {
         if PROBES.contains(&path) {
-            return Ok(None);
+            return Entry::Probe;
         }
         let bound = &*self.0;
         let count = bound.in_flight.inner();
@@ -88,16 +87,16 @@ impl Admission {
             (n < bound.max).then_some(n + 1)
         });
         match entered {
-            Ok(_) => Ok(Some(Ticket(bound))),
+            Ok(_) => Entry::Counted(Ticket(bound)),
             Err(_) => {
                 bound.rejected.inc();
-                Err(self.refusal())
+                Entry::Refused
             }
         }
     }
 
     /// The 503 of a refused request.
-    fn refusal(&self) -> Response {
+    pub fn refusal(&self) -> Response {
         let mut response = Response::new(Body::from(self.0.refusal.clone()));
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         let headers = response.headers_mut();
@@ -111,6 +110,16 @@ impl Admission {
         );
         response
     }
+}
+
+/// What [`Admission::enter`] decided.
+pub enum Entry<'a> {
+    /// A probe: never refused, not counted.
+    Probe,
+    /// A place under the bound, held until the ticket drops.
+    Counted(Ticket<'a>),
+    /// At the bound: answer [`Admission::refusal`].
+    Refused,
 }
 
 /// A request's place under the bound, given back when dropped (also when the client goes away
@@ -139,8 +148,9 @@ impl Edge {
     /// Answers `request`: refused at once past the bound, otherwise routed.
     pub async fn handle(&self, request: Request) -> Response {
         let ticket = match self.admission.enter(request.uri().path()) {
-            Ok(ticket) => ticket,
-            Err(refusal) => return refusal,
+            Entry::Probe => None,
+            Entry::Counted(ticket) => Some(ticket),
+            Entry::Refused => return self.admission.refusal(),
         };
         let mut router = self.router.clone();
         let response = match router.call(request).await {
@@ -182,21 +192,19 @@ mod tests {
     #[test]
     fn places_are_given_up_to_the_bound_and_back_when_tickets_drop() {
         let (admission, metrics) = admission(2);
-        let first = admission
-            .enter("/api/user/1")
-            .expect("place")
-            .expect("counted");
-        let second = admission
-            .enter("/api/user/2")
-            .expect("place")
-            .expect("counted");
+        let first = admission.enter("/api/user/1");
+        let second = admission.enter("/api/user/2");
+        assert!(matches!(
+            (&first, &second),
+            (Entry::Counted(_), Entry::Counted(_))
+        ));
         assert_eq!(metrics.in_flight.get(), 2);
-        let refused = admission.enter("/api/user/3").err().expect("at the bound");
-        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(matches!(admission.enter("/api/user/3"), Entry::Refused));
         assert_eq!(metrics.in_flight.get(), 2, "a refusal holds no place");
         drop(first);
         assert_eq!(metrics.in_flight.get(), 1);
-        let third = admission.enter("/api/user/3").expect("a place again");
+        let third = admission.enter("/api/user/3");
+        assert!(matches!(third, Entry::Counted(_)), "a place again");
         drop((second, third));
         assert_eq!(metrics.in_flight.get(), 0);
     }
@@ -204,9 +212,9 @@ mod tests {
     #[test]
     fn probes_are_never_refused_nor_counted() {
         let (admission, metrics) = admission(1);
-        let _held = admission.enter("/jobs").expect("place");
+        let _held = admission.enter("/jobs");
         for probe in PROBES {
-            assert!(matches!(admission.enter(probe), Ok(None)), "{probe}");
+            assert!(matches!(admission.enter(probe), Entry::Probe), "{probe}");
         }
         assert_eq!(metrics.in_flight.get(), 1);
     }
@@ -214,9 +222,11 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_is_a_json_503_with_retry_after_naming_the_knob() {
         let (admission, metrics) = admission(1);
-        let _held = admission.enter("/jobs").expect("place");
+        let _held = admission.enter("/jobs");
         for _ in 0..2 {
-            let refused = admission.enter("/jobs").err().expect("refused");
+            assert!(matches!(admission.enter("/jobs"), Entry::Refused));
+            let refused = admission.refusal();
+            assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
             assert_eq!(refused.headers()[header::CONTENT_TYPE], "application/json");
             let body = axum::body::to_bytes(refused.into_body(), 1 << 16)

@@ -155,7 +155,7 @@ impl Connection {
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
         let mut closing = false;
-        let mut timers = Timers::new(limits, activity.count(), slot.state());
+        let mut timers = Timers::new(limits, activity.moved(), slot.state());
         let mut next_check = Instant::now() + timers.every;
         loop {
             tokio::select! {
@@ -170,7 +170,7 @@ impl Connection {
                 }
                 _ = tokio::time::sleep_until(next_check) => {
                     next_check += timers.every;
-                    match timers.check(activity.count(), slot.state()) {
+                    match timers.check(activity.moved(), slot.state()) {
                         Verdict::Fine => {}
                         // The head did not arrive in time: closed at once, as hyper would.
                         Verdict::HeadLate => return,
@@ -192,14 +192,14 @@ impl Connection {
 /// The header-read and idle timeouts of one connection, checked every quarter of the shorter
 /// one, so each fires up to a quarter late. Nothing runs per request for them: the
 /// header-read timeout watches the connection's slot state (busy, or the number drawn when its
-/// last request ended), the idle timeout its count of reads and writes.
+/// last request ended) and its writes, the idle timeout its reads and writes.
 ///
 /// The head of a request must arrive within `header_read_timeout` of the end of the previous
 /// request (or of the connection's start), as with hyper's own timeout, which also bounds how
-/// long a keep-alive connection waits: a connection neither busy nor done with a request
-/// between checks spanning the timeout is closed. A request in progress is never cut by it; a
-/// response still being written once its handler has answered counts as waiting, so a client
-/// must also read each response within the timeout.
+/// long a keep-alive connection waits: a connection that neither was busy, nor finished a
+/// request, nor wrote a byte between checks spanning the timeout is closed. A request in
+/// progress is never cut by it, nor a response still being written to a slow reader (its
+/// writes move); a client that stops reading a response altogether is closed by it.
 struct Timers {
     every: Duration,
     head_checks: u32,
@@ -209,7 +209,7 @@ struct Timers {
     state: u64,
     /// Checks in a row with no read or write that moved a byte.
     quiet: u32,
-    count: u64,
+    moved: Moved,
 }
 
 /// What a check found.
@@ -221,7 +221,7 @@ enum Verdict {
 }
 
 impl Timers {
-    fn new(limits: ServeLimits, count: u64, state: u64) -> Self {
+    fn new(limits: ServeLimits, moved: Moved, state: u64) -> Self {
         let shortest = limits.header_read_timeout.min(limits.idle_timeout);
         let every = (shortest / IDLE_CHECKS).max(Duration::from_millis(1));
         let checks = |timeout: Duration| {
@@ -236,23 +236,23 @@ impl Timers {
             waiting: 0,
             state,
             quiet: 0,
-            count,
+            moved,
         }
     }
 
-    fn check(&mut self, count: u64, state: u64) -> Verdict {
-        if state == BUSY || state != self.state {
+    fn check(&mut self, moved: Moved, state: u64) -> Verdict {
+        if state == BUSY || state != self.state || moved.writes != self.moved.writes {
             self.waiting = 0;
             self.state = state;
         } else if state != EVICTED {
             self.waiting += 1;
         }
-        if count == self.count {
+        if moved == self.moved {
             self.quiet += 1;
         } else {
             self.quiet = 0;
-            self.count = count;
         }
+        self.moved = moved;
         if self.waiting >= self.head_checks {
             return Verdict::HeadLate;
         }
@@ -267,21 +267,32 @@ impl Timers {
 /// Checks per period of the shorter timeout (see [`Timers`]).
 const IDLE_CHECKS: u32 = 4;
 
-/// How many reads and writes of a connection moved bytes. Only the connection's stream
-/// writes it, so a load and a store do (no locked instruction per read).
+/// How many reads and how many writes of a connection moved bytes. Only the connection's
+/// stream updates them, so a load and a store do (no locked instruction per read).
 #[derive(Default)]
 struct Activity {
-    count: AtomicU64,
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// The counts of an [`Activity`] at one check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Moved {
+    reads: u64,
+    writes: u64,
 }
 
 impl Activity {
-    fn touch(&self) {
-        let count = self.count.load(Ordering::Relaxed);
-        self.count.store(count.wrapping_add(1), Ordering::Relaxed);
+    fn bump(counter: &AtomicU64) {
+        let count = counter.load(Ordering::Relaxed);
+        counter.store(count.wrapping_add(1), Ordering::Relaxed);
     }
 
-    fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+    fn moved(&self) -> Moved {
+        Moved {
+            reads: self.reads.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -300,7 +311,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            Activity::bump(&self.activity.reads);
         }
         polled
     }
@@ -314,7 +325,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            Activity::bump(&self.activity.writes);
         }
         polled
     }
@@ -546,30 +557,55 @@ mod tests {
 
     #[test]
     fn a_connection_waiting_for_a_head_over_the_timeout_is_late_whatever_bytes_trickle() {
-        let mut timers = Timers::new(limits(1000, 60_000), 0, 5);
+        let mut timers = Timers::new(limits(1000, 60_000), Moved::default(), 5);
         assert_eq!(timers.every, Duration::from_millis(250));
         // A byte of head every check: not idle, but no request ever starts.
-        let verdicts: Vec<Verdict> = (1..=4).map(|i| timers.check(i, 5)).collect();
+        let verdicts: Vec<Verdict> = (1..=4)
+            .map(|reads| timers.check(Moved { reads, writes: 0 }, 5))
+            .collect();
         assert_eq!(verdicts[..3], [Verdict::Fine, Verdict::Fine, Verdict::Fine]);
         assert_eq!(verdicts[3], Verdict::HeadLate);
     }
 
     #[test]
     fn requests_in_progress_or_ending_between_checks_keep_the_head_timer_from_firing() {
-        let mut timers = Timers::new(limits(1000, 60_000), 0, 5);
+        let mut timers = Timers::new(limits(1000, 60_000), Moved::default(), 5);
         for i in 0..100u64 {
             // Busy at one check, a request ended (a new number) by the next.
             let state = if i % 2 == 0 { BUSY } else { 6 + i };
-            assert_eq!(timers.check(i, state), Verdict::Fine, "check {i}");
+            let moved = Moved {
+                reads: i,
+                writes: i,
+            };
+            assert_eq!(timers.check(moved, state), Verdict::Fine, "check {i}");
         }
+    }
+
+    #[test]
+    fn a_response_written_slowly_is_not_cut_but_one_never_read_is() {
+        let mut timers = Timers::new(limits(1000, 60_000), Moved::default(), 5);
+        // The handler answered (state 5, not busy); the response trickles out.
+        for writes in 1..=20 {
+            let moved = Moved { reads: 0, writes };
+            assert_eq!(timers.check(moved, 5), Verdict::Fine, "write {writes}");
+        }
+        // The client stopped reading: nothing moves any more.
+        let stuck = Moved {
+            reads: 0,
+            writes: 20,
+        };
+        let verdicts: Vec<Verdict> = (0..4).map(|_| timers.check(stuck, 5)).collect();
+        assert_eq!(verdicts[3], Verdict::HeadLate);
     }
 
     #[test]
     fn a_connection_with_no_byte_moving_for_the_idle_timeout_is_idle() {
         // A request in progress for ever, silent: only the idle timeout applies.
-        let mut timers = Timers::new(limits(10_000, 1000), 0, BUSY);
+        let mut timers = Timers::new(limits(10_000, 1000), Moved::default(), BUSY);
         assert_eq!(timers.every, Duration::from_millis(250));
-        let verdicts: Vec<Verdict> = (0..4).map(|_| timers.check(0, BUSY)).collect();
+        let verdicts: Vec<Verdict> = (0..4)
+            .map(|_| timers.check(Moved::default(), BUSY))
+            .collect();
         assert_eq!(verdicts[3], Verdict::Idle);
         assert!(verdicts[..3].iter().all(|v| *v == Verdict::Fine));
     }
