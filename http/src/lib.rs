@@ -12,6 +12,16 @@ pub mod routes;
 pub mod serve;
 pub mod views;
 
+pub use admission::Edge;
+
+/// Records `value` as field `name` of the request's span. Request spans exist only at debug
+/// level (decision 015): below it this looks nothing up. (`Span::current()` costs a span
+/// registry lookup per request once the connection runs inside the node's span.)
+pub(crate) fn record_on_span(name: &str, value: &str) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::Span::current().record(name, value);
+    }
+}
 pub use api::{NodeApi, Readiness};
 pub use error::ApiError;
 pub use metrics::HttpMetrics;

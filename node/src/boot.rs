@@ -210,7 +210,7 @@ async fn run_node(
         crate::services::integers::run(node.clone(), core_stop.child_token()).in_current_span(),
     );
     let edge = |listener: BoxListener, surface: Surface| {
-        let router = troupe_http::router(
+        let routes = troupe_http::router(
             node.clone(),
             http_metrics.clone(),
             cluster.http.edge_limits(),
@@ -219,7 +219,7 @@ async fn run_node(
         tokio::spawn(
             troupe_http::serve(
                 AxumListener(listener),
-                router,
+                routes,
                 cluster.http.serve_limits(),
                 http_stop.clone(),
             )

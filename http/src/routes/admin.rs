@@ -56,9 +56,8 @@ pub async fn locate<N: NodeApi>(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Located>, ApiError> {
     let Path((kind, key)) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
-    tracing::Span::current()
-        .record("kind", kind.as_str())
-        .record("key", key.as_str());
+    crate::record_on_span("kind", &kind);
+    crate::record_on_span("key", &key);
     check_part("kind", &kind)?;
     check_part("key", &key)?;
     node.locate(kind, key).await.map(Json)

@@ -30,7 +30,7 @@ pub async fn create<N: NodeApi>(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body_bytes(body, limit)?;
     let object_id = jobs::parse_create(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    tracing::Span::current().record("key", object_id.as_str());
+    crate::record_on_span("key", object_id.as_str());
     let job = node.create_job(object_id).await?;
     Ok((StatusCode::CREATED, Json(json!({ "message": job }))))
 }
@@ -52,7 +52,7 @@ pub async fn get<N: NodeApi>(
         // Longer than any id the cluster hands out.
         return Err(ApiError::NotFound(jobs::not_found_message(&job_id)));
     }
-    tracing::Span::current().record("key", job_id.as_str());
+    crate::record_on_span("key", job_id.as_str());
     let job = node.get_job(job_id).await?;
     Ok(Json(json!({ "message": job })))
 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use axum::Router;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use tower::ServiceExt;
@@ -13,7 +12,7 @@ use tower::ServiceExt;
 use super::test_node::{app_with, MemoryNode};
 use crate::metrics::HttpMetrics;
 
-async fn send(app: &Router, method: Method, uri: &str) -> axum::response::Response {
+async fn send(app: &crate::Edge, method: Method, uri: &str) -> axum::response::Response {
     let request = Request::builder()
         .method(method)
         .uri(uri)

@@ -16,7 +16,7 @@ use axum::http::{Method, Uri};
 use axum::routing::{get, post, MethodRouter};
 use axum::{middleware, Extension, Router};
 
-use crate::admission::{self, Admission};
+use crate::admission::{Admission, Edge};
 use crate::api::NodeApi;
 use crate::error::ApiError;
 use crate::metrics::{self, HttpMetrics};
@@ -43,15 +43,15 @@ pub enum Surface {
     Admin,
 }
 
-/// Builds the HTTP edge for `node`: the routes of `surface`.
+/// Builds the HTTP edge for `node`: the routes of `surface`, behind the in-flight bound.
 pub fn router<N: NodeApi>(
     node: N,
     metrics: HttpMetrics,
     limits: EdgeLimits,
     surface: Surface,
-) -> Router {
+) -> Edge {
     let max_body_bytes = limits.max_body_bytes;
-    let admission = Admission::new(limits.max_in_flight, metrics.clone());
+    let admission = Admission::new(limits.max_in_flight, &metrics);
     let probes = Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz::<N>));
@@ -60,18 +60,18 @@ pub fn router<N: NodeApi>(
         Surface::Api => probes.merge(api_routes()),
         Surface::Admin => probes.merge(operator_routes()),
     };
-    routes
+    let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(users::MaxBodyBytes(max_body_bytes)))
-        // Inside the metrics layer, so refusals are counted and timed like any answer.
-        .layer(middleware::from_fn_with_state(admission, admission::admit))
         .layer(middleware::from_fn_with_state(
             std::sync::Arc::new(metrics),
             metrics::track,
-        ))
+        ));
+    // Admission comes before routing: a refusal costs no route lookup and no middleware.
+    Edge::new(router, admission)
 }
 
 /// The operator's views of the cluster.

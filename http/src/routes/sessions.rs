@@ -60,7 +60,7 @@ pub async fn count<N: NodeApi>(
 ) -> Result<Json<Value>, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let user = SessionUser::parse(Some(&raw)).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    tracing::Span::current().record("key", user.as_str());
+    crate::record_on_span("key", user.as_str());
     let count = node.session_count(user.clone()).await?;
     Ok(Json(
         json!({ "user_id": user.as_str(), "active_sessions": count }),
@@ -80,7 +80,7 @@ fn query_user(query: Option<&str>) -> Result<SessionUser, ApiError> {
         .map_err(|_| ApiError::BadRequest("user_id must be UTF-8 once percent-decoded".into()))?;
     let user =
         SessionUser::parse(raw.as_deref()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    tracing::Span::current().record("key", user.as_str());
+    crate::record_on_span("key", user.as_str());
     Ok(user)
 }
 

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use axum::Router;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -268,13 +267,17 @@ impl NodeApi for MemoryNode {
 }
 
 /// The whole edge over `node`.
-pub(super) fn app(node: &MemoryNode) -> Router {
+pub(super) fn app(node: &MemoryNode) -> crate::Edge {
     let metrics = HttpMetrics::register(&mut Registry::default());
     app_with(node, metrics, 1024)
 }
 
 /// The whole edge over `node`, with its metrics and in-flight bound.
-pub(super) fn app_with(node: &MemoryNode, metrics: HttpMetrics, max_in_flight: usize) -> Router {
+pub(super) fn app_with(
+    node: &MemoryNode,
+    metrics: HttpMetrics,
+    max_in_flight: usize,
+) -> crate::Edge {
     crate::router(
         node.clone(),
         metrics,

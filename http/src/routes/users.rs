@@ -60,7 +60,7 @@ pub async fn create<N: NodeApi>(
     let user = users::parse_create(&body)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?
         .into_user();
-    tracing::Span::current().record("key", user.id.as_str());
+    crate::record_on_span("key", user.id.as_str());
     let created = node.create_user(user).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -94,7 +94,7 @@ pub async fn update<N: NodeApi>(
 ) -> Result<Json<User>, ApiError> {
     let body = body_bytes(body, limit)?;
     let patch = users::parse_update(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    tracing::Span::current().record("key", patch.id.as_str());
+    crate::record_on_span("key", patch.id.as_str());
     node.update_user(patch).await.map(Json)
 }
 
@@ -197,7 +197,7 @@ pub async fn list<N: NodeApi>(
 fn path_id(path: Result<Path<String>, PathRejection>) -> Result<UserId, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let id = UserId::parse(&raw).map_err(|_| ApiError::NotFound(users::not_found_message(&raw)))?;
-    tracing::Span::current().record("key", id.as_str());
+    crate::record_on_span("key", id.as_str());
     Ok(id)
 }
 

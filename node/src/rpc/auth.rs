@@ -146,10 +146,8 @@ fn noise_state(
     .map_err(failed)
 }
 
-fn into_keys(state: HandshakeState) -> Result<SessionKeys, HandshakeError> {
-    state
-        .into_stateless_transport_mode()
-        .map(SessionKeys::new)
+fn into_keys(mut state: HandshakeState) -> Result<SessionKeys, HandshakeError> {
+    SessionKeys::from_handshake(&mut state)
         .map_err(|e| HandshakeError::Malformed(format!("noise split: {e}")))
 }
 

@@ -73,17 +73,30 @@ pub async fn gather(
     max_len: u32,
 ) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(first.len() + 4);
-    append_frame(&mut out, &first, max_len)?;
+    gather_into(&mut out, first, queue, max_len).await?;
+    Ok(out)
+}
+
+/// Like [`gather`], appending to `out`, so the encrypted session can gather behind room for a
+/// record header in a buffer it keeps.
+pub async fn gather_into(
+    out: &mut Vec<u8>,
+    first: Vec<u8>,
+    queue: &mut mpsc::Receiver<Vec<u8>>,
+    max_len: u32,
+) -> io::Result<()> {
+    let start = out.len();
+    append_frame(out, &first, max_len)?;
     if queue.is_empty() {
         tokio::task::yield_now().await;
     }
-    while out.len() < COALESCE_BYTES {
+    while out.len() - start < COALESCE_BYTES {
         match queue.try_recv() {
-            Ok(body) => append_frame(&mut out, &body, max_len)?,
+            Ok(body) => append_frame(out, &body, max_len)?,
             Err(_) => break,
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Read buffer of a connection: most frames arrive whole in one read.

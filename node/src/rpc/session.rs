@@ -9,15 +9,24 @@
 //! record is opened with the number the reader expects next: a tampered, replayed, reordered,
 //! dropped or injected record fails its tag, and the connection with it. A frame's length is
 //! read and checked against the bound before its body is allocated, as on a plain stream.
+//!
+//! The records are exactly the transport messages of Noise's `AESGCM` cipher (nonce: four zero
+//! bytes and the record number big-endian, no associated data), but sealed here with the
+//! `aes-gcm` crate under the keys the handshake split into, each direction's cipher built once
+//! per connection: snow's transport builds the AES key schedule and the GHASH key again for
+//! every record, about a third of the cost of a small record. Records are sealed and opened in
+//! place, in buffers each end keeps for the connection.
 
 use std::io;
 use std::sync::Arc;
 
-use snow::StatelessTransportState;
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use snow::HandshakeState;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::frame::{gather, READ_BUFFER};
+use super::frame::{gather_into, READ_BUFFER};
 
 /// Authentication tag of every record.
 const TAG: usize = 16;
@@ -25,10 +34,23 @@ const TAG: usize = 16;
 const MAX_RECORD: usize = 65_535;
 /// Most plaintext bytes one record carries.
 pub const MAX_RECORD_PLAINTEXT: usize = MAX_RECORD - TAG;
+/// Bytes of a record's length prefix.
+const HEADER: usize = 2;
+/// A writer keeps its buffer between writes up to this capacity; a larger one (a snapshot
+/// page) is given back, so an idle connection does not hold megabytes.
+const KEEP_BUFFER: usize = 256 * 1024;
 
-/// The keys of one connection, both directions; the reader and the writer share them.
+/// The keys of one connection, both directions, as ready ciphers; the reader and the writer
+/// share them.
 #[derive(Clone)]
-pub struct SessionKeys(Arc<StatelessTransportState>);
+pub struct SessionKeys(Arc<Ciphers>);
+
+struct Ciphers {
+    /// Seals what this end sends.
+    send: Aes256Gcm,
+    /// Opens what the other end sends.
+    receive: Aes256Gcm,
+}
 
 impl std::fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,9 +59,26 @@ impl std::fmt::Debug for SessionKeys {
 }
 
 impl SessionKeys {
-    /// The keys a finished Noise handshake split into.
-    pub fn new(transport: StatelessTransportState) -> Self {
-        Self(Arc::new(transport))
+    /// The keys a finished Noise handshake splits into: the first for records from the
+    /// initiator (the client), the second for records from the responder.
+    pub fn from_handshake(state: &mut HandshakeState) -> Result<Self, snow::Error> {
+        if !state.is_handshake_finished() {
+            return Err(snow::Error::State(
+                snow::error::StateProblem::HandshakeNotFinished,
+            ));
+        }
+        let (mut from_initiator, mut from_responder) = state.dangerously_get_raw_split();
+        let initiator = Aes256Gcm::new(&from_initiator.into());
+        let responder = Aes256Gcm::new(&from_responder.into());
+        // The ciphers hold their own key schedules; these copies are not needed any more.
+        from_initiator.fill(0);
+        from_responder.fill(0);
+        let (send, receive) = if state.is_initiator() {
+            (initiator, responder)
+        } else {
+            (responder, initiator)
+        };
+        Ok(Self(Arc::new(Ciphers { send, receive })))
     }
 
     /// Splits `stream` into the sealing writer and the opening reader of this session.
@@ -62,12 +101,28 @@ fn refused(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
 
+/// Noise's nonce for record number `n`: four zero bytes, then `n` big-endian.
+fn nonce(n: u64) -> Nonce<aes_gcm::aead::consts::U12> {
+    let mut bytes = [0u8; 12];
+    bytes[4..].copy_from_slice(&n.to_be_bytes());
+    bytes.into()
+}
+
+/// The next record number after `n`; 2^64 records is out of reach, but a wrapped counter would
+/// reuse a nonce, so refuse.
+fn next(n: u64) -> io::Result<u64> {
+    n.checked_add(1)
+        .ok_or_else(|| refused("record counter exhausted"))
+}
+
 /// Seals frames into records and writes them.
 pub struct SealedWriter<W> {
     inner: W,
     keys: SessionKeys,
     /// Number of the next record.
     nonce: u64,
+    /// The bytes of the next write, kept between writes (see [`KEEP_BUFFER`]).
+    buffer: Vec<u8>,
 }
 
 impl<W: AsyncWrite + Unpin> SealedWriter<W> {
@@ -77,50 +132,71 @@ impl<W: AsyncWrite + Unpin> SealedWriter<W> {
             inner,
             keys,
             nonce: 0,
+            buffer: Vec::new(),
         }
     }
 
     /// Like [`super::frame::write_queued`]: `first` and the frames already queued behind it,
-    /// sealed, in one write and one flush.
+    /// sealed, in one write and one flush. The usual batch fits one record and is sealed in
+    /// the buffer it was gathered in, behind room left for its length.
     pub async fn write_queued(
         &mut self,
         first: Vec<u8>,
         queue: &mut mpsc::Receiver<Vec<u8>>,
         max_len: u32,
     ) -> io::Result<()> {
-        let plain = gather(first, queue, max_len).await?;
-        let sealed = self.seal(&plain)?;
-        self.inner.write_all(&sealed).await?;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        buffer.extend_from_slice(&[0; HEADER]);
+        gather_into(&mut buffer, first, queue, max_len).await?;
+        if buffer.len() - HEADER <= MAX_RECORD_PLAINTEXT {
+            self.seal_record_in_place(&mut buffer)?;
+            self.inner.write_all(&buffer).await?;
+        } else {
+            let sealed = self.seal(&buffer[HEADER..])?;
+            self.inner.write_all(&sealed).await?;
+        }
+        if buffer.capacity() <= KEEP_BUFFER {
+            self.buffer = buffer;
+        }
         self.inner.flush().await
+    }
+
+    /// Seals `buffer[HEADER..]` (at most [`MAX_RECORD_PLAINTEXT`] bytes) as one record, in
+    /// place: fills in the length, encrypts, appends the tag.
+    fn seal_record_in_place(&mut self, buffer: &mut Vec<u8>) -> io::Result<()> {
+        let plain_len = buffer.len() - HEADER;
+        let len = u16::try_from(plain_len + TAG).map_err(|_| refused("record too large"))?;
+        let nonce = self.next_nonce()?;
+        let tag = self
+            .keys
+            .0
+            .send
+            .encrypt_in_place_detached(&nonce, b"", &mut buffer[HEADER..])
+            .map_err(|_| refused("cannot seal a record"))?;
+        buffer[..HEADER].copy_from_slice(&len.to_be_bytes());
+        buffer.extend_from_slice(&tag);
+        Ok(())
     }
 
     /// Seals `plain` into as many records as it needs.
     pub fn seal(&mut self, plain: &[u8]) -> io::Result<Vec<u8>> {
         let records = plain.len().div_ceil(MAX_RECORD_PLAINTEXT).max(1);
-        let mut out = Vec::with_capacity(plain.len() + records * (2 + TAG));
+        let mut out = Vec::with_capacity(plain.len() + records * (HEADER + TAG));
         for chunk in plain.chunks(MAX_RECORD_PLAINTEXT) {
-            let sealed_len = chunk.len() + TAG;
-            // Both bounded by MAX_RECORD: a chunk is at most MAX_RECORD_PLAINTEXT bytes.
-            let len = u16::try_from(sealed_len).map_err(|_| refused("record too large"))?;
-            out.extend_from_slice(&len.to_be_bytes());
-            let start = out.len();
-            out.resize(start + sealed_len, 0);
-            let nonce = self.next_nonce()?;
-            self.keys
-                .0
-                .write_message(nonce, chunk, &mut out[start..])
-                .map_err(|e| refused(&format!("cannot seal a record: {e}")))?;
+            let mut record = Vec::with_capacity(HEADER + chunk.len() + TAG);
+            record.extend_from_slice(&[0; HEADER]);
+            record.extend_from_slice(chunk);
+            self.seal_record_in_place(&mut record)?;
+            out.extend_from_slice(&record);
         }
         Ok(out)
     }
 
-    fn next_nonce(&mut self) -> io::Result<u64> {
-        let nonce = self.nonce;
-        // 2^64 records is out of reach; a wrapped counter would reuse a nonce, so refuse.
-        self.nonce = nonce
-            .checked_add(1)
-            .ok_or_else(|| refused("record counter exhausted"))?;
-        Ok(nonce)
+    fn next_nonce(&mut self) -> io::Result<Nonce<aes_gcm::aead::consts::U12>> {
+        let n = self.nonce;
+        self.nonce = next(n)?;
+        Ok(nonce(n))
     }
 }
 
@@ -130,11 +206,11 @@ pub struct SealedReader<R> {
     keys: SessionKeys,
     /// Number of the record expected next.
     nonce: u64,
-    /// The sealed bytes of the record being read (at most [`MAX_RECORD`]).
+    /// The current record, opened in place: its plaintext is `record[pos..end]` still to be
+    /// consumed. Only grows (to [`MAX_RECORD`] at most), so it is zeroed once, not per record.
     record: Vec<u8>,
-    /// The opened bytes of the current record, consumed from `pos`.
-    plain: Vec<u8>,
     pos: usize,
+    end: usize,
 }
 
 impl<R: AsyncRead + Unpin> SealedReader<R> {
@@ -145,8 +221,8 @@ impl<R: AsyncRead + Unpin> SealedReader<R> {
             keys,
             nonce: 0,
             record: Vec::new(),
-            plain: Vec::new(),
             pos: 0,
+            end: 0,
         }
     }
 
@@ -154,27 +230,59 @@ impl<R: AsyncRead + Unpin> SealedReader<R> {
     /// connection cleanly between frames, an error for a frame over `max_len` (before its body
     /// is allocated) or a record that does not open.
     pub async fn read_frame(&mut self, max_len: u32) -> io::Result<Option<Vec<u8>>> {
-        let mut len_bytes = [0u8; 4];
-        if !self.take(&mut len_bytes, true).await? {
+        if self.pos == self.end && !self.next_record().await? {
             return Ok(None);
         }
-        let len = u32::from_be_bytes(len_bytes);
+        if let Some(frame) = self.whole_frame(max_len)? {
+            return Ok(Some(frame));
+        }
+        let mut len_bytes = Vec::with_capacity(4);
+        if !self.take(&mut len_bytes, 4, true).await? {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
         if len > max_len {
             return Err(refused(&format!(
                 "frame of {len} bytes exceeds the limit of {max_len} bytes"
             )));
         }
-        let mut body = vec![0u8; len as usize];
-        self.take(&mut body, false).await?;
+        let mut body = Vec::with_capacity(len as usize);
+        self.take(&mut body, len as usize, false).await?;
         Ok(Some(body))
     }
 
-    /// Fills `out` from the opened stream. False when the stream ended before the first byte
-    /// and `clean_end` allows that.
-    async fn take(&mut self, out: &mut [u8], clean_end: bool) -> io::Result<bool> {
+    /// The next frame when the opened record holds all of it (the usual case: a record carries
+    /// whole frames), without going through [`Self::take`].
+    fn whole_frame(&mut self, max_len: u32) -> io::Result<Option<Vec<u8>>> {
+        let opened = &self.record[self.pos..self.end];
+        let Some((len_bytes, rest)) = opened.split_first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*len_bytes);
+        if len > max_len {
+            return Err(refused(&format!(
+                "frame of {len} bytes exceeds the limit of {max_len} bytes"
+            )));
+        }
+        let Some(body) = rest.get(..len as usize) else {
+            return Ok(None);
+        };
+        let frame = body.to_vec();
+        self.pos += 4 + frame.len();
+        Ok(Some(frame))
+    }
+
+    /// Appends `wanted` bytes of the opened stream to `out`. False when the stream ended
+    /// before the first byte and `clean_end` allows that.
+    async fn take(
+        &mut self,
+        out: &mut Vec<u8>,
+        wanted: usize,
+        clean_end: bool,
+    ) -> io::Result<bool> {
         let mut filled = 0;
-        while filled < out.len() {
-            if self.pos == self.plain.len() {
+        while filled < wanted {
+            if self.pos == self.end {
                 if !self.next_record().await? {
                     if filled == 0 && clean_end {
                         return Ok(false);
@@ -186,8 +294,8 @@ impl<R: AsyncRead + Unpin> SealedReader<R> {
                 }
                 continue;
             }
-            let n = (out.len() - filled).min(self.plain.len() - self.pos);
-            out[filled..filled + n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+            let n = (wanted - filled).min(self.end - self.pos);
+            out.extend_from_slice(&self.record[self.pos..self.pos + n]);
             filled += n;
             self.pos += n;
         }
@@ -196,7 +304,7 @@ impl<R: AsyncRead + Unpin> SealedReader<R> {
 
     /// Reads and opens the next record; false on a clean end of the stream before it.
     async fn next_record(&mut self) -> io::Result<bool> {
-        let mut len_bytes = [0u8; 2];
+        let mut len_bytes = [0u8; HEADER];
         match self.inner.read_exact(&mut len_bytes).await {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
@@ -206,22 +314,23 @@ impl<R: AsyncRead + Unpin> SealedReader<R> {
         if len < TAG {
             return Err(refused("record shorter than its tag"));
         }
-        self.record.resize(len, 0);
-        self.inner.read_exact(&mut self.record).await?;
-        self.plain.resize(len - TAG, 0);
-        let nonce = self.nonce;
-        let opened = self
-            .keys
+        if self.record.len() < len {
+            self.record.resize(len, 0);
+        }
+        // Nothing of a record that failed may be read: empty until it opens.
+        self.pos = 0;
+        self.end = 0;
+        self.inner.read_exact(&mut self.record[..len]).await?;
+        let (body, tag) = self.record[..len].split_at_mut(len - TAG);
+        self.keys
             .0
-            .read_message(nonce, &self.record, &mut self.plain)
+            .receive
+            .decrypt_in_place_detached(&nonce(self.nonce), b"", body, Tag::from_slice(tag))
             .map_err(|_| {
                 refused("record failed authentication (tampered, replayed, reordered or injected)")
             })?;
-        self.plain.truncate(opened);
-        self.pos = 0;
-        self.nonce = nonce
-            .checked_add(1)
-            .ok_or_else(|| refused("record counter exhausted"))?;
+        self.end = len - TAG;
+        self.nonce = next(self.nonce)?;
         Ok(true)
     }
 }
@@ -269,6 +378,84 @@ mod tests {
                 Err(error) => return (frames, Err(error)),
             }
         }
+    }
+
+    /// Both ends of a finished `Noise_NNpsk0_25519_AESGCM_BLAKE2s` handshake, each as this
+    /// module's keys and as snow's own transport: (client, server).
+    fn noise_pair() -> (
+        (SessionKeys, snow::StatelessTransportState),
+        (SessionKeys, snow::StatelessTransportState),
+    ) {
+        let params: snow::params::NoiseParams =
+            "Noise_NNpsk0_25519_AESGCM_BLAKE2s".parse().expect("params");
+        let build = |initiator: bool| {
+            let builder = snow::Builder::new(params.clone())
+                .psk(0, &[7u8; 32])
+                .expect("psk");
+            if initiator {
+                builder.build_initiator()
+            } else {
+                builder.build_responder()
+            }
+            .expect("state")
+        };
+        let (mut client, mut server) = (build(true), build(false));
+        let mut buf = [0u8; 1024];
+        let mut payload = [0u8; 1024];
+        let n = client.write_message(&[], &mut buf).expect("-> psk, e");
+        server.read_message(&buf[..n], &mut payload).expect("read");
+        let n = server.write_message(&[], &mut buf).expect("<- e, ee");
+        client.read_message(&buf[..n], &mut payload).expect("read");
+        let split = |mut state: snow::HandshakeState| {
+            let keys = SessionKeys::from_handshake(&mut state).expect("keys");
+            (
+                keys,
+                state.into_stateless_transport_mode().expect("transport"),
+            )
+        };
+        (split(client), split(server))
+    }
+
+    #[test]
+    fn records_are_noise_transport_messages_byte_for_byte() {
+        let ((client, client_noise), (server, server_noise)) = noise_pair();
+        let mut writer = SealedWriter::new(tokio::io::sink(), client);
+        let mut reply_writer = SealedWriter::new(tokio::io::sink(), server);
+        for (n, plain) in [&b"first record"[..], b"x", &[9u8; 300]]
+            .into_iter()
+            .enumerate()
+        {
+            let n = n as u64;
+            let wire = writer.seal(plain).expect("seal");
+            let mut noise = vec![0u8; plain.len() + TAG];
+            let len = client_noise
+                .write_message(n, plain, &mut noise)
+                .expect("snow seals");
+            assert_eq!(&wire[HEADER..], &noise[..len], "record {n}");
+            let mut opened = vec![0u8; plain.len()];
+            let len = server_noise
+                .read_message(n, &wire[HEADER..], &mut opened)
+                .expect("snow opens it");
+            assert_eq!(&opened[..len], plain);
+            // And the other direction, sealed by the server.
+            let reply = reply_writer.seal(plain).expect("seal");
+            let len = client_noise
+                .read_message(n, &reply[HEADER..], &mut opened)
+                .expect("snow opens the reply");
+            assert_eq!(&opened[..len], plain);
+        }
+    }
+
+    #[test]
+    fn keys_of_an_unfinished_handshake_are_refused() {
+        let params: snow::params::NoiseParams =
+            "Noise_NNpsk0_25519_AESGCM_BLAKE2s".parse().expect("params");
+        let mut state = snow::Builder::new(params)
+            .psk(0, &[7u8; 32])
+            .expect("psk")
+            .build_initiator()
+            .expect("state");
+        assert!(SessionKeys::from_handshake(&mut state).is_err());
     }
 
     fn plain_bytes_not_on_the_wire(wire: &[u8], plain: &[u8]) -> bool {

@@ -229,6 +229,7 @@ pub enum Query {
         /// The service.
         tenant: Tenant,
         /// The entity key.
+        #[serde(with = "crate::codec::bytes")]
         key: Vec<u8>,
     },
     /// How many entities the tenant has in the shard.
@@ -241,6 +242,7 @@ pub enum Query {
         /// The service.
         tenant: Tenant,
         /// Key prefix.
+        #[serde(with = "crate::codec::bytes")]
         prefix: Vec<u8>,
         /// Most entities returned.
         limit: u32,
@@ -258,6 +260,7 @@ pub enum Query {
         /// The service.
         tenant: Tenant,
         /// Exclusive start key.
+        #[serde(with = "crate::codec::bytes::option")]
         after: Option<Vec<u8>>,
         /// Most entities returned.
         limit: u32,
@@ -268,7 +271,7 @@ pub enum Query {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueryAnswer {
     /// For [`Query::Get`].
-    Value(Option<Vec<u8>>),
+    Value(#[serde(with = "crate::codec::bytes::option")] Option<Vec<u8>>),
     /// For [`Query::Count`].
     Count(u64),
     /// For [`Query::Scan`]: keys and values.

@@ -79,8 +79,10 @@ pub struct Op {
     /// The service.
     pub tenant: Tenant,
     /// The entity key within the tenant.
+    #[serde(with = "crate::codec::bytes")]
     pub key: Vec<u8>,
     /// The new value, or `None` to delete.
+    #[serde(with = "crate::codec::bytes::option")]
     pub value: Option<Vec<u8>>,
 }
 

@@ -65,8 +65,10 @@ impl From<heed::Error> for StoreError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
     /// Tenant byte followed by the entity key.
+    #[serde(with = "crate::codec::bytes")]
     pub key: Vec<u8>,
     /// The value.
+    #[serde(with = "crate::codec::bytes")]
     pub value: Vec<u8>,
 }
 
