@@ -224,7 +224,7 @@ fn sweep(selected: &[&'static Scenario], args: &Args) -> u64 {
         finished += 1;
         let tally = tallies
             .entry(job.scenario)
-            .or_insert_with(|| Sweep::new(job.scenario, args.seeds.clone()));
+            .or_insert_with(|| Sweep::new(job.scenario, args.seeds.clone(), args.swarm));
         tally.busy += took;
         let pair = if args.check_replay {
             match first_runs.remove(&(job.scenario, job.seed)) {

@@ -24,6 +24,8 @@ pub struct Sweep {
     pub scenario: &'static str,
     /// The seeds asked for.
     pub seeds: Range<u64>,
+    /// Whether each seed also drew its configuration (`--swarm`).
+    pub swarm: bool,
     /// Seeds finished (both runs of a seed, with `--check-replay`).
     pub runs: u64,
     /// Seeds whose run failed an invariant.
@@ -39,10 +41,11 @@ pub struct Sweep {
 
 impl Sweep {
     /// An empty tally of `scenario` over `seeds`.
-    pub fn new(scenario: &'static str, seeds: Range<u64>) -> Self {
+    pub fn new(scenario: &'static str, seeds: Range<u64>, swarm: bool) -> Self {
         Self {
             scenario,
             seeds,
+            swarm,
             runs: 0,
             failed: Vec::new(),
             replay_same: 0,
@@ -108,10 +111,11 @@ impl Sweep {
             format!("{}{}", self.failed.len(), failed_list(&self.failed))
         };
         format!(
-            "| {date} | {commit} | {} | {}..{} | {failed} | {replay} | {:.0} |",
+            "| {date} | {commit} | {} | {}..{}{} | {failed} | {replay} | {:.0} |",
             self.scenario,
             self.seeds.start,
             self.seeds.end,
+            if self.swarm { " (--swarm)" } else { "" },
             self.seeds_per_minute(workers)
         )
     }
@@ -208,7 +212,7 @@ mod tests {
 
     #[test]
     fn a_sweep_row_names_its_failed_seeds_and_its_replay_count() {
-        let mut sweep = Sweep::new("workload-crash", 1..11);
+        let mut sweep = Sweep::new("workload-crash", 1..11, false);
         sweep.runs = 10;
         sweep.replay_same = 10;
         sweep.failed = vec![4];
