@@ -20,7 +20,6 @@
 //! - [`config`], [`ids`], [`region`], [`metrics`]: the vocabulary.
 //! - [`random`]: the node's own random draws, seedable so simulations replay them.
 
-pub mod audit;
 pub mod boot;
 pub mod cli;
 pub mod clock;

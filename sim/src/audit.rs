@@ -1,5 +1,5 @@
 //! Checkers for what clients cannot see, fed by the node code itself
-//! ([`troupe_node::audit`]): every node of a run reports its copies' epochs and positions, the
+//! ([`troupe_node::shard::audit`]): every node of a run reports its copies' epochs and positions, the
 //! epochs it serves and the entries it acknowledges, and this module asserts over all of them:
 //! - an epoch never goes backwards on any copy (a wiped node starts a new copy);
 //! - one owner per epoch of a shard, and it is the owner the epoch names;
@@ -15,8 +15,8 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use troupe_node::audit::Observation;
 use troupe_node::ids::ShardId;
+use troupe_node::shard::audit::Observation;
 use troupe_node::shard::{Epoch, ShardMeta};
 
 /// Violations kept per run (the rest are counted).
@@ -132,7 +132,7 @@ thread_local! {
 /// Starts auditing a run on this thread, at `replication_factor`, and installs the auditor
 /// in the node code (once per process).
 pub fn start(replication_factor: usize) {
-    troupe_node::audit::install(observe);
+    troupe_node::shard::audit::install(observe);
     AUDIT.with(|audit| {
         *audit.borrow_mut() = Audit {
             on: true,

@@ -14,6 +14,7 @@
 //! - [`command`]: the commands services send to an owner and what they produce.
 //! - [`finish_timers`]: when an owner finishes the jobs it runs, batched by deadline.
 
+pub mod audit;
 pub mod caller;
 pub mod command;
 pub mod draft;

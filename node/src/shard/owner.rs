@@ -22,13 +22,13 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::audit;
 use super::command::{Command, FollowUp, Outcome};
 use super::draft::Draft;
 use super::finish_timers::FinishTimers;
 use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
 use super::sync::{self, SYNC_CALL_TIMEOUT};
 use super::{Entry, Epoch, Op, Peer, Position, ShardStore, StoreError};
-use crate::audit;
 use crate::ids::{NodeId, ShardId};
 use crate::metrics::UntrimmedLabel;
 use crate::rpc::wire::{Request, Response};

@@ -16,8 +16,8 @@ use heed::types::Bytes;
 use heed::{Database, RoTxn, RwTxn};
 use serde::{Deserialize, Serialize};
 
+use super::audit;
 use super::{Entry, Epoch, Position, ShardMeta, Tenant};
-use crate::audit;
 use crate::codec::{self, CodecError};
 use crate::ids::ShardId;
 use crate::storage::{Storage, StorageError};

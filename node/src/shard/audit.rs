@@ -5,8 +5,8 @@
 
 use std::sync::OnceLock;
 
+use super::{Epoch, ShardMeta};
 use crate::ids::{NodeId, ShardId};
-use crate::shard::{Epoch, ShardMeta};
 
 /// One thing the shard layer did on this node.
 #[derive(Debug)]
