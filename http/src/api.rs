@@ -17,7 +17,8 @@ use crate::views::{
 /// Whether the node should receive traffic, with the reason when not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Readiness {
-    /// Joined, placement known, owned units open.
+    /// Joined (and served its first shards), in placement, storage not near full: send me
+    /// traffic. Shards taken over later do not make a node unready.
     Ready,
     /// Not yet (or no longer); the reason is shown to the caller of `/readyz`.
     NotReady(String),

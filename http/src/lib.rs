@@ -26,4 +26,4 @@ pub use api::{NodeApi, Readiness};
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
 pub use routes::{router, EdgeLimits, Surface};
-pub use serve::{serve, ServeLimits};
+pub use serve::{serve, ServeLimits, Stopping};

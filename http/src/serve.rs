@@ -16,8 +16,9 @@
 //! - a **connection cap** ([`Slots`]): at the cap, a new connection takes the place of the
 //!   oldest one that is not in the middle of a request (still sending its head, or idle between
 //!   requests), which is closed at once; when every open connection is busy with a request, the
-//!   new one is closed at once instead. So trickling connections cannot lock out real clients,
-//!   and descriptors stay bounded (decision 021).
+//!   new one is closed at once instead, and so is it while more than an eighth of the cap of
+//!   evicted connections have not closed yet. So trickling connections cannot lock out real
+//!   clients, and descriptors stay bounded (decision 021).
 //!
 //! Each request first meets the node's in-flight bound ([`Edge::handle`]), before any routing.
 //! What runs for every request here is kept to a few atomic operations: a connection counts
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::{header, HeaderValue};
 use axum::serve::Listener;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -64,10 +66,26 @@ pub struct ServeLimits {
     pub max_connections: usize,
 }
 
-/// Serves `edge` on `listener` until `shutdown` is cancelled, then stops accepting, lets
+/// When a stopping node drains and when it stops: see [`serve`].
+#[derive(Clone, Debug, Default)]
+pub struct Stopping {
+    /// Cancelled when the node starts to stop: every response from then on says
+    /// `Connection: close`, so keep-alive clients open their next connection elsewhere.
+    pub draining: CancellationToken,
+    /// Cancelled at the end of the drain: stop accepting, finish what was accepted.
+    pub stop: CancellationToken,
+}
+
+/// Serves `edge` on `listener` until `stopping.stop` is cancelled, then stops accepting, lets
 /// requests in progress finish (closing idle connections at once) and returns when every
 /// connection has closed.
-pub async fn serve<L>(mut listener: L, edge: Edge, limits: ServeLimits, shutdown: CancellationToken)
+///
+/// Between `stopping.draining` and `stopping.stop` it serves as before, but closes each
+/// connection after its response. When it stops, it first takes the connections the kernel
+/// already accepted on its behalf and serves each of them one request: closing the listener
+/// with them queued would reset connections whose clients had already sent a request, which a
+/// client cannot tell from a request lost after it was sent (issue 31).
+pub async fn serve<L>(mut listener: L, edge: Edge, limits: ServeLimits, stopping: Stopping)
 where
     L: Listener,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -78,18 +96,12 @@ where
     // The header-read timeout is enforced by each connection's own check (see
     // `Connection::run`): hyper's arms and cancels a timer for every request.
     builder.header_read_timeout(None);
-    loop {
-        let stream = tokio::select! {
-            // Stop accepting; connections finish below.
-            _ = shutdown.cancelled() => break,
-            (stream, _) = listener.accept() => stream,
-        };
+    let accepted = |stream: L::Io| {
         let (kill, killed) = oneshot::channel();
         let Some(slot) = slots.admit(kill) else {
             // Every open connection is in the middle of a request: refuse this one at once.
             tracing::debug!("http connection refused: all slots busy");
-            drop(stream);
-            continue;
+            return;
         };
         let conn = Connection {
             builder: builder.clone(),
@@ -97,13 +109,43 @@ where
             limits,
             slot,
             killed,
-            shutdown: shutdown.clone(),
+            shutdown: stopping.stop.clone(),
+            draining: stopping.draining.clone(),
         };
         tracker.spawn(conn.run(stream).in_current_span());
+    };
+    loop {
+        tokio::select! {
+            // Stop accepting; connections finish below.
+            _ = stopping.stop.cancelled() => break,
+            (stream, _) = listener.accept() => accepted(stream),
+        }
     }
+    // The connections already queued are served too (see `LINGER`) instead of being reset
+    // with the listener.
+    while let Some((stream, _)) = accept_queued(&mut listener).await {
+        accepted(stream);
+    }
+    drop(listener);
     tracker.close();
     tracker.wait().await;
 }
+
+/// A connection the kernel has already accepted, if any, without waiting for one.
+async fn accept_queued<L: Listener>(listener: &mut L) -> Option<(L::Io, L::Addr)> {
+    let mut accept = std::pin::pin!(listener.accept());
+    std::future::poll_fn(|cx| match accept.as_mut().poll(cx) {
+        Poll::Ready(conn) => Poll::Ready(Some(conn)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+/// How long an idle connection stays open once the node stops accepting, for the request its
+/// client may be sending at that moment: a connection accepted just before, or a keep-alive one
+/// idle through the whole drain. Its response closes it (the node is draining); one still idle
+/// after this is closed. Closing at once cut off requests already sent (issue 31).
+const LINGER: Duration = Duration::from_secs(1);
 
 /// One accepted connection and what ends it.
 struct Connection {
@@ -114,6 +156,8 @@ struct Connection {
     /// Fired when a newer connection took this one's slot.
     killed: oneshot::Receiver<()>,
     shutdown: CancellationToken,
+    /// Once cancelled, every response closes its connection.
+    draining: CancellationToken,
 }
 
 impl Connection {
@@ -125,6 +169,7 @@ impl Connection {
             slot,
             mut killed,
             shutdown,
+            draining,
         } = self;
         let activity = Arc::new(Activity::default());
         let io = TokioIo::new(Tracked {
@@ -145,8 +190,15 @@ impl Connection {
                 });
                 let edge = edge.clone();
                 let busy = slot.busy();
+                let draining = draining.clone();
                 async move {
-                    let response = edge.handle(request).await;
+                    let mut response = edge.handle(request).await;
+                    if draining.is_cancelled() {
+                        // hyper closes the connection once this response is written.
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                     drop(busy);
                     Ok::<_, std::convert::Infallible>(response)
                 }
@@ -155,6 +207,9 @@ impl Connection {
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
         let mut closing = false;
+        let mut lingering = false;
+        let linger = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(linger);
         let mut timers = Timers::new(limits, activity.moved(), slot.state());
         let mut next_check = Instant::now() + timers.every;
         loop {
@@ -163,8 +218,13 @@ impl Connection {
                 _ = conn.as_mut() => return,
                 // A newer connection took this slot (this one was not mid-request).
                 _ = &mut killed => return,
-                // The node is stopping: finish the request in progress, then close.
-                _ = shutdown.cancelled(), if !closing => {
+                // The node stops accepting: a last request may still come (see `LINGER`).
+                _ = shutdown.cancelled(), if !closing && !lingering => {
+                    lingering = true;
+                    linger.as_mut().reset(Instant::now() + LINGER.min(limits.header_read_timeout));
+                }
+                // Finish the request in progress, if any, then close.
+                _ = &mut linger, if lingering && !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -423,7 +483,21 @@ struct SlotTable {
     cap: usize,
     /// Open connections (not evicted) by id: their state and what closes them.
     open: HashMap<u64, (Arc<AtomicU64>, oneshot::Sender<()>)>,
+    /// Evicted connections whose task has not closed them yet: they still hold a descriptor.
+    closing: usize,
     next_conn: u64,
+}
+
+/// Evicted connections still closing, as a share of the cap, past which a new connection is
+/// refused instead of evicting one more: an evicted connection closes when its task next runs,
+/// and on a starved CPU a flood of new connections outran those tasks, holding 40 % more
+/// descriptors than the cap.
+const CLOSING_SHARE: usize = 8;
+
+impl SlotTable {
+    fn closing_cap(&self) -> usize {
+        (self.cap / CLOSING_SHARE).max(1)
+    }
 }
 
 impl Slots {
@@ -432,6 +506,7 @@ impl Slots {
             inner: Arc::new(Mutex::new(SlotTable {
                 cap: cap.max(1),
                 open: HashMap::new(),
+                closing: 0,
                 next_conn: 0,
             })),
             order: Arc::new(AtomicU64::new(0)),
@@ -451,10 +526,13 @@ impl Slots {
     }
 
     /// A slot for a new connection, closing the oldest evictable one at the cap; `None` when
-    /// every open connection is busy.
+    /// every open connection is busy, or too many evicted ones are still closing.
     fn admit(&self, kill: oneshot::Sender<()>) -> Option<Slot> {
         let mut table = self.lock();
         while table.open.len() >= table.cap {
+            if table.closing >= table.closing_cap() {
+                return None;
+            }
             let (victim, state, drawn) = table
                 .open
                 .iter()
@@ -469,8 +547,9 @@ impl Slots {
                 continue;
             }
             if let Some((_, kill)) = table.open.remove(&victim) {
-                // Its own drop finds it gone from `open` and frees nothing.
+                // Its own drop finds it gone from `open` and counts it closed.
                 let _ = kill.send(());
+                table.closing += 1;
             }
         }
         let conn = table.next_conn;
@@ -533,7 +612,10 @@ impl Drop for Busy {
 impl Drop for Slot {
     fn drop(&mut self) {
         // Absent when a newer connection evicted it (its place was taken then).
-        self.slots.lock().open.remove(&self.conn);
+        let mut table = self.slots.lock();
+        if table.open.remove(&self.conn).is_none() {
+            table.closing = table.closing.saturating_sub(1);
+        }
     }
 }
 
@@ -634,6 +716,24 @@ mod tests {
             2,
             "an evicted slot is not freed twice"
         );
+    }
+
+    #[test]
+    fn new_connections_are_refused_while_too_many_evicted_ones_still_hold_descriptors() {
+        let slots = Slots::new(CLOSING_SHARE);
+        let held: Vec<Slot> = (0..CLOSING_SHARE)
+            .map(|_| slot(&slots).0.expect("room"))
+            .collect();
+        // One eviction is allowed while its connection closes (an eighth of the cap).
+        let (newer, _) = slot(&slots);
+        assert!(newer.is_some(), "replaces the oldest");
+        assert!(
+            slot(&slots).0.is_none(),
+            "the evicted one still holds its descriptor"
+        );
+        // The evicted connection's task ran and closed it: room to evict again.
+        drop(held);
+        assert!(slot(&slots).0.is_some());
     }
 
     #[test]

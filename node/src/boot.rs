@@ -84,6 +84,8 @@ pub enum BootError {
 const JOIN_GRACE_ROUNDS: u32 = 6;
 /// Gossip rounds without a change in the live members before a joining node becomes ready.
 const JOIN_SETTLE_ROUNDS: u32 = 3;
+/// How often a joining node checks whether it serves its shards yet.
+const TAKEOVER_POLL: Duration = Duration::from_millis(50);
 /// How many gossip rounds a leaving node keeps gossiping so peers see `leaving` before it stops.
 const LEAVE_ROUNDS: u32 = 3;
 
@@ -114,8 +116,9 @@ async fn run_node(
     let generation = Generation(storage.next_generation(io.generation_floor)?);
     info!(%generation, data_dir = %config.data_dir.display(), "storage open");
 
-    // Subsystems stop in order: HTTP first, then RPC and the topology, then gossip.
-    let http_stop = CancellationToken::new();
+    // Subsystems stop in order: HTTP first (after its drain), then RPC and the topology, then
+    // gossip.
+    let http_stop = troupe_http::Stopping::default();
     let core_stop = CancellationToken::new();
 
     let membership = Membership::start(
@@ -250,8 +253,10 @@ async fn run_node(
         _ = storage.writer_failed() => Some(BootError::StorageWriter),
     };
 
-    info!("shutting down");
+    info!(drain_ms = cluster.http.drain_ms, "shutting down");
+    // `/readyz` turns red and every response closes its connection from now on.
     node.inner.leaving.store(true, Ordering::Release);
+    http_stop.draining.cancel();
     membership.set_status(NodeStatus::Leaving).await;
     let left_at = tokio::time::Instant::now();
     // Requests that arrive meanwhile are still served (forwarded to the new owners). A node
@@ -260,10 +265,12 @@ async fn run_node(
     if !matches!(refused, Some(BootError::StorageWriter)) {
         crate::handoff::hand_off(&node, cluster.migration.handoff_timeout()).await;
     }
-    // Give peers a few gossip rounds to see `leaving` and route elsewhere before we stop
+    // Keep serving for the drain, so load balancers see `/readyz` fail and send elsewhere, and
+    // at least a few gossip rounds, so peers see `leaving` and route elsewhere, before we stop
     // answering, even when there was nothing to hand off.
-    tokio::time::sleep_until(left_at + cluster.gossip.interval() * LEAVE_ROUNDS).await;
-    http_stop.cancel();
+    let gossip_rounds = cluster.gossip.interval() * LEAVE_ROUNDS;
+    tokio::time::sleep_until(left_at + cluster.http.drain().max(gossip_rounds)).await;
+    http_stop.stop.cancel();
     for server in std::iter::once(http_server).chain(admin_server) {
         if let Err(error) = server.await {
             warn!(%error, "http server task failed");
@@ -389,7 +396,6 @@ async fn join(node: &Node, cluster: &ClusterConfig, has_seeds: bool) -> Result<(
         }
     }
     node.inner.membership.set_status(NodeStatus::Ready).await;
-    node.inner.joined.store(true, Ordering::Release);
     // Let the published status reach the topology before claiming readiness.
     let mut topology = node.inner.topology.clone();
     let me = node.inner.me.clone();
@@ -399,6 +405,25 @@ async fn join(node: &Node, cluster: &ClusterConfig, has_seeds: bool) -> Result<(
     )
     .await;
     crate::precopy::finish(node);
+    wait_for_first_takeovers(node, cluster.migration.handoff_timeout()).await;
+    node.inner.joined.store(true, Ordering::Release);
     info!("joined the cluster");
     Ok(())
+}
+
+/// Waits (at most `bound`, as long as a hand-off may take) until this node serves every shard
+/// placement gave it when it joined, so `/readyz` turns green on a node that serves its share.
+/// Later takeovers never make it unready again (see `Node::readiness`).
+async fn wait_for_first_takeovers(node: &Node, bound: Duration) {
+    let deadline = tokio::time::Instant::now() + bound;
+    while node.inner.shards.owned_not_serving() > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                shards = node.inner.shards.owned_not_serving(),
+                "joined before taking over every owned shard"
+            );
+            return;
+        }
+        tokio::time::sleep(TAKEOVER_POLL).await;
+    }
 }

@@ -225,11 +225,12 @@ impl NodeApi for Node {
         }
         let topology = self.topology();
         match topology.membership.get(&self.inner.me) {
+            // Ready means "send me traffic": a node in placement routes every request, and one
+            // for a shard still being taken over (here or elsewhere) waits for it within the
+            // forward budget. Counting takeovers made every survivor of a crash unready at once
+            // for most of a second (issue 31), so a load balancer had no node to send to.
             Some(m) if m.status == NodeStatus::Ready && topology.table.iter().next().is_some() => {
-                match self.inner.shards.owned_not_serving() {
-                    0 => Readiness::Ready,
-                    n => Readiness::NotReady(format!("taking over {n} owned shards")),
-                }
+                Readiness::Ready
             }
             _ => Readiness::NotReady("waiting for placement to include this node".into()),
         }

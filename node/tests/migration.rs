@@ -51,6 +51,11 @@ fn moved(before: &[String], after: &[String]) -> usize {
 /// exit after a logged hand-off. Requests it already took, and forwarded ones, it still serves.
 fn leave(cluster: &mut TestCluster, nodes: &Nodes, i: usize) {
     nodes.set_up(i, false);
+    terminate(cluster, i);
+}
+
+/// SIGTERMs node `i` and expects a clean exit after a logged hand-off.
+fn terminate(cluster: &mut TestCluster, i: usize) {
     let status = tokio::task::block_in_place(|| cluster.nodes[i].terminate(EXIT_WITHIN));
     let log = cluster.nodes[i].log_text();
     assert!(
@@ -144,6 +149,47 @@ async fn a_rolling_restart_under_a_mixed_workload_fails_no_request_and_loses_not
         nodes.set_up(i, true);
     }
     let report = workload.stop().await;
+    check(&cluster, 3, &report).await;
+}
+
+/// Issue 31: clients that are never told which node stops, as behind a load balancer that
+/// has not probed yet. Each sends to a random node and, on a refused connection, fails over to
+/// another. A stopping node keeps serving through its drain, closing each connection after its
+/// response, and takes the connections already queued before it closes its port: no request
+/// may be cut off after it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_through_failing_over_clients_cuts_off_no_sent_request() {
+    let _guard = cluster_lock().await;
+    let overrides: Vec<(&str, &str)> = OVERRIDES
+        .iter()
+        .copied()
+        .chain([("drain_ms", "1000")])
+        .collect();
+    let mut cluster = TestCluster::start_with(3, &overrides);
+    cluster.wait_ready(&[0, 1, 2], SETTLE).await;
+    let nodes = Nodes::all_up(cluster.nodes.iter().map(|n| n.url("")).collect());
+    let workload = Workload::start(&nodes, CLIENTS);
+    for i in 0..3 {
+        terminate(&mut cluster, i);
+        // Restart only once a client has been refused by the stopped node and failed over.
+        let refused = nodes.refused();
+        let deadline = std::time::Instant::now() + SETTLE;
+        while nodes.refused() == refused {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no client met node {i} down"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cluster.start_node(i);
+        cluster.wait_ready(&[0, 1, 2], SETTLE).await;
+    }
+    let report = workload.stop().await;
+    assert!(
+        report.lost_after_send.is_empty(),
+        "requests cut off after they were sent: {:#?}",
+        report.lost_after_send
+    );
     check(&cluster, 3, &report).await;
 }
 

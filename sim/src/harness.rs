@@ -503,6 +503,9 @@ fn cluster_config(swarm: &crate::swarm::Swarm) -> turmoil::Result<ClusterConfig>
     cluster.jobs.min_duration_ms = 500;
     cluster.jobs.max_duration_ms = 2_500;
     cluster.jobs.timeout_ms = 2_000;
+    // The simulated clients are no load balancers: a stopping node drains only for the gossip
+    // rounds its peers need to see it leave.
+    cluster.http.drain_ms = 0;
     Ok(cluster)
 }
 

@@ -21,7 +21,8 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 once joined, placement known and owned units open; 503 otherwise.
+/// `GET /readyz`: 200 while the node takes traffic (joined, in placement, storage not near
+/// full); 503 while joining and from the moment it is asked to stop.
 pub async fn readyz<N: NodeApi>(State(node): State<N>) -> Result<Json<Value>, ApiError> {
     match node.readiness() {
         Readiness::Ready => Ok(Json(json!({ "status": "ready" }))),

@@ -156,6 +156,11 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Most requests in progress at once; more get 503 with `Retry-After` at once.
     pub max_in_flight: usize,
+    /// Milliseconds a stopping node keeps serving after it turns `/readyz` red, closing each
+    /// connection after its response, before it closes its listener: longer than a load
+    /// balancer takes to see `/readyz` fail and stop sending (its probe interval times its
+    /// failure threshold), so no client is sent to a closed port.
+    pub drain_ms: u64,
 }
 
 /// `[migration]`: how shards follow membership changes.
@@ -311,6 +316,7 @@ impl Default for HttpConfig {
             idle_timeout_ms: 60_000,
             max_connections: 4_096,
             max_in_flight: 512,
+            drain_ms: 5_000,
         }
     }
 }
@@ -397,6 +403,11 @@ impl HttpConfig {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             max_connections: self.max_connections,
         }
+    }
+
+    /// How long a stopping node drains before it closes its listener.
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
     }
 
     /// The request limits of the router.
@@ -642,6 +653,7 @@ impl HttpConfig {
         }
         in_range("http.max_connections", self.max_connections, 1, 1_000_000)?;
         in_range("http.max_in_flight", self.max_in_flight, 1, 1_000_000)?;
+        in_range("http.drain_ms", self.drain_ms, 0, 600_000)?;
         Ok(())
     }
 }

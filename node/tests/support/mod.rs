@@ -35,6 +35,9 @@ fn test_config(secret: &str, overrides: &[(&str, &str)]) -> String {
             }
             match key {
                 Some("interval_ms") => format!("interval_ms = {GOSSIP_INTERVAL_MS}"),
+                // Test clients are no load balancers: a stopping node drains only for the
+                // gossip rounds peers need to see it leave, unless a test asks for more.
+                Some("drain_ms") => "drain_ms = 0".to_owned(),
                 Some("initial_interval_ms") => {
                     format!("initial_interval_ms = {}", GOSSIP_INTERVAL_MS * 2)
                 }
@@ -84,7 +87,7 @@ fn free_udp_port() -> u16 {
 }
 
 /// An error with its causes, so a failed request says why (refused, reset, timed out).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -156,6 +159,14 @@ impl TestNode {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, without waiting: the node starts to stop.
+    pub fn signal_terminate(&self) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         }
     }
 

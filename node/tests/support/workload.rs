@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ pub const CAP: u64 = 3;
 pub struct Nodes {
     urls: Arc<Vec<String>>,
     up: Arc<Mutex<Vec<bool>>>,
+    /// Connections refused so far, all clients together.
+    refused: Arc<AtomicU64>,
 }
 
 impl Nodes {
@@ -38,7 +40,24 @@ impl Nodes {
         Self {
             urls: Arc::new(urls),
             up: Arc::new(Mutex::new(up)),
+            refused: Arc::default(),
         }
+    }
+
+    /// `urls` of nodes that are all up for good: a client that is never told which node stops
+    /// and fails over on a refused connection (issue 31).
+    pub fn all_up(urls: Vec<String>) -> Self {
+        let up = vec![true; urls.len()];
+        Self {
+            urls: Arc::new(urls),
+            up: Arc::new(Mutex::new(up)),
+            refused: Arc::default(),
+        }
+    }
+
+    /// Connections refused so far, all clients together.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Marks node `i` as taking requests (or not).
@@ -46,13 +65,19 @@ impl Nodes {
         self.up.lock().expect("nodes lock")[i] = up;
     }
 
-    fn pick(&self, rng: &mut impl Rng) -> String {
+    /// A random node that is up, other than `not` when another is up.
+    fn pick(&self, rng: &mut impl Rng, not: Option<&str>) -> String {
         let up: Vec<usize> = {
             let flags = self.up.lock().expect("nodes lock");
             (0..flags.len()).filter(|&i| flags[i]).collect()
         };
-        let i = up[rng.random_range(0..up.len())];
-        self.urls[i].clone()
+        let others: Vec<usize> = up
+            .iter()
+            .copied()
+            .filter(|&i| Some(self.urls[i].as_str()) != not)
+            .collect();
+        let from = if others.is_empty() { &up } else { &others };
+        self.urls[from[rng.random_range(0..from.len())]].clone()
     }
 }
 
@@ -67,6 +92,13 @@ pub struct Report {
     pub failed: Vec<String>,
     /// Longest operation, retries included.
     pub longest: Duration,
+    /// Attempts whose connection was refused (the node was down): moved on to another node.
+    pub refused: u64,
+    /// Attempts answered 503 (retried).
+    pub unavailable: u64,
+    /// Attempts that failed after the request was sent (cut off, timed out): for a write, an
+    /// outcome the client cannot know. Each with why.
+    pub lost_after_send: Vec<String>,
     /// Last acknowledged name of every user.
     pub users: BTreeMap<String, String>,
     /// Acknowledged session count of every session user.
@@ -85,6 +117,9 @@ impl Report {
         self.retried += other.retried;
         self.failed.extend(other.failed);
         self.longest = self.longest.max(other.longest);
+        self.refused += other.refused;
+        self.unavailable += other.unavailable;
+        self.lost_after_send.extend(other.lost_after_send);
         self.users.extend(other.users);
         self.sessions.extend(other.sessions);
         self.session_counts_seen.extend(other.session_counts_seen);
@@ -95,11 +130,15 @@ impl Report {
     /// One line for the test output.
     pub fn summary(&self) -> String {
         format!(
-            "{} ok, {} retried, {} failed, longest operation {} ms",
+            "{} ok, {} retried, {} failed, longest operation {} ms; attempts: {} refused \
+             connections (failed over), {} answered 503, {} lost after sending",
             self.ok,
             self.retried,
             self.failed.len(),
-            self.longest.as_millis()
+            self.longest.as_millis(),
+            self.refused,
+            self.unavailable,
+            self.lost_after_send.len()
         )
     }
 }
@@ -164,7 +203,12 @@ struct Client {
 /// How one attempt ended.
 enum Attempt {
     Done(u16, Value),
-    Retry(String),
+    /// Connection refused: the node is down; try another.
+    Refused(String),
+    /// 503: retry.
+    Unavailable(String),
+    /// Failed after the request was sent.
+    Lost(String),
 }
 
 impl Client {
@@ -308,9 +352,11 @@ impl Client {
     ) -> (u16, Value) {
         let started = Instant::now();
         let mut last_error: Option<(Instant, String)> = None;
+        let mut refused_by: Option<String> = None;
         loop {
-            let url = format!("{}{path}", self.nodes.pick(&mut self.rng));
-            match self.attempt(method.clone(), &url, body.clone()).await {
+            let node = self.nodes.pick(&mut self.rng, refused_by.as_deref());
+            let url = format!("{node}{path}");
+            let why = match self.attempt(method.clone(), &url, body.clone()).await {
                 Attempt::Done(status, value) if expected.contains(&status) => {
                     self.report.longest = self.report.longest.max(started.elapsed());
                     match last_error {
@@ -328,20 +374,34 @@ impl Client {
                         .push(format!("{method} {path}: unexpected {status} {value}"));
                     return (status, value);
                 }
-                Attempt::Retry(why) => {
-                    if started.elapsed() > GIVE_UP
-                        || self.stop.load(Ordering::Relaxed) && last_error.is_some()
-                    {
-                        self.report
-                            .failed
-                            .push(format!("{method} {path}: gave up: {why}"));
-                        return (0, Value::Null);
-                    }
-                    // Keep the first error of a streak: the window runs from it.
-                    last_error.get_or_insert((Instant::now(), why));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                Attempt::Refused(why) => {
+                    self.report.refused += 1;
+                    self.nodes.refused.fetch_add(1, Ordering::Relaxed);
+                    refused_by = Some(node);
+                    why
                 }
+                Attempt::Unavailable(why) => {
+                    self.report.unavailable += 1;
+                    why
+                }
+                Attempt::Lost(why) => {
+                    self.report
+                        .lost_after_send
+                        .push(format!("{method} {path}: {why}"));
+                    why
+                }
+            };
+            if started.elapsed() > GIVE_UP
+                || self.stop.load(Ordering::Relaxed) && last_error.is_some()
+            {
+                self.report
+                    .failed
+                    .push(format!("{method} {path}: gave up: {why}"));
+                return (0, Value::Null);
             }
+            // Keep the first error of a streak: the window runs from it.
+            last_error.get_or_insert((Instant::now(), why));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -352,13 +412,23 @@ impl Client {
         }
         match request.send().await {
             Ok(response) if response.status().as_u16() == 503 => {
-                Attempt::Retry(format!("503 from {url}"))
+                Attempt::Unavailable(format!("503 from {url}"))
             }
             Ok(response) => {
                 let status = response.status().as_u16();
-                Attempt::Done(status, response.json().await.unwrap_or(Value::Null))
+                match response.bytes().await {
+                    Ok(body) => {
+                        Attempt::Done(status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+                    }
+                    Err(error) => {
+                        Attempt::Lost(format!("{url}: body: {}", super::error_chain(&error)))
+                    }
+                }
             }
-            Err(error) => Attempt::Retry(format!("{url}: {error}")),
+            Err(error) if error.is_connect() => {
+                Attempt::Refused(format!("{url}: {}", super::error_chain(&error)))
+            }
+            Err(error) => Attempt::Lost(format!("{url}: {}", super::error_chain(&error))),
         }
     }
 }
