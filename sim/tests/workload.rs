@@ -129,3 +129,15 @@ fn crash_and_churn_seeds_that_once_skipped_an_integers_window_now_pass() -> turm
     scenarios::check("workload-churn", 8011)?;
     Ok(())
 }
+
+/// A seed on which a generator's resend straddled a failover: the aggregator shard went from
+/// the crashed n1 to n5 and back to the restarted n1 while the resend was under way, so n5 took
+/// the window 10..15 s and was stopped before it could store it, and n1 took only the resend's
+/// last integers yet counted as having had it whole. Nobody stored that window (decision 016).
+/// The fix changes this seed's history, so `a_resend_split_between_two_aggregators_...` in
+/// `node/src/services/integers.rs` pins the mechanism itself.
+#[test]
+fn crash_seed_whose_resend_straddled_a_failover_stores_every_integers_window() -> turmoil::Result {
+    scenarios::check("workload-crash", 274)?;
+    Ok(())
+}

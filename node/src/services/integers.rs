@@ -221,17 +221,49 @@ impl Takers {
         !self.resending && (self.resent.is_none() || self.latest != self.resent)
     }
 
-    /// The delivery ended: `taker` took every integer of it, or some were not taken.
-    fn delivered(&mut self, resend: bool, taker: Option<u64>) {
-        if taker.is_some() {
-            self.latest = taker;
+    /// The delivery ended. Its last integer was taken by `delivery.last`, which becomes the
+    /// latest taker; a resend counts as whole only for an aggregator that took every one of
+    /// its integers ([`Delivery::whole`]).
+    fn delivered(&mut self, resend: bool, delivery: Delivery) {
+        if delivery.last.is_some() {
+            self.latest = delivery.last;
         }
         if resend {
-            if taker.is_some() {
-                self.resent = taker;
+            if delivery.whole.is_some() {
+                self.resent = delivery.whole;
             }
             self.resending = false;
         }
+    }
+}
+
+/// Who took the integers of one delivery, as they were sent one by one.
+///
+/// A resend can straddle a failover: the aggregator shard's owner changes while it is under
+/// way, so its first integers go to one aggregator and the rest to the next. The first then
+/// stops with the older windows unstored, and the next never had them. Such a resend is not
+/// whole for anyone, and the generator must send everything again to the new aggregator
+/// (decision 016, seed 274 of `workload-crash`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Delivery {
+    /// The aggregator that took the integer sent last, if it was taken.
+    last: Option<u64>,
+    /// The aggregator that took every integer sent so far, if one did.
+    whole: Option<u64>,
+    /// How many integers were sent.
+    sent: usize,
+}
+
+impl Delivery {
+    /// One more integer was sent, and `taker` took it (`None`: refused or lost).
+    fn took(&mut self, taker: Option<u64>) {
+        self.whole = if self.sent == 0 || self.whole == taker {
+            taker
+        } else {
+            None
+        };
+        self.last = taker;
+        self.sent += 1;
     }
 }
 
@@ -304,17 +336,17 @@ impl Actor for Generator {
             tokio::spawn(async move {
                 // Oldest first. A refusal (no aggregator there yet) ends a resend unfinished,
                 // and a later tick starts it again; the aggregator counts each integer once.
-                let mut taker = None;
+                let mut delivery = Delivery::default();
                 for sample in batch {
-                    taker = send(&node, sample).await;
-                    if taker.is_none() {
+                    delivery.took(send(&node, sample).await);
+                    if delivery.last.is_none() {
                         break;
                     }
                 }
                 takers
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .delivered(resend, taker);
+                    .delivered(resend, delivery);
                 in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -565,6 +597,15 @@ pub async fn latest(node: &Node, limit: usize) -> Result<Vec<Average>, ApiError>
 mod tests {
     use super::*;
 
+    /// A delivery whose integers were taken, in order, by `takers`.
+    fn taken_by(takers: &[Option<u64>]) -> Delivery {
+        let mut delivery = Delivery::default();
+        for &taker in takers {
+            delivery.took(taker);
+        }
+        delivery
+    }
+
     /// A resend as a generator tick starts it.
     fn start_resend(takers: &mut Takers) {
         assert!(takers.resend_due());
@@ -575,17 +616,17 @@ mod tests {
     fn a_generator_resends_to_an_aggregator_that_answers_as_a_new_incarnation_on_the_same_node() {
         let mut takers = Takers::default();
         start_resend(&mut takers);
-        takers.delivered(true, Some(1));
-        takers.delivered(false, Some(1));
+        takers.delivered(true, taken_by(&[Some(1)]));
+        takers.delivered(false, taken_by(&[Some(1)]));
         assert!(!takers.resend_due(), "aggregator 1 has everything");
         // Its node crashes: deliveries fail, which alone is no reason to resend.
-        takers.delivered(false, None);
+        takers.delivered(false, taken_by(&[None]));
         assert!(!takers.resend_due());
         // The node restarted under its name before anyone declared it dead: a new aggregator.
-        takers.delivered(false, Some(2));
+        takers.delivered(false, taken_by(&[Some(2)]));
         start_resend(&mut takers);
         assert!(!takers.resend_due(), "one resend at a time");
-        takers.delivered(true, Some(2));
+        takers.delivered(true, taken_by(&[Some(2)]));
         assert!(!takers.resend_due());
     }
 
@@ -593,12 +634,42 @@ mod tests {
     fn a_resend_cut_short_is_started_again_at_a_later_tick() {
         let mut takers = Takers::default();
         start_resend(&mut takers);
-        takers.delivered(true, None);
+        takers.delivered(true, taken_by(&[Some(7), None]));
         start_resend(&mut takers);
-        takers.delivered(true, Some(7));
+        takers.delivered(true, taken_by(&[Some(7), Some(7)]));
         assert!(!takers.resend_due());
         // A delivery to the previous aggregator that ends late asks for one more resend.
-        takers.delivered(false, Some(6));
+        takers.delivered(false, taken_by(&[Some(6)]));
         assert!(takers.resend_due());
+    }
+
+    #[test]
+    fn a_resend_split_between_two_aggregators_by_a_failover_is_sent_again_whole_to_the_second() {
+        let mut takers = Takers::default();
+        start_resend(&mut takers);
+        takers.delivered(true, taken_by(&[Some(1)]));
+        // Aggregator 1's node dies; aggregator 2 answers and a resend to it starts. While it is
+        // under way the shard moves on to aggregator 3, which takes only its last integers
+        // (seed 274: ticks 57..152 to one, 153..157 to the next).
+        takers.delivered(false, taken_by(&[Some(2)]));
+        start_resend(&mut takers);
+        takers.delivered(true, taken_by(&[Some(2), Some(2), Some(3), Some(3)]));
+        assert!(
+            takers.resend_due(),
+            "aggregator 3 lacks the older integers: it must get them all"
+        );
+        start_resend(&mut takers);
+        takers.delivered(true, taken_by(&[Some(3), Some(3), Some(3), Some(3)]));
+        assert!(!takers.resend_due());
+    }
+
+    #[test]
+    fn a_delivery_is_whole_only_for_the_one_aggregator_that_took_every_integer() {
+        assert_eq!(taken_by(&[Some(4), Some(4)]).whole, Some(4));
+        assert_eq!(taken_by(&[Some(4), Some(5)]).whole, None);
+        assert_eq!(taken_by(&[Some(4), Some(5), Some(4)]).whole, None);
+        assert_eq!(taken_by(&[Some(4), None]).whole, None);
+        assert_eq!(taken_by(&[Some(4), Some(5)]).last, Some(5));
+        assert_eq!(taken_by(&[]).whole, None);
     }
 }
