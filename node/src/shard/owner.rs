@@ -503,6 +503,8 @@ impl OwnerState {
         let mut pending: Vec<(Queued, Outcome, Option<FollowUp>)> = Vec::new();
         let mut ops = Vec::new();
         let mut bytes = 0;
+        // Whether any command was decided from this copy (for the audit).
+        let mut decided = false;
         while pending.len() < BATCH_COMMANDS && (bytes < byte_limit || ops.is_empty()) {
             let Some(queued) = self.queue.pop_front() else {
                 break;
@@ -512,7 +514,10 @@ impl OwnerState {
                 continue;
             }
             let decision = match queued.command.decide(&draft, self.shard, config) {
-                Ok(decision) => decision,
+                Ok(decision) => {
+                    decided = true;
+                    decision
+                }
                 Err(error) => {
                     let failure = self.store_failure(error);
                     answers.push((queued, failure, None));
@@ -534,6 +539,13 @@ impl OwnerState {
             bytes += change;
             ops.extend(decision.ops);
             pending.push((queued, decision.outcome, decision.follow_up));
+        }
+        if decided {
+            // The same instant as the lease check in `ready_to_write`: nothing awaited since.
+            audit::report(audit::Observation::Decided {
+                shard: self.shard,
+                epoch: &epoch,
+            });
         }
         if pending.is_empty() {
             return answers;
