@@ -49,6 +49,25 @@ impl std::fmt::Display for Moment {
     }
 }
 
+/// An owner's acknowledgement of an entry, and the copies it counted (its own first).
+struct Ack<'a> {
+    host: &'a str,
+    shard: ShardId,
+    epoch: &'a Epoch,
+    seq: u64,
+    copies: Vec<String>,
+}
+
+impl std::fmt::Display for Ack<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} acknowledged entry {} of shard {} under {}",
+            self.host, self.seq, self.shard, self.epoch
+        )
+    }
+}
+
 /// An owner started serving an epoch of a shard.
 #[derive(Clone, Debug)]
 struct Start {
@@ -120,8 +139,15 @@ impl Audit {
             } => {
                 let mut copies = vec![host.clone()];
                 copies.extend(replicas.iter().map(|r| r.as_str().to_owned()));
-                self.acknowledged(&host, *shard, epoch, *seq, &copies, *held_back);
-                self.acknowledged_in_time(&host, *shard, epoch, *seq, &copies, now);
+                let ack = Ack {
+                    host: &host,
+                    shard: *shard,
+                    epoch,
+                    seq: *seq,
+                    copies,
+                };
+                self.acknowledged(&ack, *held_back);
+                self.acknowledged_in_time(&ack, now);
             }
         }
     }
@@ -190,33 +216,24 @@ impl Audit {
         }
     }
 
-    /// `host` acknowledged entry `seq` of `shard` under `epoch`, written to `copies`: they hold
-    /// it, and enough of them.
-    fn acknowledged(
-        &mut self,
-        host: &str,
-        shard: ShardId,
-        epoch: &Epoch,
-        seq: u64,
-        copies: &[String],
-        held_back: usize,
-    ) {
+    /// The owner's copy and the replicas `ack` was written to hold it, and they are enough.
+    fn acknowledged(&mut self, ack: &Ack<'_>, held_back: usize) {
         let holds = |holder: &str| {
             self.copies
-                .get(&(holder.to_owned(), shard))
+                .get(&(holder.to_owned(), ack.shard))
                 .is_some_and(|meta| {
                     !meta.installing
-                        && meta.position.applied >= seq
-                        && meta.epoch.as_ref() >= Some(epoch)
+                        && meta.position.applied >= ack.seq
+                        && meta.epoch.as_ref() >= Some(ack.epoch)
                 })
         };
-        let missing: Vec<&String> = copies.iter().filter(|c| !holds(c)).collect();
+        let missing: Vec<&String> = ack.copies.iter().filter(|c| !holds(c)).collect();
         let wanted = self.replication_factor.saturating_sub(held_back);
-        if !missing.is_empty() || copies.len() < wanted {
+        if !missing.is_empty() || ack.copies.len() < wanted {
             let what = format!(
-                "{host} acknowledged entry {seq} of shard {shard} under {epoch} on \
-                 {copies:?} ({held_back} held back, {wanted} copies wanted); \
-                 not holding it: {missing:?}"
+                "{ack} on {:?} ({held_back} held back, {wanted} copies wanted); not holding \
+                 it: {missing:?}",
+                ack.copies
             );
             self.violation(what);
         }
@@ -225,26 +242,19 @@ impl Audit {
     /// An acknowledgement that comes after a newer epoch started being served is in time only
     /// if every copy it counts stored the entry before that: a copy the new owner could not
     /// seal that stored it later holds a write the new owner's copy lacks.
-    fn acknowledged_in_time(
-        &mut self,
-        host: &str,
-        shard: ShardId,
-        epoch: &Epoch,
-        seq: u64,
-        copies: &[String],
-        now: Moment,
-    ) {
-        let Some(start) = self.newer_start(shard, epoch).cloned() else {
+    fn acknowledged_in_time(&mut self, ack: &Ack<'_>, now: Moment) {
+        let Some(start) = self.newer_start(ack.shard, ack.epoch).cloned() else {
             return;
         };
         let entry = Position {
-            last_epoch: Some(epoch.clone()),
-            applied: seq,
+            last_epoch: Some(ack.epoch.clone()),
+            applied: ack.seq,
         };
-        let late: Vec<String> = copies
+        let late: Vec<String> = ack
+            .copies
             .iter()
             .filter_map(|copy| {
-                let reached = self.reached.get(&(copy.clone(), shard));
+                let reached = self.reached.get(&(copy.clone(), ack.shard));
                 let stored = reached.and_then(|r| r.get(r.partition_point(|(p, _)| *p < entry)));
                 match stored {
                     Some((_, at)) if at.order < start.at.order => None,
@@ -255,8 +265,8 @@ impl Audit {
             .collect();
         if !late.is_empty() {
             let what = format!(
-                "{host} acknowledged entry {seq} of shard {shard} under {epoch} at {now}, after \
-                 {} started serving it under {} at {}, and stored it late: {}",
+                "{ack} at {now}, after {} started serving it under {} at {}, and stored it \
+                 late: {}",
                 start.host,
                 start.epoch,
                 start.at,
@@ -348,23 +358,33 @@ mod tests {
         }
     }
 
+    /// `host` reports `observation` (all of shard 1).
+    fn observe(audit: &mut Audit, host: &str, observation: Observation<'_>) {
+        audit.observe(host.to_owned(), Duration::ZERO, &observation);
+    }
+
     fn ack(audit: &mut Audit, owner: &str, epoch: &Epoch, seq: u64, replica: &NodeId) {
-        let observation = Observation::Acknowledged {
-            shard: ShardId(1),
+        let replicas = vec![replica];
+        let (shard, held_back) = (ShardId(1), 0);
+        let acknowledged = Observation::Acknowledged {
+            shard,
             epoch,
             seq,
-            replicas: vec![replica],
-            held_back: 0,
+            replicas,
+            held_back,
         };
-        audit.observe(owner.to_owned(), Duration::ZERO, &observation);
+        observe(audit, owner, acknowledged);
     }
 
     fn report(audit: &mut Audit, host: &str, meta: &ShardMeta) {
-        let observation = Observation::Copy {
-            shard: ShardId(1),
-            meta,
-        };
-        audit.observe(host.to_owned(), Duration::ZERO, &observation);
+        observe(
+            audit,
+            host,
+            Observation::Copy {
+                shard: ShardId(1),
+                meta,
+            },
+        );
     }
 
     #[test]
@@ -408,27 +428,36 @@ mod tests {
     }
 
     fn serve(audit: &mut Audit, host: &str, epoch: &Epoch) {
-        let observation = Observation::Serving {
-            shard: ShardId(1),
-            epoch,
-        };
-        audit.observe(host.to_owned(), Duration::ZERO, &observation);
+        observe(
+            audit,
+            host,
+            Observation::Serving {
+                shard: ShardId(1),
+                epoch,
+            },
+        );
     }
 
     fn read(audit: &mut Audit, host: &str, epoch: &Epoch) {
-        let observation = Observation::Read {
-            shard: ShardId(1),
-            epoch,
-        };
-        audit.observe(host.to_owned(), Duration::ZERO, &observation);
+        observe(
+            audit,
+            host,
+            Observation::Read {
+                shard: ShardId(1),
+                epoch,
+            },
+        );
     }
 
     fn decide(audit: &mut Audit, host: &str, epoch: &Epoch) {
-        let observation = Observation::Decided {
-            shard: ShardId(1),
-            epoch,
-        };
-        audit.observe(host.to_owned(), Duration::ZERO, &observation);
+        observe(
+            audit,
+            host,
+            Observation::Decided {
+                shard: ShardId(1),
+                epoch,
+            },
+        );
     }
 
     #[test]

@@ -7,8 +7,34 @@ use super::host::{PreCopy, Shards};
 use super::store::Item;
 use super::sync::{self, SNAPSHOT_PAGE};
 use super::{Entry, Epoch, Peer, Position, StoreError};
-use crate::ids::ShardId;
+use crate::ids::{NodeId, ShardId};
 use crate::rpc::wire::Response;
+
+/// Why a copy may not answer a read now.
+enum ReadRefusal {
+    /// The owner is replicating a change to what was asked.
+    Replicating,
+    /// This copy neither serves the shard nor may answer in its owner's place; placement names
+    /// this owner.
+    NotOwner(Option<NodeId>),
+    /// This node has not heard from a majority within its lease.
+    NoMajority,
+}
+
+impl ReadRefusal {
+    /// The answer to the reader of `shard`.
+    fn answer(self, shard: ShardId) -> Response {
+        match self {
+            Self::Replicating => Response::Moving {
+                message: format!("shard {shard}: a change to what was asked is being replicated"),
+            },
+            Self::NotOwner(owner) => Response::NotOwner { owner },
+            Self::NoMajority => Response::Unavailable {
+                message: "this node has not heard from a majority of the cluster recently".into(),
+            },
+        }
+    }
+}
 
 impl Shards {
     /// Answers a read: as the serving owner, or as an up-to-date replica when the caller could
@@ -22,7 +48,7 @@ impl Shards {
     pub async fn read(&self, shard: ShardId, query: &Query, allow_replica: bool) -> Response {
         let mut epoch = match self.may_read(shard, query, allow_replica) {
             Ok(epoch) => epoch,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.answer(shard),
         };
         let answer = if matches!(query, Query::Get { .. }) {
             query.answer(&self.inner.store, shard)
@@ -45,7 +71,7 @@ impl Shards {
         if !matches!(query, Query::Get { .. }) {
             epoch = match self.may_read(shard, query, allow_replica) {
                 Ok(epoch) => epoch,
-                Err(refusal) => return refusal,
+                Err(refusal) => return refusal.answer(shard),
             };
         }
         match answer {
@@ -67,7 +93,7 @@ impl Shards {
         shard: ShardId,
         query: &Query,
         allow_replica: bool,
-    ) -> Result<Epoch, Response> {
+    ) -> Result<Epoch, ReadRefusal> {
         let topology = self.topology();
         let me = &self.inner.me;
         let local = self.local_shard(shard);
@@ -77,11 +103,7 @@ impl Shards {
                 .as_ref()
                 .is_some_and(|changed| changed.iter().any(|(t, k)| query.touches(*t, k)))
             {
-                return Err(Response::Moving {
-                    message: format!(
-                        "shard {shard}: a change to what was asked is being replicated"
-                    ),
-                });
+                return Err(ReadRefusal::Replicating);
             }
             let serves = local.serving.is_some();
             let follows = serves && self.still_follows(shard, local.serving.as_ref());
@@ -100,14 +122,10 @@ impl Shards {
             local.synced.filter(|_| synced)
         };
         let Some(epoch) = answers_under else {
-            return Err(Response::NotOwner {
-                owner: topology.table.owner(shard).cloned(),
-            });
+            return Err(ReadRefusal::NotOwner(topology.table.owner(shard).cloned()));
         };
         if !self.fresh_majority(&topology) {
-            return Err(Response::Unavailable {
-                message: "this node has not heard from a majority of the cluster recently".into(),
-            });
+            return Err(ReadRefusal::NoMajority);
         }
         Ok(epoch)
     }
