@@ -1,42 +1,98 @@
 //! Checkers for what clients cannot see, fed by the node code itself
 //! ([`troupe_node::shard::audit`]): every node of a run reports its copies' epochs and positions, the
-//! epochs it serves and the entries it acknowledges, and this module asserts over all of them:
+//! epochs it serves, the answers it gives and the entries it acknowledges, and this module
+//! asserts over all of them:
 //! - an epoch never goes backwards on any copy (a wiped node starts a new copy);
 //! - one owner per epoch of a shard, and it is the owner the epoch names;
 //! - an acknowledged entry is on `replication_factor` copies when it is acknowledged (copies
 //!   that follow its epoch or a newer one and have applied it): the owner and every replica
 //!   it wrote to hold it, and they are `replication_factor` copies less the replicas that
 //!   are down and held back (decision 006: while a replica is down, a write is acknowledged
-//!   with one copy fewer, so one more lost node still loses nothing acknowledged).
+//!   with one copy fewer, so one more lost node still loses nothing acknowledged);
+//! - no two owners answer for a shard at overlapping times (the lease's job, decisions 007
+//!   and 009): once an owner has started serving an epoch, no copy answers a read or decides a
+//!   batch of commands under an older epoch, and an older owner acknowledges only entries that
+//!   every copy it counts stored before that moment. Only the acknowledgement itself may come
+//!   later: the replicas' answers may still be on their way while the new owner seals them,
+//!   but what they took is then in the copy the new owner pulls.
 //!
-//! Reports come from inside the hosts' runtimes; the host is told apart by its runtime
-//! ([`register_host`]). State is per thread, like the run.
+//! "Before" is exact: the simulation runs every node on one thread, so observations arrive in
+//! the order they happen, and the checker orders them by arrival. Every node's lease runs on
+//! its own monotonic clock, which in the simulation is turmoil's, at one rate for all nodes
+//! (the swarm's clock skew moves only the real-time clock), so the design allows no overlap at
+//! all, not even one bounded by skew.
+//!
+//! Reports come from inside the hosts' runtimes, which name the node ([`crate::hosts`]).
+//! State is per thread, like the run.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use troupe_node::ids::ShardId;
 use troupe_node::shard::audit::Observation;
-use troupe_node::shard::{Epoch, ShardMeta};
+use troupe_node::shard::{Epoch, Position, ShardMeta};
 
 /// Violations kept per run (the rest are counted).
 const KEPT: usize = 20;
+
+/// When an observation arrived: its place among all of the run's, and the simulated time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Moment {
+    order: u64,
+    at: Duration,
+}
+
+impl std::fmt::Display for Moment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3} s", self.at.as_secs_f64())
+    }
+}
+
+/// An owner's acknowledgement of an entry, and the copies it counted (its own first).
+struct Ack<'a> {
+    host: &'a str,
+    shard: ShardId,
+    epoch: &'a Epoch,
+    seq: u64,
+    copies: Vec<String>,
+}
+
+impl std::fmt::Display for Ack<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} acknowledged entry {} of shard {} under {}",
+            self.host, self.seq, self.shard, self.epoch
+        )
+    }
+}
+
+/// An owner started serving an epoch of a shard.
+#[derive(Clone, Debug)]
+struct Start {
+    epoch: Epoch,
+    host: String,
+    at: Moment,
+}
 
 #[derive(Default)]
 struct Audit {
     /// Whether a run is being audited on this thread.
     on: bool,
     replication_factor: usize,
-    /// The host of each node runtime started so far.
-    hosts: HashMap<tokio::runtime::Id, String>,
     /// Each host's copy of each shard, as last reported. A wiped copy stays until its host
     /// reports anew: an entry it held when the owner acknowledged it was on that copy, even
     /// if the disk was lost a moment before the acknowledgement arrived.
     copies: BTreeMap<(String, ShardId), ShardMeta>,
     /// Copies whose disk was wiped: their next report starts a new copy, whatever its epoch.
     fresh: BTreeSet<(String, ShardId)>,
-    /// Who served each epoch of each shard.
-    serving: BTreeMap<(ShardId, Epoch), String>,
+    /// The epochs each shard started being served under, in the order they started.
+    started: BTreeMap<ShardId, Vec<Start>>,
+    /// When each copy first reached each position: per host and shard, every position above
+    /// all it reported before (installs in progress skipped), in order. Kept through a wipe:
+    /// what a copy held before it lost its disk, it held.
+    reached: BTreeMap<(String, ShardId), Vec<(Position, Moment)>>,
     violations: Vec<String>,
     more: usize,
     checked: u64,
@@ -61,36 +117,18 @@ impl Audit {
         }
     }
 
-    fn observe(&mut self, host: String, observation: &Observation<'_>) {
+    fn observe(&mut self, host: String, at: Duration, observation: &Observation<'_>) {
         self.checked += 1;
+        let now = Moment {
+            order: self.checked,
+            at,
+        };
         match observation {
-            Observation::Copy { shard, meta } => {
-                let key = (host, *shard);
-                let started_over = self.fresh.remove(&key);
-                if let Some(before) = self.copies.get(&key).filter(|_| !started_over) {
-                    if before.epoch > meta.epoch {
-                        let what = format!(
-                            "the epoch of {}'s copy of shard {} went backwards: {:?} then {:?}",
-                            key.0, shard, before.epoch, meta.epoch
-                        );
-                        self.violation(what);
-                    }
-                }
-                self.copies.insert(key, (*meta).clone());
-            }
-            Observation::Serving { shard, epoch } => {
-                if epoch.owner.as_str() != host {
-                    let what =
-                        format!("{host} serves shard {shard} under {epoch}, another node's epoch");
-                    self.violation(what);
-                }
-                let key = (*shard, (*epoch).clone());
-                if let Some(other) = self.serving.get(&key).filter(|other| **other != host) {
-                    let what =
-                        format!("{other} and {host} both served shard {shard} under {epoch}");
-                    self.violation(what);
-                }
-                self.serving.insert(key, host);
+            Observation::Copy { shard, meta } => self.copy(host, *shard, meta, now),
+            Observation::Serving { shard, epoch } => self.serving(host, *shard, epoch, now),
+            Observation::Read { shard, epoch } => self.answered(&host, *shard, epoch, "read", now),
+            Observation::Decided { shard, epoch } => {
+                self.answered(&host, *shard, epoch, "batch of commands", now)
             }
             Observation::Acknowledged {
                 shard,
@@ -99,28 +137,142 @@ impl Audit {
                 replicas,
                 held_back,
             } => {
-                let holds = |holder: &str| {
-                    self.copies
-                        .get(&(holder.to_owned(), *shard))
-                        .is_some_and(|meta| {
-                            !meta.installing
-                                && meta.position.applied >= *seq
-                                && meta.epoch.as_ref() >= Some(*epoch)
-                        })
-                };
                 let mut copies = vec![host.clone()];
                 copies.extend(replicas.iter().map(|r| r.as_str().to_owned()));
-                let missing: Vec<&String> = copies.iter().filter(|c| !holds(c)).collect();
-                let wanted = self.replication_factor.saturating_sub(*held_back);
-                if !missing.is_empty() || copies.len() < wanted {
-                    let what = format!(
-                        "{host} acknowledged entry {seq} of shard {shard} under {epoch} on \
-                         {copies:?} ({held_back} held back, {wanted} copies wanted); \
-                         not holding it: {missing:?}"
-                    );
-                    self.violation(what);
-                }
+                let ack = Ack {
+                    host: &host,
+                    shard: *shard,
+                    epoch,
+                    seq: *seq,
+                    copies,
+                };
+                self.acknowledged(&ack, *held_back);
+                self.acknowledged_in_time(&ack, now);
             }
+        }
+    }
+
+    fn copy(&mut self, host: String, shard: ShardId, meta: &ShardMeta, now: Moment) {
+        let key = (host, shard);
+        let started_over = self.fresh.remove(&key);
+        if let Some(before) = self.copies.get(&key).filter(|_| !started_over) {
+            if before.epoch > meta.epoch {
+                let what = format!(
+                    "the epoch of {}'s copy of shard {} went backwards: {:?} then {:?}",
+                    key.0, shard, before.epoch, meta.epoch
+                );
+                self.violation(what);
+            }
+        }
+        if !meta.installing {
+            let reached = self.reached.entry(key.clone()).or_default();
+            if reached.last().is_none_or(|(last, _)| meta.position > *last) {
+                reached.push((meta.position.clone(), now));
+            }
+        }
+        self.copies.insert(key, meta.clone());
+    }
+
+    fn serving(&mut self, host: String, shard: ShardId, epoch: &Epoch, now: Moment) {
+        if epoch.owner.as_str() != host {
+            let what = format!("{host} serves shard {shard} under {epoch}, another node's epoch");
+            self.violation(what);
+        }
+        let starts = self.started.entry(shard).or_default();
+        let twice = starts
+            .iter()
+            .find(|s| s.epoch == *epoch && s.host != host)
+            .map(|other| {
+                format!(
+                    "{} and {host} both served shard {shard} under {epoch}",
+                    other.host
+                )
+            });
+        starts.push(Start {
+            epoch: epoch.clone(),
+            host,
+            at: now,
+        });
+        if let Some(what) = twice {
+            self.violation(what);
+        }
+    }
+
+    /// The first epoch of `shard` newer than `epoch` that started being served, if any has.
+    fn newer_start(&self, shard: ShardId, epoch: &Epoch) -> Option<&Start> {
+        self.started.get(&shard)?.iter().find(|s| s.epoch > *epoch)
+    }
+
+    /// `host` answered (`what`) from its copy of `shard` under `epoch`: no newer epoch may be
+    /// served yet.
+    fn answered(&mut self, host: &str, shard: ShardId, epoch: &Epoch, what: &str, now: Moment) {
+        if let Some(start) = self.newer_start(shard, epoch) {
+            let what = format!(
+                "{host} answered a {what} of shard {shard} under {epoch} at {now}, after {} \
+                 started serving it under {} at {}",
+                start.host, start.epoch, start.at
+            );
+            self.violation(what);
+        }
+    }
+
+    /// The owner's copy and the replicas `ack` was written to hold it, and they are enough.
+    fn acknowledged(&mut self, ack: &Ack<'_>, held_back: usize) {
+        let holds = |holder: &str| {
+            self.copies
+                .get(&(holder.to_owned(), ack.shard))
+                .is_some_and(|meta| {
+                    !meta.installing
+                        && meta.position.applied >= ack.seq
+                        && meta.epoch.as_ref() >= Some(ack.epoch)
+                })
+        };
+        let missing: Vec<&String> = ack.copies.iter().filter(|c| !holds(c)).collect();
+        let wanted = self.replication_factor.saturating_sub(held_back);
+        if !missing.is_empty() || ack.copies.len() < wanted {
+            let what = format!(
+                "{ack} on {:?} ({held_back} held back, {wanted} copies wanted); not holding \
+                 it: {missing:?}",
+                ack.copies
+            );
+            self.violation(what);
+        }
+    }
+
+    /// An acknowledgement that comes after a newer epoch started being served is in time only
+    /// if every copy it counts stored the entry before that: a copy the new owner could not
+    /// seal that stored it later holds a write the new owner's copy lacks.
+    fn acknowledged_in_time(&mut self, ack: &Ack<'_>, now: Moment) {
+        let Some(start) = self.newer_start(ack.shard, ack.epoch).cloned() else {
+            return;
+        };
+        let entry = Position {
+            last_epoch: Some(ack.epoch.clone()),
+            applied: ack.seq,
+        };
+        let late: Vec<String> = ack
+            .copies
+            .iter()
+            .filter_map(|copy| {
+                let reached = self.reached.get(&(copy.clone(), ack.shard));
+                let stored = reached.and_then(|r| r.get(r.partition_point(|(p, _)| *p < entry)));
+                match stored {
+                    Some((_, at)) if at.order < start.at.order => None,
+                    Some((_, at)) => Some(format!("{copy} at {at}")),
+                    None => Some(format!("{copy} never")),
+                }
+            })
+            .collect();
+        if !late.is_empty() {
+            let what = format!(
+                "{ack} at {now}, after {} started serving it under {} at {}, and stored it \
+                 late: {}",
+                start.host,
+                start.epoch,
+                start.at,
+                late.join(", ")
+            );
+            self.violation(what);
         }
     }
 }
@@ -142,18 +294,6 @@ pub fn start(replication_factor: usize) {
     });
 }
 
-/// Called by a node as it starts, on its host's runtime: reports from this runtime are `host`'s.
-pub fn register_host(host: &str) {
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        AUDIT.with(|audit| {
-            audit
-                .borrow_mut()
-                .hosts
-                .insert(handle.id(), host.to_owned());
-        });
-    }
-}
-
 /// `host` lost its data directory: its copies start over.
 pub fn forget(host: &str) {
     AUDIT.with(|audit| audit.borrow_mut().forget(host));
@@ -173,7 +313,8 @@ pub fn finish() -> (Vec<String>, u64) {
 }
 
 fn observe(observation: &Observation<'_>) {
-    let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+    let host = crate::hosts::current().unwrap_or_else(|| "an unknown host".to_owned());
+    let at = crate::determinism::clock::elapsed().unwrap_or_default();
     let _ = AUDIT.try_with(|audit| {
         let Ok(mut audit) = audit.try_borrow_mut() else {
             return;
@@ -181,10 +322,7 @@ fn observe(observation: &Observation<'_>) {
         if !audit.on {
             return;
         }
-        let host = runtime
-            .and_then(|id| audit.hosts.get(&id).cloned())
-            .unwrap_or_else(|| "an unknown host".to_owned());
-        audit.observe(host, observation);
+        audit.observe(host, at, observation);
     });
 }
 
@@ -220,23 +358,33 @@ mod tests {
         }
     }
 
+    /// `host` reports `observation` (all of shard 1).
+    fn observe(audit: &mut Audit, host: &str, observation: Observation<'_>) {
+        audit.observe(host.to_owned(), Duration::ZERO, &observation);
+    }
+
     fn ack(audit: &mut Audit, owner: &str, epoch: &Epoch, seq: u64, replica: &NodeId) {
-        let observation = Observation::Acknowledged {
-            shard: ShardId(1),
+        let replicas = vec![replica];
+        let (shard, held_back) = (ShardId(1), 0);
+        let acknowledged = Observation::Acknowledged {
+            shard,
             epoch,
             seq,
-            replicas: vec![replica],
-            held_back: 0,
+            replicas,
+            held_back,
         };
-        audit.observe(owner.to_owned(), &observation);
+        observe(audit, owner, acknowledged);
     }
 
     fn report(audit: &mut Audit, host: &str, meta: &ShardMeta) {
-        let observation = Observation::Copy {
-            shard: ShardId(1),
-            meta,
-        };
-        audit.observe(host.to_owned(), &observation);
+        observe(
+            audit,
+            host,
+            Observation::Copy {
+                shard: ShardId(1),
+                meta,
+            },
+        );
     }
 
     #[test]
@@ -273,16 +421,91 @@ mod tests {
         report(&mut audit, "n2", &copy(&epoch(3, "n1"), 1));
         assert_eq!(audit.violations.len(), 1, "{:?}", audit.violations);
         let e = epoch(6, "n1");
-        let serving = |host: &str, audit: &mut Audit| {
-            let observation = Observation::Serving {
-                shard: ShardId(1),
-                epoch: &e,
-            };
-            audit.observe(host.to_owned(), &observation);
-        };
-        serving("n1", &mut audit);
+        serve(&mut audit, "n1", &e);
         assert_eq!(audit.violations.len(), 1);
-        serving("n2", &mut audit);
+        serve(&mut audit, "n2", &e);
         assert_eq!(audit.violations.len(), 3, "{:?}", audit.violations);
+    }
+
+    fn serve(audit: &mut Audit, host: &str, epoch: &Epoch) {
+        observe(
+            audit,
+            host,
+            Observation::Serving {
+                shard: ShardId(1),
+                epoch,
+            },
+        );
+    }
+
+    fn read(audit: &mut Audit, host: &str, epoch: &Epoch) {
+        observe(
+            audit,
+            host,
+            Observation::Read {
+                shard: ShardId(1),
+                epoch,
+            },
+        );
+    }
+
+    fn decide(audit: &mut Audit, host: &str, epoch: &Epoch) {
+        observe(
+            audit,
+            host,
+            Observation::Decided {
+                shard: ShardId(1),
+                epoch,
+            },
+        );
+    }
+
+    #[test]
+    fn an_answer_under_an_epoch_after_a_newer_one_started_serving_is_a_violation() {
+        let (mut audit, old, new) = (audit(), epoch(3, "n1"), epoch(4, "n2"));
+        serve(&mut audit, "n1", &old);
+        read(&mut audit, "n1", &old);
+        read(&mut audit, "n3", &old);
+        decide(&mut audit, "n1", &old);
+        assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+        serve(&mut audit, "n2", &new);
+        read(&mut audit, "n2", &new);
+        read(&mut audit, "n3", &new);
+        assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+        // The old owner, and a replica it brought up to date, answer after the new owner began.
+        read(&mut audit, "n1", &old);
+        read(&mut audit, "n3", &old);
+        decide(&mut audit, "n1", &old);
+        assert_eq!(audit.violations.len(), 3, "{:?}", audit.violations);
+        let first = &audit.violations[0];
+        assert!(
+            first.contains("after n2 started serving it under 4@n2"),
+            "{first}"
+        );
+    }
+
+    #[test]
+    fn an_acknowledgement_after_a_newer_epoch_started_counts_only_copies_stored_before_it() {
+        let (mut audit, old, new) = (audit(), epoch(3, "n1"), epoch(4, "n2"));
+        let n3 = NodeId::new("n3");
+        serve(&mut audit, "n1", &old);
+        decide(&mut audit, "n1", &old);
+        report(&mut audit, "n1", &copy(&old, 5));
+        report(&mut audit, "n3", &copy(&old, 5));
+        decide(&mut audit, "n1", &old);
+        report(&mut audit, "n1", &copy(&old, 6));
+        serve(&mut audit, "n2", &new);
+        // Entry 5 was on both copies before n2 began: its answer may still arrive now.
+        ack(&mut audit, "n1", &old, 5, &n3);
+        assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+        // Entry 6 reached the replica only after n2 began: n2's copy may lack it.
+        report(&mut audit, "n3", &copy(&old, 6));
+        ack(&mut audit, "n1", &old, 6, &n3);
+        assert_eq!(audit.violations.len(), 1, "{:?}", audit.violations);
+        assert!(
+            audit.violations[0].contains("stored it late: n3"),
+            "{:?}",
+            audit.violations
+        );
     }
 }

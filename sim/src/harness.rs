@@ -573,7 +573,7 @@ impl HostPlan {
     /// turmoil calls this again after a bounce, so nothing from a previous run is reused.
     async fn run(self: Arc<Self>) -> turmoil::Result {
         crate::swarm::skew_this_host(self.skew_ms);
-        crate::audit::register_host(self.config.node_id.as_str());
+        crate::hosts::register(self.config.node_id.as_str());
         std::fs::create_dir_all(&self.config.data_dir)?;
         let io = NodeIo {
             http: Box::new(SimListener::bind(HTTP_PORT).await?),

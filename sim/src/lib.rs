@@ -8,6 +8,7 @@
 //! - [`observe`]: an observer polling every node's `GET /cluster`, and predicates on the views;
 //! - [`harness`]: building a seeded cluster, injecting faults, stepping until a predicate holds;
 //! - [`hostile`]: a host without the cluster secret attacking gossip;
+//! - [`hosts`]: which simulated node is running (by its tokio runtime);
 //! - [`history`] and [`averages`]: the recorded requests and the invariant checkers over them;
 //! - [`determinism`]: seeded entropy, simulated clocks and the digest of a run's trace;
 //! - [`scenarios`]: the scenario catalogue shared by the tests and the explorer (`src/main.rs`);
@@ -21,6 +22,7 @@ pub mod gossip;
 pub mod harness;
 pub mod history;
 pub mod hostile;
+pub mod hosts;
 pub mod http;
 pub mod net;
 pub mod observe;

@@ -4,12 +4,12 @@
 //! per node in [`Observations`]; tests evaluate predicates on a [`Views`] snapshot of it. A node
 //! that does not answer (crashed, or the request timed out) has no view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use troupe_http::views::{ClusterView, MemberView};
+use troupe_http::views::{ClusterView, MemberView, ShardView};
 
 use crate::http;
 
@@ -68,23 +68,28 @@ impl Views {
         self.of(host)?.members.iter().find(|m| m.node_id == node)
     }
 
-    /// Whether `host` lists exactly `nodes`, each live and ready, and every shard has an owner.
+    /// Whether `host` lists exactly `nodes` (in any order), each live and ready, and every
+    /// shard has an owner.
     pub fn sees_all_ready(&self, host: &str, nodes: &[String]) -> bool {
         let Some(view) = self.of(host) else {
             return false;
         };
-        let listed: Vec<&str> = view.members.iter().map(|m| m.node_id.as_str()).collect();
-        listed == nodes.iter().map(String::as_str).collect::<Vec<_>>()
+        lists_exactly(view, nodes)
             && view.members.iter().all(|m| m.live && m.status == "ready")
             && view.shards.iter().all(|s| s.owner.is_some())
     }
 
-    /// Whether every node in `hosts` sees all of them live and ready, with one shard table.
+    /// Whether every node in `hosts` sees all of them live and ready, with one shard table
+    /// ([`same_table`]).
     pub fn converged(&self, hosts: &[String]) -> bool {
-        let all_ready = hosts.iter().all(|h| self.sees_all_ready(h, hosts));
-        let mut tables = hosts.iter().filter_map(|h| self.of(h)).map(|v| &v.shards);
-        let first = tables.next();
-        all_ready && first.is_some() && tables.all(|t| Some(t) == first)
+        let mut first: Option<&ClusterView> = None;
+        !hosts.is_empty()
+            && hosts.iter().all(|h| {
+                self.sees_all_ready(h, hosts)
+                    && self
+                        .of(h)
+                        .is_some_and(|view| same_table(first.get_or_insert(view), view))
+            })
     }
 
     /// Whether `host` lists `node` as not live and gives it no shard, as owner or replica.
@@ -129,6 +134,27 @@ impl std::fmt::Display for Views {
     }
 }
 
+/// Whether `view` lists exactly `nodes`, each once, in any order: `/cluster` sorts members by
+/// id as strings (`n10` before `n2`), and a caller's list is in whatever order it was built.
+pub fn lists_exactly(view: &ClusterView, nodes: &[String]) -> bool {
+    let listed: BTreeSet<&str> = view.members.iter().map(|m| m.node_id.as_str()).collect();
+    let wanted: BTreeSet<&str> = nodes.iter().map(String::as_str).collect();
+    listed.len() == view.members.len() && listed == wanted
+}
+
+/// Whether two views hold the same shard table, in whatever order each lists its shards. A
+/// shard's replicas are compared in order: that order is placement's (the first replica takes
+/// over from the owner), so two tables that order them differently do differ.
+pub fn same_table(a: &ClusterView, b: &ClusterView) -> bool {
+    fn by_shard(view: &ClusterView) -> Vec<&ShardView> {
+        let mut shards: Vec<&ShardView> = view.shards.iter().collect();
+        shards.sort_by_key(|s| s.shard);
+        shards
+    }
+    // Nodes list shards in shard order, so the plain comparison nearly always decides.
+    a.shards == b.shards || by_shard(a) == by_shard(b)
+}
+
 /// The observer client: polls every host's `/cluster` forever, recording into `observations`.
 /// Register it with `sim.client(..)`; it never finishes, so drive the simulation with `step`.
 pub async fn observe(hosts: Vec<String>, observations: Observations) -> turmoil::Result {
@@ -163,4 +189,94 @@ pub async fn get_cluster(host: &str) -> io::Result<ClusterView> {
         ));
     }
     serde_json::from_slice(&reply.body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str) -> MemberView {
+        MemberView {
+            node_id: id.to_owned(),
+            generation: 1,
+            region: "eu-west-1".into(),
+            status: "ready".into(),
+            live: true,
+            http_addr: format!("{id}:8080"),
+            rpc_addr: format!("{id}:8280"),
+            gossip_addr: format!("{id}:8180"),
+        }
+    }
+
+    fn shard(shard: u32, owner: &str, replicas: &[&str]) -> ShardView {
+        ShardView {
+            shard,
+            owner: Some(owner.to_owned()),
+            replicas: replicas.iter().map(|r| (*r).to_owned()).collect(),
+            manager: None,
+        }
+    }
+
+    /// A view from `node` listing `members` and `shards` in the order given.
+    fn view(node: &str, members: &[&str], shards: Vec<ShardView>) -> Arc<ClusterView> {
+        Arc::new(ClusterView {
+            cluster: "sim".into(),
+            node: node.to_owned(),
+            members: members.iter().map(|m| member(m)).collect(),
+            shard_count: shards.len() as u32,
+            replication_factor: 2,
+            shards,
+            transit: Vec::new(),
+            gossip_tables: Default::default(),
+        })
+    }
+
+    #[test]
+    fn ten_nodes_converge_whatever_order_members_and_shards_are_listed_in() {
+        let hosts: Vec<String> = (1..=10).map(|i| format!("n{i}")).collect();
+        let numeric: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        // As `/cluster` sorts them: by id as a string, n10 before n2.
+        let mut textual = numeric.clone();
+        textual.sort_unstable();
+        assert_ne!(numeric, textual);
+        let table = || vec![shard(0, "n10", &["n2"]), shard(1, "n2", &["n10"])];
+        let mut reversed = table();
+        reversed.reverse();
+        let mut views = BTreeMap::new();
+        for (i, host) in hosts.iter().enumerate() {
+            let (members, shards) = if i % 2 == 0 {
+                (&textual, table())
+            } else {
+                (&numeric, reversed.clone())
+            };
+            views.insert(host.clone(), view(host, members, shards));
+        }
+        let views = Views(views);
+        assert!(views.sees_all_ready("n3", &hosts));
+        assert!(views.converged(&hosts));
+        let mut shuffled = hosts.clone();
+        shuffled.rotate_left(3);
+        assert!(views.converged(&shuffled));
+    }
+
+    #[test]
+    fn a_missing_or_repeated_member_or_another_table_is_not_converged() {
+        let hosts = vec!["n1".to_owned(), "n2".to_owned()];
+        let table = || vec![shard(0, "n1", &["n2"])];
+        let of = |n1: Arc<ClusterView>, n2: Arc<ClusterView>| {
+            Views(BTreeMap::from([
+                ("n1".to_owned(), n1),
+                ("n2".to_owned(), n2),
+            ]))
+        };
+        let good = || view("n1", &["n1", "n2"], table());
+        assert!(of(good(), good()).converged(&hosts));
+        let missing = view("n2", &["n1"], table());
+        assert!(!of(good(), missing).converged(&hosts));
+        let repeated = view("n2", &["n1", "n2", "n2"], table());
+        assert!(!of(good(), repeated).converged(&hosts));
+        let swapped = view("n2", &["n1", "n2"], vec![shard(0, "n2", &["n1"])]);
+        assert!(!of(good(), swapped).converged(&hosts));
+        assert!(!of(good(), good()).converged(&[]));
+    }
 }

@@ -37,7 +37,7 @@ use troupe_node::placement;
 use crate::gossip::{GossipMeter, Traffic};
 use crate::harness::{SimCluster, SIM_SHARDS};
 use crate::net::{rpc_traffic, RpcTraffic};
-use crate::observe::Views;
+use crate::observe::{lists_exactly, same_table, Views};
 use crate::scenarios::{Measurements, Scenario};
 
 /// Bound on a fresh cluster converging, in simulated time (issue 29's target is 5 s at 100
@@ -283,7 +283,7 @@ pub fn run(seed: u64, nodes: usize) -> turmoil::Result<Report> {
 
     let all_live = |v: &Views| hosts.iter().all(|h| sees_live(v, h, &hosts));
     let all_ready = |v: &Views| hosts.iter().all(|h| sees_ready(v, h, &hosts));
-    let converged = |v: &Views| converged(v, &hosts);
+    let converged = |v: &Views| v.converged(&hosts);
     let says_ready = |v: &Views, h: &String| v.member(h, h).is_some_and(|m| m.status == "ready");
     let first_ready = |v: &Views| hosts.iter().any(|h| says_ready(v, h));
     let last_ready = |v: &Views| hosts.iter().all(|h| says_ready(v, h));
@@ -418,28 +418,6 @@ fn sees_ready(views: &Views, host: &str, nodes: &[String]) -> bool {
     lists_exactly(view, nodes) && view.members.iter().all(|m| m.live && m.status == "ready")
 }
 
-/// Whether `view` lists exactly `nodes`. `/cluster` sorts members by id as strings (`n10`
-/// before `n2`), so this compares sets, not sequences.
-fn lists_exactly(view: &ClusterView, nodes: &[String]) -> bool {
-    let listed: BTreeSet<&str> = view.members.iter().map(|m| m.node_id.as_str()).collect();
-    view.members.len() == nodes.len() && nodes.iter().all(|n| listed.contains(n.as_str()))
-}
-
-/// Whether every node in `hosts` lists all of them live and ready, gives every shard an owner,
-/// and holds the same table as the others.
-fn converged(views: &Views, hosts: &[String]) -> bool {
-    let mut first = None;
-    hosts.iter().all(|h| {
-        let Some(view) = views.of(h) else {
-            return false;
-        };
-        let ready = lists_exactly(view, hosts)
-            && view.members.iter().all(|m| m.live && m.status == "ready")
-            && view.shards.iter().all(|s| s.owner.is_some());
-        ready && *first.get_or_insert(&view.shards) == &view.shards
-    })
-}
-
 /// Whether every survivor's table gives every shard an owner it lists live, never `dead`, and
 /// all survivors hold the same table.
 fn owned_by_live(views: &Views, survivors: &[String], dead: &str) -> bool {
@@ -459,7 +437,7 @@ fn owned_by_live(views: &Views, survivors: &[String], dead: &str) -> bool {
                 .as_deref()
                 .is_some_and(|o| o != dead && live.contains(o))
         });
-        owned && *first.get_or_insert(&view.shards) == &view.shards
+        owned && same_table(first.get_or_insert(view), view)
     })
 }
 

@@ -1,7 +1,8 @@
 //! What the shard layer does, for an observer that checks it: the simulation installs one
 //! ([`install`]) and asserts, over every node at once, what no client can see (an epoch
 //! never goes backwards on a copy; an acknowledged entry is on `replication_factor` copies;
-//! one owner per epoch). Production installs none, and a report then costs one atomic load.
+//! one owner per epoch; no copy answers under an epoch once a newer one is served).
+//! Production installs none, and a report then costs one atomic load.
 
 use std::sync::OnceLock;
 
@@ -24,6 +25,25 @@ pub enum Observation<'a> {
         shard: ShardId,
         /// The copy's epoch and position after the write.
         meta: &'a ShardMeta,
+    },
+    /// This node answered a read of `shard` from its copy under `epoch`: as the owner serving
+    /// `epoch`, or as a replica the owner of `epoch` brought up to date. Reported when the answer
+    /// is fixed (the copy was read and could still answer), before it is sent.
+    Read {
+        /// The shard.
+        shard: ShardId,
+        /// The epoch the copy answered under.
+        epoch: &'a Epoch,
+    },
+    /// This node's owner actor, serving `epoch`, decided a batch of `shard`'s commands from
+    /// its copy: commands that change nothing are answered from this decision, and the others'
+    /// changes become the entry acknowledged next ([`Observation::Acknowledged`]), if every
+    /// replica takes it.
+    Decided {
+        /// The shard.
+        shard: ShardId,
+        /// The epoch the batch was decided under.
+        epoch: &'a Epoch,
     },
     /// This node, owner of `epoch`, acknowledged the entry `seq` of `shard` to its client.
     Acknowledged {

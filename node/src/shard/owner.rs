@@ -28,7 +28,7 @@ use super::draft::Draft;
 use super::finish_timers::FinishTimers;
 use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
 use super::sync::{self, SYNC_CALL_TIMEOUT};
-use super::{Entry, Epoch, Op, Peer, Position, ShardStore, StoreError};
+use super::{Entry, Epoch, Op, Peer, Position, StoreError};
 use crate::ids::{NodeId, ShardId};
 use crate::metrics::UntrimmedLabel;
 use crate::rpc::wire::{Request, Response};
@@ -483,8 +483,8 @@ impl OwnerState {
     /// decided before any change of the batch is answered at once; after one, its answer may
     /// depend on that change, so it shares the entry's fate.
     async fn execute_batch(&mut self) -> Vec<(Queued, Response, Option<FollowUp>)> {
-        let epoch = match self.ready_to_write().await {
-            Ok(epoch) => epoch,
+        let (epoch, prev) = match self.ready_to_write().await {
+            Ok(ready) => ready,
             Err(refusal) => {
                 return self
                     .queue
@@ -503,6 +503,8 @@ impl OwnerState {
         let mut pending: Vec<(Queued, Outcome, Option<FollowUp>)> = Vec::new();
         let mut ops = Vec::new();
         let mut bytes = 0;
+        // Whether any command was decided from this copy (for the audit).
+        let mut decided = false;
         while pending.len() < BATCH_COMMANDS && (bytes < byte_limit || ops.is_empty()) {
             let Some(queued) = self.queue.pop_front() else {
                 break;
@@ -512,7 +514,10 @@ impl OwnerState {
                 continue;
             }
             let decision = match queued.command.decide(&draft, self.shard, config) {
-                Ok(decision) => decision,
+                Ok(decision) => {
+                    decided = true;
+                    decision
+                }
                 Err(error) => {
                     let failure = self.store_failure(error);
                     answers.push((queued, failure, None));
@@ -535,10 +540,17 @@ impl OwnerState {
             ops.extend(decision.ops);
             pending.push((queued, decision.outcome, decision.follow_up));
         }
+        if decided {
+            // The same instant as the lease check in `ready_to_write`: nothing awaited since.
+            audit::report(audit::Observation::Decided {
+                shard: self.shard,
+                epoch: &epoch,
+            });
+        }
         if pending.is_empty() {
             return answers;
         }
-        let result = self.write_entry(&store, epoch, ops).await;
+        let result = self.write_entry(epoch, prev, ops).await;
         let metrics = &self.shards.inner.metrics;
         metrics.shard_entries.inc();
         metrics.shard_commands.inc_by(pending.len() as u64);
@@ -553,8 +565,12 @@ impl OwnerState {
         answers
     }
 
-    /// The epoch to write under, sealing first if due; or why no write may be acknowledged.
-    async fn ready_to_write(&mut self) -> Result<Epoch, Response> {
+    /// The epoch to write under and where this copy stands, sealing first if due; or why no
+    /// command may be decided now. The copy must still follow the epoch: a newer owner's seal
+    /// can reach the store while the actor is busy (a release that timed out, or a seal of
+    /// this actor's own that a newer one overtook), and a command that changes nothing is
+    /// answered from the copy at once, before any write could find out.
+    async fn ready_to_write(&mut self) -> Result<(Epoch, Position), Response> {
         if self.epoch.is_none() && self.seal_due() {
             self.seal().await.map_err(moving)?;
         }
@@ -564,21 +580,20 @@ impl OwnerState {
         if let Some(refusal) = self.write_refusal() {
             return Err(refusal);
         }
-        Ok(epoch)
+        match self.shards.inner.store.meta(self.shard) {
+            Ok(meta) if meta.epoch.as_ref() == Some(&epoch) => Ok((epoch, meta.position)),
+            Ok(_) => Err(self.fenced()),
+            Err(error) => Err(self.store_failure(error)),
+        }
     }
 
-    /// Appends `ops` as the shard's next entry, here and on every replica.
+    /// Appends `ops` as the shard's next entry after `prev`, here and on every replica.
     async fn write_entry(
         &mut self,
-        store: &ShardStore,
         epoch: Epoch,
+        prev: Position,
         ops: Vec<Op>,
     ) -> Result<(), Response> {
-        let prev = match store.meta(self.shard) {
-            Ok(meta) if meta.epoch.as_ref() == Some(&epoch) => meta.position,
-            Ok(_) => return Err(self.fenced()),
-            Err(error) => return Err(self.store_failure(error)),
-        };
         let trim_before = match self.copy_maybe_behind() {
             None => prev.applied,
             Some(reason) => {
@@ -847,6 +862,14 @@ impl OwnerState {
             };
             match self.seal_round(&epoch).await? {
                 None => {
+                    // The seal took round trips, and placement may have moved the shard away
+                    // meanwhile: the host then stops this actor once this message is handled,
+                    // and it must not serve, even for that moment.
+                    if !self.shards.topology().owns(&me, shard) {
+                        return Err(format!(
+                            "shard {shard} moved to another owner during the seal"
+                        ));
+                    }
                     info!(%shard, %epoch, "serving the shard");
                     audit::report(audit::Observation::Serving {
                         shard,
@@ -926,6 +949,18 @@ impl OwnerState {
         let replicas: Vec<Peer> = self.view.replicas.iter().map(|(p, _)| p.clone()).collect();
         for peer in &replicas {
             self.push_catch_up(epoch, peer).await?;
+        }
+        // A newer owner's seal may have reached this node's own store meanwhile (it asks
+        // every member, this one included): serving under the older epoch would only be
+        // refused later, so seal again above it, as for a peer that answered `Fenced`.
+        match store.meta(shard).map_err(|e| e.to_string())?.epoch {
+            Some(current) if current == *epoch => {}
+            Some(current) if current > *epoch => return Ok(Some(current.term)),
+            other => {
+                return Err(format!(
+                    "shard {shard}: this copy follows {other:?} after sealing {epoch}"
+                ))
+            }
         }
         for peer in holders {
             self.drop_copy(epoch, peer);

@@ -1,13 +1,40 @@
 //! What any holder of a shard answers: the owner's seal, replicate, catch-up and drop requests,
 //! another holder's catch-up reads, and reads in the owner's place.
 
+use super::audit;
 use super::command::Query;
 use super::host::{PreCopy, Shards};
 use super::store::Item;
 use super::sync::{self, SNAPSHOT_PAGE};
 use super::{Entry, Epoch, Peer, Position, StoreError};
-use crate::ids::ShardId;
+use crate::ids::{NodeId, ShardId};
 use crate::rpc::wire::Response;
+
+/// Why a copy may not answer a read now.
+enum ReadRefusal {
+    /// The owner is replicating a change to what was asked.
+    Replicating,
+    /// This copy neither serves the shard nor may answer in its owner's place; placement names
+    /// this owner.
+    NotOwner(Option<NodeId>),
+    /// This node has not heard from a majority within its lease.
+    NoMajority,
+}
+
+impl ReadRefusal {
+    /// The answer to the reader of `shard`.
+    fn answer(self, shard: ShardId) -> Response {
+        match self {
+            Self::Replicating => Response::Moving {
+                message: format!("shard {shard}: a change to what was asked is being replicated"),
+            },
+            Self::NotOwner(owner) => Response::NotOwner { owner },
+            Self::NoMajority => Response::Unavailable {
+                message: "this node has not heard from a majority of the cluster recently".into(),
+            },
+        }
+    }
+}
 
 impl Shards {
     /// Answers a read: as the serving owner, or as an up-to-date replica when the caller could
@@ -19,9 +46,10 @@ impl Shards {
     /// ([`super::scans`]), and is checked again once read, so an answer is only given if this
     /// copy could still answer when the read ended.
     pub async fn read(&self, shard: ShardId, query: &Query, allow_replica: bool) -> Response {
-        if let Some(refusal) = self.refuse_read(shard, query, allow_replica) {
-            return refusal;
-        }
+        let mut epoch = match self.may_read(shard, query, allow_replica) {
+            Ok(epoch) => epoch,
+            Err(refusal) => return refusal.answer(shard),
+        };
         let answer = if matches!(query, Query::Get { .. }) {
             query.answer(&self.inner.store, shard)
         } else {
@@ -41,32 +69,41 @@ impl Shards {
             }
         };
         if !matches!(query, Query::Get { .. }) {
-            if let Some(refusal) = self.refuse_read(shard, query, allow_replica) {
-                return refusal;
-            }
+            epoch = match self.may_read(shard, query, allow_replica) {
+                Ok(epoch) => epoch,
+                Err(refusal) => return refusal.answer(shard),
+            };
         }
         match answer {
-            Ok(answer) => Response::Answer(answer),
+            Ok(answer) => {
+                audit::report(audit::Observation::Read {
+                    shard,
+                    epoch: &epoch,
+                });
+                Response::Answer(answer)
+            }
             Err(error) => failed(error),
         }
     }
 
-    /// Why this copy may not answer `query` now, if it may not.
-    fn refuse_read(&self, shard: ShardId, query: &Query, allow_replica: bool) -> Option<Response> {
+    /// The epoch this copy may answer `query` under now (the one its owner serves, or the one
+    /// whose owner brought this replica up to date), or why it may not answer.
+    fn may_read(
+        &self,
+        shard: ShardId,
+        query: &Query,
+        allow_replica: bool,
+    ) -> Result<Epoch, ReadRefusal> {
         let topology = self.topology();
         let me = &self.inner.me;
         let local = self.local_shard(shard);
-        let may_answer = if topology.owns(me, shard) {
+        let answers_under = if topology.owns(me, shard) {
             if local
                 .unconfirmed
                 .as_ref()
                 .is_some_and(|changed| changed.iter().any(|(t, k)| query.touches(*t, k)))
             {
-                return Some(Response::Moving {
-                    message: format!(
-                        "shard {shard}: a change to what was asked is being replicated"
-                    ),
-                });
+                return Err(ReadRefusal::Replicating);
             }
             let serves = local.serving.is_some();
             let follows = serves && self.still_follows(shard, local.serving.as_ref());
@@ -75,25 +112,22 @@ impl Shards {
                 // (a path that skipped `yield_to`): let it step down and take the shard back.
                 self.owner_fenced(shard);
             }
-            follows
+            local.serving.filter(|_| follows)
         } else {
-            allow_replica
+            let synced = allow_replica
                 && local.synced.is_some()
                 && self.still_follows(shard, local.synced.as_ref())
                 && topology.table.replicas(shard).contains(me)
-                && self.follows_owner(shard, &topology)
+                && self.follows_owner(shard, &topology);
+            local.synced.filter(|_| synced)
         };
-        if !may_answer {
-            return Some(Response::NotOwner {
-                owner: topology.table.owner(shard).cloned(),
-            });
-        }
+        let Some(epoch) = answers_under else {
+            return Err(ReadRefusal::NotOwner(topology.table.owner(shard).cloned()));
+        };
         if !self.fresh_majority(&topology) {
-            return Some(Response::Unavailable {
-                message: "this node has not heard from a majority of the cluster recently".into(),
-            });
+            return Err(ReadRefusal::NoMajority);
         }
-        None
+        Ok(epoch)
     }
 
     /// Whether this copy follows an epoch of the owner placement names now (a copy that

@@ -155,7 +155,7 @@ pub fn record(kind: &str, payload: &[u8], describe: impl FnOnce(&mut String)) {
 }
 
 /// A `tracing` layer that records every event it is given into the thread's trace (the
-/// harness gives it the node code's events at debug level).
+/// harness gives it the node code's events at debug level), with the node that logged it.
 pub struct TraceLayer;
 
 impl<S: Subscriber> Layer<S> for TraceLayer {
@@ -163,9 +163,11 @@ impl<S: Subscriber> Layer<S> for TraceLayer {
         if !recording() {
             return;
         }
+        let node = crate::hosts::current();
         record("log", &[], |line| {
             let meta = event.metadata();
-            let _ = write!(line, "{} {}:", meta.level(), meta.target());
+            let node = node.as_deref().unwrap_or("-");
+            let _ = write!(line, "{} {node} {}:", meta.level(), meta.target());
             event.record(&mut Fields(line));
         });
     }
