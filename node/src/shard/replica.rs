@@ -7,7 +7,7 @@ use super::store::Item;
 use super::sync::{self, SNAPSHOT_PAGE};
 use super::{Entry, Epoch, Peer, Position, StoreError};
 use crate::ids::ShardId;
-use crate::rpc::wire::Response;
+use crate::protocol::Response;
 
 impl Shards {
     /// Answers a read: as the serving owner, or as an up-to-date replica when the caller could
