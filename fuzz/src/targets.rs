@@ -11,9 +11,10 @@ use troupe_actors::parties::Party;
 use troupe_node::codec::{self, Limit};
 use troupe_node::config::{ClusterConfig, Secret};
 use troupe_node::ids::NodeId;
+use troupe_node::protocol::{Request, Response, PROTOCOL_VERSION};
 use troupe_node::rpc::auth::{self, Credentials};
 use troupe_node::rpc::frame::read_frame;
-use troupe_node::rpc::wire::{Envelope, Handshake, Request, Response};
+use troupe_node::rpc::wire::{Envelope, Handshake};
 use troupe_node::services::jobs::JobRecord;
 use troupe_node::services::parties::IndexEntry;
 use troupe_node::services::sessions::Leases;
@@ -317,13 +318,13 @@ where
 
 fn check_handshake_server(bytes: &[u8]) -> Result<Verdict, String> {
     handshake(bytes, |mut stream| async move {
-        auth::accept(&mut stream, &credentials("n1")).await
+        auth::accept(&mut stream, &credentials("n1"), PROTOCOL_VERSION).await
     })
 }
 
 fn check_handshake_client(bytes: &[u8]) -> Result<Verdict, String> {
     handshake(bytes, |mut stream| async move {
-        auth::connect(&mut stream, &credentials("n2")).await
+        auth::connect(&mut stream, &credentials("n2"), PROTOCOL_VERSION).await
     })
 }
 

@@ -8,6 +8,8 @@
 //! - [`precopy`]: a joining node receiving the shards it will hold before it becomes ready.
 //! - [`node`]: the running node as the HTTP edge and peers see it.
 //! - [`routing`]: serve locally or forward to the owner, with bounded retries.
+//! - [`protocol`]: what nodes say to each other: the calls and answers that [`rpc`] carries
+//!   for routing, the shard layer and the services.
 //! - [`services`]: the services on the shard layer (users), their keys and commands.
 //! - [`shard`]: replicated shards: owner actors, replicas, catch-up, the LMDB shard store.
 //! - [`topology`]: membership plus the shard table computed from it.
@@ -15,7 +17,9 @@
 //! - [`placement`]: the pure placement function (balanced rendezvous hashing, by region for
 //!   manager shards).
 //! - [`membership`]: chitchat gossip behind a typed snapshot and change stream.
-//! - [`rpc`], [`net`], [`codec`]: the inter-node path (frames, auth, calls) and its seams.
+//! - [`rpc`], [`net`], [`codec`]: the inter-node path (frames, auth, calls) and its seams,
+//!   generic over the messages it carries.
+//! - [`mac`]: keyed hashes under the cluster secret, for gossip proofs and the RPC handshake.
 //! - [`storage`]: the node's LMDB environment.
 //! - [`config`], [`ids`], [`region`], [`metrics`]: the vocabulary.
 //! - [`random`]: the node's own random draws, seedable so simulations replay them.
@@ -28,12 +32,14 @@ pub mod config;
 pub mod handoff;
 pub mod ids;
 pub mod layout;
+pub mod mac;
 pub mod membership;
 pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod placement;
 pub mod precopy;
+pub mod protocol;
 pub mod random;
 pub mod region;
 pub mod routing;

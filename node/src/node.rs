@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use troupe_actors::integers::Average;
@@ -26,8 +25,8 @@ use crate::layout::ShardLayout;
 use crate::membership::{Membership, NodeStatus};
 use crate::metrics::NodeMetrics;
 use crate::placement::shard_for_key;
+use crate::protocol::{Request, Response};
 use crate::routing;
-use crate::rpc::wire::{Request, Response};
 use crate::rpc::{Handler, RpcClient};
 use crate::services;
 use crate::shard::host::Shards;
@@ -48,7 +47,7 @@ pub(crate) struct NodeInner {
     pub(crate) region: crate::ids::RegionName,
     pub(crate) membership: Membership,
     pub(crate) topology: watch::Receiver<Arc<Topology>>,
-    pub(crate) rpc: RpcClient,
+    pub(crate) rpc: RpcClient<Request>,
     pub(crate) shards: Shards,
     /// The node's LMDB environment, for its fill level (readiness, admission of new data).
     pub(crate) storage: crate::storage::Storage,
@@ -404,8 +403,9 @@ impl NodeApi for Node {
     }
 }
 
-#[async_trait]
 impl Handler for Node {
+    type Call = Request;
+
     async fn handle(&self, from: NodeId, request: Request) -> Response {
         if let Err(message) = crate::shard::caller::check(&from, &request) {
             tracing::warn!(peer = %from, shard = ?request.shard(), %message, "rpc request refused");

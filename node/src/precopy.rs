@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::ids::{NodeId, ShardId};
 use crate::node::Node;
 use crate::placement::ShardTable;
-use crate::rpc::wire::{Request, Response};
+use crate::protocol::{Request, Response};
 use crate::shard::host::{PreCopy, PRE_COPY_TIMEOUT};
 use crate::shard::Peer;
 use crate::topology::Topology;

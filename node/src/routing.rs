@@ -20,7 +20,7 @@ use troupe_http::ApiError;
 
 use crate::ids::{NodeId, ShardId};
 use crate::node::Node;
-use crate::rpc::wire::{Request, Response};
+use crate::protocol::{Request, Response};
 use crate::shard::command::{Command, Query, QueryAnswer};
 use crate::topology::Topology;
 

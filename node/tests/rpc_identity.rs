@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use troupe_node::config::{ClusterConfig, HostPort};
 use troupe_node::ids::{NodeId, ShardId};
 use troupe_node::net::tcp::TcpDialer;
+use troupe_node::protocol::{Request, Response};
 use troupe_node::rpc::auth::Credentials;
-use troupe_node::rpc::wire::{Request, Response};
 use troupe_node::rpc::RpcClient;
 use troupe_node::shard::{Entry, Epoch};
 

@@ -584,10 +584,11 @@ async fn command_at_owner(
     shard: u32,
     command: troupe_node::shard::command::Command,
     wait_ms: u32,
-) -> troupe_node::rpc::wire::Response {
+) -> troupe_node::protocol::Response {
     use troupe_node::config::{HostPort, Secret};
     use troupe_node::ids::{NodeId, ShardId};
-    use troupe_node::rpc::{auth::Credentials, client::RpcClient, wire::Request, wire::Response};
+    use troupe_node::protocol::{Request, Response};
+    use troupe_node::rpc::{auth::Credentials, client::RpcClient};
     let client = RpcClient::new(
         Arc::new(troupe_node::net::tcp::TcpDialer),
         Credentials::new(
@@ -631,7 +632,7 @@ async fn command_at_owner(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_still_queued_when_its_caller_stops_waiting_is_dropped_not_applied_late() {
     use troupe_actors::users::{User, UserId};
-    use troupe_node::rpc::wire::Response;
+    use troupe_node::protocol::Response;
     use troupe_node::shard::command::Command;
     let _guard = cluster_lock().await;
     let cluster = TestCluster::start_with(3, &[("generators", "0")]);

@@ -7,7 +7,7 @@ use chitchat::{ChitchatId, NodeState};
 use super::member::{Member, NodeStatus};
 use crate::config::{HostPort, Secret};
 use crate::ids::{Generation, NodeId, RegionName};
-use crate::rpc::auth;
+use crate::mac::{mac, same_mac};
 
 /// The node's region (a region table name).
 pub const REGION_KEY: &str = "region";
@@ -58,7 +58,7 @@ impl Signer {
             rpc.as_bytes(),
             gossip.as_bytes(),
         ];
-        auth::mac(secret, &parts)
+        mac(secret, &parts)
     }
 
     fn verifies(&self, id: &ChitchatId, published: &Published) -> Option<bool> {
@@ -68,7 +68,7 @@ impl Signer {
             [Some(&self.secret), self.previous.as_ref()]
                 .into_iter()
                 .flatten()
-                .any(|secret| auth::same_mac(&self.proof(secret, id, http, rpc), &claimed)),
+                .any(|secret| same_mac(&self.proof(secret, id, http, rpc), &claimed)),
         )
     }
 }

@@ -11,20 +11,17 @@
 //! connection, does not open. The server's node id travels sealed in its answer. Both sides
 //! prove: a node never sends calls to an impostor that merely accepts connections.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use snow::params::NoiseParams;
 use snow::HandshakeState;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::frame::{read_frame, write_frame};
 use super::session::SessionKeys;
-use super::wire::{Bytes32, Handshake, PROTOCOL_VERSION};
+use super::wire::{Bytes32, Handshake};
 use crate::codec;
 use crate::config::Secret;
 use crate::ids::NodeId;
-
-type HmacSha256 = Hmac<Sha256>;
+use crate::mac::mac;
 
 /// Handshake frames are tiny; anything larger is hostile or corrupt.
 const MAX_HANDSHAKE_FRAME: u32 = 4096;
@@ -72,26 +69,6 @@ pub enum HandshakeError {
     /// The other side is not a member of this cluster (wrong secret, cluster name or version).
     #[error("{0}")]
     Rejected(String),
-}
-
-/// HMAC-SHA256 under the cluster secret over length-prefixed `parts` (so `["ab", "c"]` and
-/// `["a", "bc"]` differ). Also used to sign gossip membership entries.
-pub fn mac(secret: &Secret, parts: &[&[u8]]) -> Bytes32 {
-    // `new_from_slice` accepts keys of any length for HMAC; the error type exists only for
-    // fixed-key-size MACs.
-    let mut mac = HmacSha256::new_from_slice(secret.expose())
-        .unwrap_or_else(|_| unreachable!("hmac takes any key length"));
-    for part in parts {
-        mac.update(&(part.len() as u32).to_be_bytes());
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
-}
-
-/// Compares two MACs in constant time: a timing side channel must not reveal how many bytes
-/// matched.
-pub fn same_mac(a: &Bytes32, b: &Bytes32) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The Noise protocol of every connection.
@@ -169,15 +146,19 @@ async fn recv<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Handshake, Handsha
 }
 
 /// Runs the server side; returns the authenticated peer's node id and the session keys.
+/// `speaks` is the protocol version of the messages the connection is to carry
+/// ([`Call::PROTOCOL_VERSION`](super::Call::PROTOCOL_VERSION)): a client speaking another one
+/// is refused with both versions named.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     me: &Credentials,
+    speaks: u16,
 ) -> Result<(NodeId, SessionKeys), HandshakeError> {
     let server_nonce: Bytes32 = rand::random();
     send(
         stream,
         &Handshake::Challenge {
-            protocol: PROTOCOL_VERSION,
+            protocol: speaks,
             nonce: server_nonce,
         },
     )
@@ -192,9 +173,9 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(HandshakeError::Malformed("expected hello".into()));
     };
     let mut state = None;
-    let refusal = if protocol != PROTOCOL_VERSION {
+    let refusal = if protocol != speaks {
         Some(format!(
-            "protocol version {protocol} is not supported (this node speaks {PROTOCOL_VERSION})"
+            "protocol version {protocol} is not supported (this node speaks {speaks})"
         ))
     } else if cluster != me.cluster {
         Some(format!("cluster {cluster:?} is not this node's cluster"))
@@ -241,10 +222,11 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Runs the client side; returns the node id that answered (after checking its proof) and
-/// the session keys.
+/// the session keys. `speaks` as for [`accept`].
 pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     me: &Credentials,
+    speaks: u16,
 ) -> Result<(NodeId, SessionKeys), HandshakeError> {
     let Handshake::Challenge {
         protocol,
@@ -253,23 +235,23 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     else {
         return Err(HandshakeError::Malformed("expected challenge".into()));
     };
-    if protocol != PROTOCOL_VERSION {
+    if protocol != speaks {
         return Err(HandshakeError::Rejected(format!(
-            "peer speaks protocol version {protocol}, this node {PROTOCOL_VERSION}"
+            "peer speaks protocol version {protocol}, this node {speaks}"
         )));
     }
     let mut state = noise_state(
         true,
         &me.secret,
         &me.cluster,
-        &prologue(PROTOCOL_VERSION, &server_nonce, &me.cluster, &me.node_id),
+        &prologue(speaks, &server_nonce, &me.cluster, &me.node_id),
     )?;
     let mut message = [0u8; MAX_NOISE_MESSAGE];
     let len = state
         .write_message(&[], &mut message)
         .map_err(|e| HandshakeError::Malformed(format!("noise hello: {e}")))?;
     let hello = Handshake::Hello {
-        protocol: PROTOCOL_VERSION,
+        protocol: speaks,
         cluster: me.cluster.clone(),
         node_id: me.node_id.clone(),
         noise: message[..len].to_vec(),
@@ -296,6 +278,9 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
+    /// The protocol version both ends of these tests speak.
+    const SPEAKS: u16 = 7;
+
     fn creds(node: &str, secret: &str) -> Credentials {
         Credentials::new("c", NodeId::new(node), Secret::new(secret))
     }
@@ -308,8 +293,8 @@ mod tests {
         Result<NodeId, HandshakeError>,
     ) {
         let (mut a, mut b) = tokio::io::duplex(64 * 1024);
-        let server_side = tokio::spawn(async move { accept(&mut a, &server).await });
-        let client_side = connect(&mut b, &client).await;
+        let server_side = tokio::spawn(async move { accept(&mut a, &server, SPEAKS).await });
+        let client_side = connect(&mut b, &client, SPEAKS).await;
         (
             server_side.await.expect("server task").map(|(id, _)| id),
             client_side.map(|(id, _)| id),
@@ -320,11 +305,11 @@ mod tests {
     async fn recorded_hello(secret: &str) -> Handshake {
         let (mut c, mut d) = tokio::io::duplex(64 * 1024);
         let client = creds("n2", secret);
-        let client_side = tokio::spawn(async move { connect(&mut c, &client).await });
+        let client_side = tokio::spawn(async move { connect(&mut c, &client, SPEAKS).await });
         send(
             &mut d,
             &Handshake::Challenge {
-                protocol: PROTOCOL_VERSION,
+                protocol: SPEAKS,
                 nonce: rand::random(),
             },
         )
@@ -339,7 +324,7 @@ mod tests {
     async fn server_given(hello: Handshake, secret: &str) -> Result<NodeId, HandshakeError> {
         let (mut a, mut b) = tokio::io::duplex(64 * 1024);
         let server = creds("n1", secret);
-        let server_side = tokio::spawn(async move { accept(&mut a, &server).await });
+        let server_side = tokio::spawn(async move { accept(&mut a, &server, SPEAKS).await });
         let _challenge = recv(&mut b).await.expect("challenge");
         send(&mut b, &hello).await.expect("hello");
         server_side.await.expect("server task").map(|(id, _)| id)
@@ -350,6 +335,19 @@ mod tests {
         let (s, c) = handshake(creds("n1", "secret-one"), creds("n2", "secret-one")).await;
         assert_eq!(s.expect("server accepts").as_str(), "n2");
         assert_eq!(c.expect("client accepts").as_str(), "n1");
+    }
+
+    #[tokio::test]
+    async fn a_client_of_another_protocol_version_gives_up_naming_both_versions() {
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let server = creds("n1", "secret-one");
+        let server_side = tokio::spawn(async move { accept(&mut a, &server, SPEAKS).await });
+        let client = connect(&mut b, &creds("n2", "secret-one"), SPEAKS + 1).await;
+        drop(b);
+        let error = client.expect_err("refused").to_string();
+        let (theirs, mine) = (SPEAKS.to_string(), (SPEAKS + 1).to_string());
+        assert!(error.contains(&theirs) && error.contains(&mine), "{error}");
+        assert!(server_side.await.expect("server task").is_err());
     }
 
     #[tokio::test]
@@ -418,10 +416,10 @@ mod tests {
         // the way: the id is in the clear, and bound into the handshake.
         let (mut a, mut b) = tokio::io::duplex(64 * 1024);
         let server = creds("n1", "secret-one");
-        let server_side = tokio::spawn(async move { accept(&mut a, &server).await });
+        let server_side = tokio::spawn(async move { accept(&mut a, &server, SPEAKS).await });
         let (mut c, mut d) = tokio::io::duplex(64 * 1024);
         let client = creds("n2", "secret-one");
-        let _client_side = tokio::spawn(async move { connect(&mut c, &client).await });
+        let _client_side = tokio::spawn(async move { connect(&mut c, &client, SPEAKS).await });
         let challenge = recv(&mut b).await.expect("challenge");
         send(&mut d, &challenge).await.expect("relay challenge");
         let Handshake::Hello {
@@ -462,7 +460,7 @@ mod tests {
     async fn a_hello_with_a_garbage_noise_message_of_any_size_is_refused() {
         for len in [0usize, 10, 31, 48, 1_000, 1_100, 3_000] {
             let hello = Handshake::Hello {
-                protocol: PROTOCOL_VERSION,
+                protocol: SPEAKS,
                 cluster: "c".into(),
                 node_id: NodeId::new("n2"),
                 noise: vec![0xAB; len],

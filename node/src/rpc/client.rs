@@ -1,5 +1,6 @@
 //! The calling side: per peer, two multiplexed, authenticated and encrypted connections made on
-//! first use: one for control calls (lease checks and pings) and one for everything else.
+//! first use: one for control calls (those whose [`Call::lane`] is [`Lane::Control`]: lease
+//! checks and pings) and one for everything else.
 //!
 //! A call registers a one-shot reply slot under a fresh id, queues its frame for the
 //! connection's writer task and waits for the reader task to deliver the answer, all under the
@@ -25,8 +26,8 @@ use tracing::{debug, warn};
 
 use super::auth::{self, Credentials, HandshakeError};
 use super::session::{SealedReader, SealedWriter, SessionKeys};
-use super::wire::{Envelope, Request, Response};
-use super::RpcError;
+use super::wire::Envelope;
+use super::{Call, Lane, RpcError};
 use crate::codec;
 use crate::config::HostPort;
 use crate::ids::NodeId;
@@ -35,47 +36,36 @@ use crate::net::{BoxStream, Dialer};
 /// Frames queued for one connection's writer before callers wait: bounds memory per peer.
 const WRITE_QUEUE: usize = 1024;
 
-/// Client for calls to peers; cheap to clone.
-#[derive(Clone)]
-pub struct RpcClient {
-    inner: Arc<Inner>,
+/// Client for calls `C` to peers; cheap to clone.
+pub struct RpcClient<C: Call> {
+    inner: Arc<Inner<C>>,
 }
 
-struct Inner {
-    dialer: Arc<dyn Dialer>,
-    creds: Credentials,
-    max_frame: u32,
-    call_timeout: Duration,
-    peers: Mutex<HashMap<(NodeId, HostPort, Lane), PeerSlot>>,
-    shutdown: CancellationToken,
-}
-
-/// The connection to one peer, if any; the async mutex makes concurrent callers share one dial.
-type PeerSlot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
-
-/// Which of a peer's connections a call travels on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Lane {
-    /// Lease checks and pings: small, frequent, and what keeps a node's lease.
-    Control,
-    /// Everything else: commands, reads, replication, snapshots.
-    Data,
-}
-
-impl Lane {
-    fn of(request: &Request) -> Self {
-        match request {
-            Request::LeaseCheck | Request::Ping => Lane::Control,
-            _ => Lane::Data,
+impl<C: Call> Clone for RpcClient<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
         }
     }
 }
 
+struct Inner<C: Call> {
+    dialer: Arc<dyn Dialer>,
+    creds: Credentials,
+    max_frame: u32,
+    call_timeout: Duration,
+    peers: Mutex<HashMap<(NodeId, HostPort, Lane), PeerSlot<C>>>,
+    shutdown: CancellationToken,
+}
+
+/// The connection to one peer, if any; the async mutex makes concurrent callers share one dial.
+type PeerSlot<C> = Arc<tokio::sync::Mutex<Option<Arc<Conn<C>>>>>;
+
 /// One live connection: the writer's queue and the calls awaiting answers.
-struct Conn {
+struct Conn<C: Call> {
     addr: HostPort,
     frames: mpsc::Sender<Vec<u8>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<C::Answer>>>,
     next_id: AtomicU64,
     closed: CancellationToken,
     /// When the connection was made; `last_heard` counts from it.
@@ -86,7 +76,7 @@ struct Conn {
     probing: AtomicBool,
 }
 
-impl Conn {
+impl<C: Call> Conn<C> {
     fn close(&self) {
         self.closed.cancel();
         // Dropping the reply senders wakes every waiting caller with `ConnectionLost`.
@@ -123,7 +113,7 @@ impl Conn {
             // A full queue means the writer is stuck, which the silence below then shows.
             if let Ok(frame) = codec::encode(&Envelope {
                 id,
-                body: Request::Ping,
+                body: C::ping(),
             }) {
                 let _ = conn.frames.try_send(frame);
             }
@@ -148,7 +138,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl RpcClient {
+impl<C: Call> RpcClient<C> {
     /// A client dialing through `dialer`, proving `creds`; connections end with `shutdown`.
     pub fn new(
         dialer: Arc<dyn Dialer>,
@@ -174,8 +164,8 @@ impl RpcClient {
         &self,
         node: &NodeId,
         addr: &HostPort,
-        request: Request,
-    ) -> Result<Response, RpcError> {
+        request: C,
+    ) -> Result<C::Answer, RpcError> {
         self.call_with_timeout(node, addr, request, self.inner.call_timeout)
             .await
     }
@@ -185,10 +175,10 @@ impl RpcClient {
         &self,
         node: &NodeId,
         addr: &HostPort,
-        request: Request,
+        request: C,
         deadline: Duration,
-    ) -> Result<Response, RpcError> {
-        let mut in_flight: Option<(Arc<Conn>, u64, Instant)> = None;
+    ) -> Result<C::Answer, RpcError> {
+        let mut in_flight: Option<(Arc<Conn<C>>, u64, Instant)> = None;
         let attempt = self.attempt(node, addr, request, &mut in_flight);
         match tokio::time::timeout(deadline, attempt).await {
             Ok(result) => result,
@@ -215,10 +205,10 @@ impl RpcClient {
         &self,
         node: &NodeId,
         addr: &HostPort,
-        request: Request,
-        in_flight: &mut Option<(Arc<Conn>, u64, Instant)>,
-    ) -> Result<Response, RpcError> {
-        let conn = self.connection(node, addr, Lane::of(&request)).await?;
+        request: C,
+        in_flight: &mut Option<(Arc<Conn<C>>, u64, Instant)>,
+    ) -> Result<C::Answer, RpcError> {
+        let conn = self.connection(node, addr, request.lane()).await?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = codec::encode(&Envelope { id, body: request })?;
         if frame.len() > self.inner.max_frame as usize {
@@ -254,7 +244,7 @@ impl RpcClient {
         node: &NodeId,
         addr: &HostPort,
         lane: Lane,
-    ) -> Result<Arc<Conn>, RpcError> {
+    ) -> Result<Arc<Conn<C>>, RpcError> {
         let slot = lock(&self.inner.peers)
             .entry((node.clone(), addr.clone(), lane))
             .or_default()
@@ -268,7 +258,7 @@ impl RpcClient {
         Ok(conn)
     }
 
-    async fn dial(&self, node: &NodeId, addr: &HostPort) -> Result<Arc<Conn>, RpcError> {
+    async fn dial(&self, node: &NodeId, addr: &HostPort) -> Result<Arc<Conn<C>>, RpcError> {
         let mut stream = self
             .inner
             .dialer
@@ -278,7 +268,7 @@ impl RpcClient {
                 addr: addr.clone(),
                 source,
             })?;
-        let (answered, keys) = auth::connect(&mut stream, &self.inner.creds)
+        let (answered, keys) = auth::connect(&mut stream, &self.inner.creds, C::PROTOCOL_VERSION)
             .await
             .map_err(|e| match e {
                 HandshakeError::Io(source) => RpcError::Io {
@@ -304,7 +294,7 @@ impl RpcClient {
         Ok(self.start(addr.clone(), stream, keys))
     }
 
-    fn start(&self, addr: HostPort, stream: BoxStream, keys: SessionKeys) -> Arc<Conn> {
+    fn start(&self, addr: HostPort, stream: BoxStream, keys: SessionKeys) -> Arc<Conn<C>> {
         let (frames_tx, frames_rx) = mpsc::channel(WRITE_QUEUE);
         let conn = Arc::new(Conn {
             addr,
@@ -329,8 +319,8 @@ impl RpcClient {
 }
 
 /// Owns the write half of one connection; ends when the connection closes.
-async fn write_loop(
-    conn: Arc<Conn>,
+async fn write_loop<C: Call>(
+    conn: Arc<Conn<C>>,
     mut writer: SealedWriter<tokio::io::WriteHalf<BoxStream>>,
     mut frames: mpsc::Receiver<Vec<u8>>,
     max_frame: u32,
@@ -352,8 +342,8 @@ async fn write_loop(
 }
 
 /// Owns the read half of one connection and routes each answer to its waiting caller.
-async fn read_loop(
-    conn: Arc<Conn>,
+async fn read_loop<C: Call>(
+    conn: Arc<Conn<C>>,
     mut reader: SealedReader<tokio::io::ReadHalf<BoxStream>>,
     max_frame: u32,
 ) {
@@ -376,7 +366,7 @@ async fn read_loop(
             }
         };
         conn.heard();
-        match codec::decode::<Envelope<Response>>(&bytes, codec::Limit::Message) {
+        match codec::decode::<Envelope<C::Answer>>(&bytes, codec::Limit::Message) {
             Ok(Envelope { id, body }) => {
                 if let Some(reply) = lock(&conn.pending).remove(&id) {
                     // The caller may have given up (deadline); nothing to do then.

@@ -1,14 +1,19 @@
-//! Inter-node request/response: one path for production and simulation.
+//! Inter-node request/response: one path for production and simulation, generic over what it
+//! carries.
 //!
-//! Length-prefixed, bounded frames ([`frame`]) carry [`codec`](crate::codec)-encoded
-//! [`wire`] messages over any [`Stream`](crate::net::Stream). A connection starts with a Noise
-//! handshake proving both ends know the cluster secret and deriving fresh session keys
-//! ([`auth`]); every frame after it is encrypted and authenticated ([`session`]). The client
-//! multiplexes calls with ids and per-call deadlines ([`client`]) and the server answers each call
-//! on its own task ([`server`]). See `docs/decisions/001-inter-node-transport.md` for why this
-//! and not ractor_cluster.
+//! The transport knows calls and answers only as a [`Call`] and its [`Answer`] ([`call`]): the
+//! messages themselves are defined above it (the node's `protocol` module), so this module
+//! imports nothing of the layers that use it (decision 024). Length-prefixed, bounded frames
+//! ([`frame`]) carry [`codec`](crate::codec)-encoded [`wire`] envelopes over any
+//! [`Stream`](crate::net::Stream). A connection starts with a Noise handshake proving both ends
+//! know the cluster secret and deriving fresh session keys ([`auth`]); every frame after it is
+//! encrypted and authenticated ([`session`]). The client multiplexes calls with ids and
+//! per-call deadlines ([`client`]) and the server answers each call on its own task
+//! ([`server`]). See `docs/decisions/001-inter-node-transport.md` for why this and not
+//! ractor_cluster.
 
 pub mod auth;
+pub mod call;
 pub mod client;
 pub mod frame;
 pub mod refusals;
@@ -16,6 +21,7 @@ pub mod server;
 pub mod session;
 pub mod wire;
 
+pub use call::{Answer, Call, Lane};
 pub use client::RpcClient;
 pub use server::{serve, Handler, ServerLimits};
 

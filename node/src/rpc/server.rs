@@ -7,11 +7,11 @@
 //! handshake, and refusals are logged at a bounded rate ([`super::refusals`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,8 @@ use tracing::{debug, info, warn, Instrument};
 use super::auth::{self, Credentials};
 use super::refusals::{self, RefusalLog};
 use super::session::SealedWriter;
-use super::wire::{Envelope, Request, Response};
+use super::wire::Envelope;
+use super::{Answer, Call};
 use crate::codec::{self, CodecError};
 use crate::ids::NodeId;
 use crate::net::{BoxListener, BoxStream};
@@ -34,11 +35,20 @@ const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
 /// Answers queued for one connection's writer.
 const WRITE_QUEUE: usize = 1024;
 
-/// What the node does with an authenticated call.
-#[async_trait]
+/// What the node does with an authenticated call. A static type, not a trait object: each
+/// call's answer is a future of the handler's own type, neither boxed nor dispatched
+/// dynamically.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers `request` from peer `from`.
-    async fn handle(&self, from: NodeId, request: Request) -> Response;
+    /// The calls this handler answers.
+    type Call: Call;
+
+    /// Answers `call` from peer `from`, the node the connection authenticated (never a node
+    /// the call itself claims to come from).
+    fn handle(
+        &self,
+        from: NodeId,
+        call: Self::Call,
+    ) -> impl Future<Output = <Self::Call as Call>::Answer> + Send;
 }
 
 /// The server's bounds (`[rpc]` in `cluster.toml`).
@@ -53,11 +63,11 @@ pub struct ServerLimits {
 }
 
 /// Accepts connections on `listener` until `shutdown`; each one is served on its own task.
-pub async fn serve(
+pub async fn serve<H: Handler>(
     mut listener: BoxListener,
     creds: Credentials,
     limits: ServerLimits,
-    handler: Arc<dyn Handler>,
+    handler: Arc<H>,
     shutdown: CancellationToken,
 ) {
     let refusals = Arc::new(RefusalLog::new(Instant::now()));
@@ -173,19 +183,19 @@ impl Drop for PendingSlot {
     }
 }
 
-struct Connection {
+struct Connection<H> {
     creds: Credentials,
     limits: ServerLimits,
-    handler: Arc<dyn Handler>,
+    handler: Arc<H>,
     refusals: Arc<RefusalLog>,
     shutdown: CancellationToken,
 }
 
-impl Connection {
+impl<H: Handler> Connection<H> {
     async fn run(self, mut stream: BoxStream, slot: PendingSlot, peer_addr: SocketAddr) {
         let handshake = tokio::time::timeout(
             self.limits.handshake_timeout,
-            auth::accept(&mut stream, &self.creds),
+            auth::accept(&mut stream, &self.creds, H::Call::PROTOCOL_VERSION),
         )
         .await;
         drop(slot);
@@ -230,7 +240,7 @@ impl Connection {
                     break;
                 }
             };
-            let request = codec::decode::<Envelope<Request>>(&bytes, codec::Limit::Message);
+            let request = codec::decode::<Envelope<H::Call>>(&bytes, codec::Limit::Message);
             let Envelope { id, body } = match request {
                 Ok(envelope) => envelope,
                 Err(error) => {
@@ -258,10 +268,10 @@ impl Connection {
     }
 }
 
-/// The frame of answer `id`. An answer larger than a frame may be is replaced by a
-/// [`Response::Failed`] saying so: written as is, it would fail the connection's writer and with
+/// The frame of answer `id`. An answer larger than a frame may be is replaced by
+/// [`Answer::failed`] saying so: written as is, it would fail the connection's writer and with
 /// it every other call in flight on the connection.
-fn encode_answer(id: u64, response: Response, max_frame: u32) -> Result<Vec<u8>, CodecError> {
+fn encode_answer<A: Answer>(id: u64, response: A, max_frame: u32) -> Result<Vec<u8>, CodecError> {
     let bytes = codec::encode(&Envelope { id, body: response })?;
     if bytes.len() <= max_frame as usize {
         return Ok(bytes);
@@ -276,7 +286,7 @@ fn encode_answer(id: u64, response: Response, max_frame: u32) -> Result<Vec<u8>,
     );
     codec::encode(&Envelope {
         id,
-        body: Response::Failed { message },
+        body: A::failed(message),
     })
 }
 

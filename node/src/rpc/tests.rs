@@ -1,17 +1,18 @@
 //! The RPC path over real TCP on 127.0.0.1: calls, deadlines, reconnection and refusals.
+//!
+//! The transport carries any [`Call`], so these tests bring their own: [`Ask`] and [`Reply`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures_util::FutureExt;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Credentials;
 use super::session::SealedWriter;
-use super::wire::{Request, Response};
-use super::{serve, Handler, RpcClient, RpcError, ServerLimits};
+use super::{serve, Answer, Call, Handler, Lane, RpcClient, RpcError, ServerLimits};
 use crate::config::{HostPort, Secret};
 use crate::ids::NodeId;
 use crate::net::tcp::{TcpAcceptor, TcpDialer};
@@ -19,37 +20,88 @@ use crate::net::Listener;
 
 const MAX_FRAME: u32 = 64 * 1024;
 
+/// A call of these tests.
+#[derive(Debug, Serialize, Deserialize)]
+enum Ask {
+    Ping,
+    /// A control call, answered late (see [`Echo`]).
+    LeaseCheck,
+    /// A data call, answered with its key (some keys make the handler wait or answer big).
+    Echo(String),
+}
+
+/// An answer of these tests.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Reply {
+    Pong(NodeId),
+    HearsYou,
+    Echo(String),
+    /// What the server answers in place of an answer it cannot send.
+    Failed(String),
+}
+
+impl Call for Ask {
+    type Answer = Reply;
+    const PROTOCOL_VERSION: u16 = 1;
+
+    fn ping() -> Self {
+        Self::Ping
+    }
+
+    fn lane(&self) -> Lane {
+        match self {
+            Self::Ping | Self::LeaseCheck => Lane::Control,
+            Self::Echo(_) => Lane::Data,
+        }
+    }
+}
+
+impl Answer for Reply {
+    fn failed(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+/// The calls of a build whose message set is incompatible with [`Ask`]'s.
+#[derive(Debug, Serialize, Deserialize)]
+struct Newer(Ask);
+
+impl Call for Newer {
+    type Answer = Reply;
+    const PROTOCOL_VERSION: u16 = Ask::PROTOCOL_VERSION + 1;
+
+    fn ping() -> Self {
+        Self(Ask::Ping)
+    }
+
+    fn lane(&self) -> Lane {
+        self.0.lane()
+    }
+}
+
 struct Echo(NodeId);
 
-#[async_trait]
 impl Handler for Echo {
-    async fn handle(&self, _from: NodeId, request: Request) -> Response {
-        match request {
-            Request::Ping => Response::Pong {
-                node_id: self.0.clone(),
-            },
-            Request::Locate { key, .. } if key == "slow" => {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Response::Failed {
-                    message: "too late".into(),
-                }
-            }
-            Request::Locate { key, .. } if key == "takes a second" => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                Response::Failed { message: key }
-            }
-            Request::LeaseCheck => {
+    type Call = Ask;
+
+    async fn handle(&self, _from: NodeId, call: Ask) -> Reply {
+        match call {
+            Ask::Ping => Reply::Pong(self.0.clone()),
+            Ask::LeaseCheck => {
                 // Answered while a data call on the same peer times out.
                 tokio::time::sleep(Duration::from_millis(800)).await;
-                Response::LeaseAnswer { hears_you: true }
+                Reply::HearsYou
             }
-            Request::Locate { key, .. } if key == "large answer" => Response::Failed {
-                message: "x".repeat(MAX_FRAME as usize),
-            },
-            Request::Locate { key, .. } => Response::Failed { message: key },
-            _ => Response::Failed {
-                message: "not served by this test handler".into(),
-            },
+            Ask::Echo(key) if key == "slow" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Reply::Echo("too late".into())
+            }
+            Ask::Echo(key) if key == "takes a second" => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Reply::Echo(key)
+            }
+            Ask::Echo(key) if key == "large answer" => Reply::Echo("x".repeat(MAX_FRAME as usize)),
+            Ask::Echo(key) => Reply::Echo(key),
         }
     }
 }
@@ -85,12 +137,9 @@ async fn server_with(
     (bound, stop)
 }
 
-/// A data call the test handler answers with `Failed { message: key }`.
-fn data_call(key: &str) -> Request {
-    Request::Locate {
-        kind: "k".into(),
-        key: key.into(),
-    }
+/// A data call the test handler answers with `Reply::Echo(key)`.
+fn data_call(key: &str) -> Ask {
+    Ask::Echo(key.into())
 }
 
 fn limits(handshake_timeout: Duration, max_pending_handshakes: usize) -> ServerLimits {
@@ -101,7 +150,7 @@ fn limits(handshake_timeout: Duration, max_pending_handshakes: usize) -> ServerL
     }
 }
 
-fn client(secret: &str, timeout: Duration) -> RpcClient {
+fn client<C: Call>(secret: &str, timeout: Duration) -> RpcClient<C> {
     RpcClient::new(
         Arc::new(TcpDialer),
         creds("caller", secret),
@@ -120,25 +169,13 @@ async fn concurrent_calls_share_one_connection_and_get_their_own_answers() {
         let (client, node, addr) = (client.clone(), node.clone(), addr.clone());
         tokio::spawn(async move {
             client
-                .call(
-                    &node,
-                    &addr,
-                    Request::Locate {
-                        kind: "k".into(),
-                        key: format!("key-{i}"),
-                    },
-                )
+                .call(&node, &addr, data_call(&format!("key-{i}")))
                 .await
         })
     });
     for (i, call) in calls.enumerate() {
         let answer = call.await.expect("task").expect("call");
-        assert_eq!(
-            answer,
-            Response::Failed {
-                message: format!("key-{i}")
-            }
-        );
+        assert_eq!(answer, Reply::Echo(format!("key-{i}")));
     }
 }
 
@@ -154,7 +191,7 @@ async fn a_call_that_waits_does_not_hold_up_the_calls_after_it_on_its_connection
     )
     .await;
     assert!(
-        matches!(&after, Ok(Ok(Response::Failed { message })) if message == "after"),
+        matches!(&after, Ok(Ok(Reply::Echo(message))) if message == "after"),
         "{after:?}"
     );
     assert!(
@@ -169,14 +206,14 @@ async fn a_restarted_peer_is_reached_again_on_the_next_call() {
     let client = client("secret-123", Duration::from_secs(5));
     let node = NodeId::new("s1");
     assert!(matches!(
-        client.call(&node, &addr, Request::Ping).await,
-        Ok(Response::Pong { .. })
+        client.call(&node, &addr, Ask::Ping).await,
+        Ok(Reply::Pong(_))
     ));
     stop.cancel();
     // The old connection dies with the server; a call meanwhile fails rather than hanging.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if client.call(&node, &addr, Request::Ping).await.is_err() {
+        if client.call(&node, &addr, Ask::Ping).await.is_err() {
             break;
         }
         assert!(
@@ -187,8 +224,8 @@ async fn a_restarted_peer_is_reached_again_on_the_next_call() {
     }
     let (_again, _stop2) = server("s1", "secret-123", &addr.to_string()).await;
     assert!(matches!(
-        client.call(&node, &addr, Request::Ping).await,
-        Ok(Response::Pong { .. })
+        client.call(&node, &addr, Ask::Ping).await,
+        Ok(Reply::Pong(_))
     ));
 }
 
@@ -198,21 +235,12 @@ async fn a_silent_peer_times_out_at_the_deadline_and_the_connection_is_replaced(
     let client = client("secret-123", Duration::from_millis(300));
     let node = NodeId::new("s1");
     let started = tokio::time::Instant::now();
-    let slow = client
-        .call(
-            &node,
-            &addr,
-            Request::Locate {
-                kind: "k".into(),
-                key: "slow".into(),
-            },
-        )
-        .await;
+    let slow = client.call(&node, &addr, data_call("slow")).await;
     assert!(matches!(slow, Err(RpcError::Timeout { .. })), "{slow:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(matches!(
-        client.call(&node, &addr, Request::Ping).await,
-        Ok(Response::Pong { .. })
+        client.call(&node, &addr, Ask::Ping).await,
+        Ok(Reply::Pong(_))
     ));
 }
 
@@ -229,7 +257,7 @@ async fn a_peer_that_accepts_but_never_speaks_times_out() {
         }
     });
     let client = client("secret-123", Duration::from_millis(300));
-    let answer = client.call(&NodeId::new("s1"), &addr, Request::Ping).await;
+    let answer = client.call(&NodeId::new("s1"), &addr, Ask::Ping).await;
     assert!(
         matches!(answer, Err(RpcError::Timeout { .. })),
         "{answer:?}"
@@ -240,7 +268,7 @@ async fn a_peer_that_accepts_but_never_speaks_times_out() {
 async fn a_wrong_secret_is_refused() {
     let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
     let answer = client("another-secret", Duration::from_secs(5))
-        .call(&NodeId::new("s1"), &addr, Request::Ping)
+        .call(&NodeId::new("s1"), &addr, Ask::Ping)
         .await;
     assert!(
         matches!(&answer, Err(RpcError::Auth { reason, .. }) if reason.contains("refused")),
@@ -252,10 +280,25 @@ async fn a_wrong_secret_is_refused() {
 async fn a_different_node_at_the_expected_address_is_detected() {
     let (addr, _stop) = server("s2", "secret-123", "127.0.0.1:0").await;
     let answer = client("secret-123", Duration::from_secs(5))
-        .call(&NodeId::new("s1"), &addr, Request::Ping)
+        .call(&NodeId::new("s1"), &addr, Ask::Ping)
         .await;
     assert!(
         matches!(answer, Err(RpcError::WrongPeer { .. })),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_speaking_another_protocol_version_is_refused_with_both_versions() {
+    let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
+    let newer: RpcClient<Newer> = client("secret-123", Duration::from_secs(5));
+    let answer = newer
+        .call(&NodeId::new("s1"), &addr, Newer(Ask::Ping))
+        .await;
+    let (ours, theirs) = (Ask::PROTOCOL_VERSION, Newer::PROTOCOL_VERSION);
+    assert!(
+        matches!(&answer, Err(RpcError::Auth { reason, .. })
+            if reason.contains(&format!("protocol version {ours}")) && reason.contains(&theirs.to_string())),
         "{answer:?}"
     );
 }
@@ -266,9 +309,13 @@ async fn an_oversize_frame_closes_the_connection_without_allocating_it() {
     let mut raw = tokio::net::TcpStream::connect((addr.host(), addr.port()))
         .await
         .expect("connect");
-    let (_, keys) = super::auth::connect(&mut raw, &creds("caller", "secret-123"))
-        .await
-        .expect("handshake");
+    let (_, keys) = super::auth::connect(
+        &mut raw,
+        &creds("caller", "secret-123"),
+        Ask::PROTOCOL_VERSION,
+    )
+    .await
+    .expect("handshake");
     let mut sealer = SealedWriter::new(tokio::io::sink(), keys);
     let sealed = sealer
         .seal(&(MAX_FRAME + 1).to_be_bytes())
@@ -290,19 +337,16 @@ async fn an_oversize_frame_closes_the_connection_without_allocating_it() {
 /// Starts a call that the server answers only after 30 s on a connected client, and checks
 /// it is in flight: polled once, its frame is queued ahead of later calls on the connection.
 async fn slow_call_in_flight(
-    client: &RpcClient,
+    client: &RpcClient<Ask>,
     node: &NodeId,
     addr: &HostPort,
-) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<Response, RpcError>>>> {
+) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<Reply, RpcError>>>> {
     let connected = client.call(node, addr, data_call("connect")).await;
     assert!(
-        matches!(&connected, Ok(Response::Failed { message }) if message == "connect"),
+        matches!(&connected, Ok(Reply::Echo(message)) if message == "connect"),
         "{connected:?}"
     );
-    let slow = Request::Locate {
-        kind: "k".into(),
-        key: "slow".into(),
-    };
+    let slow = data_call("slow");
     let (client, node, addr) = (client.clone(), node.clone(), addr.clone());
     let mut slow = Box::pin(async move { client.call(&node, &addr, slow).await });
     assert!((&mut slow).now_or_never().is_none());
@@ -311,7 +355,7 @@ async fn slow_call_in_flight(
 
 /// Calls `request` on a connection with a slow call in flight, and checks that afterwards the
 /// connection still answers a ping and the slow call is still waiting.
-async fn call_beside_a_call_in_flight(request: Request) -> Result<Response, RpcError> {
+async fn call_beside_a_call_in_flight(request: Ask) -> Result<Reply, RpcError> {
     let (addr, _stop) = server("s1", "secret-123", "127.0.0.1:0").await;
     let client = client("secret-123", Duration::from_secs(60));
     let node = NodeId::new("s1");
@@ -321,7 +365,7 @@ async fn call_beside_a_call_in_flight(request: Request) -> Result<Response, RpcE
         .expect("answered before the deadline");
     let after = client.call(&node, &addr, data_call("after")).await;
     assert!(
-        matches!(&after, Ok(Response::Failed { message }) if message == "after"),
+        matches!(&after, Ok(Reply::Echo(message)) if message == "after"),
         "{after:?}"
     );
     assert!(
@@ -333,11 +377,7 @@ async fn call_beside_a_call_in_flight(request: Request) -> Result<Response, RpcE
 
 #[tokio::test]
 async fn a_request_too_large_for_a_frame_fails_alone_and_the_calls_in_flight_go_on() {
-    let refused = call_beside_a_call_in_flight(Request::Locate {
-        kind: "k".into(),
-        key: "x".repeat(MAX_FRAME as usize),
-    })
-    .await;
+    let refused = call_beside_a_call_in_flight(data_call(&"x".repeat(MAX_FRAME as usize))).await;
     assert!(
         matches!(&refused, Err(error @ RpcError::TooLarge { .. }) if !error.may_have_been_delivered()),
         "{refused:?}"
@@ -346,13 +386,9 @@ async fn a_request_too_large_for_a_frame_fails_alone_and_the_calls_in_flight_go_
 
 #[tokio::test]
 async fn an_answer_too_large_for_a_frame_becomes_a_failure_and_the_calls_in_flight_go_on() {
-    let answer = call_beside_a_call_in_flight(Request::Locate {
-        kind: "k".into(),
-        key: "large answer".into(),
-    })
-    .await;
+    let answer = call_beside_a_call_in_flight(data_call("large answer")).await;
     assert!(
-        matches!(&answer, Ok(Response::Failed { message }) if message.contains("exceeds the frame limit")),
+        matches!(&answer, Ok(Reply::Failed(message)) if message.contains("exceeds the frame limit")),
         "{answer:?}"
     );
 }
@@ -364,17 +400,14 @@ async fn a_timed_out_data_call_does_not_fail_a_concurrent_lease_check_to_the_sam
     let node = NodeId::new("s1");
     let lease_check = {
         let (client, node, addr) = (client.clone(), node.clone(), addr.clone());
-        tokio::spawn(async move { client.call(&node, &addr, Request::LeaseCheck).await })
+        tokio::spawn(async move { client.call(&node, &addr, Ask::LeaseCheck).await })
     };
     let slow = client
         .call_with_timeout(&node, &addr, data_call("slow"), Duration::from_millis(300))
         .await;
     assert!(matches!(slow, Err(RpcError::Timeout { .. })), "{slow:?}");
     let answer = lease_check.await.expect("task");
-    assert!(
-        matches!(answer, Ok(Response::LeaseAnswer { hears_you: true })),
-        "{answer:?}"
-    );
+    assert!(matches!(answer, Ok(Reply::HearsYou)), "{answer:?}");
 }
 
 #[tokio::test]
@@ -392,7 +425,7 @@ async fn a_timed_out_call_does_not_fail_the_other_calls_on_its_connection() {
     assert!(matches!(slow, Err(RpcError::Timeout { .. })), "{slow:?}");
     let answer = other.await.expect("task");
     assert!(
-        matches!(&answer, Ok(Response::Failed { message }) if message == "takes a second"),
+        matches!(&answer, Ok(Reply::Echo(message)) if message == "takes a second"),
         "{answer:?}"
     );
 }
@@ -410,9 +443,13 @@ async fn a_connection_that_goes_silent_is_dropped_and_the_next_call_dials_again(
             let mut held = Vec::new();
             while let Ok((mut socket, _)) = listener.accept().await {
                 // Authenticates, then never answers: a peer behind a half-open connection.
-                if super::auth::accept(&mut socket, &creds("s1", "secret-123"))
-                    .await
-                    .is_ok()
+                if super::auth::accept(
+                    &mut socket,
+                    &creds("s1", "secret-123"),
+                    Ask::PROTOCOL_VERSION,
+                )
+                .await
+                .is_ok()
                 {
                     accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
@@ -490,11 +527,11 @@ async fn connections_over_the_handshake_caps_are_closed_at_once_and_real_peers_s
     // The flood still holds its slots: a real peer from another host connects and calls.
     let answer = tokio::time::timeout(
         Duration::from_secs(10),
-        client("secret-123", Duration::from_secs(5)).call(&NodeId::new("s1"), &addr, Request::Ping),
+        client("secret-123", Duration::from_secs(5)).call(&NodeId::new("s1"), &addr, Ask::Ping),
     )
     .await
     .expect("answered");
-    assert!(matches!(answer, Ok(Response::Pong { .. })), "{answer:?}");
+    assert!(matches!(answer, Ok(Reply::Pong(_))), "{answer:?}");
     stop.cancel();
 }
 

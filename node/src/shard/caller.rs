@@ -9,7 +9,7 @@
 //! catch-up reads) may come from any member: they are forwarded or read on a member's behalf.
 
 use crate::ids::NodeId;
-use crate::rpc::wire::Request;
+use crate::protocol::Request;
 
 /// Whether `from` may send `request`; the reason for the refusal when it may not.
 pub fn check(from: &NodeId, request: &Request) -> Result<(), String> {

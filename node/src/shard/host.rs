@@ -27,7 +27,7 @@ use crate::config::ClusterConfig;
 use crate::ids::{Generation, NodeId, ShardId};
 use crate::membership::MembershipSnapshot;
 use crate::metrics::NodeMetrics;
-use crate::rpc::wire::Response;
+use crate::protocol::{Request, Response};
 use crate::rpc::RpcClient;
 use crate::topology::Topology;
 
@@ -158,7 +158,7 @@ pub struct Shards {
 pub(crate) struct ShardsInner {
     pub(crate) me: NodeId,
     pub(crate) store: ShardStore,
-    pub(crate) rpc: RpcClient,
+    pub(crate) rpc: RpcClient<Request>,
     pub(crate) topology: watch::Receiver<Arc<Topology>>,
     pub(crate) config: ClusterConfig,
     pub(crate) local: Mutex<Vec<LocalShard>>,
@@ -220,7 +220,7 @@ impl Shards {
     pub fn new(
         me: NodeId,
         store: ShardStore,
-        rpc: RpcClient,
+        rpc: RpcClient<Request>,
         topology: watch::Receiver<Arc<Topology>>,
         config: ClusterConfig,
         shard_count: u32,

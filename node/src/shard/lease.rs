@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::host::Shards;
 use crate::ids::NodeId;
-use crate::rpc::wire::{Request, Response};
+use crate::protocol::{Request, Response};
 use crate::topology::Topology;
 
 /// When each member last confirmed, in a round trip, that it hears this node.

@@ -31,7 +31,7 @@ use super::sync::{self, SYNC_CALL_TIMEOUT};
 use super::{Entry, Epoch, Op, Peer, Position, StoreError};
 use crate::ids::{NodeId, ShardId};
 use crate::metrics::UntrimmedLabel;
-use crate::rpc::wire::{Request, Response};
+use crate::protocol::{Request, Response};
 use crate::topology::Topology;
 
 /// Gossip rounds without a live member appearing before this node takes a shard over: right

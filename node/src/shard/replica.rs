@@ -8,7 +8,7 @@ use super::store::Item;
 use super::sync::{self, SNAPSHOT_PAGE};
 use super::{Entry, Epoch, Peer, Position, StoreError};
 use crate::ids::{NodeId, ShardId};
-use crate::rpc::wire::Response;
+use crate::protocol::Response;
 
 /// Why a copy may not answer a read now.
 enum ReadRefusal {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::store::Item;
 use super::{Epoch, Peer, Position, ShardStore, StoreError};
 use crate::ids::ShardId;
-use crate::rpc::wire::{Request, Response};
+use crate::protocol::{Request, Response};
 use crate::rpc::RpcClient;
 
 /// Entities per snapshot page.
@@ -40,7 +40,7 @@ pub enum SyncError {
 /// Pulls from `source` until this node's copy of `shard` matches it, following `epoch`.
 pub async fn catch_up(
     store: &ShardStore,
-    rpc: &RpcClient,
+    rpc: &RpcClient<Request>,
     shard: ShardId,
     epoch: &Epoch,
     source: &Peer,
@@ -77,7 +77,7 @@ pub async fn catch_up(
 
 async fn install_snapshot(
     store: &ShardStore,
-    rpc: &RpcClient,
+    rpc: &RpcClient<Request>,
     shard: ShardId,
     epoch: &Epoch,
     source: &Peer,
@@ -129,7 +129,11 @@ impl SamePosition {
     }
 }
 
-async fn call(rpc: &RpcClient, source: &Peer, request: Request) -> Result<Response, SyncError> {
+async fn call(
+    rpc: &RpcClient<Request>,
+    source: &Peer,
+    request: Request,
+) -> Result<Response, SyncError> {
     rpc.call_with_timeout(
         &source.node_id,
         &source.rpc_addr,
