@@ -352,9 +352,11 @@ impl TestCluster {
         self.send(i, reqwest::Method::POST, path, body.into()).await
     }
 
-    /// Waits until every node in `nodes` is ready and sees exactly them as live, ready members.
+    /// Waits until every node in `nodes` is ready, sees exactly them as live, ready members,
+    /// and takes no shard over: the tests start from a settled cluster. (`/readyz` stays green
+    /// while a ready node takes shards over, so it alone does not say that.)
     pub async fn wait_ready(&self, nodes: &[usize], within: Duration) {
-        self.wait_for("nodes ready and agreeing", within, || async {
+        self.wait_for("nodes ready, agreeing and settled", within, || async {
             for &i in nodes {
                 let (status, _) = self.get(i, "/readyz").await.ok()?;
                 let (_, view) = self.get(i, "/cluster").await.ok()?;
@@ -363,7 +365,11 @@ impl TestCluster {
                     .iter()
                     .filter(|m| m["live"] == true && m["status"] == "ready")
                     .count();
-                if status != 200 || ready != nodes.len() {
+                let moving = view["transit"]
+                    .as_array()?
+                    .iter()
+                    .any(|t| t["state"] == "taking-over" || t["state"] == "installing");
+                if status != 200 || ready != nodes.len() || moving {
                     return None;
                 }
             }
