@@ -36,18 +36,17 @@ pub struct Nodes {
 impl Nodes {
     /// `urls` of every node the test may run; none is up yet.
     pub fn new(urls: Vec<String>) -> Self {
-        let up = vec![false; urls.len()];
-        Self {
-            urls: Arc::new(urls),
-            up: Arc::new(Mutex::new(up)),
-            refused: Arc::default(),
-        }
+        Self::with_every_node(urls, false)
     }
 
     /// `urls` of nodes that are all up for good: a client that is never told which node stops
     /// and fails over on a refused connection (issue 31).
     pub fn all_up(urls: Vec<String>) -> Self {
-        let up = vec![true; urls.len()];
+        Self::with_every_node(urls, true)
+    }
+
+    fn with_every_node(urls: Vec<String>, up: bool) -> Self {
+        let up = vec![up; urls.len()];
         Self {
             urls: Arc::new(urls),
             up: Arc::new(Mutex::new(up)),
