@@ -23,6 +23,11 @@ pub struct ClusterView {
     /// Shards this node is moving right now (empty when placement and copies agree).
     #[serde(default)]
     pub transit: Vec<TransitView>,
+    /// Whether this node holds the owner lease: a majority of the members confirmed within the
+    /// lease that they reach it. Without it the node answers nothing from its copies and takes
+    /// no shard over (docs/ARCHITECTURE.md, "Lease").
+    #[serde(default)]
+    pub lease_held: bool,
     /// Sizes of this node's gossip tables: they stay bounded whatever arrives on the gossip
     /// port.
     #[serde(default)]

@@ -10,7 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let parsed = Cli::parse();
-    cli::init_tracing();
+    cli::init_tracing(parsed.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -24,11 +24,13 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match parsed.command {
             Command::Node(args) => cli::node::run(*args).await,
-            Command::Local(args) => cli::local::run(args).await,
+            Command::Local(args) => cli::local::run(args, parsed.log_format).await,
             Command::Health(args) => cli::health::run(args).await,
             Command::Restart(args) => cli::restart::run(args).await,
             Command::Bench(args) => cli::bench::run(args).await,
             Command::Secret => cli::secret::run(),
+            Command::Status(args) => cli::status::run(args).await,
+            Command::Explain(args) => cli::explain::run(args).await,
         }
     });
     match result {

@@ -1,7 +1,10 @@
-//! Node-level metrics: forwards and their failures, membership size by status, units owned.
+//! Node-level metrics: forwards and their failures, membership size by status, units owned,
+//! the lease and the shards in transit. `docs/METRICS.md` lists every metric a node exports.
 //!
 //! One registry per node holds these and the HTTP edge's families, so `/metrics` is one
 //! consistent exposition.
+
+use std::collections::BTreeMap;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +38,24 @@ pub struct UntrimmedLabel {
     pub reason: &'static str,
 }
 
+/// The states `/cluster`'s transit shows, each exported (at 0 when no shard is in it) so a
+/// dashboard sees the series before the first move.
+const TRANSIT_STATES: [&str; 5] = [
+    "taking-over",
+    "installing",
+    "pre-copying",
+    "pre-copied",
+    "replicas-waiting",
+];
+
+/// Label of the transit gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitLabel {
+    /// A state of `/cluster`'s `transit`: `taking-over`, `installing`, `pre-copying`,
+    /// `pre-copied` or `replicas-waiting`.
+    pub state: String,
+}
+
 /// The node's own metric handles (cheap clones of shared counters).
 #[derive(Clone, Default)]
 pub struct NodeMetrics {
@@ -54,6 +75,8 @@ pub struct NodeMetrics {
     pub shard_queue_rejections: Counter,
     members: Family<StatusLabel, Gauge>,
     units: Family<RoleLabel, Gauge>,
+    lease_held: Gauge,
+    transit: Family<TransitLabel, Gauge>,
 }
 
 impl NodeMetrics {
@@ -100,7 +123,33 @@ impl NodeMetrics {
             "Shards held by this node, by role",
             metrics.units.clone(),
         );
+        registry.register(
+            "troupe_lease_held",
+            "1 while this node holds the owner lease (a majority confirmed it reaches them), else 0",
+            metrics.lease_held.clone(),
+        );
+        registry.register(
+            "troupe_shards_in_transit",
+            "Shards this node is moving, by state (as in /cluster's transit)",
+            metrics.transit.clone(),
+        );
         metrics
+    }
+
+    /// Refreshes the gauges of this node's own shard state, read when metrics are scraped.
+    pub fn observe_shards<'a>(&self, lease_held: bool, transit: impl Iterator<Item = &'a str>) {
+        self.lease_held.set(i64::from(lease_held));
+        let mut counts: BTreeMap<&str, i64> = TRANSIT_STATES.iter().map(|s| (*s, 0)).collect();
+        for state in transit {
+            *counts.entry(state).or_default() += 1;
+        }
+        for (state, count) in counts {
+            self.transit
+                .get_or_create(&TransitLabel {
+                    state: state.to_owned(),
+                })
+                .set(count);
+        }
     }
 
     /// Refreshes the gauges from the current membership and shard table.

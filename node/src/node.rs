@@ -15,7 +15,7 @@ use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 use troupe_http::views::{
     ClusterView, GossipTablesView, ListFrom, Located, ManagerView, MemberView, NearbyParty,
-    PartyCreated, PartyLeft, PartyMember, ShardCopyView, ShardView, UserPage,
+    PartyCreated, PartyLeft, PartyMember, ShardCopyView, ShardView, TransitView, UserPage,
 };
 use troupe_http::{ApiError, NodeApi, Readiness};
 
@@ -178,6 +178,15 @@ impl Node {
         }
     }
 
+    /// The shards in transit here, for `route`; empty (and logged) if the metadata cannot be
+    /// read.
+    fn transit_now(&self, route: &str) -> Vec<TransitView> {
+        self.inner.shards.in_transit().unwrap_or_else(|error| {
+            tracing::warn!(%error, route, "cannot read shard metadata");
+            Vec::new()
+        })
+    }
+
     fn locate_here(&self, kind: String, key: String) -> Response {
         let shard = self.shard_of(&kind, &key);
         let topology = self.topology();
@@ -273,10 +282,8 @@ impl NodeApi for Node {
             shard_count: self.inner.layout.total(),
             replication_factor: self.inner.cluster.cluster.replication_factor,
             shards,
-            transit: self.inner.shards.in_transit().unwrap_or_else(|error| {
-                tracing::warn!(%error, "cannot read shard metadata for /cluster");
-                Vec::new()
-            }),
+            transit: self.transit_now("/cluster"),
+            lease_held: self.inner.shards.fresh_majority(&topology),
             gossip_tables: {
                 let sizes = self.inner.membership.table_sizes();
                 GossipTablesView {
@@ -393,6 +400,11 @@ impl NodeApi for Node {
     fn render_metrics(&self) -> String {
         // Refreshes the storage gauges, which are read on demand rather than on every write.
         let _ = self.storage_usage();
+        let transit = self.transit_now("/metrics");
+        self.inner.metrics.observe_shards(
+            self.inner.shards.fresh_majority(&self.topology()),
+            transit.iter().map(|t| t.state.as_str()),
+        );
         let mut out = String::new();
         if let Err(error) =
             prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)

@@ -125,6 +125,78 @@ pub fn replica_sets(
         .collect()
 }
 
+/// The placement unit names of `count` hash shards, in shard order: what [`weight`] hashes.
+pub fn hash_units(count: u32) -> Vec<String> {
+    (0..count).map(|s| format!("shard/{s}")).collect()
+}
+
+/// Why [`assign`] gave unit `u` the node it did: every node, in the unit's order of
+/// preference (highest [`weight`] first), with what became of it.
+///
+/// `assign` takes (unit, node) pairs by descending weight while the node has room, so a node
+/// the unit prefers to its owner was full when the unit's pair came up: it had already taken
+/// its share of units, each of which it weighs higher. `troupe explain` prints this.
+pub fn explain(units: &[String], nodes: &[NodeId], u: usize) -> Vec<Ranked> {
+    let owners = assign(units, nodes);
+    let Some((unit, chosen)) = units.get(u).zip(owners.get(u)) else {
+        return Vec::new();
+    };
+    let mut ranked: Vec<(u64, &NodeId)> = nodes
+        .iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|n| (weight(unit, n), n))
+        .collect();
+    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let mut reached = false;
+    ranked
+        .into_iter()
+        .map(|(w, node)| {
+            let verdict = if node == chosen {
+                reached = true;
+                Verdict::Chosen
+            } else if reached {
+                Verdict::Lower
+            } else {
+                Verdict::Full {
+                    taken: owners.iter().filter(|o| *o == node).count(),
+                }
+            };
+            Ranked {
+                node: node.clone(),
+                weight: w,
+                verdict,
+            }
+        })
+        .collect()
+}
+
+/// One node in an [`explain`] ranking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ranked {
+    /// The node.
+    pub node: NodeId,
+    /// Its rendezvous weight for the unit.
+    pub weight: u64,
+    /// What became of it.
+    pub verdict: Verdict,
+}
+
+/// What became of a node in an [`explain`] ranking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The unit prefers this node to its owner, but the node was full: it had taken `taken`
+    /// units, its share, all weighted higher than this one.
+    Full {
+        /// Units the node took.
+        taken: usize,
+    },
+    /// The owner.
+    Chosen,
+    /// The unit prefers its owner to this node.
+    Lower,
+}
+
 /// Owner and replicas of every shard: the hash shards, then the region-placed manager shards
 /// (see [`crate::layout`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -142,9 +214,7 @@ impl ShardTable {
         members: &[(NodeId, RegionName)],
         replication_factor: usize,
     ) -> Self {
-        let units: Vec<String> = (0..layout.hash_shards())
-            .map(|s| format!("shard/{s}"))
-            .collect();
+        let units = hash_units(layout.hash_shards());
         let nodes: Vec<NodeId> = members.iter().map(|(n, _)| n.clone()).collect();
         let mut shards = replica_sets(&units, &nodes, replication_factor);
         shards.resize(units.len(), Vec::new());
@@ -292,7 +362,46 @@ mod tests {
     }
 
     fn shards(count: u32) -> Vec<String> {
-        (0..count).map(|s| format!("shard/{s}")).collect()
+        hash_units(count)
+    }
+
+    #[test]
+    fn explain_names_the_owner_and_shows_every_preferred_node_full() {
+        let units = hash_units(64);
+        for nodes in [nodes(3), odd_nodes(7), nodes(20)] {
+            let owners = assign(&units, &nodes);
+            for (u, owner) in owners.iter().enumerate() {
+                let ranking = explain(&units, &nodes, u);
+                assert_eq!(ranking.len(), nodes.len());
+                let weights: Vec<u64> = ranking.iter().map(|r| r.weight).collect();
+                assert!(weights.windows(2).all(|w| w[0] >= w[1]), "ranked by weight");
+                let chosen = ranking
+                    .iter()
+                    .position(|r| r.verdict == Verdict::Chosen)
+                    .expect("one node is chosen");
+                assert_eq!(&ranking[chosen].node, owner);
+                for r in &ranking[..chosen] {
+                    let taken = owners.iter().filter(|o| **o == r.node).count();
+                    assert_eq!(r.verdict, Verdict::Full { taken });
+                    // Full means every unit it took, it weighs above this one.
+                    let above = units
+                        .iter()
+                        .zip(&owners)
+                        .filter(|(unit, o)| **o == r.node && weight(unit, &r.node) > r.weight)
+                        .count();
+                    assert_eq!(above, taken, "{} took a unit it weighs lower", r.node);
+                }
+                assert!(ranking[chosen + 1..]
+                    .iter()
+                    .all(|r| r.verdict == Verdict::Lower));
+            }
+        }
+    }
+
+    #[test]
+    fn explain_of_an_unknown_unit_is_empty() {
+        assert!(explain(&hash_units(4), &nodes(3), 4).is_empty());
+        assert!(explain(&hash_units(4), &[], 0).is_empty());
     }
 
     fn owned_counts(owners: &[NodeId], nodes: &[NodeId]) -> Vec<usize> {

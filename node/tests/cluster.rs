@@ -81,6 +81,105 @@ fn generation_of(view: &Value, node: &str) -> Option<u64> {
         .as_u64()
 }
 
+/// Every family a node exports has a row in docs/METRICS.md. (The converse cannot be read off
+/// one scrape: a labelled family shows up only once it has a series.)
+fn every_metric_is_documented(metrics: &str) {
+    let table = include_str!("../../docs/METRICS.md");
+    let exported: Vec<&str> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# HELP "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    for name in &exported {
+        assert!(
+            table.contains(&format!("| `{name}`")),
+            "{name} is exported but not in docs/METRICS.md"
+        );
+    }
+}
+
+/// Runs the `troupe` binary as an operator would and returns what it printed.
+fn troupe(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(args)
+        .output()
+        .expect("troupe runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "troupe {args:?} failed: {}{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+/// Whether `troupe status` shows a settled cluster of three: every member ready, live, holding
+/// the lease, nothing in transit, one owner per shard and no view that differs.
+fn settled_status(status: &str, shards: usize) -> bool {
+    // The table runs from its header to the first blank line.
+    let rows: Vec<Vec<&str>> = status
+        .lines()
+        .skip_while(|l| !l.starts_with("NODE"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // NODE REGION STATUS LIVE GENERATION OWNS REPLICAS LEASE TRANSIT
+    let owned: usize = rows
+        .iter()
+        .filter_map(|r| r.get(5)?.parse::<usize>().ok())
+        .sum();
+    rows.len() == 3
+        && rows
+            .iter()
+            .all(|r| r.len() == 9 && (r[2], r[3], r[7], r[8]) == ("ready", "yes", "held", "0"))
+        && owned == shards
+        && status.contains("no shard in transit")
+        && !status.contains("note:")
+}
+
+/// Whether `troupe explain` names `owner` and shows it serving under an epoch of its own.
+fn settled_explain(explained: &str, owner: &str, shard: &str) -> bool {
+    explained.contains(&format!("shard      {shard} of"))
+        && explained.contains(&format!("owner      {owner}"))
+        && explained.lines().any(|l| {
+            l.starts_with("epoch")
+                && l.contains(&format!("@{owner} (applied"))
+                && l.ends_with("serving: true)")
+        })
+        && explained.contains(&format!("served by  {owner}"))
+        && !explained.contains("note:")
+}
+
+/// `troupe status` and `troupe explain user` against the running cluster, as an operator runs
+/// them: once the cluster settles, both describe it exactly.
+async fn status_and_explain_describe_the_running_cluster(cluster: &TestCluster) {
+    const USER: &str = "0190c0de-0000-7000-8000-000000000042";
+    let url = cluster.nodes[1].url("");
+    let (_, view) = cluster.get(1, "/cluster").await.expect("view");
+    let shards = view["shards"].as_array().expect("shards").len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, located) = cluster
+            .get(1, &format!("/cluster/locate/user/{USER}"))
+            .await
+            .expect("locate");
+        let owner = located["owner"].as_str().unwrap_or("none").to_owned();
+        let status = troupe(&["status", "--url", &url]);
+        let explained = troupe(&["explain", "user", USER, "--url", &url]);
+        if settled_status(&status, shards)
+            && settled_explain(&explained, &owner, &located["shard"].to_string())
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not settle in status or explain:\n{status}\n{explained}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_as_a_new_generation(
 ) {
@@ -168,12 +267,15 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
         "troupe_http_requests_total",
         "troupe_members{status=\"ready\"} 3",
         "troupe_units{role=\"owner\"}",
+        "troupe_lease_held 1",
     ] {
         assert!(
             metrics.lines().any(|line| line.starts_with(family)),
             "no metrics line starts with {family}:\n{metrics}"
         );
     }
+    every_metric_is_documented(&metrics);
+    status_and_explain_describe_the_running_cluster(&cluster).await;
 
     // SIGKILL n3: the others mark it dead and take over its shards.
     let (_, before) = cluster.get(0, "/cluster").await.expect("view");

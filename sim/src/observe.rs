@@ -227,6 +227,7 @@ mod tests {
             replication_factor: 2,
             shards,
             transit: Vec::new(),
+            lease_held: true,
             gossip_tables: Default::default(),
         })
     }

@@ -101,6 +101,7 @@ impl NodeApi for MemoryNode {
             replication_factor: 1,
             shards: Vec::new(),
             transit: Vec::new(),
+            lease_held: true,
             gossip_tables: Default::default(),
         }
     }

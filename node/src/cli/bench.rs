@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// Exit non-zero if any answer was unexpected (wrong status or io error).
     #[arg(long)]
     pub fail_on_error: bool,
+    /// Fail over as cluster drivers do: a request whose connection is refused (nothing was
+    /// sent) goes to the next node, until every node has refused it once.
+    #[arg(long)]
+    pub failover: bool,
 }
 
 /// The request mixes `troupe bench` can send.
@@ -351,10 +355,13 @@ fn session_op(state: &mut ClientState) -> Op {
     Op::new(Method::POST, path, None, &[200, 409])
 }
 
-/// How a request ended: a status, or no answer at all (connect, read, timeout).
+/// How a request ended: a status, a connection that was refused (nothing was sent, so a
+/// client may send it elsewhere), or no answer after sending (read error, reset, timeout: the
+/// outcome of a write is unknown).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Answer {
     Status(u16),
+    Refused,
     Io,
 }
 
@@ -364,8 +371,10 @@ async fn send(http: &reqwest::Client, base: &str, op: &Op) -> Answer {
     if let Some(body) = &op.body {
         request = request.json(body);
     }
-    let Ok(response) = request.send().await else {
-        return Answer::Io;
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(error) if error.is_connect() => return Answer::Refused,
+        Err(_) => return Answer::Io,
     };
     let status = response.status().as_u16();
     match response.bytes().await {
@@ -384,6 +393,10 @@ pub struct Tally {
     rejected: Histogram<u64>,
     requests: u64,
     errors: BTreeMap<String, u64>,
+    /// Connections refused, every attempt counted (with `--failover` a request may see several).
+    refused: u64,
+    /// Requests sent again to the next node after a refused connection (`--failover`).
+    failovers: u64,
     /// When the last measured request ended.
     last_done: Option<Instant>,
 }
@@ -397,11 +410,16 @@ impl Tally {
                 .context("latency histogram")?,
             requests: 0,
             errors: BTreeMap::new(),
+            refused: 0,
+            failovers: 0,
             last_done: None,
         })
     }
 
-    fn record(&mut self, latency: Duration, answer: Answer, expected: &[u16], done: Instant) {
+    fn record(&mut self, latency: Duration, sent: Sent, expected: &[u16], done: Instant) {
+        self.refused += sent.refused;
+        self.failovers += sent.failovers;
+        let answer = sent.answer;
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         let refused = answer == Answer::Status(503) && !expected.contains(&503);
         if refused {
@@ -414,6 +432,7 @@ impl Tally {
         let key = match answer {
             Answer::Status(s) if expected.contains(&s) => return,
             Answer::Status(s) => s.to_string(),
+            Answer::Refused => "refused".to_owned(),
             Answer::Io => "io".to_owned(),
         };
         *self.errors.entry(key).or_default() += 1;
@@ -428,6 +447,8 @@ impl Tally {
             .add(&other.rejected)
             .context("merging latency histograms")?;
         self.requests += other.requests;
+        self.refused += other.refused;
+        self.failovers += other.failovers;
         for (key, count) in &other.errors {
             *self.errors.entry(key.clone()).or_default() += count;
         }
@@ -489,8 +510,13 @@ pub struct Report {
     /// Open loop: requests due in the measured phase that were never sent, because the run
     /// stopped (at twice the duration) before a client was free for them.
     unsent: Option<u64>,
-    /// Unexpected answers: status code (or `io`) to count.
+    /// Unexpected answers: status code, `refused` (no node took the connection: nothing was
+    /// sent) or `io` (no answer after sending: a write's outcome is unknown) to count.
     errors: BTreeMap<String, u64>,
+    /// Connections refused, every attempt counted, whether or not a failover then succeeded.
+    refused_connections: u64,
+    /// Requests moved to the next node after a refused connection (`--failover`).
+    failovers: u64,
 }
 
 impl Report {
@@ -518,6 +544,8 @@ impl Report {
                 due.saturating_sub(tally.requests)
             }),
             errors: tally.errors.clone(),
+            refused_connections: tally.refused,
+            failovers: tally.failovers,
         }
     }
 
@@ -557,6 +585,14 @@ impl Report {
                 }
             ),
         ];
+        if self.refused_connections > 0 || self.failovers > 0 {
+            lines.push(format!(
+                "connections refused {}, failovers {}, errors after sending (io) {}",
+                self.refused_connections,
+                self.failovers,
+                self.errors.get("io").copied().unwrap_or(0)
+            ));
+        }
         if let Some(rejected) = &self.rejected {
             let r = &rejected.latency_ms;
             lines.push(format!(
@@ -623,6 +659,8 @@ struct Shared {
     urls: Vec<String>,
     workload: Workload,
     rate: Option<f64>,
+    /// `--failover`.
+    failover: bool,
     timing: Timing,
     /// Every request so far (warm-up included), for the progress line.
     sent: AtomicU64,
@@ -670,17 +708,51 @@ async fn client_loop(shared: Arc<Shared>, mut state: ClientState) -> anyhow::Res
             break;
         };
         let op = shared.workload.next_op(&mut state);
-        let answer = send(&shared.http, state.url(&shared.urls), &op).await;
+        let sent = send_failing_over(&shared, &mut state, &op).await;
         let done = Instant::now();
         shared.sent.fetch_add(1, Ordering::Relaxed);
-        if !matches!(answer, Answer::Status(s) if op.expected.contains(&s)) {
+        if !matches!(sent.answer, Answer::Status(s) if op.expected.contains(&s)) {
             shared.failed.fetch_add(1, Ordering::Relaxed);
         }
         if start >= shared.timing.measure_from {
-            tally.record(done - start, answer, op.expected, done);
+            tally.record(done - start, sent, op.expected, done);
         }
     }
     Ok(tally)
+}
+
+/// A request's outcome with the refused connections it met on the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sent {
+    answer: Answer,
+    refused: u64,
+    failovers: u64,
+}
+
+/// Sends `op` to the client's next node; with `--failover`, a refused connection moves it on
+/// to the node after, until every node has refused it once.
+async fn send_failing_over(shared: &Shared, state: &mut ClientState, op: &Op) -> Sent {
+    let attempts = if shared.failover {
+        shared.urls.len()
+    } else {
+        1
+    };
+    let mut sent = Sent {
+        answer: Answer::Refused,
+        refused: 0,
+        failovers: 0,
+    };
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            sent.failovers += 1;
+        }
+        sent.answer = send(&shared.http, state.url(&shared.urls), op).await;
+        if sent.answer != Answer::Refused {
+            break;
+        }
+        sent.refused += 1;
+    }
+    sent
 }
 
 /// Prints `t=3s  req/s=12345  errors=0` to stderr every second until aborted.
@@ -857,6 +929,7 @@ async fn measure(
         urls: args.urls.clone(),
         workload: args.workload,
         rate: args.rate,
+        failover: args.failover,
         timing,
         sent: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -893,6 +966,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             json: false,
             fail_on_error: false,
+            failover: false,
         }
     }
 
@@ -900,7 +974,12 @@ mod tests {
         let mut tally = Tally::new().expect("histogram");
         let now = Instant::now();
         for (&us, &answer) in latencies_us.iter().zip(answers) {
-            tally.record(Duration::from_micros(us), answer, &[200], now);
+            let sent = Sent {
+                answer,
+                refused: 0,
+                failovers: 0,
+            };
+            tally.record(Duration::from_micros(us), sent, &[200], now);
         }
         tally
     }
@@ -1082,6 +1161,96 @@ mod tests {
             "{}",
             report.latency_ms.max
         );
+    }
+
+    /// A node that answers every request with 200, and the URL of a port nobody listens on.
+    async fn one_live_node_and_one_refusing() -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let refusing = format!("http://{}", closed.local_addr().expect("addr"));
+        drop(closed);
+        let url = format!("http://{}", live.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = live.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0
+                            || stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                                .await
+                                .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (refusing, url)
+    }
+
+    fn shared(urls: Vec<String>, failover: bool) -> Shared {
+        let now = Instant::now();
+        Shared {
+            http: reqwest::Client::new(),
+            urls,
+            workload: Workload::Healthz,
+            rate: None,
+            failover,
+            timing: Timing {
+                start: now,
+                measure_from: now,
+                end: now,
+                hard_stop: now,
+            },
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            next_ticket: AtomicU64::new(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn failover_sends_a_refused_request_to_the_next_node_and_counts_it() {
+        let (refusing, live) = one_live_node_and_one_refusing().await;
+        let op = Workload::Healthz.next_op(&mut ClientState::new(0, 0, 1));
+        let shared = shared(vec![refusing, live], true);
+        let mut state = ClientState::new(0, 0, 1);
+        let sent = send_failing_over(&shared, &mut state, &op).await;
+        assert_eq!(
+            sent,
+            Sent {
+                answer: Answer::Status(200),
+                refused: 1,
+                failovers: 1
+            }
+        );
+        // The next request starts where round-robin left off: at the refusing node again.
+        let again = send_failing_over(&shared, &mut state, &op).await;
+        assert_eq!(again.answer, Answer::Status(200));
+        assert_eq!((again.refused, again.failovers), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn without_failover_a_refused_connection_is_an_error_of_its_own() {
+        let (refusing, _live) = one_live_node_and_one_refusing().await;
+        let op = Workload::Healthz.next_op(&mut ClientState::new(0, 0, 1));
+        let shared = shared(vec![refusing.clone(), refusing], false);
+        let sent = send_failing_over(&shared, &mut ClientState::new(0, 0, 1), &op).await;
+        assert_eq!(sent.answer, Answer::Refused);
+        let mut tally = Tally::new().expect("histogram");
+        tally.record(Duration::from_millis(1), sent, &[200], Instant::now());
+        let report = Report::new(&args(Workload::Healthz), &tally, Duration::from_secs(1));
+        assert_eq!(report.errors, BTreeMap::from([("refused".into(), 1)]));
+        assert_eq!((report.refused_connections, report.failovers), (1, 0));
+        assert!(report
+            .render_table()
+            .contains("connections refused 1, failovers 0, errors after sending (io) 0"));
     }
 
     #[test]

@@ -175,8 +175,9 @@ fn load_config(args: &LocalArgs) -> anyhow::Result<(ClusterConfig, Option<PathBu
     }
 }
 
-/// Runs the local cluster until Ctrl-C or SIGTERM; SIGUSR1 triggers a rolling restart.
-pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+/// Runs the local cluster until Ctrl-C or SIGTERM; SIGUSR1 triggers a rolling restart. The
+/// nodes log in `log_format`, as this process does.
+pub async fn run(args: LocalArgs, log_format: super::LogFormat) -> anyhow::Result<()> {
     let nodes = plan(&args)?;
     if args.fresh && args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)
@@ -192,7 +193,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             bail!("--regions: {region:?} is not in the region table");
         }
     }
-    let mut running = Running::new(nodes, args.config.clone(), secret_file)?;
+    let mut running = Running::new(nodes, args.config.clone(), secret_file, log_format)?;
     for i in 0..running.nodes.len() {
         running.start(i)?;
         let node = &running.nodes[i];
@@ -245,6 +246,7 @@ struct Running {
     /// The generated secret, handed to every node; `None` when the config or the environment
     /// gives one (the nodes then read it the same way).
     secret_file: Option<PathBuf>,
+    log_format: super::LogFormat,
     seeds: Vec<u16>,
     nodes: Vec<LocalNode>,
     children: Vec<Option<Child>>,
@@ -261,11 +263,13 @@ impl Running {
         nodes: Vec<LocalNode>,
         config: Option<PathBuf>,
         secret_file: Option<PathBuf>,
+        log_format: super::LogFormat,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             exe: std::env::current_exe().context("cannot find the troupe binary")?,
             config,
             secret_file,
+            log_format,
             seeds: nodes.iter().map(|n| n.gossip_port).collect(),
             children: nodes.iter().map(|_| None).collect(),
             nodes,
@@ -286,6 +290,10 @@ impl Running {
             .with_context(|| format!("cannot open {}", node.log.display()))?;
         let err_log = log.try_clone()?;
         let mut command = Command::new(&self.exe);
+        let format = clap::ValueEnum::to_possible_value(&self.log_format)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        command.env(super::LOG_FORMAT_ENV, format);
         if let Some(secret_file) = &self.secret_file {
             command
                 .env(crate::config::SECRET_FILE_ENV, secret_file)
