@@ -18,7 +18,9 @@ use troupe_node::services::sessions::Leases;
 use troupe_node::services::users::StoredUser;
 use troupe_node::shard::command::{Command, Outcome, Query, QueryAnswer};
 use troupe_node::shard::store::Item;
-use troupe_node::shard::{Entry, Epoch, Op, Peer, Position, ShardMeta, Tenant};
+use troupe_node::shard::{
+    Entry, Epoch, Op, Peer, PeerReply, PeerRequest, Position, ShardMeta, Tenant,
+};
 
 const USER_ID: &str = "00000000-0000-4000-8000-000000000007";
 
@@ -165,40 +167,51 @@ pub fn average() -> Average {
     }
 }
 
-/// Every request, each command and query included.
-pub fn requests() -> Vec<Request> {
+/// Every shard peer request.
+pub fn peer_requests() -> Vec<PeerRequest> {
     let shard = ShardId(5);
-    let mut requests = vec![
-        Request::Ping,
-        Request::LeaseCheck,
-        Request::Locate {
-            kind: "user".into(),
-            key: USER_ID.into(),
-        },
-        Request::Seal {
+    vec![
+        PeerRequest::LeaseCheck,
+        PeerRequest::Seal {
             shard,
             epoch: epoch(4),
         },
-        Request::Replicate {
+        PeerRequest::Replicate {
             shard,
             epoch: epoch(3),
             prev: position(11),
             entry: entry(),
         },
-        Request::CatchUp {
+        PeerRequest::CatchUp {
             shard,
             epoch: epoch(3),
             source: peer(),
             replica: true,
         },
-        Request::PreCopy { shard, to: peer() },
-        Request::EntriesAfter {
+        PeerRequest::PreCopy { shard, to: peer() },
+        PeerRequest::EntriesAfter {
             shard,
             from: position(2),
         },
-        Request::SnapshotPage {
+        PeerRequest::SnapshotPage {
             shard,
             after: Some(vec![1, 2, 3]),
+        },
+        PeerRequest::Drop {
+            shard,
+            epoch: epoch(3),
+        },
+    ]
+}
+
+/// Every request, each command, query and shard peer request included.
+pub fn requests() -> Vec<Request> {
+    let shard = ShardId(5);
+    let mut requests = vec![
+        Request::Ping,
+        Request::Locate {
+            kind: "user".into(),
+            key: USER_ID.into(),
         },
         Request::Integer(Sample {
             generator: 3,
@@ -206,11 +219,8 @@ pub fn requests() -> Vec<Request> {
             value: 42,
             at_ms: 1_765_000_000_123,
         }),
-        Request::Drop {
-            shard,
-            epoch: epoch(3),
-        },
     ];
+    requests.extend(peer_requests().into_iter().map(Request::Shard));
     requests.extend(commands().into_iter().map(|command| Request::Command {
         shard,
         command,
@@ -242,13 +252,45 @@ pub fn requests() -> Vec<Request> {
     requests
 }
 
-/// Every response, each outcome and answer included.
+/// Every shard peer reply.
+pub fn peer_replies() -> Vec<PeerReply> {
+    vec![
+        PeerReply::LeaseAnswer { hears_you: true },
+        PeerReply::Sealed(ShardMeta {
+            epoch: Some(epoch(4)),
+            position: position(12),
+            installing: false,
+        }),
+        PeerReply::Fenced(epoch(9)),
+        PeerReply::Behind(position(3)),
+        PeerReply::Done,
+        PeerReply::Entries {
+            entries: vec![entry(), entry()],
+        },
+        PeerReply::NeedSnapshot,
+        PeerReply::Page {
+            items: vec![
+                Item {
+                    key: vec![1, 0x11, 0x22],
+                    value: vec![1, 2, b'a', b'b'],
+                },
+                Item {
+                    key: vec![2, b'u'],
+                    value: vec![1, 1, 200],
+                },
+            ],
+            position: position(12),
+            last: true,
+        },
+    ]
+}
+
+/// Every response, each outcome, answer and shard peer reply included.
 pub fn responses() -> Vec<Response> {
     let mut responses = vec![
         Response::Pong {
             node_id: NodeId::new("n3"),
         },
-        Response::LeaseAnswer { hears_you: true },
         Response::Located(Located {
             kind: "user".into(),
             key: USER_ID.into(),
@@ -264,32 +306,6 @@ pub fn responses() -> Vec<Response> {
             message: "shard 5 is moving".into(),
         },
         Response::possibly_applied("replica n2 did not confirm"),
-        Response::Sealed(ShardMeta {
-            epoch: Some(epoch(4)),
-            position: position(12),
-            installing: false,
-        }),
-        Response::Fenced(epoch(9)),
-        Response::Behind(position(3)),
-        Response::Done,
-        Response::Entries {
-            entries: vec![entry(), entry()],
-        },
-        Response::NeedSnapshot,
-        Response::Page {
-            items: vec![
-                Item {
-                    key: vec![1, 0x11, 0x22],
-                    value: vec![1, 2, b'a', b'b'],
-                },
-                Item {
-                    key: vec![2, b'u'],
-                    value: vec![1, 1, 200],
-                },
-            ],
-            position: position(12),
-            last: true,
-        },
         Response::Failed {
             message: "storage failed".into(),
         },
@@ -340,6 +356,7 @@ pub fn responses() -> Vec<Response> {
         },
     ];
     responses.extend(answers.into_iter().map(Response::Answer));
+    responses.extend(peer_replies().into_iter().map(Response::Shard));
     responses
 }
 

@@ -19,6 +19,7 @@ use troupe_node::services::jobs::JobRecord;
 use troupe_node::services::parties::IndexEntry;
 use troupe_node::services::sessions::Leases;
 use troupe_node::services::users::StoredUser;
+use troupe_node::shard::PeerRequest;
 use troupe_node::shard::{Entry, ShardMeta};
 
 use crate::seeds;
@@ -250,7 +251,7 @@ fn frame_seeds() -> Vec<Vec<u8>> {
     let mut all = framed(seeds::envelopes(seeds::requests()));
     all.extend(framed(seeds::envelopes(vec![
         Request::Ping,
-        Request::LeaseCheck,
+        Request::Shard(PeerRequest::LeaseCheck),
     ])));
     all.push(Vec::new());
     all

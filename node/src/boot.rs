@@ -161,7 +161,7 @@ async fn run_node(
     let shards = Shards::new(
         me.clone(),
         ShardStore::open(&storage)?,
-        rpc.clone(),
+        Arc::new(rpc.clone()),
         topology.clone(),
         cluster.clone(),
         layout.total(),

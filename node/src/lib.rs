@@ -9,9 +9,10 @@
 //! - [`node`]: the running node as the HTTP edge and peers see it.
 //! - [`routing`]: serve locally or forward to the owner, with bounded retries.
 //! - [`protocol`]: what nodes say to each other: the calls and answers that [`rpc`] carries
-//!   for routing, the shard layer and the services.
+//!   for routing and the services, with the shard layer's own peer protocol nested in them.
 //! - [`services`]: the services on the shard layer (users), their keys and commands.
-//! - [`shard`]: replicated shards: owner actors, replicas, catch-up, the LMDB shard store.
+//! - [`shard`]: replicated shards: owner actors, replicas, catch-up, the LMDB shard store, and
+//!   their peer protocol, sent through [`shard::Peers`].
 //! - [`topology`]: membership plus the shard table computed from it.
 //! - [`layout`]: which shards exist (hash shards, then one per party manager).
 //! - [`placement`]: the pure placement function (balanced rendezvous hashing, by region for

@@ -71,7 +71,7 @@ pub struct NodeMetrics {
     /// entries instead of two (decision 013), by reason; over `shard_entries`, how often.
     pub shard_entries_untrimmed: Family<UntrimmedLabel, Counter>,
     /// Commands refused with 503 because their shard owner's queue was full
-    /// ([`MAX_PENDING_PER_SHARD`](crate::shard::host::MAX_PENDING_PER_SHARD)).
+    /// (the shard layer's `MAX_PENDING_PER_SHARD`).
     pub shard_queue_rejections: Counter,
     members: Family<StatusLabel, Gauge>,
     units: Family<RoleLabel, Gauge>,

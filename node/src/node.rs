@@ -30,6 +30,7 @@ use crate::routing;
 use crate::rpc::{Handler, RpcClient};
 use crate::services;
 use crate::shard::host::Shards;
+use crate::shard::Refusal;
 use crate::topology::Topology;
 
 /// Shared handle on the node; cheap to clone.
@@ -79,63 +80,49 @@ impl Node {
                 node_id: self.inner.me.clone(),
             },
             // Only a peer asks (see `Handler::handle`): never this node itself.
-            Request::LeaseCheck => Response::Failed {
-                message: "a lease check must come from a peer".into(),
+            Request::Shard(_) => Response::Failed {
+                message: "a shard peer request must come from a peer".into(),
             },
             Request::Locate { kind, key } => self.locate_here(kind, key),
             Request::Integer(sample) => self.inner.aggregator.deliver(sample),
-            request => self.handle_shard(request).await,
-        }
-    }
-
-    /// The shard layer's requests (see [`crate::shard`]).
-    async fn handle_shard(&self, request: Request) -> Response {
-        let shards = &self.inner.shards;
-        let shard = match request.shard() {
-            Some(shard) if shard.0 < self.inner.layout.total() => shard,
-            _ => {
-                return Response::Failed {
-                    message: "no such shard".into(),
-                }
-            }
-        };
-        match request {
             Request::Command {
-                command, wait_ms, ..
+                shard,
+                command,
+                wait_ms,
             } => {
+                if let Some(refusal) = self.unknown_shard(shard) {
+                    return refusal;
+                }
                 if command.adds_data() {
                     if let Some(refusal) = self.storage_refusal() {
                         return refusal;
                     }
                 }
                 let wait = Duration::from_millis(u64::from(wait_ms));
-                shards.command(shard, command, wait).await
+                answer(
+                    self.inner.shards.command(shard, command, wait).await,
+                    Response::Outcome,
+                )
             }
             Request::Read {
+                shard,
                 query,
                 allow_replica,
-                ..
-            } => shards.read(shard, &query, allow_replica).await,
-            Request::Seal { epoch, .. } => shards.seal(shard, epoch).await,
-            Request::Replicate {
-                epoch, prev, entry, ..
-            } => shards.replicate(shard, epoch, prev, entry).await,
-            Request::CatchUp {
-                epoch,
-                source,
-                replica,
-                ..
-            } => shards.catch_up(shard, epoch, source, replica).await,
-            Request::PreCopy { to, .. } => shards.pre_copy(shard, to).await,
-            Request::EntriesAfter { from, .. } => shards.entries_after(shard, &from),
-            Request::SnapshotPage { after, .. } => shards.snapshot_page(shard, after.as_deref()),
-            Request::Drop { epoch, .. } => shards.drop_copy(shard, epoch).await,
-            Request::Ping | Request::LeaseCheck | Request::Locate { .. } | Request::Integer(_) => {
-                Response::Failed {
-                    message: "not a shard request".into(),
+            } => {
+                if let Some(refusal) = self.unknown_shard(shard) {
+                    return refusal;
                 }
+                let read = self.inner.shards.read(shard, &query, allow_replica).await;
+                answer(read, Response::Answer)
             }
         }
+    }
+
+    /// The refusal of a command or read of a shard the layout does not have.
+    fn unknown_shard(&self, shard: ShardId) -> Option<Response> {
+        (shard.0 >= self.inner.layout.total()).then(|| Response::Failed {
+            message: "no such shard".into(),
+        })
     }
 
     /// The map's fill level, if it can be read (a failure is logged and treated as unknown:
@@ -419,16 +406,18 @@ impl Handler for Node {
     type Call = Request;
 
     async fn handle(&self, from: NodeId, request: Request) -> Response {
-        if let Err(message) = crate::shard::caller::check(&from, &request) {
-            tracing::warn!(peer = %from, shard = ?request.shard(), %message, "rpc request refused");
-            return Response::Failed { message };
-        }
         match request {
-            // About the authenticated caller, whoever the request might claim to be.
-            Request::LeaseCheck => Response::LeaseAnswer {
-                hears_you: self.inner.shards.hears(&from),
-            },
+            // The shard layer checks that the authenticated caller may send it.
+            Request::Shard(request) => {
+                let answered = self.inner.shards.answer_peer(&from, request).await;
+                answer(answered, Response::Shard)
+            }
             request => self.handle_local(request).await,
         }
     }
+}
+
+/// The answer to a request the shard layer carried out (`done`), or its refusal.
+fn answer<T>(result: Result<T, Refusal>, done: impl FnOnce(T) -> Response) -> Response {
+    result.map_or_else(Response::from, done)
 }

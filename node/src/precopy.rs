@@ -5,7 +5,7 @@
 //! Placement counts only ready nodes, so while a node is `joining` nothing is placed on it. It
 //! computes the placement it will be part of (the ready members plus itself) and, for each shard
 //! that placement gives it as owner or replica, asks the shard's current owner for a copy
-//! ([`Request::PreCopy`]). The owner pushes it between two commands, as it catches up a
+//! ([`PeerRequest::PreCopy`], through the shard layer's [`Peers`](crate::shard::Peers)). The owner pushes it between two commands, as it catches up a
 //! replica: the missing log entries, or a snapshot. A second pass then brings every copy up to
 //! the changes made meanwhile, and the node becomes ready. When placement then moves a shard
 //! here, the new owner's seal only pulls the few entries written since the last pass.
@@ -24,9 +24,8 @@ use tracing::{info, warn};
 use crate::ids::{NodeId, ShardId};
 use crate::node::Node;
 use crate::placement::ShardTable;
-use crate::protocol::{Request, Response};
-use crate::shard::host::{PreCopy, PRE_COPY_TIMEOUT};
-use crate::shard::Peer;
+use crate::shard::host::{peer_of, PreCopy, PRE_COPY_TIMEOUT};
+use crate::shard::{Peer, PeerReply, PeerRequest};
 use crate::topology::Topology;
 
 /// Shards copied at the same time (each one holds up its owner's writes while it is copied).
@@ -143,20 +142,16 @@ async fn copy_one(node: &Node, me: &Peer, shard: ShardId, deadline: Instant) -> 
         let topology = node.topology();
         let reason = match topology.owner(shard) {
             Some(owner) if owner.node_id != node.inner.me => {
-                let request = Request::PreCopy {
+                let request = PeerRequest::PreCopy {
                     shard,
                     to: me.clone(),
                 };
                 let wait = PRE_COPY_TIMEOUT
                     .min(deadline.saturating_duration_since(Instant::now()))
                     .max(Duration::from_millis(1));
-                match node
-                    .inner
-                    .rpc
-                    .call_with_timeout(&owner.node_id, &owner.rpc_addr, request, wait)
-                    .await
-                {
-                    Ok(Response::Done) => return Ok(()),
+                let peers = &node.inner.shards.inner.peers;
+                match peers.call(&peer_of(owner), request, Some(wait)).await {
+                    Ok(PeerReply::Done) => return Ok(()),
                     Ok(other) => format!("{}: {other:?}", owner.node_id),
                     Err(error) => format!("{}: {error}", owner.node_id),
                 }
@@ -171,10 +166,7 @@ async fn copy_one(node: &Node, me: &Peer, shard: ShardId, deadline: Instant) -> 
 }
 
 fn my_peer(node: &Node, topology: &Topology) -> Option<Peer> {
-    topology.membership.get(&node.inner.me).map(|m| Peer {
-        node_id: m.node_id.clone(),
-        rpc_addr: m.rpc_addr.clone(),
-    })
+    topology.membership.get(&node.inner.me).map(peer_of)
 }
 
 fn report(outcome: &PreCopied, took: Duration) {

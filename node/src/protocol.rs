@@ -2,33 +2,34 @@
 //! place, above the transport that carries them ([`rpc`](crate::rpc) knows them only as a
 //! [`Call`] and its [`Answer`]).
 //!
-//! The node answers them (it is the transport's handler); routing, the shard layer, pre-copy,
-//! hand-off and the services send them. Encoded by [`codec`](crate::codec);
-//! [`PROTOCOL_VERSION`] travels in the transport's handshake.
+//! The node answers them (it is the transport's handler); routing, hand-off and the services
+//! send them, and the shard layer's own peer protocol ([`PeerRequest`], [`PeerReply`]) travels
+//! nested in them: [`RpcClient<Request>`] is the shard layer's [`Peers`]. Encoded by
+//! [`codec`](crate::codec); [`PROTOCOL_VERSION`] travels in the transport's handshake.
 
+use std::time::Duration;
+
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use troupe_http::views::Located;
 
 use crate::ids::{NodeId, ShardId};
-use crate::rpc::{Answer, Call, Lane};
+use crate::rpc::{Answer, Call, Lane, RpcClient};
 use crate::services::integers::Sample;
 use crate::shard::command::{Command, Outcome, Query, QueryAnswer};
-use crate::shard::store::Item;
-use crate::shard::{Entry, Epoch, Peer, Position, ShardMeta};
+use crate::shard::{Peer, PeerError, PeerReply, PeerRequest, Peers, Refusal};
 
 /// Version of the message set below, and of the transport's bytes that carry it
-/// ([`Call::PROTOCOL_VERSION`]); bumped on any incompatible change of either.
-pub const PROTOCOL_VERSION: u16 = 7;
+/// ([`Call::PROTOCOL_VERSION`]); bumped on any incompatible change of either. 8: the shard
+/// layer's peer requests and answers travel nested in [`Request::Shard`] and
+/// [`Response::Shard`] (decision 028).
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// What one node asks another.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Liveness probe of the connection.
     Ping,
-    /// Does the receiver hear the caller's gossip? The round trip itself is the other half of
-    /// the answer: together they renew the caller's owner lease (`shard::lease`). The caller is
-    /// the node the connection authenticated, so no node can ask on another's behalf.
-    LeaseCheck,
     /// Where does this key live? Answered by the node that owns it.
     Locate {
         /// Entity kind (user, session, ...).
@@ -57,86 +58,20 @@ pub enum Request {
         /// Whether a replica may answer (the caller could not reach the owner).
         allow_replica: bool,
     },
-    /// Owner to holder: follow `epoch` from now on; answered with [`Response::Sealed`].
-    Seal {
-        /// The shard.
-        shard: ShardId,
-        /// The owner's new epoch.
-        epoch: Epoch,
-    },
-    /// Owner to replica: apply `entry`, which follows `prev`.
-    Replicate {
-        /// The shard.
-        shard: ShardId,
-        /// The owner's epoch.
-        epoch: Epoch,
-        /// Where the replica's history must end for `entry` to follow it.
-        prev: Position,
-        /// The change.
-        entry: Entry,
-    },
-    /// Owner to replica: catch up from `source` (normally the owner itself) and follow `epoch`.
-    CatchUp {
-        /// The shard.
-        shard: ShardId,
-        /// The owner's epoch.
-        epoch: Epoch,
-        /// Whom to copy from.
-        source: Peer,
-        /// Whether the receiver is a replica of the shard, whose copy the owner keeps current
-        /// and which may answer reads in its place. A pre-copy to a joining node is not: the
-        /// owner does not send it its writes.
-        replica: bool,
-    },
-    /// Joining node to a shard's current owner: copy the shard to `to` now (the owner pushes a
-    /// [`Request::CatchUp`] with `replica: false`), so that the joining node holds it before
-    /// placement makes it an owner or replica (`crate::precopy`).
-    PreCopy {
-        /// The shard.
-        shard: ShardId,
-        /// The joining node.
-        to: Peer,
-    },
-    /// Holder to holder during a catch-up: the entries after `from`, or that a snapshot is
-    /// needed ([`Response::Entries`] or [`Response::NeedSnapshot`]).
-    EntriesAfter {
-        /// The shard.
-        shard: ShardId,
-        /// Where the caller's history ends.
-        from: Position,
-    },
-    /// Holder to holder during a snapshot transfer: entities after `after`.
-    SnapshotPage {
-        /// The shard.
-        shard: ShardId,
-        /// Exclusive start (an [`Item::key`]).
-        after: Option<Vec<u8>>,
-    },
     /// An integer for the aggregator, which runs on the owner of its shard.
     Integer(Sample),
-    /// Owner to a former holder: delete your copy (you are not in the replica set).
-    Drop {
-        /// The shard.
-        shard: ShardId,
-        /// The owner's epoch.
-        epoch: Epoch,
-    },
+    /// The shard layer's peer protocol: one holder of a shard to another, or a lease check
+    /// (answered with [`Response::Shard`] or a refusal).
+    Shard(PeerRequest),
 }
 
 impl Request {
     /// The shard a shard-layer request is about.
     pub fn shard(&self) -> Option<ShardId> {
         match self {
-            Self::Ping | Self::LeaseCheck | Self::Locate { .. } | Self::Integer(_) => None,
-            Self::Command { shard, .. }
-            | Self::Read { shard, .. }
-            | Self::Seal { shard, .. }
-            | Self::Replicate { shard, .. }
-            | Self::CatchUp { shard, .. }
-            | Self::PreCopy { shard, .. }
-            | Self::EntriesAfter { shard, .. }
-            | Self::SnapshotPage { shard, .. }
-            | Self::Drop { shard, .. } => Some(*shard),
+            Self::Ping | Self::Locate { .. } | Self::Integer(_) => None,
+            Self::Command { shard, .. } | Self::Read { shard, .. } => Some(*shard),
+            Self::Shard(request) => request.shard(),
         }
     }
 }
@@ -148,11 +83,6 @@ pub enum Response {
     Pong {
         /// The answering node.
         node_id: NodeId,
-    },
-    /// Answer to [`Request::LeaseCheck`].
-    LeaseAnswer {
-        /// Whether the receiver heard the asker's gossip heartbeat within the lease.
-        hears_you: bool,
     },
     /// Answer to [`Request::Locate`], filled in by the owner.
     Located(Located),
@@ -177,30 +107,6 @@ pub enum Response {
     Unavailable {
         /// Why.
         message: String,
-    },
-    /// Answer to [`Request::Seal`]: the holder's bookkeeping after adopting the epoch.
-    Sealed(ShardMeta),
-    /// The holder follows a newer epoch: the caller is no longer the owner.
-    Fenced(Epoch),
-    /// The entry does not follow the holder's history, which ends here.
-    Behind(Position),
-    /// Done ([`Request::Replicate`], [`Request::CatchUp`], [`Request::PreCopy`], [`Request::Drop`]).
-    Done,
-    /// Answer to [`Request::EntriesAfter`].
-    Entries {
-        /// The missing entries (empty when already caught up), in order.
-        entries: Vec<Entry>,
-    },
-    /// Answer to [`Request::EntriesAfter`] when the log does not reach back far enough.
-    NeedSnapshot,
-    /// Answer to [`Request::SnapshotPage`].
-    Page {
-        /// Entities in key order; fewer than asked (or none) at the end.
-        items: Vec<Item>,
-        /// Where the source's history ends (the snapshot's position).
-        position: Position,
-        /// Whether this is the last page.
-        last: bool,
     },
     /// The receiver could not handle the call.
     Failed {
@@ -228,6 +134,9 @@ pub enum Response {
         /// The aggregator's incarnation.
         aggregator: u64,
     },
+    /// Answer to [`Request::Shard`] when the receiver carried it out (a refusal travels as
+    /// the variant of its kind above).
+    Shard(PeerReply),
 }
 
 impl Response {
@@ -235,10 +144,59 @@ impl Response {
     /// still), so the caller must not retry it blindly and is told so in words. Every path
     /// that gives up on a write after it left the edge answers through here.
     pub fn possibly_applied(why: impl std::fmt::Display) -> Self {
-        Self::Unavailable {
-            message: format!("{why}; the change may or may not take effect"),
+        Refusal::possibly_applied(why).into()
+    }
+}
+
+/// Each refusal travels as the answer of its kind, which routing reads the same whether the
+/// shard layer or the node refused.
+impl From<Refusal> for Response {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotOwner { owner } => Self::NotOwner { owner },
+            Refusal::Moving { message } => Self::Moving { message },
+            Refusal::Unavailable { message } => Self::Unavailable { message },
+            Refusal::Failed { message } => Self::Failed { message },
+            Refusal::TooLarge { message } => Self::TooLarge { message },
         }
     }
+}
+
+/// The shard layer reaches its peers over the node's RPC client, with its peer requests
+/// nested in [`Request::Shard`].
+#[async_trait]
+impl Peers for RpcClient<Request> {
+    async fn call(
+        &self,
+        peer: &Peer,
+        request: PeerRequest,
+        deadline: Option<Duration>,
+    ) -> Result<PeerReply, PeerError> {
+        let request = Request::Shard(request);
+        let answer = match deadline {
+            Some(deadline) => {
+                self.call_with_timeout(&peer.node_id, &peer.rpc_addr, request, deadline)
+                    .await
+            }
+            None => RpcClient::call(self, &peer.node_id, &peer.rpc_addr, request).await,
+        };
+        peer_answer(answer.map_err(|error| PeerError::Unreachable(error.to_string()))?)
+    }
+}
+
+/// A peer's answer to a [`Request::Shard`] as the shard layer sees it: its reply, or its
+/// refusal (the inverse of `From<Refusal>`).
+fn peer_answer(response: Response) -> Result<PeerReply, PeerError> {
+    let refusal = match response {
+        Response::Shard(reply) => return Ok(reply),
+        Response::NotOwner { owner } => Refusal::NotOwner { owner },
+        Response::Moving { message } => Refusal::Moving { message },
+        Response::Unavailable { message } => Refusal::Unavailable { message },
+        Response::Failed { message } => Refusal::Failed { message },
+        Response::TooLarge { message } => Refusal::TooLarge { message },
+        other => return Err(PeerError::Unexpected(format!("{other:?}"))),
+    };
+    Err(PeerError::Refused(refusal))
 }
 
 impl Call for Request {
@@ -253,7 +211,7 @@ impl Call for Request {
     /// must not wait behind a busy peer's data calls. Pings probe the connection they travel on.
     fn lane(&self) -> Lane {
         match self {
-            Self::LeaseCheck | Self::Ping => Lane::Control,
+            Self::Shard(PeerRequest::LeaseCheck) | Self::Ping => Lane::Control,
             _ => Lane::Data,
         }
     }
@@ -262,5 +220,52 @@ impl Call for Request {
 impl Answer for Response {
     fn failed(message: String) -> Self {
         Self::Failed { message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_reaches_the_calling_shard_layer_as_the_same_refusal() {
+        let message = || "why".to_owned();
+        for refusal in [
+            Refusal::NotOwner {
+                owner: Some(NodeId::new("n2")),
+            },
+            Refusal::Moving { message: message() },
+            Refusal::Unavailable { message: message() },
+            Refusal::Failed { message: message() },
+            Refusal::TooLarge { message: message() },
+        ] {
+            let answer = peer_answer(Response::from(refusal.clone()));
+            assert_eq!(answer, Err(PeerError::Refused(refusal)));
+        }
+        assert_eq!(
+            peer_answer(Response::Shard(PeerReply::Done)),
+            Ok(PeerReply::Done)
+        );
+        assert!(matches!(
+            peer_answer(Response::Taken { aggregator: 1 }),
+            Err(PeerError::Unexpected(_))
+        ));
+    }
+
+    #[test]
+    fn lease_checks_and_pings_travel_on_the_control_lane_and_other_calls_on_the_data_lane() {
+        assert_eq!(Request::Ping.lane(), Lane::Control);
+        assert_eq!(
+            Request::Shard(PeerRequest::LeaseCheck).lane(),
+            Lane::Control
+        );
+        let drop = PeerRequest::Drop {
+            shard: ShardId(1),
+            epoch: crate::shard::Epoch {
+                term: 1,
+                owner: NodeId::new("n1"),
+            },
+        };
+        assert_eq!(Request::Shard(drop).lane(), Lane::Data);
     }
 }

@@ -15,7 +15,7 @@ use troupe_node::net::tcp::TcpDialer;
 use troupe_node::protocol::{Request, Response};
 use troupe_node::rpc::auth::Credentials;
 use troupe_node::rpc::RpcClient;
-use troupe_node::shard::{Entry, Epoch};
+use troupe_node::shard::{Entry, Epoch, PeerRequest};
 
 #[tokio::test]
 async fn an_authenticated_node_that_does_not_own_the_epoch_cannot_seal_replicate_or_drop() {
@@ -47,11 +47,11 @@ async fn an_authenticated_node_that_does_not_own_the_epoch_cannot_seal_replicate
     };
     let shard = ShardId(0);
     let forged = [
-        Request::Seal {
+        PeerRequest::Seal {
             shard,
             epoch: epoch.clone(),
         },
-        Request::Replicate {
+        PeerRequest::Replicate {
             shard,
             epoch: epoch.clone(),
             prev: Default::default(),
@@ -62,9 +62,9 @@ async fn an_authenticated_node_that_does_not_own_the_epoch_cannot_seal_replicate
                 trim_before: 0,
             },
         },
-        Request::Drop { shard, epoch },
+        PeerRequest::Drop { shard, epoch },
     ];
-    for request in forged {
+    for request in forged.map(Request::Shard) {
         let answer = rpc
             .call(&target, &addr, request.clone())
             .await
@@ -80,7 +80,7 @@ async fn an_authenticated_node_that_does_not_own_the_epoch_cannot_seal_replicate
             Duration::from_secs(10),
             || async {
                 node.log_text()
-                    .contains("rpc request refused")
+                    .contains("peer request refused")
                     .then_some(())
             },
         )

@@ -518,12 +518,14 @@ impl AggregatorState {
                 .command(shard, Command::StoreAverage(average), COMMAND_TIMEOUT)
                 .await;
             match stored {
-                Response::Outcome(_) => {
+                Ok(_) => {
                     self.windows.remove(&start);
                     self.flushed_until = self.flushed_until.max(start + config.window_ms());
                 }
                 // Not stored yet: try again at the next flush.
-                other => tracing::debug!(window = start, ?other, "average not stored yet"),
+                Err(refusal) => {
+                    tracing::debug!(window = start, ?refusal, "average not stored yet")
+                }
             }
         }
     }

@@ -1,32 +1,29 @@
-//! Which node may send which shard-layer request: checked against the node the RPC handshake
-//! authenticated, before the shard layer sees the request.
+//! Which node may send which peer request: checked against the node the carrier authenticated
+//! (the RPC handshake), before the request is carried out.
 //!
 //! A request that changes a shard's copies on behalf of its owner names the owner's epoch, and
 //! only that owner may send it: without this check any node that completed a handshake could
 //! seal a holder into a made-up epoch, append entries to a replica, have it copy from anywhere,
 //! or delete it, by naming another node as the owner. A pre-copy is asked for by the joining
-//! node that receives it, so only that node may ask. The other requests (commands, reads,
-//! catch-up reads) may come from any member: they are forwarded or read on a member's behalf.
+//! node that receives it, so only that node may ask. The other requests (lease checks,
+//! catch-up reads) may come from any member.
 
+use super::peer::PeerRequest;
 use crate::ids::NodeId;
-use crate::protocol::Request;
 
 /// Whether `from` may send `request`; the reason for the refusal when it may not.
-pub fn check(from: &NodeId, request: &Request) -> Result<(), String> {
+pub fn check(from: &NodeId, request: &PeerRequest) -> Result<(), String> {
     let (what, allowed) = match request {
-        Request::Seal { epoch, .. }
-        | Request::Replicate { epoch, .. }
-        | Request::CatchUp { epoch, .. }
-        | Request::Drop { epoch, .. } => (epoch.owner.as_str(), "the owner of the epoch it names"),
-        Request::PreCopy { to, .. } => (to.node_id.as_str(), "the node that receives the copy"),
-        Request::Ping
-        | Request::LeaseCheck
-        | Request::Locate { .. }
-        | Request::Command { .. }
-        | Request::Read { .. }
-        | Request::EntriesAfter { .. }
-        | Request::SnapshotPage { .. }
-        | Request::Integer(_) => return Ok(()),
+        PeerRequest::Seal { epoch, .. }
+        | PeerRequest::Replicate { epoch, .. }
+        | PeerRequest::CatchUp { epoch, .. }
+        | PeerRequest::Drop { epoch, .. } => {
+            (epoch.owner.as_str(), "the owner of the epoch it names")
+        }
+        PeerRequest::PreCopy { to, .. } => (to.node_id.as_str(), "the node that receives the copy"),
+        PeerRequest::LeaseCheck
+        | PeerRequest::EntriesAfter { .. }
+        | PeerRequest::SnapshotPage { .. } => return Ok(()),
     };
     if from.as_str() == what {
         return Ok(());
@@ -37,13 +34,13 @@ pub fn check(from: &NodeId, request: &Request) -> Result<(), String> {
     ))
 }
 
-fn kind(request: &Request) -> &'static str {
+fn kind(request: &PeerRequest) -> &'static str {
     match request {
-        Request::Seal { .. } => "seal",
-        Request::Replicate { .. } => "replicate",
-        Request::CatchUp { .. } => "catch-up",
-        Request::Drop { .. } => "drop",
-        Request::PreCopy { .. } => "pre-copy",
+        PeerRequest::Seal { .. } => "seal",
+        PeerRequest::Replicate { .. } => "replicate",
+        PeerRequest::CatchUp { .. } => "catch-up",
+        PeerRequest::Drop { .. } => "drop",
+        PeerRequest::PreCopy { .. } => "pre-copy",
         _ => "request",
     }
 }
@@ -62,22 +59,22 @@ mod tests {
         }
     }
 
-    fn owner_only_requests(owner: &str) -> Vec<Request> {
+    fn owner_only_requests(owner: &str) -> Vec<PeerRequest> {
         let shard = ShardId(3);
         let peer = Peer {
             node_id: NodeId::new(owner),
             rpc_addr: "127.0.0.1:1".parse::<HostPort>().expect("addr"),
         };
         vec![
-            Request::Seal {
+            PeerRequest::Seal {
                 shard,
                 epoch: epoch(owner),
             },
-            Request::Drop {
+            PeerRequest::Drop {
                 shard,
                 epoch: epoch(owner),
             },
-            Request::Replicate {
+            PeerRequest::Replicate {
                 shard,
                 epoch: epoch(owner),
                 prev: Default::default(),
@@ -88,13 +85,13 @@ mod tests {
                     trim_before: 0,
                 },
             },
-            Request::CatchUp {
+            PeerRequest::CatchUp {
                 shard,
                 epoch: epoch(owner),
                 source: peer.clone(),
                 replica: true,
             },
-            Request::PreCopy { shard, to: peer },
+            PeerRequest::PreCopy { shard, to: peer },
         ]
     }
 
@@ -114,9 +111,8 @@ mod tests {
     fn requests_any_member_may_send_pass() {
         let anyone = NodeId::new("n9");
         for request in [
-            Request::Ping,
-            Request::LeaseCheck,
-            Request::EntriesAfter {
+            PeerRequest::LeaseCheck,
+            PeerRequest::EntriesAfter {
                 shard: ShardId(1),
                 from: Default::default(),
             },

@@ -19,16 +19,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use troupe_http::views::{ShardCopyView, TransitView};
 
-use super::command::Command;
+use super::command::{Command, Outcome};
 use super::lease::Confirmations;
 use super::owner::{OwnerArgs, OwnerMsg, ShardOwner};
+use super::peer::Peers;
+use super::refusal::Refusal;
 use super::{Epoch, Peer, ShardStore, StoreError, Tenant};
 use crate::config::ClusterConfig;
 use crate::ids::{Generation, NodeId, ShardId};
 use crate::membership::MembershipSnapshot;
 use crate::metrics::NodeMetrics;
-use crate::protocol::{Request, Response};
-use crate::rpc::RpcClient;
 use crate::topology::Topology;
 
 /// Commands waiting at one shard's owner before new ones get 503 (bounds the actor's mailbox).
@@ -93,7 +93,7 @@ impl OwnerView {
     }
 }
 
-fn peer_of(member: &crate::membership::Member) -> Peer {
+pub(crate) fn peer_of(member: &crate::membership::Member) -> Peer {
     Peer {
         node_id: member.node_id.clone(),
         rpc_addr: member.rpc_addr.clone(),
@@ -117,7 +117,7 @@ pub(crate) struct LocalShard {
     /// A catch-up into this copy is running (one at a time: two would interleave their pages).
     pub(crate) catching_up: bool,
     /// This node is joining and placement will give it this shard: where its pre-copy stands
-    /// (`crate::precopy`). While set, owners' requests to drop the copy are ignored.
+    /// (decision 010). While set, owners' requests to drop the copy are ignored.
     pub(crate) pre_copy: Option<PreCopy>,
 }
 
@@ -158,7 +158,8 @@ pub struct Shards {
 pub(crate) struct ShardsInner {
     pub(crate) me: NodeId,
     pub(crate) store: ShardStore,
-    pub(crate) rpc: RpcClient<Request>,
+    /// How this node reaches the others.
+    pub(crate) peers: Arc<dyn Peers>,
     pub(crate) topology: watch::Receiver<Arc<Topology>>,
     pub(crate) config: ClusterConfig,
     pub(crate) local: Mutex<Vec<LocalShard>>,
@@ -220,7 +221,7 @@ impl Shards {
     pub fn new(
         me: NodeId,
         store: ShardStore,
-        rpc: RpcClient<Request>,
+        peers: Arc<dyn Peers>,
         topology: watch::Receiver<Arc<Topology>>,
         config: ClusterConfig,
         shard_count: u32,
@@ -233,7 +234,7 @@ impl Shards {
                 scans,
                 me,
                 store,
-                rpc,
+                peers,
                 topology,
                 config,
                 local: Mutex::new(vec![LocalShard::default(); shard_count]),
@@ -398,7 +399,12 @@ impl Shards {
 
     /// Runs `command` at this node's owner actor of `shard`; `NotOwner` if there is none. Gives
     /// up after `wait` (the caller's own wait): the command is then dropped if still queued.
-    pub async fn command(&self, shard: ShardId, command: Command, wait: Duration) -> Response {
+    pub async fn command(
+        &self,
+        shard: ShardId,
+        command: Command,
+        wait: Duration,
+    ) -> Result<Outcome, Refusal> {
         let wait = COMMAND_TIMEOUT.min(wait);
         let deadline = Instant::now() + wait;
         let asked = self.ask_owner(shard, wait, |reply| {
@@ -406,55 +412,59 @@ impl Shards {
         });
         // The owner may be deciding it right now (dropped only if still queued).
         asked.await.unwrap_or_else(|waited| {
-            Response::possibly_applied(format!("shard {shard} did not answer within {waited:?}"))
+            Err(Refusal::possibly_applied(format!(
+                "shard {shard} did not answer within {waited:?}"
+            )))
         })
     }
 
-    /// A joining node asks for a copy of `shard` (`crate::precopy`): this node's owner actor
-    /// pushes its copy there between two commands.
-    pub(crate) async fn pre_copy(&self, shard: ShardId, to: Peer) -> Response {
+    /// A joining node asks for a copy of `shard` (its pre-copy on join, decision 010): this
+    /// node's owner actor pushes its copy there between two commands.
+    pub(crate) async fn pre_copy(&self, shard: ShardId, to: Peer) -> Result<(), Refusal> {
         let live = self
             .topology()
             .membership
             .get(&to.node_id)
             .is_some_and(|m| m.live);
         if !live {
-            return Response::Failed {
+            return Err(Refusal::Failed {
                 message: format!("{} is not a live member", to.node_id),
-            };
+            });
         }
         let asked = self.ask_owner(shard, PRE_COPY_TIMEOUT, |reply| {
             OwnerMsg::PreCopy(to, reply)
         });
-        asked.await.unwrap_or_else(|waited| Response::Unavailable {
-            message: format!("shard {shard} did not pre-copy within {waited:?}"),
+        asked.await.unwrap_or_else(|waited| {
+            Err(Refusal::Unavailable {
+                message: format!("shard {shard} did not pre-copy within {waited:?}"),
+            })
         })
     }
 
     /// Sends this node's owner actor of `shard` a message with a reply port and waits for the
     /// answer; `NotOwner` if there is no actor, 503 when too many wait already. `Err(timeout)`
     /// when no answer came in time: the actor may still act on the message.
-    async fn ask_owner(
+    async fn ask_owner<T: Send + 'static>(
         &self,
         shard: ShardId,
         timeout: Duration,
-        message: impl FnOnce(ractor::RpcReplyPort<Response>) -> OwnerMsg,
-    ) -> Result<Response, Duration> {
+        message: impl FnOnce(ractor::RpcReplyPort<Result<T, Refusal>>) -> OwnerMsg,
+    ) -> Result<Result<T, Refusal>, Duration> {
         let Some((actor, pending)) = self
             .owners()
             .get(&shard)
             .map(|h| (h.actor.clone(), h.pending.clone()))
         else {
-            return Ok(Response::NotOwner {
+            return Ok(Err(Refusal::NotOwner {
                 owner: self.topology().table.owner(shard).cloned(),
-            });
+            }));
         };
         if pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_PER_SHARD {
             pending.fetch_sub(1, Ordering::AcqRel);
             self.inner.metrics.shard_queue_rejections.inc();
-            return Ok(Response::Unavailable {
+            return Ok(Err(Refusal::Unavailable {
                 message: format!("shard {shard} has too many commands waiting"),
-            });
+            }));
         }
         let result = actor.call(message, Some(timeout)).await;
         pending.fetch_sub(1, Ordering::AcqRel);
@@ -462,7 +472,7 @@ impl Shards {
             Ok(CallResult::Success(response)) => Ok(response),
             Ok(CallResult::Timeout) => Err(timeout),
             // The actor stopped (ownership moved): the caller retries at the new owner.
-            Ok(CallResult::SenderError) | Err(_) => Ok(Response::NotOwner { owner: None }),
+            Ok(CallResult::SenderError) | Err(_) => Ok(Err(Refusal::NotOwner { owner: None })),
         }
     }
 

@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::host::Shards;
+use super::host::{peer_of, Shards};
+use super::peer::{PeerError, PeerReply, PeerRequest};
 use crate::ids::NodeId;
-use crate::protocol::{Request, Response};
 use crate::topology::Topology;
 
 /// When each member last confirmed, in a round trip, that it hears this node.
@@ -126,24 +126,23 @@ fn ask_all(shards: &Shards) {
         if !confirmations.start_asking(&member.node_id) {
             continue;
         }
-        let (rpc, node, addr) = (
-            shards.inner.rpc.clone(),
-            member.node_id.clone(),
-            member.rpc_addr.clone(),
-        );
-        let request = Request::LeaseCheck;
+        let (peers, peer) = (shards.inner.peers.clone(), peer_of(member));
         tokio::spawn(async move {
             let sent = Instant::now();
-            match rpc.call(&node, &addr, request).await {
-                Ok(Response::LeaseAnswer { hears_you: true }) => confirmations.confirm(&node, sent),
-                Ok(Response::LeaseAnswer { hears_you: false }) => {}
+            let node = &peer.node_id;
+            match peers.call(&peer, PeerRequest::LeaseCheck, None).await {
+                Ok(PeerReply::LeaseAnswer { hears_you: true }) => confirmations.confirm(node, sent),
+                Ok(PeerReply::LeaseAnswer { hears_you: false }) => {}
                 Ok(other) => {
                     warn!(peer = %node, answer = ?other, "unexpected answer to a lease check")
                 }
+                Err(error @ (PeerError::Refused(_) | PeerError::Unexpected(_))) => {
+                    warn!(peer = %node, %error, "unexpected answer to a lease check")
+                }
                 // Unreachable or slow: it simply does not confirm.
-                Err(_) => {}
+                Err(PeerError::Unreachable(_)) => {}
             }
-            confirmations.done_asking(&node);
+            confirmations.done_asking(node);
         });
     }
 }

@@ -10,7 +10,11 @@
 //! - [`sync`]: bringing a lagging holder up to date from another (missing log entries, or a
 //!   snapshot when the log no longer reaches back).
 //! - [`host`]: follows the topology and starts, reconfigures and stops owner actors.
-//! - [`caller`]: which node may send which shard request (the owner of the epoch it names).
+//! - [`peer`]: what holders ask each other (seal, replicate, catch-up, pre-copy, drop, lease
+//!   checks) and [`Peers`], the trait the node implements to carry it.
+//! - [`refusal`]: why a command, read or peer request was not carried out.
+//! - [`lease`]: the owner lease, renewed by lease checks every gossip round.
+//! - [`caller`]: which node may send which peer request (the owner of the epoch it names).
 //! - [`command`]: the commands services send to an owner and what they produce.
 //! - [`finish_timers`]: when an owner finishes the jobs it runs, batched by deadline.
 
@@ -22,6 +26,8 @@ pub mod finish_timers;
 pub mod host;
 pub mod lease;
 pub mod owner;
+pub mod peer;
+pub mod refusal;
 pub mod replica;
 pub mod scans;
 pub mod store;
@@ -34,6 +40,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::HostPort;
 use crate::ids::NodeId;
 
+pub use peer::{PeerError, PeerReply, PeerRequest, Peers};
+pub use refusal::Refusal;
 pub use store::{ShardStore, StoreError};
 
 /// An ownership period of a shard: a term and the node that holds it. Ordered by term, then by

@@ -27,11 +27,12 @@ use super::command::{Command, FollowUp, Outcome};
 use super::draft::Draft;
 use super::finish_timers::FinishTimers;
 use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
+use super::peer::{self, PeerError, PeerReply, PeerRequest};
+use super::refusal::Refusal;
 use super::sync::{self, SYNC_CALL_TIMEOUT};
 use super::{Entry, Epoch, Op, Peer, Position, StoreError};
 use crate::ids::{NodeId, ShardId};
 use crate::metrics::UntrimmedLabel;
-use crate::protocol::{Request, Response};
 use crate::topology::Topology;
 
 /// Gossip rounds without a live member appearing before this node takes a shard over: right
@@ -51,7 +52,7 @@ const BATCH_COMMANDS: usize = 64;
 /// Most bytes of changes (keys and values) in one entry, unless one command alone has more;
 /// also at most [`RpcConfig::max_entry_bytes`](crate::config::RpcConfig::max_entry_bytes), so
 /// the entry always fits a replicate message. A command whose change alone is larger than that
-/// is refused ([`Response::TooLarge`]).
+/// is refused ([`Refusal::TooLarge`]).
 const BATCH_BYTES: usize = 256 << 10;
 /// Most expired session entries one sweep deletes; a full sweep is followed by another once
 /// its deletions are acknowledged.
@@ -72,10 +73,10 @@ pub struct OwnerArgs {
 
 /// Messages.
 pub enum OwnerMsg {
-    /// Execute a command and answer with [`Response::Outcome`] or why not (queued for the
-    /// next [`OwnerMsg::Flush`]), unless it is still queued at the deadline (when its caller
-    /// stops waiting).
-    Command(Command, RpcReplyPort<Response>, Instant),
+    /// Execute a command and answer with its outcome or why not (queued for the next
+    /// [`OwnerMsg::Flush`]), unless it is still queued at the deadline (when its caller stops
+    /// waiting).
+    Command(Command, RpcReplyPort<Result<Outcome, Refusal>>, Instant),
     /// Execute the queued commands as one batch (sent by the actor to itself after queueing
     /// the first command of a batch).
     Flush,
@@ -108,10 +109,10 @@ pub enum OwnerMsg {
     /// [`SessionsConfig::sweep_interval`](crate::config::SessionsConfig::sweep_interval), when
     /// leases are on).
     SweepSessions,
-    /// Copy the shard to a joining node (`crate::precopy`); answered with [`Response::Done`]
-    /// once it holds this copy. Runs between commands, like a replica's catch-up, because the
-    /// copy's source must not change while it is taken.
-    PreCopy(Peer, RpcReplyPort<Response>),
+    /// Copy the shard to a joining node (its pre-copy on join, decision 010); answered once it
+    /// holds this copy. Runs between commands, like a replica's catch-up, because the copy's
+    /// source must not change while it is taken.
+    PreCopy(Peer, RpcReplyPort<Result<(), Refusal>>),
 }
 
 /// The actor's state.
@@ -168,11 +169,11 @@ impl Queued {
     /// Drops an abandoned command, telling its caller if it still listens.
     fn drop_undecided(self) {
         if let Asker::Client { reply, .. } = self.asker {
-            let _ = reply.send(Response::Unavailable {
+            let _ = reply.send(Err(Refusal::Unavailable {
                 message: "the command was still queued when its caller stopped waiting; it \
                           was dropped and did not take effect"
                     .into(),
-            });
+            }));
         }
     }
 }
@@ -183,7 +184,7 @@ enum Asker {
     /// the deadline.
     Client {
         /// Where the answer goes.
-        reply: RpcReplyPort<Response>,
+        reply: RpcReplyPort<Result<Outcome, Refusal>>,
         /// When the caller stops waiting.
         deadline: Instant,
     },
@@ -441,10 +442,10 @@ impl OwnerState {
         &mut self,
         myself: &ActorRef<OwnerMsg>,
         queued: Queued,
-        answer: Response,
+        answer: Result<Outcome, Refusal>,
         follow_up: Option<FollowUp>,
     ) {
-        let acknowledged = matches!(answer, Response::Outcome(_));
+        let acknowledged = answer.is_ok();
         match queued.asker {
             Asker::Client { reply, .. } => {
                 self.schedule(myself, follow_up);
@@ -482,14 +483,14 @@ impl OwnerState {
     /// once the entry is acknowledged, or why not. A command that changes nothing and was
     /// decided before any change of the batch is answered at once; after one, its answer may
     /// depend on that change, so it shares the entry's fate.
-    async fn execute_batch(&mut self) -> Vec<(Queued, Response, Option<FollowUp>)> {
+    async fn execute_batch(&mut self) -> Vec<(Queued, Result<Outcome, Refusal>, Option<FollowUp>)> {
         let (epoch, prev) = match self.ready_to_write().await {
             Ok(ready) => ready,
             Err(refusal) => {
                 return self
                     .queue
                     .drain(..)
-                    .map(|queued| (queued, refusal.clone(), None))
+                    .map(|queued| (queued, Err(refusal.clone()), None))
                     .collect();
             }
         };
@@ -520,19 +521,19 @@ impl OwnerState {
                 }
                 Err(error) => {
                     let failure = self.store_failure(error);
-                    answers.push((queued, failure, None));
+                    answers.push((queued, Err(failure), None));
                     continue;
                 }
             };
             if decision.ops.is_empty() && draft.is_empty() {
-                answers.push((queued, Response::Outcome(decision.outcome), None));
+                answers.push((queued, Ok(decision.outcome), None));
                 continue;
             }
             let change = decision.ops.iter().map(Op::bytes).sum::<usize>();
             if change > entry_limit {
                 // Written, it could never be replicated: the shard would stop taking writes.
                 warn!(shard = %self.shard, change, entry_limit, "command refused: its change is too large to replicate");
-                answers.push((queued, too_large(change, entry_limit), None));
+                answers.push((queued, Err(too_large(change, entry_limit)), None));
                 continue;
             }
             draft.record(self.shard, &decision.ops);
@@ -558,8 +559,8 @@ impl OwnerState {
             pending
                 .into_iter()
                 .map(|(queued, outcome, follow_up)| match &result {
-                    Ok(()) => (queued, Response::Outcome(outcome), follow_up),
-                    Err(failure) => (queued, failure.clone(), None),
+                    Ok(()) => (queued, Ok(outcome), follow_up),
+                    Err(failure) => (queued, Err(failure.clone()), None),
                 }),
         );
         answers
@@ -570,7 +571,7 @@ impl OwnerState {
     /// can reach the store while the actor is busy (a release that timed out, or a seal of
     /// this actor's own that a newer one overtook), and a command that changes nothing is
     /// answered from the copy at once, before any write could find out.
-    async fn ready_to_write(&mut self) -> Result<(Epoch, Position), Response> {
+    async fn ready_to_write(&mut self) -> Result<(Epoch, Position), Refusal> {
         if self.epoch.is_none() && self.seal_due() {
             self.seal().await.map_err(moving)?;
         }
@@ -593,7 +594,7 @@ impl OwnerState {
         epoch: Epoch,
         prev: Position,
         ops: Vec<Op>,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Refusal> {
         let trim_before = match self.copy_maybe_behind() {
             None => prev.applied,
             Some(reason) => {
@@ -642,11 +643,11 @@ impl OwnerState {
     }
 
     /// Why a write must not be acknowledged now, if it must not.
-    fn write_refusal(&self) -> Option<Response> {
+    fn write_refusal(&self) -> Option<Refusal> {
         let shards = &self.shards;
         let topology = shards.topology();
         if !topology.owns(&shards.inner.me, self.shard) {
-            return Some(Response::NotOwner {
+            return Some(Refusal::NotOwner {
                 owner: topology.table.owner(self.shard).cloned(),
             });
         }
@@ -674,13 +675,13 @@ impl OwnerState {
         epoch: Epoch,
         prev: Position,
         entry: Entry,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Refusal> {
         let shard = self.shard;
         let store = self.shards.inner.store.clone();
         self.mark_unconfirmed(&entry);
         let local = store.append(shard, epoch.clone(), prev.clone(), entry.clone());
         let remote = join_all(self.view.replicas.iter().map(|(peer, _)| {
-            let request = Request::Replicate {
+            let request = PeerRequest::Replicate {
                 shard,
                 epoch: epoch.clone(),
                 prev: prev.clone(),
@@ -700,9 +701,9 @@ impl OwnerState {
         let mut behind = Vec::new();
         for ((peer, _), answer) in self.view.replicas.iter().zip(remote) {
             match answer {
-                Ok(Response::Done) => {}
-                Ok(Response::Behind(_)) => behind.push(peer.clone()),
-                Ok(Response::Fenced(newer)) => {
+                Ok(PeerReply::Done) => {}
+                Ok(PeerReply::Behind(_)) => behind.push(peer.clone()),
+                Ok(PeerReply::Fenced(newer)) => {
                     // Another replica may have taken the change before the new owner sealed
                     // it, so it may still take effect: not retryable.
                     warn!(%shard, %newer, "fenced by a newer owner");
@@ -711,7 +712,7 @@ impl OwnerState {
                         "shard {shard} changed owner during the write"
                     )));
                 }
-                Ok(other) => return Err(possibly_applied(describe(peer, &other))),
+                Ok(other) => return Err(possibly_applied(unexpected(peer, &other))),
                 Err(problem) => return Err(possibly_applied(problem)),
             }
         }
@@ -921,7 +922,7 @@ impl OwnerState {
             let may_drop = index >= self.view.replicas.len()
                 && index < self.view.replicas.len() + self.view.others.len();
             match answer {
-                Ok(Response::Sealed(meta)) => {
+                Ok(PeerReply::Sealed(meta)) => {
                     if !meta.installing && best.as_ref().is_none_or(|(p, _)| meta.position > *p) {
                         best = Some((meta.position.clone(), peer.clone()));
                     }
@@ -929,8 +930,8 @@ impl OwnerState {
                         holders.push(peer.clone());
                     }
                 }
-                Ok(Response::Fenced(newer)) => return Ok(Some(newer.term)),
-                Ok(other) if is_replica => return Err(describe(peer, &other)),
+                Ok(PeerReply::Fenced(newer)) => return Ok(Some(newer.term)),
+                Ok(other) if is_replica => return Err(unexpected(peer, &other)),
                 Err(problem) if is_replica => return Err(problem),
                 // A member outside the replica set that cannot be reached holds nothing needed
                 // (every acknowledged change is on the replicas of its time).
@@ -941,7 +942,8 @@ impl OwnerState {
         if let Some((position, source)) = best {
             if mine.installing || position > mine.position {
                 info!(%shard, source = %source.node_id, "pulling the most advanced copy");
-                sync::catch_up(&store, &self.shards.inner.rpc, shard, epoch, &source)
+                let peers = self.shards.inner.peers.as_ref();
+                sync::catch_up(&store, peers, shard, epoch, &source)
                     .await
                     .map_err(|e| e.to_string())?;
             }
@@ -976,9 +978,9 @@ impl OwnerState {
         peers: &[Peer],
         epoch: &Epoch,
         previous_owner: Option<NodeId>,
-    ) -> Vec<Result<Response, String>> {
+    ) -> Vec<Result<PeerReply, String>> {
         let seal = |peer: Peer| async move {
-            let request = Request::Seal {
+            let request = PeerRequest::Seal {
                 shard: self.shard,
                 epoch: epoch.clone(),
             };
@@ -1031,9 +1033,9 @@ impl OwnerState {
 
     /// Copies the shard to a joining node that placement will make an owner or replica of it,
     /// if this actor serves it.
-    async fn pre_copy(&mut self, peer: &Peer) -> Response {
+    async fn pre_copy(&mut self, peer: &Peer) -> Result<(), Refusal> {
         let Some(epoch) = self.epoch.clone() else {
-            return moving(format!("shard {} is being taken over", self.shard));
+            return Err(moving(format!("shard {} is being taken over", self.shard)));
         };
         if self
             .view
@@ -1042,7 +1044,7 @@ impl OwnerState {
             .any(|(p, _)| p.node_id == peer.node_id)
         {
             // Already a replica, kept current by every write.
-            return Response::Done;
+            return Ok(());
         }
         // Noted before the copy: the joining node may take entries written while it copies.
         let window = self.joining_window();
@@ -1052,9 +1054,9 @@ impl OwnerState {
         match self.push_to(&epoch, peer, false).await {
             Ok(()) => {
                 tracing::debug!(shard = %self.shard, to = %peer.node_id, "pre-copied the shard");
-                Response::Done
+                Ok(())
             }
-            Err(message) => unavailable(message),
+            Err(message) => Err(unavailable(message)),
         }
     }
 
@@ -1065,7 +1067,7 @@ impl OwnerState {
 
     /// Has `peer` copy this shard from here, as a replica or as a pre-copy.
     async fn push_to(&self, epoch: &Epoch, peer: &Peer, replica: bool) -> Result<(), String> {
-        let request = Request::CatchUp {
+        let request = PeerRequest::CatchUp {
             shard: self.shard,
             epoch: epoch.clone(),
             replica,
@@ -1076,40 +1078,29 @@ impl OwnerState {
                     .ok_or("this node is not in the membership")?,
             },
         };
-        let answer = self
-            .shards
-            .inner
-            .rpc
-            .call_with_timeout(
-                &peer.node_id,
-                &peer.rpc_addr,
-                request,
-                // A pre-copy holds up this shard's writes: bound it tighter than a replica's
-                // catch-up, which the writes need anyway.
-                if replica {
-                    SYNC_CALL_TIMEOUT * 3
-                } else {
-                    SYNC_CALL_TIMEOUT
-                },
-            )
-            .await
-            .map_err(|e| format!("replica {}: {e}", peer.node_id))?;
-        match answer {
-            Response::Done => Ok(()),
-            other => Err(describe(peer, &other)),
+        // A pre-copy holds up this shard's writes: bound it tighter than a replica's catch-up,
+        // which the writes need anyway.
+        let deadline = if replica {
+            SYNC_CALL_TIMEOUT * 3
+        } else {
+            SYNC_CALL_TIMEOUT
+        };
+        match self.call_within(peer, request, Some(deadline)).await? {
+            PeerReply::Done => Ok(()),
+            other => Err(unexpected(peer, &other)),
         }
     }
 
     /// Tells a member outside the replica set to delete its copy (best effort, in the
     /// background: the copy is only garbage now).
     fn drop_copy(&self, epoch: &Epoch, peer: Peer) {
-        let rpc = self.shards.inner.rpc.clone();
-        let request = Request::Drop {
+        let peers = self.shards.inner.peers.clone();
+        let request = PeerRequest::Drop {
             shard: self.shard,
             epoch: epoch.clone(),
         };
         tokio::spawn(async move {
-            if let Err(error) = rpc.call(&peer.node_id, &peer.rpc_addr, request).await {
+            if let Err(error) = peers.call(&peer, request, None).await {
                 tracing::debug!(peer = %peer.node_id, %error, "could not drop a stale copy");
             }
         });
@@ -1123,21 +1114,31 @@ impl OwnerState {
             .map(|m| m.rpc_addr.clone())
     }
 
-    async fn call(&self, peer: &Peer, request: Request) -> Result<Response, String> {
+    /// Calls `peer` with the carrier's deadline; the error in words, naming the peer.
+    async fn call(&self, peer: &Peer, request: PeerRequest) -> Result<PeerReply, String> {
+        self.call_within(peer, request, None).await
+    }
+
+    async fn call_within(
+        &self,
+        peer: &Peer,
+        request: PeerRequest,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<PeerReply, String> {
         self.shards
             .inner
-            .rpc
-            .call(&peer.node_id, &peer.rpc_addr, request)
+            .peers
+            .call(peer, request, deadline)
             .await
-            .map_err(|e| format!("replica {}: {e}", peer.node_id))
+            .map_err(|error: PeerError| format!("replica {}: {error}", peer.node_id))
     }
 
-    fn fenced(&mut self) -> Response {
+    fn fenced(&mut self) -> Refusal {
         self.stop_serving();
-        Response::NotOwner { owner: None }
+        Refusal::NotOwner { owner: None }
     }
 
-    fn store_failure(&mut self, error: StoreError) -> Response {
+    fn store_failure(&mut self, error: StoreError) -> Refusal {
         match error {
             StoreError::Fenced { .. } => self.fenced(),
             other => {
@@ -1154,8 +1155,8 @@ impl OwnerState {
     }
 }
 
-fn too_large(change: usize, entry_limit: usize) -> Response {
-    Response::TooLarge {
+fn too_large(change: usize, entry_limit: usize) -> Refusal {
+    Refusal::TooLarge {
         message: format!(
             "the change is {change} bytes, above the {entry_limit} bytes one replicated change \
              may take (a quarter of rpc.max_frame_bytes); it was not applied"
@@ -1163,25 +1164,21 @@ fn too_large(change: usize, entry_limit: usize) -> Response {
     }
 }
 
-fn moving(message: String) -> Response {
-    Response::Moving { message }
+fn moving(message: String) -> Refusal {
+    Refusal::Moving { message }
 }
 
-fn unavailable(message: String) -> Response {
-    Response::Unavailable { message }
+fn unavailable(message: String) -> Refusal {
+    Refusal::Unavailable { message }
 }
 
 /// A write that failed after some copy may have taken it: the owner keeps pushing its copy to
 /// the replicas, so it may still take effect.
-fn possibly_applied(message: String) -> Response {
-    Response::possibly_applied(format!("{message} (not every copy confirmed it)"))
+fn possibly_applied(message: String) -> Refusal {
+    Refusal::possibly_applied(format!("{message} (not every copy confirmed it)"))
 }
 
-fn describe(peer: &Peer, answer: &Response) -> String {
-    match answer {
-        Response::Unavailable { message } | Response::Failed { message } => {
-            format!("replica {}: {message}", peer.node_id)
-        }
-        other => format!("replica {}: unexpected answer {other:?}", peer.node_id),
-    }
+/// Words for an answer of `peer` that the owner did not expect.
+fn unexpected(peer: &Peer, answer: &PeerReply) -> String {
+    format!("replica {}: {}", peer.node_id, peer::unexpected(answer))
 }

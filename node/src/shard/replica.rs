@@ -2,13 +2,14 @@
 //! another holder's catch-up reads, and reads in the owner's place.
 
 use super::audit;
-use super::command::Query;
+use super::command::{Query, QueryAnswer};
 use super::host::{PreCopy, Shards};
+use super::peer::PeerReply;
+use super::refusal::Refusal;
 use super::store::Item;
 use super::sync::{self, SNAPSHOT_PAGE};
 use super::{Entry, Epoch, Peer, Position, StoreError};
 use crate::ids::{NodeId, ShardId};
-use crate::protocol::Response;
 
 /// Why a copy may not answer a read now.
 enum ReadRefusal {
@@ -23,13 +24,13 @@ enum ReadRefusal {
 
 impl ReadRefusal {
     /// The answer to the reader of `shard`.
-    fn answer(self, shard: ShardId) -> Response {
+    fn answer(self, shard: ShardId) -> Refusal {
         match self {
-            Self::Replicating => Response::Moving {
+            Self::Replicating => Refusal::Moving {
                 message: format!("shard {shard}: a change to what was asked is being replicated"),
             },
-            Self::NotOwner(owner) => Response::NotOwner { owner },
-            Self::NoMajority => Response::Unavailable {
+            Self::NotOwner(owner) => Refusal::NotOwner { owner },
+            Self::NoMajority => Refusal::Unavailable {
                 message: "this node has not heard from a majority of the cluster recently".into(),
             },
         }
@@ -45,11 +46,15 @@ impl Shards {
     /// A read of one key runs in place; a count or scan runs off the async workers
     /// ([`super::scans`]), and is checked again once read, so an answer is only given if this
     /// copy could still answer when the read ended.
-    pub async fn read(&self, shard: ShardId, query: &Query, allow_replica: bool) -> Response {
-        let mut epoch = match self.may_read(shard, query, allow_replica) {
-            Ok(epoch) => epoch,
-            Err(refusal) => return refusal.answer(shard),
-        };
+    pub async fn read(
+        &self,
+        shard: ShardId,
+        query: &Query,
+        allow_replica: bool,
+    ) -> Result<QueryAnswer, Refusal> {
+        let mut epoch = self
+            .may_read(shard, query, allow_replica)
+            .map_err(|refusal| refusal.answer(shard))?;
         let answer = if matches!(query, Query::Get { .. }) {
             query.answer(&self.inner.store, shard)
         } else {
@@ -62,17 +67,16 @@ impl Shards {
             {
                 Ok(answer) => answer,
                 Err(error) => {
-                    return Response::Failed {
+                    return Err(Refusal::Failed {
                         message: error.to_string(),
-                    }
+                    })
                 }
             }
         };
         if !matches!(query, Query::Get { .. }) {
-            epoch = match self.may_read(shard, query, allow_replica) {
-                Ok(epoch) => epoch,
-                Err(refusal) => return refusal.answer(shard),
-            };
+            epoch = self
+                .may_read(shard, query, allow_replica)
+                .map_err(|refusal| refusal.answer(shard))?;
         }
         match answer {
             Ok(answer) => {
@@ -80,9 +84,9 @@ impl Shards {
                     shard,
                     epoch: &epoch,
                 });
-                Response::Answer(answer)
+                Ok(answer)
             }
-            Err(error) => failed(error),
+            Err(error) => Err(failed(error)),
         }
     }
 
@@ -160,13 +164,13 @@ impl Shards {
     }
 
     /// A new owner's seal: follow its epoch from now on, and report this copy's position.
-    pub async fn seal(&self, shard: ShardId, epoch: Epoch) -> Response {
+    pub async fn seal(&self, shard: ShardId, epoch: Epoch) -> Result<PeerReply, Refusal> {
         self.yield_to(shard, &epoch).await;
         match self.inner.store.seal(shard, epoch).await {
             Ok(meta) => {
                 // Until the new owner has brought this copy up to date, it may be stale.
                 self.update_local(shard, |l| l.synced = None);
-                Response::Sealed(meta)
+                Ok(PeerReply::Sealed(meta))
             }
             Err(error) => store_answer(error),
         }
@@ -179,10 +183,10 @@ impl Shards {
         epoch: Epoch,
         prev: Position,
         entry: Entry,
-    ) -> Response {
+    ) -> Result<PeerReply, Refusal> {
         self.yield_to(shard, &epoch).await;
         match self.inner.store.append(shard, epoch, prev, entry).await {
-            Ok(()) => Response::Done,
+            Ok(()) => Ok(PeerReply::Done),
             Err(error) => store_answer(error),
         }
     }
@@ -196,15 +200,16 @@ impl Shards {
         epoch: Epoch,
         source: Peer,
         replica: bool,
-    ) -> Response {
+    ) -> Result<PeerReply, Refusal> {
         self.yield_to(shard, &epoch).await;
         let Some(_running) = CatchingUp::start(self, shard) else {
-            return Response::Unavailable {
+            return Err(Refusal::Unavailable {
                 message: format!("shard {shard}: a catch-up is already running"),
-            };
+            });
         };
         self.update_local(shard, |l| l.synced = None);
-        match sync::catch_up(&self.inner.store, &self.inner.rpc, shard, &epoch, &source).await {
+        let peers = self.inner.peers.as_ref();
+        match sync::catch_up(&self.inner.store, peers, shard, &epoch, &source).await {
             Ok(()) => {
                 self.update_local(shard, |l| {
                     if replica {
@@ -213,28 +218,32 @@ impl Shards {
                         l.pre_copy = Some(PreCopy::Copied);
                     }
                 });
-                Response::Done
+                Ok(PeerReply::Done)
             }
             Err(sync::SyncError::Store(error)) => store_answer(error),
-            Err(error) => Response::Unavailable {
+            Err(error) => Err(Refusal::Unavailable {
                 message: error.to_string(),
-            },
+            }),
         }
     }
 
     /// Another holder catching up from this one: the entries it misses, or that it needs a
     /// snapshot. Entries are capped at a quarter of a frame so the answer always fits.
-    pub fn entries_after(&self, shard: ShardId, from: &Position) -> Response {
+    pub fn entries_after(&self, shard: ShardId, from: &Position) -> Result<PeerReply, Refusal> {
         let max_bytes = self.inner.config.rpc.max_entry_bytes();
         match self.inner.store.entries_after(shard, from, max_bytes) {
-            Ok(Some(entries)) => Response::Entries { entries },
-            Ok(None) => Response::NeedSnapshot,
-            Err(error) => failed(error),
+            Ok(Some(entries)) => Ok(PeerReply::Entries { entries }),
+            Ok(None) => Ok(PeerReply::NeedSnapshot),
+            Err(error) => Err(failed(error)),
         }
     }
 
     /// One page of this holder's copy, for a snapshot transfer.
-    pub fn snapshot_page(&self, shard: ShardId, after: Option<&[u8]>) -> Response {
+    pub fn snapshot_page(
+        &self,
+        shard: ShardId,
+        after: Option<&[u8]>,
+    ) -> Result<PeerReply, Refusal> {
         let store = &self.inner.store;
         let page = store
             .meta(shard)
@@ -243,19 +252,19 @@ impl Shards {
             Ok((meta, items)) => {
                 let found = items.len();
                 let items = fit(items, self.inner.config.rpc.max_frame_bytes as usize / 2);
-                Response::Page {
+                Ok(PeerReply::Page {
                     // The end of the shard, unless the page was full or trimmed to fit.
                     last: found < SNAPSHOT_PAGE && items.len() == found,
                     items,
                     position: meta.position,
-                }
+                })
             }
-            Err(error) => failed(error),
+            Err(error) => Err(failed(error)),
         }
     }
 
     /// The owner says this node is not in the shard's replica set any more.
-    pub async fn drop_copy(&self, shard: ShardId, epoch: Epoch) -> Response {
+    pub async fn drop_copy(&self, shard: ShardId, epoch: Epoch) -> Result<PeerReply, Refusal> {
         let placed_here = self
             .topology()
             .table
@@ -264,12 +273,12 @@ impl Shards {
         if placed_here || self.local_shard(shard).pre_copy.is_some() {
             // This node's view still places a copy here, or will once it is ready: keep it
             // until the views agree.
-            return Response::Done;
+            return Ok(PeerReply::Done);
         }
         self.yield_to(shard, &epoch).await;
         self.update_local(shard, |l| l.synced = None);
         match self.inner.store.drop_shard(shard, epoch).await {
-            Ok(()) => Response::Done,
+            Ok(()) => Ok(PeerReply::Done),
             Err(error) => store_answer(error),
         }
     }
@@ -315,17 +324,19 @@ fn fit(mut items: Vec<Item>, max_bytes: usize) -> Vec<Item> {
     items
 }
 
-fn store_answer(error: StoreError) -> Response {
+/// What a holder answers when its store refused a change: a fenced or behind copy is an answer
+/// the owner acts on, anything else a failure.
+fn store_answer(error: StoreError) -> Result<PeerReply, Refusal> {
     match error {
-        StoreError::Fenced { current } => Response::Fenced(current),
-        StoreError::OutOfOrder { position } => Response::Behind(position),
-        other => failed(other),
+        StoreError::Fenced { current } => Ok(PeerReply::Fenced(current)),
+        StoreError::OutOfOrder { position } => Ok(PeerReply::Behind(position)),
+        other => Err(failed(other)),
     }
 }
 
-fn failed(error: StoreError) -> Response {
+fn failed(error: StoreError) -> Refusal {
     tracing::warn!(%error, "shard storage failed");
-    Response::Failed {
+    Refusal::Failed {
         message: error.to_string(),
     }
 }

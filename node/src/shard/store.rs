@@ -27,7 +27,7 @@ use crate::storage::{Storage, StorageError};
 /// holders keep only the last entry or two, because the log duplicates recent values and
 /// space must stay near one copy per holder (issue 3: 20,000 users take 2.28× their JSON
 /// with 32 entries a shard, under 2× with one). Not smaller: with 8, a node pre-copied before
-/// it joins (`crate::precopy`) fell more than 8 entries behind under load and needed
+/// it joins (decision 010) fell more than 8 entries behind under load and needed
 /// snapshots after joining (`migration.rs` failed).
 pub const LOG_KEEP: u64 = 32;
 

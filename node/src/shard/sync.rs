@@ -10,11 +10,10 @@
 
 use std::time::Duration;
 
+use super::peer::{self, PeerError, PeerReply, PeerRequest, Peers};
 use super::store::Item;
 use super::{Epoch, Peer, Position, ShardStore, StoreError};
 use crate::ids::ShardId;
-use crate::protocol::{Request, Response};
-use crate::rpc::RpcClient;
 
 /// Entities per snapshot page.
 pub const SNAPSHOT_PAGE: usize = 512;
@@ -40,7 +39,7 @@ pub enum SyncError {
 /// Pulls from `source` until this node's copy of `shard` matches it, following `epoch`.
 pub async fn catch_up(
     store: &ShardStore,
-    rpc: &RpcClient<Request>,
+    peers: &dyn Peers,
     shard: ShardId,
     epoch: &Epoch,
     source: &Peer,
@@ -48,15 +47,15 @@ pub async fn catch_up(
     loop {
         let meta = store.meta(shard)?;
         if meta.installing {
-            return install_snapshot(store, rpc, shard, epoch, source).await;
+            return install_snapshot(store, peers, shard, epoch, source).await;
         }
-        let request = Request::EntriesAfter {
+        let request = PeerRequest::EntriesAfter {
             shard,
             from: meta.position.clone(),
         };
-        match call(rpc, source, request).await? {
-            Response::Entries { entries } if entries.is_empty() => return Ok(()),
-            Response::Entries { entries } => {
+        match call(peers, source, request).await? {
+            PeerReply::Entries { entries } if entries.is_empty() => return Ok(()),
+            PeerReply::Entries { entries } => {
                 let mut prev = meta.position;
                 for entry in entries {
                     let next = Position {
@@ -67,8 +66,8 @@ pub async fn catch_up(
                     prev = next;
                 }
             }
-            Response::NeedSnapshot => {
-                return install_snapshot(store, rpc, shard, epoch, source).await
+            PeerReply::NeedSnapshot => {
+                return install_snapshot(store, peers, shard, epoch, source).await
             }
             other => return Err(unexpected(source, &other)),
         }
@@ -77,7 +76,7 @@ pub async fn catch_up(
 
 async fn install_snapshot(
     store: &ShardStore,
-    rpc: &RpcClient<Request>,
+    peers: &dyn Peers,
     shard: ShardId,
     epoch: &Epoch,
     source: &Peer,
@@ -87,12 +86,12 @@ async fn install_snapshot(
     let mut after: Option<Vec<u8>> = None;
     let mut started_at = SamePosition::default();
     loop {
-        let request = Request::SnapshotPage {
+        let request = PeerRequest::SnapshotPage {
             shard,
             after: after.clone(),
         };
-        let (items, position, last) = match call(rpc, source, request).await? {
-            Response::Page {
+        let (items, position, last) = match call(peers, source, request).await? {
+            PeerReply::Page {
                 items,
                 position,
                 last,
@@ -130,27 +129,23 @@ impl SamePosition {
 }
 
 async fn call(
-    rpc: &RpcClient<Request>,
+    peers: &dyn Peers,
     source: &Peer,
-    request: Request,
-) -> Result<Response, SyncError> {
-    rpc.call_with_timeout(
-        &source.node_id,
-        &source.rpc_addr,
-        request,
-        SYNC_CALL_TIMEOUT,
-    )
-    .await
-    .map_err(|e| SyncError::Source {
-        source_node: source.node_id.to_string(),
-        message: e.to_string(),
-    })
+    request: PeerRequest,
+) -> Result<PeerReply, SyncError> {
+    peers
+        .call(source, request, Some(SYNC_CALL_TIMEOUT))
+        .await
+        .map_err(|e: PeerError| SyncError::Source {
+            source_node: source.node_id.to_string(),
+            message: e.to_string(),
+        })
 }
 
-fn unexpected(source: &Peer, answer: &Response) -> SyncError {
+fn unexpected(source: &Peer, answer: &PeerReply) -> SyncError {
     SyncError::Source {
         source_node: source.node_id.to_string(),
-        message: format!("unexpected answer {answer:?}"),
+        message: peer::unexpected(answer),
     }
 }
 
