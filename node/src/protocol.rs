@@ -18,7 +18,7 @@ use crate::shard::{Entry, Epoch, Peer, Position, ShardMeta};
 
 /// Version of the message set below, and of the transport's bytes that carry it
 /// ([`Call::PROTOCOL_VERSION`]); bumped on any incompatible change of either.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// What one node asks another.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,13 +121,20 @@ pub enum Request {
         /// The owner's epoch.
         epoch: Epoch,
     },
+    /// The receiver's own dashboard report (`crate::dashboard`), answered with
+    /// [`Response::Report`]; from any member.
+    Report,
 }
 
 impl Request {
     /// The shard a shard-layer request is about.
     pub fn shard(&self) -> Option<ShardId> {
         match self {
-            Self::Ping | Self::LeaseCheck | Self::Locate { .. } | Self::Integer(_) => None,
+            Self::Ping
+            | Self::LeaseCheck
+            | Self::Locate { .. }
+            | Self::Integer(_)
+            | Self::Report => None,
             Self::Command { shard, .. }
             | Self::Read { shard, .. }
             | Self::Seal { shard, .. }
@@ -228,6 +235,9 @@ pub enum Response {
         /// The aggregator's incarnation.
         aggregator: u64,
     },
+    /// Answer to [`Request::Report`]: the node's `troupe_http::views::NodeReport` as JSON, so
+    /// the dashboard's report can change without changing this protocol.
+    Report(String),
 }
 
 impl Response {

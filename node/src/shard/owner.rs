@@ -849,12 +849,8 @@ impl OwnerState {
         self.last_seal = Some(Instant::now());
         let store = self.shards.inner.store.clone();
         let me = self.shards.inner.me.clone();
-        let mut term = store
-            .meta(shard)
-            .map_err(|e| e.to_string())?
-            .epoch
-            .map_or(0, |e| e.term)
-            + 1;
+        let previous = store.meta(shard).map_err(|e| e.to_string())?.epoch;
+        let mut term = previous.as_ref().map_or(0, |e| e.term) + 1;
         for _ in 0..SEAL_ROUNDS {
             let epoch = Epoch {
                 term,
@@ -870,7 +866,7 @@ impl OwnerState {
                             "shard {shard} moved to another owner during the seal"
                         ));
                     }
-                    info!(%shard, %epoch, "serving the shard");
+                    (self.shards.inner.metrics.events).sealed(shard, previous.as_ref(), &epoch);
                     audit::report(audit::Observation::Serving {
                         shard,
                         epoch: &epoch,
