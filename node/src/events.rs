@@ -97,17 +97,22 @@ impl Events {
 
     /// A shard's new owner (this node) starts serving it at `epoch`, taken over from the owner
     /// of the epoch its copy followed before (`previous`). Logs the ownership change once, at
-    /// info, and records it.
+    /// info (a seal by the same owner is logged as such), and records it.
     pub(crate) fn sealed(&self, shard: ShardId, previous: Option<&Epoch>, epoch: &Epoch) {
         let old_owner = previous.map(|e| e.owner.to_string());
         let new_owner = epoch.owner.to_string();
-        tracing::info!(
-            %shard,
-            old_owner = old_owner.as_deref().unwrap_or("none"),
-            %new_owner,
-            %epoch,
-            "ownership changed: serving the shard"
-        );
+        if old_owner.as_ref() == Some(&new_owner) {
+            // Same owner, new epoch (its replicas changed, or its lease came back).
+            tracing::info!(%shard, %epoch, "serving the shard under a new epoch");
+        } else {
+            tracing::info!(
+                %shard,
+                old_owner = old_owner.as_deref().unwrap_or("none"),
+                %new_owner,
+                %epoch,
+                "ownership changed"
+            );
+        }
         let text = match &old_owner {
             Some(old) if *old == new_owner => {
                 format!("shard {shard} sealed again by {new_owner} at {epoch}")
