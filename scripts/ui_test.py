@@ -157,7 +157,7 @@ def main():
     with open(os.path.join(artifacts, "cluster.pgid"), "w", encoding="utf-8") as f:
         f.write(str(cluster.pid))
     driver = None
-    traffic = Traffic(urls[:2])
+    traffic = Traffic(urls)
     failed = True
     try:
         log(f"starting {NODES} nodes from {binary} at base port {base} in {workdir}")
@@ -190,11 +190,15 @@ def main():
             return s if ok else None
         state = wait_until("3 live nodes, 64+ shards and every node's report in the DOM", 90,
                            healthy)
-        # For the picture: a window past the start-up's 503s (/readyz while joining), if the
-        # machine lets the cluster serve without errors (not asserted).
+        # For the picture: a full window (the page has polled for 10 s), past the start-up's
+        # 503s (/readyz while joining) if the machine lets the cluster serve without errors
+        # (not asserted).
+        def pictured():
+            s = healthy()
+            full = dom(driver, "return document.getElementById('window').textContent") == "10 s"
+            return s if s and full and all(" 0 errors" in n["rates"] for n in s["nodes"]) else None
         try:
-            state = wait_until("a window without errors", 30, lambda: (lambda s: s if s and all(
-                " 0 errors" in n["rates"] for n in s["nodes"]) else None)(healthy()))
+            state = wait_until("a full window without errors", 40, pictured)
         except AssertionError as error:
             log(f"{error}; taking the picture with the errors shown")
         log(f"healthy: {state['nodeCount']} nodes, {state['shardCount']} shards, "
