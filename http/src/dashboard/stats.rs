@@ -10,7 +10,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The node's clock: turmoil's under simulation.
+use tokio::time::Instant;
 
 use crate::views::{RequestStats, RouteStats};
 
