@@ -332,7 +332,7 @@ pub struct EventView {
     pub kind: String,
     /// The event in a sentence.
     pub text: String,
-    /// For membership events, the member it is about.
+    /// For membership events (and only for them), the member it is about.
     #[serde(default)]
     pub member: Option<String>,
     /// For ownership events, the shard.

@@ -20,13 +20,11 @@ pub const PAGE: &str = include_str!("page.html");
 /// Most events a view carries (each node keeps as many of its own).
 pub const MAX_EVENTS: usize = 200;
 
-/// Event kinds about membership: every node sees the same ones, so the view keeps only the
-/// serving node's (ownership events are each recorded once, by the node that acted).
-const MEMBERSHIP_KINDS: [&str; 6] = ["joined", "restarted", "ready", "leaving", "died", "alive"];
-
-/// Whether `event` is about membership (see [`MEMBERSHIP_KINDS`]).
+/// Whether `event` is about membership (it names a member). Every node sees the same
+/// membership events, so the view keeps only the serving node's; ownership events are each
+/// recorded once, by the node that acted.
 pub fn is_membership(event: &EventView) -> bool {
-    MEMBERSHIP_KINDS.contains(&event.kind.as_str())
+    event.member.is_some()
 }
 
 /// Merges the serving node's `cluster` view with every member's entry (its report or why
@@ -158,14 +156,16 @@ mod tests {
         }
     }
 
+    /// An event of `kind`; `died` is about member n3, any other about shard 1.
     fn event(node: &str, kind: &str, at_ms: u64) -> EventView {
+        let membership = kind == "died";
         EventView {
             at_ms,
             node: node.into(),
             kind: kind.into(),
             text: format!("{kind} at {at_ms}"),
-            member: None,
-            shard: None,
+            member: membership.then(|| "n3".into()),
+            shard: (!membership).then_some(1),
             old_owner: None,
             new_owner: None,
             epoch: None,
