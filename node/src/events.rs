@@ -107,7 +107,7 @@ impl Events {
         } else {
             tracing::info!(
                 %shard,
-                old_owner = old_owner.as_deref().unwrap_or("none"),
+                old_owner = %old_owner.as_deref().unwrap_or("none"),
                 %new_owner,
                 %epoch,
                 "ownership changed"

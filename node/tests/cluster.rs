@@ -268,6 +268,26 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
             },
         )
         .await;
+    // n3's shards changed owner, each logged once at info by its new owner with the shard,
+    // both owners and the epoch.
+    let changes: Vec<String> = (0..2)
+        .flat_map(|i| {
+            cluster.nodes[i]
+                .log_text()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|line| line.contains("ownership changed") && line.contains("old_owner=n3"))
+        .collect();
+    assert!(!changes.is_empty(), "no ownership change from n3 logged");
+    for line in &changes {
+        let fields = ["shard=", "new_owner=n", "epoch="];
+        assert!(
+            line.contains("INFO") && fields.iter().all(|f| line.contains(f)),
+            "{line}"
+        );
+    }
     for key in (0..10).map(|k| format!("user-{k}")) {
         let (status, body) = cluster
             .get(1, &format!("/cluster/locate/user/{key}"))
