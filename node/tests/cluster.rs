@@ -281,11 +281,20 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
         .filter(|line| line.contains("ownership changed") && line.contains("old_owner=n3"))
         .collect();
     assert!(!changes.is_empty(), "no ownership change from n3 logged");
+    let mut shards = std::collections::BTreeSet::new();
     for line in &changes {
         let fields = ["shard=", "new_owner=n", "epoch="];
         assert!(
             line.contains("INFO") && fields.iter().all(|f| line.contains(f)),
             "{line}"
+        );
+        let shard = line
+            .split("shard=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next());
+        assert!(
+            shards.insert(shard.map(str::to_owned)),
+            "logged twice: {line}"
         );
     }
     for key in (0..10).map(|k| format!("user-{k}")) {
