@@ -219,6 +219,7 @@ pub fn requests() -> Vec<Request> {
             value: 42,
             at_ms: 1_765_000_000_123,
         }),
+        Request::Report,
     ];
     requests.extend(peer_requests().into_iter().map(Request::Shard));
     requests.extend(commands().into_iter().map(|command| Request::Command {
@@ -312,6 +313,7 @@ pub fn responses() -> Vec<Response> {
         Response::TooLarge {
             message: "the change is too large".into(),
         },
+        Response::Report(r#"{"node":"n2","at_ms":1765000000123,"requests":{"window_ms":10000,"total":{"route":"all","requests":3,"per_second":0.3,"p50_ms":0.4,"p99_ms":1.2,"errors":0,"client_errors":1},"routes":[]}}"#.into()),
     ];
     let outcomes = [
         Outcome::User(user()),

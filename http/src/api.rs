@@ -10,8 +10,8 @@ use troupe_actors::users::{User, UserId, UserPatch};
 
 use crate::error::ApiError;
 use crate::views::{
-    ClusterView, ListFrom, Located, ManagerView, NearbyParty, PartyCreated, PartyLeft, PartyMember,
-    ShardCopyView, UserPage,
+    ClusterView, DashboardView, ListFrom, Located, ManagerView, NearbyParty, PartyCreated,
+    PartyLeft, PartyMember, ShardCopyView, UserPage,
 };
 
 /// Whether the node should receive traffic, with the reason when not.
@@ -34,6 +34,10 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     /// For `/cluster/shards`: this node's copies of shards. Digests walk every entity, so the
     /// node computes them off the async workers.
     fn shard_copies(&self) -> impl Future<Output = Result<Vec<ShardCopyView>, ApiError>> + Send;
+    /// For `/ui/data`: the dashboard's view, with every live member's own report (request
+    /// statistics, copies, transit, events), gathered by this node so the page works through
+    /// any node (see [`crate::dashboard`]).
+    fn dashboard(&self) -> impl Future<Output = Result<DashboardView, ApiError>> + Send;
     /// For `/cluster/locate`: served by the key's owner, forwarded there if needed.
     fn locate(
         &self,

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod routes;

@@ -99,7 +99,7 @@ impl HttpMetrics {
         }
     }
 
-    fn record(&self, labels: RequestLabels, seconds: f64) {
+    pub(crate) fn record(&self, labels: RequestLabels, seconds: f64) {
         self.latency.get_or_create(&labels).observe(seconds);
         self.requests.get_or_create(&labels).inc();
     }

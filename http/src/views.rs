@@ -227,3 +227,170 @@ pub struct NearbyParty {
     /// Participants now.
     pub participants: u32,
 }
+
+/// `GET /ui/data`: everything the dashboard (`GET /ui`) shows, gathered by the node that serves
+/// the page from its own view and every live member's [`NodeReport`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DashboardView {
+    /// The serving node's view of the cluster: members by region, status, generation and
+    /// liveness, and the shard table (owner and replicas).
+    pub cluster: ClusterView,
+    /// When the view was gathered, Unix milliseconds on the serving node's clock.
+    pub at_ms: u64,
+    /// One entry per member, in member order: its own report, or why there is none.
+    pub nodes: Vec<NodeEntry>,
+    /// Every shard, in shard order: where its serving owner stands, and the nodes moving it.
+    pub shards: Vec<ShardState>,
+    /// The party managers, by region then name: each is a shard of its own.
+    pub managers: Vec<ManagerRow>,
+    /// Recent events, newest first: membership as the serving node saw it, ownership as each
+    /// node that took a shard over or handed one off reported it.
+    pub events: Vec<EventView>,
+}
+
+/// One member in [`DashboardView`]: its report, or why the serving node has none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// Node id.
+    pub node: String,
+    /// What the node reported about itself.
+    pub report: Option<NodeReport>,
+    /// Why there is no report (the node is dead, or did not answer in time).
+    pub error: Option<String>,
+}
+
+/// What one node reports about itself: its request statistics (from its own metrics), the
+/// positions of its copies, its shards in transit and its recent events. Nodes exchange it as
+/// JSON, so the dashboard can change without changing the inter-node protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The reporting node.
+    pub node: String,
+    /// When it reported, Unix milliseconds on its clock.
+    pub at_ms: u64,
+    /// Its HTTP requests over the last few seconds.
+    pub requests: RequestStats,
+    /// The shards it holds a copy of (those with an epoch), in shard order.
+    #[serde(default)]
+    pub copies: Vec<CopyView>,
+    /// The shards it is moving right now (as in [`ClusterView::transit`]).
+    #[serde(default)]
+    pub transit: Vec<TransitView>,
+    /// Its recent events, oldest first.
+    #[serde(default)]
+    pub events: Vec<EventView>,
+}
+
+/// One copy of a shard in a [`NodeReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyView {
+    /// Shard number.
+    pub shard: u32,
+    /// The epoch the copy follows, as `term@owner`.
+    pub epoch: Option<String>,
+    /// Last applied change.
+    pub applied: u64,
+    /// Whether the reporting node serves the shard as its owner.
+    pub serving: bool,
+}
+
+/// A node's HTTP requests over a recent window, per route and in all, from its own request
+/// metrics (`troupe_http_request_duration_seconds`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestStats {
+    /// The window the rates and percentiles cover, in milliseconds.
+    pub window_ms: u64,
+    /// Every route but the dashboard's own (`/ui...`), together.
+    pub total: RouteStats,
+    /// Each route with requests in the window, busiest first.
+    pub routes: Vec<RouteStats>,
+}
+
+/// Requests of one route (or of all) in [`RequestStats`]'s window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteStats {
+    /// Route pattern, `unmatched`, or `all`.
+    pub route: String,
+    /// Requests answered in the window.
+    pub requests: u64,
+    /// Requests per second.
+    pub per_second: f64,
+    /// Median latency in milliseconds (within its histogram bucket), absent without requests.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency in milliseconds, absent without requests.
+    pub p99_ms: Option<f64>,
+    /// Requests answered with a 5xx status: the node failed them.
+    pub errors: u64,
+    /// Requests answered with a 4xx status: the client's mistakes (or a missing entity).
+    pub client_errors: u64,
+}
+
+/// One membership or ownership event a node recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    /// When, Unix milliseconds on the recording node's clock.
+    pub at_ms: u64,
+    /// The node that recorded it.
+    pub node: String,
+    /// `joined`, `restarted`, `ready`, `leaving`, `died`, `alive` (membership) or `sealed`,
+    /// `handed-off` (ownership).
+    pub kind: String,
+    /// The event in a sentence.
+    pub text: String,
+    /// For membership events (and only for them), the member it is about.
+    #[serde(default)]
+    pub member: Option<String>,
+    /// For ownership events, the shard.
+    #[serde(default)]
+    pub shard: Option<u32>,
+    /// For ownership events, the owner before (absent for a copy that followed no epoch).
+    #[serde(default)]
+    pub old_owner: Option<String>,
+    /// For ownership events, the owner after.
+    #[serde(default)]
+    pub new_owner: Option<String>,
+    /// For `sealed`, the new epoch, as `term@owner`.
+    #[serde(default)]
+    pub epoch: Option<String>,
+}
+
+/// One shard in [`DashboardView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardState {
+    /// Shard number.
+    pub shard: u32,
+    /// The node serving it as owner, if one reported so.
+    pub served_by: Option<String>,
+    /// The epoch of that copy (or, while nobody serves it, of the placement owner's copy).
+    pub epoch: Option<String>,
+    /// The applied position of that copy.
+    pub applied: Option<u64>,
+    /// The nodes moving the shard right now, and how far each is.
+    pub transit: Vec<TransitAt>,
+}
+
+/// A node moving a shard, in [`ShardState`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitAt {
+    /// The node.
+    pub node: String,
+    /// Its state, as in [`TransitView::state`].
+    pub state: String,
+    /// Its copy's applied position.
+    pub applied: u64,
+}
+
+/// A party manager in [`DashboardView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerRow {
+    /// The manager's region.
+    pub region: String,
+    /// The manager (`<region>/m<k>`).
+    pub manager: String,
+    /// Its shard.
+    pub shard: u32,
+    /// The node hosting it (the shard's owner), absent when no node is ready.
+    pub owner: Option<String>,
+    /// Its replicas, in order.
+    pub replicas: Vec<String>,
+}

@@ -129,12 +129,16 @@ async fn run_node(
     .await?;
     let mut registry = Registry::default();
     let node_metrics = NodeMetrics::register(&mut registry);
+    node_metrics.events.set_node(&config.node_id);
     storage.register_metrics(&mut registry);
     let http_metrics = HttpMetrics::register(&mut registry);
     let me = config.node_id.clone();
     let observer = {
         let (metrics, me) = (node_metrics.clone(), me.clone());
-        move |t: &topology::Topology| metrics.observe(&me, &t.membership, &t.table)
+        move |t: &topology::Topology| {
+            metrics.observe(&me, &t.membership, &t.table);
+            metrics.events.observe_membership(&t.membership);
+        }
     };
     let topology = topology::track(
         &membership,
@@ -190,6 +194,7 @@ async fn run_node(
             aggregator: Default::default(),
             metrics: node_metrics,
             registry,
+            requests: Default::default(),
             joined: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
         }),

@@ -54,7 +54,10 @@ pub async fn hand_off(node: &Node, timeout: Duration) -> HandOff {
         let mut still = Vec::new();
         for (shard, served_by) in join_all(checks).await {
             match served_by {
-                Some(owner) => outcome.handed.push((shard, owner)),
+                Some(owner) => {
+                    node.inner.metrics.events.handed_off(shard, &owner);
+                    outcome.handed.push((shard, owner));
+                }
                 None => still.push(shard),
             }
         }

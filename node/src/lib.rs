@@ -7,6 +7,8 @@
 //! - [`handoff`]: a stopping node handing its shards to their next owners.
 //! - [`precopy`]: a joining node receiving the shards it will hold before it becomes ready.
 //! - [`node`]: the running node as the HTTP edge and peers see it.
+//! - [`dashboard`], [`events`]: what the live dashboard (`/ui`) shows of this node and gathers
+//!   from the others; the node's recent membership and ownership events.
 //! - [`routing`]: serve locally or forward to the owner, with bounded retries.
 //! - [`protocol`]: what nodes say to each other: the calls and answers that [`rpc`] carries
 //!   for routing and the services, with the shard layer's own peer protocol nested in them.
@@ -30,6 +32,8 @@ pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod dashboard;
+pub mod events;
 pub mod handoff;
 pub mod ids;
 pub mod layout;

@@ -73,6 +73,9 @@ pub struct NodeMetrics {
     /// Commands refused with 503 because their shard owner's queue was full
     /// (the shard layer's `MAX_PENDING_PER_SHARD`).
     pub shard_queue_rejections: Counter,
+    /// The node's recent membership and ownership events, for the dashboard. Here so the
+    /// shard layer, which holds these handles, records where a shard changes owner.
+    pub events: crate::events::Events,
     members: Family<StatusLabel, Gauge>,
     units: Family<RoleLabel, Gauge>,
     lease_held: Gauge,

@@ -14,8 +14,9 @@ use troupe_actors::parties::{CreateParty, JoinParty, NearbySearch, Party};
 use troupe_actors::sessions::{SessionReply, SessionUser};
 use troupe_actors::users::{User, UserId, UserPatch};
 use troupe_http::views::{
-    ClusterView, GossipTablesView, ListFrom, Located, ManagerView, MemberView, NearbyParty,
-    PartyCreated, PartyLeft, PartyMember, ShardCopyView, ShardView, TransitView, UserPage,
+    ClusterView, DashboardView, GossipTablesView, ListFrom, Located, ManagerView, MemberView,
+    NearbyParty, PartyCreated, PartyLeft, PartyMember, ShardCopyView, ShardView, TransitView,
+    UserPage,
 };
 use troupe_http::{ApiError, NodeApi, Readiness};
 
@@ -55,6 +56,8 @@ pub(crate) struct NodeInner {
     pub(crate) aggregator: services::integers::LocalAggregator,
     pub(crate) metrics: NodeMetrics,
     pub(crate) registry: Registry,
+    /// Recent samples of this node's request metrics, for the dashboard's rates.
+    pub(crate) requests: troupe_http::dashboard::RequestSampler,
     /// Set once this node has joined and published `ready`.
     pub(crate) joined: AtomicBool,
     /// Set when shutdown starts: the node no longer claims readiness.
@@ -85,6 +88,7 @@ impl Node {
             },
             Request::Locate { kind, key } => self.locate_here(kind, key),
             Request::Integer(sample) => self.inner.aggregator.deliver(sample),
+            Request::Report => crate::dashboard::answer(self),
             Request::Command {
                 shard,
                 command,
@@ -292,6 +296,10 @@ impl NodeApi for Node {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    async fn dashboard(&self) -> Result<DashboardView, ApiError> {
+        Ok(crate::dashboard::gather(self).await)
     }
 
     async fn locate(&self, kind: String, key: String) -> Result<Located, ApiError> {

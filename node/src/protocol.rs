@@ -22,7 +22,8 @@ use crate::shard::{Peer, PeerError, PeerReply, PeerRequest, Peers, Refusal};
 /// Version of the message set below, and of the transport's bytes that carry it
 /// ([`Call::PROTOCOL_VERSION`]); bumped on any incompatible change of either. 8: the shard
 /// layer's peer requests and answers travel nested in [`Request::Shard`] and
-/// [`Response::Shard`] (decision 028).
+/// [`Response::Shard`] (decision 028); and
+/// [`Request::Report`] asks a member for its dashboard report (decision 026).
 pub const PROTOCOL_VERSION: u16 = 8;
 
 /// What one node asks another.
@@ -63,13 +64,16 @@ pub enum Request {
     /// The shard layer's peer protocol: one holder of a shard to another, or a lease check
     /// (answered with [`Response::Shard`] or a refusal).
     Shard(PeerRequest),
+    /// The receiver's own dashboard report (`crate::dashboard`), answered with
+    /// [`Response::Report`]; from any member.
+    Report,
 }
 
 impl Request {
     /// The shard a shard-layer request is about.
     pub fn shard(&self) -> Option<ShardId> {
         match self {
-            Self::Ping | Self::Locate { .. } | Self::Integer(_) => None,
+            Self::Ping | Self::Locate { .. } | Self::Integer(_) | Self::Report => None,
             Self::Command { shard, .. } | Self::Read { shard, .. } => Some(*shard),
             Self::Shard(request) => request.shard(),
         }
@@ -137,6 +141,9 @@ pub enum Response {
     /// Answer to [`Request::Shard`] when the receiver carried it out (a refusal travels as
     /// the variant of its kind above).
     Shard(PeerReply),
+    /// Answer to [`Request::Report`]: the node's `troupe_http::views::NodeReport` as JSON, so
+    /// the dashboard's report can change without changing this protocol.
+    Report(String),
 }
 
 impl Response {

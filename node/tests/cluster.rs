@@ -73,6 +73,14 @@ async fn key_owned_by(cluster: &TestCluster, node: &str) -> String {
     panic!("no key owned by {node} among 1000 probes");
 }
 
+/// Node `node`'s entry in a dashboard view (`/ui/data`).
+fn dashboard_entry<'a>(view: &'a Value, node: &str) -> &'a Value {
+    view["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["node"] == node))
+        .unwrap_or_else(|| panic!("{node} not on the dashboard: {view}"))
+}
+
 fn generation_of(view: &Value, node: &str) -> Option<u64> {
     view["members"]
         .as_array()?
@@ -277,6 +285,23 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
     every_metric_is_documented(&metrics);
     status_and_explain_describe_the_running_cluster(&cluster).await;
 
+    // The dashboard served by one node shows every node's own request statistics: each one
+    // answered locate calls above.
+    let (status, dashboard) = cluster.get(1, "/ui/data").await.expect("dashboard data");
+    assert_eq!(status, 200, "{dashboard}");
+    for node in ["n1", "n2", "n3"] {
+        let routes = &dashboard_entry(&dashboard, node)["report"]["requests"]["routes"];
+        let located = routes.as_array().is_some_and(|routes| {
+            routes.iter().any(|r| {
+                r["route"] == "/cluster/locate/{kind}/{key}" && r["requests"].as_u64() > Some(0)
+            })
+        });
+        assert!(located, "{node} reports no locate calls: {routes}");
+    }
+    assert!(dashboard["shards"]
+        .as_array()
+        .is_some_and(|s| s.len() >= 64));
+
     // SIGKILL n3: the others mark it dead and take over its shards.
     let (_, before) = cluster.get(0, "/cluster").await.expect("view");
     let old_generation = generation_of(&before, "n3").expect("n3 listed");
@@ -325,6 +350,55 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
         .find(|m| m["node_id"] == "n3")
         .expect("dead n3 still listed");
     assert_eq!(n3["live"], false);
+    // The dashboard shows n3 dead, without a report, and its shards sealed by their new owners.
+    cluster
+        .wait_for(
+            "the dashboard to show n3 died and its shards taken over",
+            Duration::from_secs(30),
+            || async {
+                let (_, view) = cluster.get(0, "/ui/data").await.ok()?;
+                let events = view["events"].as_array()?;
+                let died = events
+                    .iter()
+                    .any(|e| e["kind"] == "died" && e["member"] == "n3");
+                let taken = events
+                    .iter()
+                    .any(|e| e["kind"] == "sealed" && e["old_owner"] == "n3");
+                let entry = dashboard_entry(&view, "n3");
+                (died && taken && entry["report"].is_null() && entry["error"].is_string())
+                    .then_some(())
+            },
+        )
+        .await;
+    // n3's shards changed owner, each logged once at info by its new owner with the shard,
+    // both owners and the epoch.
+    let changes: Vec<String> = (0..2)
+        .flat_map(|i| {
+            cluster.nodes[i]
+                .log_text()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|line| line.contains("ownership changed") && line.contains("old_owner=n3"))
+        .collect();
+    assert!(!changes.is_empty(), "no ownership change from n3 logged");
+    let mut shards = std::collections::BTreeSet::new();
+    for line in &changes {
+        let fields = ["shard=", "new_owner=n", "epoch="];
+        assert!(
+            line.contains("INFO") && fields.iter().all(|f| line.contains(f)),
+            "{line}"
+        );
+        let shard = line
+            .split("shard=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next());
+        assert!(
+            shards.insert(shard.map(str::to_owned)),
+            "logged twice: {line}"
+        );
+    }
     for key in (0..10).map(|k| format!("user-{k}")) {
         let (status, body) = cluster
             .get(1, &format!("/cluster/locate/user/{key}"))

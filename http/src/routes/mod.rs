@@ -9,6 +9,7 @@ mod parties;
 mod sessions;
 #[cfg(test)]
 mod test_node;
+mod ui;
 mod users;
 
 use axum::extract::DefaultBodyLimit;
@@ -39,7 +40,8 @@ pub enum Surface {
     All,
     /// The API and the probes only.
     Api,
-    /// The operator's views (`/cluster...`, `/metrics`) and the probes only.
+    /// The operator's views (`/cluster...`, `/metrics`, the dashboard `/ui`) and the probes
+    /// only.
     Admin,
 }
 
@@ -74,9 +76,12 @@ pub fn router<N: NodeApi>(
     Edge::new(router, admission)
 }
 
-/// The operator's views of the cluster.
+/// The operator's views of the cluster, the dashboard among them.
 fn operator_routes<N: NodeApi>() -> Router<N> {
     Router::new()
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
+        .route("/ui/data", get(ui::data::<N>))
         .route("/cluster", get(admin::cluster::<N>))
         .route("/cluster/shards", get(admin::shard_copies::<N>))
         .route("/cluster/locate/{kind}/{key}", get(admin::locate::<N>))

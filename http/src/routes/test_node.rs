@@ -24,8 +24,8 @@ use crate::api::{NodeApi, Readiness};
 use crate::error::ApiError;
 use crate::metrics::HttpMetrics;
 use crate::views::{
-    ClusterView, ListFrom, Located, ManagerView, NearbyParty, PartyCreated, PartyLeft, PartyMember,
-    ShardCopyView, UserPage,
+    ClusterView, DashboardView, ListFrom, Located, ManagerView, NearbyParty, NodeEntry, NodeReport,
+    PartyCreated, PartyLeft, PartyMember, ShardCopyView, UserPage,
 };
 
 /// Body bound of the router under test.
@@ -108,6 +108,27 @@ impl NodeApi for MemoryNode {
 
     async fn shard_copies(&self) -> Result<Vec<ShardCopyView>, ApiError> {
         Ok(Vec::new())
+    }
+
+    async fn dashboard(&self) -> Result<DashboardView, ApiError> {
+        let report = NodeReport {
+            node: "n1".into(),
+            at_ms: 0,
+            requests: crate::dashboard::RequestSampler::new().observe(&self.render_metrics()),
+            copies: Vec::new(),
+            transit: Vec::new(),
+            events: Vec::new(),
+        };
+        let entry = NodeEntry {
+            node: "n1".into(),
+            report: Some(report),
+            error: None,
+        };
+        Ok(crate::dashboard::assemble(
+            self.cluster_view(),
+            vec![entry],
+            0,
+        ))
     }
 
     async fn locate(&self, kind: String, key: String) -> Result<Located, ApiError> {

@@ -128,6 +128,9 @@ pub struct OwnerState {
     fenced_until: Option<Instant>,
     /// Seal attempts failed in a row.
     failed_seals: u32,
+    /// The epoch the shard followed before this takeover's first seal attempt (a failed one
+    /// leaves this node's own epoch stored): whose ownership the seal ends, for the event.
+    sealing_from: Option<Option<Epoch>>,
     /// Jobs this actor has a finish timer for, and the attempt that timer finishes.
     running: HashMap<String, u32>,
     /// When those timers fire.
@@ -215,6 +218,7 @@ impl Actor for ShardOwner {
             last_seal: None,
             fenced_until: None,
             failed_seals: 0,
+            sealing_from: None,
             running: HashMap::new(),
             finishes: FinishTimers::default(),
             jobs_resumed: false,
@@ -850,12 +854,9 @@ impl OwnerState {
         self.last_seal = Some(Instant::now());
         let store = self.shards.inner.store.clone();
         let me = self.shards.inner.me.clone();
-        let mut term = store
-            .meta(shard)
-            .map_err(|e| e.to_string())?
-            .epoch
-            .map_or(0, |e| e.term)
-            + 1;
+        let stored = store.meta(shard).map_err(|e| e.to_string())?.epoch;
+        let mut term = stored.as_ref().map_or(0, |e| e.term) + 1;
+        let previous = self.sealing_from.get_or_insert(stored).clone();
         for _ in 0..SEAL_ROUNDS {
             let epoch = Epoch {
                 term,
@@ -871,7 +872,12 @@ impl OwnerState {
                             "shard {shard} moved to another owner during the seal"
                         ));
                     }
-                    info!(%shard, %epoch, "serving the shard");
+                    self.sealing_from = None;
+                    self.shards
+                        .inner
+                        .metrics
+                        .events
+                        .sealed(shard, previous.as_ref(), &epoch);
                     audit::report(audit::Observation::Serving {
                         shard,
                         epoch: &epoch,
