@@ -294,6 +294,10 @@ impl SimCluster {
 
     /// Steps the simulation until `host`'s node has exited, within `within`.
     pub fn run_until_stopped(&mut self, host: &str, within: Duration) -> turmoil::Result {
+        self.unobserved(|cluster| cluster.step_until_stopped(host, within))
+    }
+
+    fn step_until_stopped(&mut self, host: &str, within: Duration) -> turmoil::Result {
         let start = self.sim.elapsed();
         while self.sim.is_host_running(host) {
             if self.sim.elapsed() - start > within {
@@ -435,7 +439,35 @@ impl SimCluster {
         }
     }
 
-    /// Steps the simulation for `duration` of simulated time.
+    /// Steps the simulation for `duration` with the observer paused, for a phase that only
+    /// lets time pass (the workload runs, a fault lasts). The views are forgotten at its end,
+    /// so a predicate after it sees only answers to requests sent after it.
+    pub fn pass(&mut self, duration: Duration) -> turmoil::Result {
+        self.unobserved(|cluster| cluster.step_for(duration))
+    }
+
+    /// Steps the simulation until `done` (a client's flag, not the views) holds, with the
+    /// observer paused, and returns the simulated time it took; fails once `within` has passed
+    /// without it. The views are forgotten at its end, as after [`Self::pass`].
+    pub fn wait_for(
+        &mut self,
+        within: Duration,
+        what: &str,
+        done: impl Fn() -> bool,
+    ) -> turmoil::Result<Duration> {
+        self.unobserved(|cluster| cluster.run_until(within, what, |_| done()))
+    }
+
+    /// Runs `phase` with the observer paused, then forgets the views it had.
+    fn unobserved<R>(&mut self, phase: impl FnOnce(&mut Self) -> R) -> R {
+        self.observations.pause(true);
+        let result = phase(self);
+        self.observations.pause(false);
+        self.forget_views();
+        result
+    }
+
+    /// Steps the simulation for `duration` of simulated time, the observer polling as usual.
     pub fn step_for(&mut self, duration: Duration) -> turmoil::Result {
         let until = self.sim.elapsed() + duration;
         while self.sim.elapsed() < until {

@@ -120,22 +120,20 @@ mod tests {
 
     /// A host that reads the clocks every 50 ms until `exit` is set, then exits (as a node
     /// that was stopped gracefully does).
-    fn reader(
-        readings: Rc<RefCell<Vec<Reading>>>,
-        exit: Rc<Cell<bool>>,
-    ) -> impl std::future::Future<Output = turmoil::Result> {
-        async move {
-            while !exit.get() {
-                readings.borrow_mut().push(Reading {
-                    simulated: turmoil::sim_elapsed().ok_or("in a host")?,
-                    wall: SystemTime::now().duration_since(UNIX_EPOCH)? - EPOCH,
-                    monotonic: Instant::now(),
-                });
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Ok(())
+    async fn reader(readings: Rc<RefCell<Vec<Reading>>>, exit: Rc<Cell<bool>>) -> turmoil::Result {
+        while !exit.get() {
+            readings.borrow_mut().push(Reading {
+                simulated: turmoil::sim_elapsed().ok_or("in a host")?,
+                wall: SystemTime::now().duration_since(UNIX_EPOCH)? - EPOCH,
+                monotonic: Instant::now(),
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
     }
+
+    /// What the harness read between steps: simulated time, and the wall clock since the epoch.
+    type HarnessReadings = Vec<(Duration, Duration)>;
 
     fn step_for(sim: &mut turmoil::Sim<'_>, duration: Duration) -> turmoil::Result {
         let until = sim.elapsed() + duration;
@@ -147,7 +145,7 @@ mod tests {
 
     /// Runs a host that is crashed and bounced, then stops by itself and is bounced again, and
     /// returns what it read, and what the harness read between steps, with simulated time.
-    fn bounced_host() -> Result<(Vec<Reading>, Vec<(Duration, Duration)>), String> {
+    fn bounced_host() -> Result<(Vec<Reading>, HarnessReadings), String> {
         let readings: Rc<RefCell<Vec<Reading>>> = Rc::default();
         let exit: Rc<Cell<bool>> = Rc::default();
         let mut sim = turmoil::Builder::new()
@@ -205,7 +203,10 @@ mod tests {
         }
         for pair in readings.windows(2) {
             let (a, b) = (pair[0], pair[1]);
-            assert!(b.monotonic >= a.monotonic, "monotonic went back: {a:?}, {b:?}");
+            assert!(
+                b.monotonic >= a.monotonic,
+                "monotonic went back: {a:?}, {b:?}"
+            );
             let (steady, simulated) = (b.monotonic - a.monotonic, b.simulated - a.simulated);
             assert!(
                 steady.abs_diff(simulated) <= TICK,
@@ -214,7 +215,10 @@ mod tests {
         }
         for (simulated, wall) in &harness {
             // Between steps the time last read stands: never ahead of simulated time.
-            assert!(*wall <= *simulated + TICK, "the harness read {wall:?} at {simulated:?}");
+            assert!(
+                *wall <= *simulated + TICK,
+                "the harness read {wall:?} at {simulated:?}"
+            );
         }
         Ok(())
     }
