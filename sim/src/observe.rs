@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use troupe_http::views::{ClusterView, MemberView, ShardView};
 
 use crate::http;
@@ -33,6 +34,9 @@ pub struct Observations {
     views: Arc<Mutex<BTreeMap<String, Arc<ClusterView>>>>,
     /// Set while paused: the pollers keep their schedule but send nothing.
     paused: Arc<AtomicBool>,
+    /// Wakes the pollers when the pause ends, so each asks at once rather than up to a poll
+    /// interval later: a time measured from the end of a pause is late by a round trip only.
+    resumed: Arc<Notify>,
     /// Counts [`Observations::clear`]s: an answer to a request sent before the last clear is
     /// not recorded, so a predicate never sees a view asked for before a fault.
     cleared: Arc<AtomicU64>,
@@ -55,6 +59,9 @@ impl Observations {
     /// request; the views it had stay until cleared.
     pub fn pause(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
+        if !paused {
+            self.resumed.notify_waiters();
+        }
     }
 
     fn paused(&self) -> bool {
@@ -201,7 +208,11 @@ async fn poll(host: String, observations: Observations) {
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            biased;
+            _ = observations.resumed.notified() => tick.reset(),
+            _ = tick.tick() => {}
+        }
         if observations.paused() {
             continue;
         }
