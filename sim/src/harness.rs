@@ -41,8 +41,13 @@ pub const LOG_ENV: &str = "TROUPE_SIM_LOG";
 
 /// Longest a simulation may run, in simulated time (turmoil fails the run past it).
 const SIM_DURATION: Duration = Duration::from_secs(300);
-/// Simulated time per step.
-const TICK: Duration = Duration::from_millis(2);
+/// Simulated time per step. turmoil steps every host's runtime and walks every link on each
+/// one, whether anything happens or not, so this sets a floor under a run's cost: 4 ms costs
+/// about a fifth less than 2 ms (docs/SIMULATION.md, "Cost of a run"). Inside a host, timers
+/// still fire at their own times; only messages between hosts are delivered on a step, a
+/// tick after they are due at most, against latencies of up to 100 ms and protocol
+/// deadlines of 50 ms and more.
+const TICK: Duration = Duration::from_millis(4);
 /// How often `run_until` evaluates its predicate, in simulated time.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
 /// Longest a message between two hosts takes without a latency fault (turmoil's default).
