@@ -1,5 +1,6 @@
 //! A simulated Troupe cluster: N turmoil hosts `n1..nN`, each running the real
-//! [`troupe_node::boot::run`], plus an observer client polling every node's `/cluster`.
+//! [`troupe_node::boot::run`], plus an observer client polling every node's `/cluster` (paused
+//! while a scenario only lets time pass or waits for a client: [`SimCluster::pass`]).
 //!
 //! Tests read like the protocol: start a cluster, inject a fault ([`SimCluster::crash`],
 //! [`SimCluster::isolate`], ...), then [`SimCluster::run_until`] a predicate over the nodes'
