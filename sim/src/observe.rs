@@ -306,6 +306,19 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_to_a_request_sent_before_the_views_were_forgotten_is_not_recorded() {
+        let observations = Observations::default();
+        let answer = || Some(view("n1", &["n1"], Vec::new()).as_ref().clone());
+        let asked = observations.clears();
+        observations.clear();
+        observations.record("n1", answer(), asked);
+        assert!(observations.snapshot().of("n1").is_none());
+        let asked = observations.clears();
+        observations.record("n1", answer(), asked);
+        assert!(observations.snapshot().of("n1").is_some());
+    }
+
+    #[test]
     fn a_missing_or_repeated_member_or_another_table_is_not_converged() {
         let hosts = vec!["n1".to_owned(), "n2".to_owned()];
         let table = || vec![shard(0, "n1", &["n2"])];
