@@ -1,5 +1,6 @@
 //! A simulated Troupe cluster: N turmoil hosts `n1..nN`, each running the real
-//! [`troupe_node::boot::run`], plus an observer client polling every node's `/cluster`.
+//! [`troupe_node::boot::run`], plus an observer client polling every node's `/cluster` (paused
+//! while a scenario only lets time pass or waits for a client: [`SimCluster::pass`]).
 //!
 //! Tests read like the protocol: start a cluster, inject a fault ([`SimCluster::crash`],
 //! [`SimCluster::isolate`], ...), then [`SimCluster::run_until`] a predicate over the nodes'
@@ -41,8 +42,13 @@ pub const LOG_ENV: &str = "TROUPE_SIM_LOG";
 
 /// Longest a simulation may run, in simulated time (turmoil fails the run past it).
 const SIM_DURATION: Duration = Duration::from_secs(300);
-/// Simulated time per step.
-const TICK: Duration = Duration::from_millis(2);
+/// Simulated time per step. turmoil steps every host's runtime and walks every link on each
+/// one, whether anything happens or not, so this sets a floor under a run's cost: 4 ms costs
+/// about a fifth less than 2 ms (docs/SIMULATION.md, "Cost of a run"). Inside a host, timers
+/// still fire at their own times; only messages between hosts are delivered on a step, a
+/// tick after they are due at most, against latencies of up to 100 ms and protocol
+/// deadlines of 50 ms and more.
+const TICK: Duration = Duration::from_millis(4);
 /// How often `run_until` evaluates its predicate, in simulated time.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
 /// Longest a message between two hosts takes without a latency fault (turmoil's default).
@@ -294,6 +300,10 @@ impl SimCluster {
 
     /// Steps the simulation until `host`'s node has exited, within `within`.
     pub fn run_until_stopped(&mut self, host: &str, within: Duration) -> turmoil::Result {
+        self.unobserved(|cluster| cluster.step_until_stopped(host, within))
+    }
+
+    fn step_until_stopped(&mut self, host: &str, within: Duration) -> turmoil::Result {
         let start = self.sim.elapsed();
         while self.sim.is_host_running(host) {
             if self.sim.elapsed() - start > within {
@@ -435,7 +445,35 @@ impl SimCluster {
         }
     }
 
-    /// Steps the simulation for `duration` of simulated time.
+    /// Steps the simulation for `duration` with the observer paused, for a phase that only
+    /// lets time pass (the workload runs, a fault lasts). The views are forgotten at its end,
+    /// so a predicate after it sees only answers to requests sent after it.
+    pub fn pass(&mut self, duration: Duration) -> turmoil::Result {
+        self.unobserved(|cluster| cluster.step_for(duration))
+    }
+
+    /// Steps the simulation until `done` (a client's flag, not the views) holds, with the
+    /// observer paused, and returns the simulated time it took; fails once `within` has passed
+    /// without it. The views are forgotten at its end, as after [`Self::pass`].
+    pub fn wait_for(
+        &mut self,
+        within: Duration,
+        what: &str,
+        done: impl Fn() -> bool,
+    ) -> turmoil::Result<Duration> {
+        self.unobserved(|cluster| cluster.run_until(within, what, |_| done()))
+    }
+
+    /// Runs `phase` with the observer paused, then forgets the views it had.
+    fn unobserved<R>(&mut self, phase: impl FnOnce(&mut Self) -> R) -> R {
+        self.observations.pause(true);
+        let result = phase(self);
+        self.observations.pause(false);
+        self.forget_views();
+        result
+    }
+
+    /// Steps the simulation for `duration` of simulated time, the observer polling as usual.
     pub fn step_for(&mut self, duration: Duration) -> turmoil::Result {
         let until = self.sim.elapsed() + duration;
         while self.sim.elapsed() < until {

@@ -97,7 +97,7 @@ pub enum Outcome {
 /// One request of one client.
 #[derive(Clone, Debug)]
 pub struct Event {
-    /// The client host that sent it (`final` for the reads after the faults).
+    /// The client that sent it (`final` for the reads after the faults).
     pub client: String,
     /// The node it was sent to.
     pub node: String,

@@ -6,9 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use troupe_http::views::{ClusterView, MemberView, ShardView};
 
 use crate::http;
@@ -23,9 +25,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 /// Each answer is kept behind an `Arc`, so a snapshot copies references, not views: tests take
 /// one every 10 ms of simulated time, and at 100 nodes copying the views themselves (100
 /// members each) was most of the real time of a run.
+///
+/// The observer can be paused ([`Observations::pause`]) while nobody reads the views: each poll
+/// is an HTTP request a node answers with its whole view, and a run spends about half its
+/// simulated time in phases that only let time pass or wait for a client.
 #[derive(Clone, Default)]
 pub struct Observations {
     views: Arc<Mutex<BTreeMap<String, Arc<ClusterView>>>>,
+    /// Set while paused: the pollers keep their schedule but send nothing.
+    paused: Arc<AtomicBool>,
+    /// Wakes the pollers when the pause ends, so each asks at once rather than up to a poll
+    /// interval later: a time measured from the end of a pause is late by a round trip only.
+    resumed: Arc<Notify>,
+    /// Counts [`Observations::clear`]s: an answer to a request sent before the last clear is
+    /// not recorded, so a predicate never sees a view asked for before a fault.
+    cleared: Arc<AtomicU64>,
 }
 
 impl Observations {
@@ -34,13 +48,37 @@ impl Observations {
         Views(self.lock().clone())
     }
 
-    /// Forgets every view, so that only answers given from now on count.
+    /// Forgets every view, so that only answers to requests sent from now on count.
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut views = self.lock();
+        self.cleared.fetch_add(1, Ordering::Relaxed);
+        views.clear();
     }
 
-    fn record(&self, host: &str, view: Option<ClusterView>) {
+    /// Pauses the observer (`true`) or lets it poll again (`false`). A paused observer sends no
+    /// request; the views it had stay until cleared.
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        if !paused {
+            self.resumed.notify_waiters();
+        }
+    }
+
+    fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    fn clears(&self) -> u64 {
+        self.cleared.load(Ordering::Relaxed)
+    }
+
+    /// Records `host`'s answer to a request sent when [`Self::clears`] was `asked`, unless the
+    /// views were cleared since.
+    fn record(&self, host: &str, view: Option<ClusterView>, asked: u64) {
         let mut views = self.lock();
+        if self.clears() != asked {
+            return;
+        }
         match view {
             Some(view) => views.insert(host.to_owned(), Arc::new(view)),
             None => views.remove(host),
@@ -170,12 +208,20 @@ async fn poll(host: String, observations: Observations) {
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            biased;
+            _ = observations.resumed.notified() => tick.reset(),
+            _ = tick.tick() => {}
+        }
+        if observations.paused() {
+            continue;
+        }
+        let asked = observations.clears();
         let view = tokio::time::timeout(REQUEST_TIMEOUT, get_cluster(&host))
             .await
             .ok()
             .and_then(Result::ok);
-        observations.record(&host, view);
+        observations.record(&host, view, asked);
     }
 }
 
@@ -258,6 +304,19 @@ mod tests {
         let mut shuffled = hosts.clone();
         shuffled.rotate_left(3);
         assert!(views.converged(&shuffled));
+    }
+
+    #[test]
+    fn an_answer_to_a_request_sent_before_the_views_were_forgotten_is_not_recorded() {
+        let observations = Observations::default();
+        let answer = || Some(view("n1", &["n1"], Vec::new()).as_ref().clone());
+        let asked = observations.clears();
+        observations.clear();
+        observations.record("n1", answer(), asked);
+        assert!(observations.snapshot().of("n1").is_none());
+        let asked = observations.clears();
+        observations.record("n1", answer(), asked);
+        assert!(observations.snapshot().of("n1").is_some());
     }
 
     #[test]

@@ -302,7 +302,8 @@ pub fn partition_repair(seed: u64) -> turmoil::Result<Measurements> {
     Ok(measured)
 }
 
-/// Client hosts driving the workload in every workload scenario.
+/// Clients driving the workload in every workload scenario (tasks of one client host,
+/// [`workload::side_by_side`]).
 pub const CLIENTS: usize = 4;
 /// Workload before the first fault, and again once the cluster has recovered.
 const CALM: Duration = Duration::from_secs(5);
@@ -397,7 +398,7 @@ pub fn workload_slow(seed: u64) -> turmoil::Result<Measurements> {
         let max = Duration::from_millis(rng.random_range(300..2_000));
         let lasts = Duration::from_millis(rng.random_range(5_000..15_000));
         cluster.slow_down(max);
-        cluster.step_for(lasts)?;
+        cluster.pass(lasts)?;
         cluster.speed_up();
         Ok(vec![("latency up to", max), ("links slow for", lasts)])
     })
@@ -410,7 +411,7 @@ pub fn workload_lossy(seed: u64) -> turmoil::Result<Measurements> {
         let percent = rng.random_range(10..=50u64);
         let lasts = Duration::from_millis(rng.random_range(5_000..15_000));
         cluster.lose_gossip(percent as f64 / 100.0);
-        cluster.step_for(lasts)?;
+        cluster.pass(lasts)?;
         cluster.lose_gossip(0.0);
         Ok(vec![("gossip lossy for", lasts)])
     })
@@ -446,7 +447,7 @@ pub fn workload_churn(seed: u64) -> turmoil::Result<Measurements> {
         let away = Duration::from_millis(rng.random_range(1_000..8_000));
         cluster.stop(&leaver);
         cluster.run_until_stopped(&leaver, within(EXIT_WITHIN))?;
-        cluster.step_for(away)?;
+        cluster.pass(away)?;
         cluster.bounce(&leaver);
         measured.push(("left for", away));
         Ok(measured)
@@ -516,7 +517,7 @@ impl Fault {
         for victim in &victims {
             (self.strike)(cluster, victim);
         }
-        cluster.step_for(lasts)?;
+        cluster.pass(lasts)?;
         for victim in &victims {
             (self.repair)(cluster, victim);
         }
@@ -547,23 +548,25 @@ fn with_workload(
     let created = Arc::new(AtomicBool::new(false));
     let setup = workload::setup(nodes.clone(), history.clone(), created.clone());
     cluster.client("setup", setup);
-    cluster.run_until(within(SETUP_WITHIN), "setup creates every user", |_| {
+    cluster.wait_for(within(SETUP_WITHIN), "setup creates every user", || {
         created.load(Ordering::Relaxed)
     })?;
 
     let parties = acknowledged(&history, party_created);
     let workload = Workload::default();
-    for i in 0..CLIENTS {
-        let software = workload.client(
-            format!("c{i}"),
-            nodes.clone(),
-            rng.random(),
-            parties.clone(),
-            history.clone(),
-        );
-        cluster.client(&format!("client{i}"), software);
-    }
-    cluster.step_for(CALM)?;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            workload.client(
+                format!("c{i}"),
+                nodes.clone(),
+                rng.random(),
+                parties.clone(),
+                history.clone(),
+            )
+        })
+        .collect();
+    cluster.client("clients", workload::side_by_side(clients));
+    cluster.pass(CALM)?;
     measured.extend(faults(&mut cluster, &mut rng)?);
     // Nodes may have joined.
     let nodes = cluster.hosts().to_vec();
@@ -573,9 +576,9 @@ fn with_workload(
         |v| v.converged(&nodes),
     )?;
     measured.push(("reconverged", took));
-    cluster.step_for(CALM)?;
+    cluster.pass(CALM)?;
     workload.stop();
-    cluster.run_until(within(STOP_WITHIN), "every client stops", |_| {
+    cluster.wait_for(within(STOP_WITHIN), "every client stops", || {
         workload.finished()
     })?;
 
@@ -585,10 +588,10 @@ fn with_workload(
     cluster.client(FINAL_CLIENT, reader);
     // Checked even when the final reads did not finish: what they saw so far names the key.
     let unfinished = cluster
-        .run_until(
+        .wait_for(
             within(FINAL_WITHIN),
             "final reads of every key on every node",
-            |_| read.load(Ordering::Relaxed),
+            || read.load(Ordering::Relaxed),
         )
         .err();
 

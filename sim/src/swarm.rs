@@ -38,6 +38,8 @@ pub struct Swarm {
 
 /// The gossip interval the pinned seeds run with, against which drawn ones are scaled.
 const STANDARD_GOSSIP_MS: u64 = 500;
+/// Most nodes a drawn configuration has.
+pub const MAX_NODES: usize = 7;
 /// The phi threshold they run with.
 const STANDARD_PHI: f64 = 8.0;
 
@@ -59,7 +61,7 @@ impl Swarm {
     /// The configuration `seed` draws.
     pub fn draw(seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5a7a_2b0c_19e4_d3f1);
-        let nodes = rng.random_range(3..=7);
+        let nodes = rng.random_range(3..=MAX_NODES);
         let replication_factor = rng.random_range(2..=3.min(nodes - 1));
         Self {
             nodes,
@@ -176,7 +178,7 @@ mod tests {
         for seed in 0..500 {
             let swarm = Swarm::draw(seed);
             assert_eq!(swarm, Swarm::draw(seed));
-            assert!((3..=7).contains(&swarm.nodes));
+            assert!((3..=MAX_NODES).contains(&swarm.nodes));
             assert!(swarm.replication_factor >= 2 && swarm.replication_factor < swarm.nodes);
             assert!(swarm.overlap >= 1 && swarm.overlap < swarm.replication_factor);
             assert!(swarm.slowness() >= 1.0);

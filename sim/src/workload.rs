@@ -1,4 +1,4 @@
-//! Client hosts that drive a seeded random workload through every node's HTTP edge and record
+//! Clients that drive a seeded random workload through every node's HTTP edge and record
 //! each request in the [`History`]: user creates, updates and reads, session adds, removes and
 //! reads, job creates and reads, party joins, leaves and reads, and reads of the integer
 //! averages.
@@ -71,7 +71,7 @@ impl Workload {
         self.running.load(Ordering::Relaxed) == 0
     }
 
-    /// A client host's software: random operations on random nodes until stopped.
+    /// A client's software: random operations on random nodes until stopped.
     pub fn client(
         &self,
         name: String,
@@ -96,6 +96,23 @@ impl Workload {
             Ok(())
         }
     }
+}
+
+/// Runs `clients` side by side as tasks of one client host. Each turmoil host is stepped on
+/// every tick whether it has work or not, so four clients on four hosts cost more than on one;
+/// the nodes tell clients apart by nothing but their requests. The first client to fail
+/// fails the host.
+pub async fn side_by_side(
+    clients: Vec<impl std::future::Future<Output = turmoil::Result> + 'static>,
+) -> turmoil::Result {
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in clients {
+        tasks.spawn_local(client);
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
 }
 
 /// The setup client: creates every user, retrying through the nodes until each creation is

@@ -36,10 +36,23 @@ pub(super) fn stop() {
 
 /// Simulated time since the start of the run, if a simulation runs on this thread.
 ///
-/// Inside a host's step it is turmoil's time. Between steps (the harness's own code) turmoil
-/// has no current host, and the time last read stands: it is the same on every replay.
+/// Inside a task of a host (its software, while turmoil steps it) it is turmoil's time.
+/// Anywhere else the time last read stands, which is the same on every replay: between steps
+/// (the harness's own code) turmoil has no current host, and while turmoil crashes or bounces a
+/// host, or a runtime parks, its answer can be wrong. turmoil counts a host's time as the steps
+/// it was ticked plus how far the host's tokio clock moved since its last step began, an
+/// `Instant` of the runtime that ran that step. A bounce builds a new runtime and drops the old
+/// tasks; there, tokio's clock is another runtime's or, outside a runtime, std's (this one),
+/// and the difference counted every step since the host last ran a second time. A host bounced
+/// after 10 s down read its clock 10 s ahead, and since this clock never goes back, every
+/// node's clock then stood still until simulated time caught up.
 pub fn elapsed() -> Option<Duration> {
     let last = ELAPSED.try_with(Cell::get).ok().flatten()?;
+    let in_host_task =
+        tokio::task::try_id().is_some() && tokio::runtime::Handle::try_current().is_ok();
+    if !in_host_task {
+        return Some(last);
+    }
     if ASKING
         .try_with(|asking| asking.replace(true))
         .unwrap_or(true)
@@ -85,4 +98,128 @@ pub unsafe extern "C" fn clock_gettime(
     }
     // SAFETY: forwarded as received.
     unsafe { libc::syscall(libc::SYS_clock_gettime, clockid, tp) as libc::c_int }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use super::EPOCH;
+
+    const TICK: Duration = Duration::from_millis(2);
+
+    /// What the host read at one moment: turmoil's simulated time, and std's two clocks.
+    #[derive(Debug, Clone, Copy)]
+    struct Reading {
+        simulated: Duration,
+        wall: Duration,
+        monotonic: Instant,
+    }
+
+    /// A host that reads the clocks every 50 ms until `exit` is set, then exits (as a node
+    /// that was stopped gracefully does).
+    async fn reader(readings: Rc<RefCell<Vec<Reading>>>, exit: Rc<Cell<bool>>) -> turmoil::Result {
+        while !exit.get() {
+            readings.borrow_mut().push(Reading {
+                simulated: turmoil::sim_elapsed().ok_or("in a host")?,
+                wall: SystemTime::now().duration_since(UNIX_EPOCH)? - EPOCH,
+                monotonic: Instant::now(),
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// What the harness read between steps: simulated time, and the wall clock since the epoch.
+    type HarnessReadings = Vec<(Duration, Duration)>;
+
+    fn step_for(sim: &mut turmoil::Sim<'_>, duration: Duration) -> turmoil::Result {
+        let until = sim.elapsed() + duration;
+        while sim.elapsed() < until {
+            sim.step()?;
+        }
+        Ok(())
+    }
+
+    /// Runs a host that is crashed and bounced, then stops by itself and is bounced again, and
+    /// returns what it read, and what the harness read between steps, with simulated time.
+    fn bounced_host() -> Result<(Vec<Reading>, HarnessReadings), String> {
+        let readings: Rc<RefCell<Vec<Reading>>> = Rc::default();
+        let exit: Rc<Cell<bool>> = Rc::default();
+        let mut sim = turmoil::Builder::new()
+            .tick_duration(TICK)
+            .epoch(UNIX_EPOCH + EPOCH)
+            .simulation_duration(Duration::from_secs(60))
+            .build();
+        let (log, stop) = (readings.clone(), exit.clone());
+        sim.host("node", move || reader(log.clone(), stop.clone()));
+        let mut harness = Vec::new();
+        let mut phase = |sim: &mut turmoil::Sim<'_>, duration| -> Result<(), String> {
+            step_for(sim, duration).map_err(|e| e.to_string())?;
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_err(|e| e.to_string())?;
+            harness.push((sim.elapsed(), wall - EPOCH));
+            Ok(())
+        };
+        phase(&mut sim, Duration::from_secs(1))?;
+        sim.crash("node");
+        phase(&mut sim, Duration::from_secs(3))?;
+        sim.bounce("node");
+        phase(&mut sim, Duration::from_secs(1))?;
+        exit.set(true);
+        phase(&mut sim, Duration::from_secs(3))?;
+        exit.set(false);
+        sim.bounce("node");
+        phase(&mut sim, Duration::from_secs(1))?;
+        let readings = readings.borrow().clone();
+        Ok((readings, harness))
+    }
+
+    #[test]
+    fn a_bounced_hosts_std_clocks_track_simulated_time_and_never_go_back() -> std::io::Result<()> {
+        let (result, _) = super::super::isolated(5, None, bounced_host)?;
+        let (readings, harness) = result
+            .map_err(|_| std::io::Error::other("the simulation panicked"))?
+            .map_err(std::io::Error::other)?;
+        // Read before the crash, between the two bounces, and after the second.
+        let at = |from: u64, to: u64| {
+            readings.iter().filter(move |r| {
+                r.simulated >= Duration::from_secs(from) && r.simulated < Duration::from_secs(to)
+            })
+        };
+        assert!(at(0, 1).count() > 10);
+        assert!(at(4, 5).count() > 10, "{readings:?}");
+        assert!(at(8, 9).count() > 10, "{readings:?}");
+        for reading in &readings {
+            // Within a tick: the clock never goes back, so it may keep a time read at the end
+            // of a step until the next step catches up.
+            assert!(
+                reading.wall >= reading.simulated && reading.wall <= reading.simulated + TICK,
+                "the host read {reading:?}"
+            );
+        }
+        for pair in readings.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            assert!(
+                b.monotonic >= a.monotonic,
+                "monotonic went back: {a:?}, {b:?}"
+            );
+            let (steady, simulated) = (b.monotonic - a.monotonic, b.simulated - a.simulated);
+            assert!(
+                steady.abs_diff(simulated) <= TICK,
+                "from {a:?} to {b:?} the monotonic clock moved {steady:?}"
+            );
+        }
+        for (simulated, wall) in &harness {
+            // Between steps the time last read stands: never ahead of simulated time.
+            assert!(
+                *wall <= *simulated + TICK,
+                "the harness read {wall:?} at {simulated:?}"
+            );
+        }
+        Ok(())
+    }
 }
