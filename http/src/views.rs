@@ -2,10 +2,11 @@
 //! also what a forwarding hop carries back, so they derive `Deserialize` too.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use troupe_actors::users::{User, UserId};
 
 /// `GET /cluster`: this node's view of the cluster.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterView {
     /// Cluster name.
     pub cluster: String,
@@ -30,7 +31,7 @@ pub struct ClusterView {
 }
 
 /// Sizes of a node's gossip tables, in [`ClusterView`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GossipTablesView {
     /// Node states chitchat holds (members, refused nodes, dead ones not yet forgotten).
     pub nodes: usize,
@@ -41,7 +42,7 @@ pub struct GossipTablesView {
 }
 
 /// A shard in transit at the node that answered, in [`ClusterView`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TransitView {
     /// Shard number.
     pub shard: u32,
@@ -65,7 +66,7 @@ pub struct TransitView {
 }
 
 /// One member in [`ClusterView`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MemberView {
     /// Node id.
     pub node_id: String,
@@ -86,7 +87,7 @@ pub struct MemberView {
 }
 
 /// One shard's replica set in [`ClusterView`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ShardView {
     /// Shard number.
     pub shard: u32,
@@ -101,7 +102,7 @@ pub struct ShardView {
 }
 
 /// `GET /cluster/locate/{kind}/{key}`: where a key lives, filled in by the node that served it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Located {
     /// Entity kind, as asked.
     pub kind: String,
@@ -140,7 +141,7 @@ pub enum ListFrom {
 
 /// `GET /cluster/shards`: this node's copy of one shard (only shards it holds data or an epoch
 /// for), to compare copies across nodes and watch catch-up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ShardCopyView {
     /// Shard number.
     pub shard: u32,
@@ -163,7 +164,7 @@ pub struct ShardCopyView {
 }
 
 /// `GET /managers/find`: the party manager for a point.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ManagerView {
     /// Advertised HTTP address of the node hosting the manager.
     pub hostname: String,
@@ -174,7 +175,7 @@ pub struct ManagerView {
 }
 
 /// `POST /parties` (201).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PartyCreated {
     /// Nine digits.
     pub party_code: String,
@@ -185,7 +186,7 @@ pub struct PartyCreated {
 }
 
 /// `POST /parties/{code}/participants`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PartyMember {
     /// The party.
     pub party_code: String,
@@ -194,7 +195,7 @@ pub struct PartyMember {
 }
 
 /// `DELETE /parties/{code}/participants/{device_id}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PartyLeft {
     /// The party.
     pub party_code: String,
@@ -207,7 +208,7 @@ pub struct PartyLeft {
 }
 
 /// One entry of `GET /parties/nearby`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NearbyParty {
     /// The party.
     pub party_code: String,
