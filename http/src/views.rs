@@ -2,8 +2,8 @@
 //! also what a forwarding hop carries back, so they derive `Deserialize` too.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use troupe_actors::users::{User, UserId};
+use utoipa::ToSchema;
 
 /// `GET /cluster`: this node's view of the cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -47,9 +47,7 @@ const LATEST: usize = 10;
     skip_all,
     fields(route = "/v1/integers")
 )]
-pub async fn latest<N: NodeApi>(
-    State(node): State<N>,
-) -> Result<Json<Vec<AverageView>>, ApiError> {
+pub async fn latest<N: NodeApi>(State(node): State<N>) -> Result<Json<Vec<AverageView>>, ApiError> {
     let averages = node.integer_averages(LATEST).await?;
     Ok(Json(averages.iter().map(view).collect()))
 }

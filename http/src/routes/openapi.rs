@@ -16,8 +16,7 @@ use axum::Extension;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::{
-    ContentBuilder, ObjectBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
-    Type,
+    ContentBuilder, ObjectBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder, Type,
 };
 use utoipa::{Modify, OpenApi, ToResponse};
 
@@ -111,7 +110,9 @@ pub fn document() -> Document {
 /// The document of the routes in `paths` only (a listener's own), as JSON.
 pub(super) fn served(paths: &[&str]) -> Served {
     let mut doc = document();
-    doc.paths.paths.retain(|path, _| paths.contains(&path.as_str()));
+    doc.paths
+        .paths
+        .retain(|path, _| paths.contains(&path.as_str()));
     // Serializing a tree of plain maps and strings cannot fail.
     let json = serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec());
     Served(Bytes::from(json))
@@ -220,7 +221,11 @@ impl Unavailable {
 impl<'r> ToResponse<'r> for Unavailable {
     fn response() -> (&'r str, RefOr<Response>) {
         let retry_after = HeaderBuilder::new()
-            .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)))
+            .schema(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1)),
+            )
             .description(Some("Seconds to wait before retrying"))
             .build();
         let response = error_response(

@@ -82,7 +82,10 @@ async fn every_route_of_every_surface_is_documented_with_its_methods() {
             .map(|(path, _)| *path)
             .collect();
         let documented: BTreeSet<&str> = paths.keys().map(String::as_str).collect();
-        assert_eq!(registered, documented, "{surface:?}: routes and document differ");
+        assert_eq!(
+            registered, documented,
+            "{surface:?}: routes and document differ"
+        );
 
         for (path, item) in paths {
             for method in METHODS {
@@ -165,7 +168,10 @@ fn the_document_is_openapi_3_with_unique_operations_declared_parameters_and_no_d
     assert!(!found.is_empty());
     for (at, target) in found {
         let pointer = target.strip_prefix('#').expect("a local reference");
-        assert!(doc.pointer(pointer).is_some(), "{at}: {target} resolves to nothing");
+        assert!(
+            doc.pointer(pointer).is_some(),
+            "{at}: {target} resolves to nothing"
+        );
     }
 }
 
@@ -193,15 +199,42 @@ fn the_documented_limits_are_the_ones_the_routes_enforce() {
             .unwrap_or_else(|| panic!("{name}.{field}.{key}"))
     };
     let limits = [
-        (schema("CreateUserBody", "name", "maxLength"), users::MAX_NAME_CHARS),
-        (schema("UpdateUserBody", "name", "maxLength"), users::MAX_NAME_CHARS),
-        (schema("CreateUserBody", "email", "maxLength"), users::MAX_EMAIL_CHARS),
-        (schema("UpdateUserBody", "email", "maxLength"), users::MAX_EMAIL_CHARS),
-        (schema("CreateJobBody", "object_id", "maxLength"), jobs::MAX_OBJECT_ID_BYTES),
-        (schema("CreatePartyBody", "device_id", "maxLength"), parties::MAX_DEVICE_ID_BYTES),
-        (schema("JoinPartyBody", "device_id", "maxLength"), parties::MAX_DEVICE_ID_BYTES),
-        (schema("CreatePartyBody", "participant_name", "maxLength"), parties::MAX_NAME_CHARS),
-        (schema("JoinPartyBody", "participant_name", "maxLength"), parties::MAX_NAME_CHARS),
+        (
+            schema("CreateUserBody", "name", "maxLength"),
+            users::MAX_NAME_CHARS,
+        ),
+        (
+            schema("UpdateUserBody", "name", "maxLength"),
+            users::MAX_NAME_CHARS,
+        ),
+        (
+            schema("CreateUserBody", "email", "maxLength"),
+            users::MAX_EMAIL_CHARS,
+        ),
+        (
+            schema("UpdateUserBody", "email", "maxLength"),
+            users::MAX_EMAIL_CHARS,
+        ),
+        (
+            schema("CreateJobBody", "object_id", "maxLength"),
+            jobs::MAX_OBJECT_ID_BYTES,
+        ),
+        (
+            schema("CreatePartyBody", "device_id", "maxLength"),
+            parties::MAX_DEVICE_ID_BYTES,
+        ),
+        (
+            schema("JoinPartyBody", "device_id", "maxLength"),
+            parties::MAX_DEVICE_ID_BYTES,
+        ),
+        (
+            schema("CreatePartyBody", "participant_name", "maxLength"),
+            parties::MAX_NAME_CHARS,
+        ),
+        (
+            schema("JoinPartyBody", "participant_name", "maxLength"),
+            parties::MAX_NAME_CHARS,
+        ),
     ];
     for (i, (documented, enforced)) in limits.into_iter().enumerate() {
         assert_eq!(documented, enforced as u64, "limit {i}");

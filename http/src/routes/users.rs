@@ -16,7 +16,9 @@ use serde::Serialize;
 use troupe_actors::users::{self, User, UserId};
 use utoipa::{IntoParams, ToSchema};
 
-use super::openapi::{BadRequest, Conflict, Internal, NotFound, StorageFull, TooLarge, Unavailable};
+use super::openapi::{
+    BadRequest, Conflict, Internal, NotFound, StorageFull, TooLarge, Unavailable,
+};
 use crate::api::NodeApi;
 use crate::error::ApiError;
 use crate::views::ListFrom;
