@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 schemathesis_version="4.32.5"
-max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-40}"
+max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-100}"
 # A fixed seed, so a finding reproduces; change it to explore other inputs.
 seed="${SCHEMATHESIS_SEED:-20261207}"
 bin="${TROUPE_BIN:-${CARGO_TARGET_DIR:-target}/debug/troupe}"

@@ -139,6 +139,7 @@ fn coordinates(params: &HashMap<String, String>) -> Result<(f64, f64), ApiError>
         (status = 200, description = "The closest region's manager and its node",
          body = ManagerView),
         (status = 400, response = BadRequest),
+        (status = 500, response = Internal),
         (status = 503, response = Unavailable),
     )
 )]
