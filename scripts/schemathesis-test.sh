@@ -131,18 +131,19 @@ PY
 echo "== schemathesis $schemathesis_version against $url/openapi.json (seed $seed, at most $max_examples examples per operation)"
 status=0
 # One worker: with two, hypothesis parses lambdas' source on both threads at once, which
-# CPython 3.11's parser does not survive ("AST constructor recursion depth mismatch").
-"$venv/bin/st" --config-file "$config" run "$url/openapi.json" \
+# CPython 3.11's parser does not survive ("AST constructor recursion depth mismatch"). Run from
+# the run's directory: schemathesis keeps a cache (.schemathesis/) where it runs.
+(cd "$work" && "$venv/bin/st" --config-file "$config" run "$url/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples "$max_examples" \
   --seed "$seed" \
   --workers 1 \
   --request-timeout 20 \
   --generation-database none \
-  --no-color || status=$?
+  --no-color) || status=$?
 
 if [ "$status" -ne 0 ]; then
-  echo "FAILED: schemathesis found responses that break /openapi.json (exit $status); node logs:"
+  echo "FAILED: schemathesis found responses that break /openapi.json (exit $status; SCHEMATHESIS_SEED=$seed reproduces); node logs:"
   for log in "$work"/cluster/*.log; do
     echo "--- $log"
     grep -E "ERROR|WARN|panicked" "$log" | tail -20 || true
