@@ -56,8 +56,7 @@ pub fn router<N: NodeApi>(
     let max_body_bytes = limits.max_body_bytes;
     let admission = Admission::new(limits.max_in_flight, &metrics);
     let table = routes::<N>(surface);
-    let paths: Vec<&str> = table.iter().map(|(path, _)| *path).collect();
-    let document = openapi::served(&paths);
+    let document = openapi::Served::new(table.iter().map(|(path, _)| *path).collect());
     let router = table
         .into_iter()
         .fold(Router::new(), |router, (path, methods)| {

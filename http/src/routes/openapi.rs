@@ -9,6 +9,8 @@
 //! `every_route_of_every_surface_is_documented_with_its_methods` holds the route table and the
 //! document to each other.
 
+use std::sync::{Arc, OnceLock};
+
 use axum::body::Bytes;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -23,9 +25,37 @@ use utoipa::{Modify, OpenApi, ToResponse};
 use super::{admin, integers, jobs, parties, sessions, users};
 use crate::admission::PROBES;
 
-/// The document as `/openapi.json` serves it, built once per router.
+/// The document of one listener's routes, built on its first request and kept: a node that is
+/// never asked for it (or a simulated one, booted many times) does not pay for it.
 #[derive(Clone)]
-pub(super) struct Served(pub(super) Bytes);
+pub(super) struct Served {
+    paths: Arc<[&'static str]>,
+    json: Arc<OnceLock<Bytes>>,
+}
+
+impl Served {
+    /// The document of the routes at `paths` (a listener's own).
+    pub(super) fn new(paths: Vec<&'static str>) -> Self {
+        Self {
+            paths: paths.into(),
+            json: Arc::default(),
+        }
+    }
+
+    fn json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| {
+                let mut doc = document();
+                doc.paths
+                    .paths
+                    .retain(|path, _| self.paths.contains(&path.as_str()));
+                // Serializing a tree of plain maps and strings cannot fail.
+                let json = serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec());
+                Bytes::from(json)
+            })
+            .clone()
+    }
+}
 
 /// `GET /openapi.json`: this document, for the routes of the listener that serves it.
 #[utoipa::path(
@@ -39,7 +69,7 @@ pub(super) struct Served(pub(super) Bytes);
     )
 )]
 pub(super) async fn openapi(Extension(served): Extension<Served>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], served.0)
+    ([(header::CONTENT_TYPE, "application/json")], served.json())
 }
 
 /// Paths that also answer with a trailing slash, the same way (clients of the original
@@ -105,17 +135,6 @@ struct ApiDoc;
 /// The document of every route of the edge.
 pub fn document() -> Document {
     ApiDoc::openapi()
-}
-
-/// The document of the routes in `paths` only (a listener's own), as JSON.
-pub(super) fn served(paths: &[&str]) -> Served {
-    let mut doc = document();
-    doc.paths
-        .paths
-        .retain(|path, _| paths.contains(&path.as_str()));
-    // Serializing a tree of plain maps and strings cannot fail.
-    let json = serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec());
-    Served(Bytes::from(json))
 }
 
 /// What the edge does to every route, whichever handler serves it.
