@@ -12,6 +12,7 @@ pub const MAX_OBJECT_ID_BYTES: usize = 256;
 
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Running (or waiting to be re-run by a new owner).
@@ -31,6 +32,7 @@ impl JobStatus {
 
 /// A job as clients see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     /// Its id (a UUID).
     pub job_id: String,

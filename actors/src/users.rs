@@ -77,8 +77,10 @@ impl From<UserId> for String {
 
 /// A stored user, and the JSON `{"id","name","email","group"}` clients see.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// Key of the user.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = "uuid"))]
     pub id: UserId,
     /// Display name: non-empty, at most [`MAX_NAME_CHARS`] characters.
     pub name: String,

@@ -36,7 +36,7 @@ use crate::metrics::{HttpMetrics, RejectionLabels};
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Paths admission control never refuses.
-const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+pub(crate) const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// The in-flight bound of one node's edge; cheap to clone.
 #[derive(Clone)]

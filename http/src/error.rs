@@ -7,7 +7,15 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+
+/// The body of every error answer: `{"message": "..."}`. One type for the answer and its
+/// schema in `/openapi.json`, so the two cannot differ.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person to read: names the field or the limit at fault.
+    pub message: String,
+}
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +70,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "request failed");
         }
-        let mut response = (status, Json(json!({ "message": self.to_string() }))).into_response();
+        let body = ErrorBody {
+            message: self.to_string(),
+        };
+        let mut response = (status, Json(body)).into_response();
         if let Self::Unavailable { retry_after, .. } = &self {
             let secs = retry_after.as_secs().max(1);
             response
@@ -75,6 +86,8 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     async fn rendered(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {

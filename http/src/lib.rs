@@ -26,5 +26,6 @@ pub(crate) fn record_on_span(name: &str, value: &str) {
 pub use api::{NodeApi, Readiness};
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
+pub use routes::openapi::document as openapi_document;
 pub use routes::{router, EdgeLimits, Surface};
 pub use serve::{serve, ServeLimits, Stopping};

@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 use troupe_actors::users::{User, UserId};
+use utoipa::ToSchema;
 
 /// `GET /cluster`: this node's view of the cluster.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterView {
     /// Cluster name.
     pub cluster: String,
@@ -35,7 +36,7 @@ pub struct ClusterView {
 }
 
 /// Sizes of a node's gossip tables, in [`ClusterView`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GossipTablesView {
     /// Node states chitchat holds (members, refused nodes, dead ones not yet forgotten).
     pub nodes: usize,
@@ -46,7 +47,7 @@ pub struct GossipTablesView {
 }
 
 /// A shard in transit at the node that answered, in [`ClusterView`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TransitView {
     /// Shard number.
     pub shard: u32,
@@ -70,7 +71,7 @@ pub struct TransitView {
 }
 
 /// One member in [`ClusterView`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MemberView {
     /// Node id.
     pub node_id: String,
@@ -91,7 +92,7 @@ pub struct MemberView {
 }
 
 /// One shard's replica set in [`ClusterView`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ShardView {
     /// Shard number.
     pub shard: u32,
@@ -106,7 +107,7 @@ pub struct ShardView {
 }
 
 /// `GET /cluster/locate/{kind}/{key}`: where a key lives, filled in by the node that served it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Located {
     /// Entity kind, as asked.
     pub kind: String,
@@ -145,7 +146,7 @@ pub enum ListFrom {
 
 /// `GET /cluster/shards`: this node's copy of one shard (only shards it holds data or an epoch
 /// for), to compare copies across nodes and watch catch-up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ShardCopyView {
     /// Shard number.
     pub shard: u32,
@@ -168,7 +169,7 @@ pub struct ShardCopyView {
 }
 
 /// `GET /managers/find`: the party manager for a point.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ManagerView {
     /// Advertised HTTP address of the node hosting the manager.
     pub hostname: String,
@@ -179,7 +180,7 @@ pub struct ManagerView {
 }
 
 /// `POST /parties` (201).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PartyCreated {
     /// Nine digits.
     pub party_code: String,
@@ -190,7 +191,7 @@ pub struct PartyCreated {
 }
 
 /// `POST /parties/{code}/participants`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PartyMember {
     /// The party.
     pub party_code: String,
@@ -199,7 +200,7 @@ pub struct PartyMember {
 }
 
 /// `DELETE /parties/{code}/participants/{device_id}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PartyLeft {
     /// The party.
     pub party_code: String,
@@ -212,7 +213,7 @@ pub struct PartyLeft {
 }
 
 /// One entry of `GET /parties/nearby`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NearbyParty {
     /// The party.
     pub party_code: String,
@@ -230,7 +231,7 @@ pub struct NearbyParty {
 
 /// `GET /ui/data`: everything the dashboard (`GET /ui`) shows, gathered by the node that serves
 /// the page from its own view and every live member's [`NodeReport`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DashboardView {
     /// The serving node's view of the cluster: members by region, status, generation and
     /// liveness, and the shard table (owner and replicas).
@@ -249,7 +250,7 @@ pub struct DashboardView {
 }
 
 /// One member in [`DashboardView`]: its report, or why the serving node has none.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeEntry {
     /// Node id.
     pub node: String,
@@ -262,7 +263,7 @@ pub struct NodeEntry {
 /// What one node reports about itself: its request statistics (from its own metrics), the
 /// positions of its copies, its shards in transit and its recent events. Nodes exchange it as
 /// JSON, so the dashboard can change without changing the inter-node protocol.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeReport {
     /// The reporting node.
     pub node: String,
@@ -282,7 +283,7 @@ pub struct NodeReport {
 }
 
 /// One copy of a shard in a [`NodeReport`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CopyView {
     /// Shard number.
     pub shard: u32,
@@ -296,7 +297,7 @@ pub struct CopyView {
 
 /// A node's HTTP requests over a recent window, per route and in all, from its own request
 /// metrics (`troupe_http_request_duration_seconds`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RequestStats {
     /// The window the rates and percentiles cover, in milliseconds.
     pub window_ms: u64,
@@ -307,7 +308,7 @@ pub struct RequestStats {
 }
 
 /// Requests of one route (or of all) in [`RequestStats`]'s window.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RouteStats {
     /// Route pattern, `unmatched`, or `all`.
     pub route: String,
@@ -326,7 +327,7 @@ pub struct RouteStats {
 }
 
 /// One membership or ownership event a node recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     /// When, Unix milliseconds on the recording node's clock.
     pub at_ms: u64,
@@ -355,7 +356,7 @@ pub struct EventView {
 }
 
 /// One shard in [`DashboardView`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ShardState {
     /// Shard number.
     pub shard: u32,
@@ -370,7 +371,7 @@ pub struct ShardState {
 }
 
 /// A node moving a shard, in [`ShardState`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TransitAt {
     /// The node.
     pub node: String,
@@ -381,7 +382,7 @@ pub struct TransitAt {
 }
 
 /// A party manager in [`DashboardView`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ManagerRow {
     /// The manager's region.
     pub region: String,

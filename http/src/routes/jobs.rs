@@ -9,14 +9,49 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use serde_json::{json, Value};
-use troupe_actors::jobs::{self, MAX_OBJECT_ID_BYTES};
+use serde::Serialize;
+use troupe_actors::jobs::{self, Job, MAX_OBJECT_ID_BYTES};
+use utoipa::ToSchema;
 
+use super::openapi::{BadRequest, Internal, NotFound, StorageFull, TooLarge, Unavailable};
 use super::users::{body_bytes, MaxBodyBytes};
 use crate::api::NodeApi;
 use crate::error::ApiError;
 
+/// A job as both routes answer it, under `message` as the original service did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct JobBody {
+    /// The job.
+    message: Job,
+}
+
+/// A `POST /jobs` body, as [`jobs::parse_create`] accepts it (documentation only: the route
+/// validates the raw body itself).
+#[derive(serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateJobBody {
+    /// The object to process: 1 to 256 bytes.
+    #[schema(min_length = 1, max_length = 256)]
+    object_id: String,
+}
+
 /// `POST /jobs`: 201 with the new job, 400 within the de-duplication window.
+#[utoipa::path(
+    post,
+    path = "/jobs",
+    operation_id = "create_job",
+    tag = "jobs",
+    request_body(content = CreateJobBody, description = "Read as JSON whatever the Content-Type"),
+    responses(
+        (status = 201, description = "Created and started", body = JobBody),
+        (status = 400, response = BadRequest),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+        (status = 507, response = StorageFull),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "create_job",
@@ -27,16 +62,30 @@ pub async fn create<N: NodeApi>(
     State(node): State<N>,
     Extension(limit): Extension<MaxBodyBytes>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<JobBody>), ApiError> {
     let body = body_bytes(body, limit)?;
     let object_id = jobs::parse_create(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     crate::record_on_span("key", object_id.as_str());
     let job = node.create_job(object_id).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "message": job }))))
+    Ok((StatusCode::CREATED, Json(JobBody { message: job })))
 }
 
 /// `GET /jobs/{job_id}`: the job, or 404 (without asking the node for an id longer than any
 /// it hands out).
+#[utoipa::path(
+    get,
+    path = "/jobs/{job_id}",
+    operation_id = "get_job",
+    tag = "jobs",
+    params(("job_id" = String, Path, min_length = 1, description = "As `POST /jobs` answered it")),
+    responses(
+        (status = 200, description = "The job as it is now", body = JobBody),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "get_job",
@@ -46,7 +95,7 @@ pub async fn create<N: NodeApi>(
 pub async fn get<N: NodeApi>(
     State(node): State<N>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobBody>, ApiError> {
     let Path(job_id) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     if job_id.len() > MAX_OBJECT_ID_BYTES {
         // Longer than any id the cluster hands out.
@@ -54,13 +103,14 @@ pub async fn get<N: NodeApi>(
     }
     crate::record_on_span("key", job_id.as_str());
     let job = node.get_job(job_id).await?;
-    Ok(Json(json!({ "message": job })))
+    Ok(Json(JobBody { message: job }))
 }
 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
     use axum::http::{header, Method, Request};
+    use serde_json::json;
     use tower::ServiceExt;
 
     use super::*;

@@ -5,6 +5,9 @@ mod integers;
 mod jobs;
 #[cfg(test)]
 mod limits_tests;
+pub mod openapi;
+#[cfg(test)]
+mod openapi_tests;
 mod parties;
 mod sessions;
 #[cfg(test)]
@@ -19,7 +22,7 @@ use axum::{middleware, Extension, Router};
 
 use crate::admission::{Admission, Edge};
 use crate::api::NodeApi;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::metrics::{self, HttpMetrics};
 
 /// The request bounds of the edge (`[http]` in `cluster.toml`).
@@ -54,20 +57,19 @@ pub fn router<N: NodeApi>(
 ) -> Edge {
     let max_body_bytes = limits.max_body_bytes;
     let admission = Admission::new(limits.max_in_flight, &metrics);
-    let probes = Router::new()
-        .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz::<N>));
-    let routes = match surface {
-        Surface::All => probes.merge(operator_routes()).merge(api_routes()),
-        Surface::Api => probes.merge(api_routes()),
-        Surface::Admin => probes.merge(operator_routes()),
-    };
-    let router = routes
+    let table = routes::<N>(surface);
+    let document = openapi::Served::new(table.iter().map(|(path, _)| *path).collect());
+    let router = table
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            router.route(path, methods)
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(node)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(users::MaxBodyBytes(max_body_bytes)))
+        .layer(Extension(document))
         .layer(middleware::from_fn_with_state(
             std::sync::Arc::new(metrics),
             metrics::track,
@@ -76,58 +78,87 @@ pub fn router<N: NodeApi>(
     Edge::new(router, admission)
 }
 
-/// The operator's views of the cluster, the dashboard among them.
-fn operator_routes<N: NodeApi>() -> Router<N> {
-    Router::new()
-        .route("/ui", get(ui::page))
-        .route("/ui/", get(ui::page))
-        .route("/ui/data", get(ui::data::<N>))
-        .route("/cluster", get(admin::cluster::<N>))
-        .route("/cluster/shards", get(admin::shard_copies::<N>))
-        .route("/cluster/locate/{kind}/{key}", get(admin::locate::<N>))
-        .route("/metrics", get(admin::metrics::<N>))
+/// Routes as registered: a path and what each method does there. [`router`] registers nothing
+/// else, so the OpenAPI test can hold the document to this table.
+type Table<N> = Vec<(&'static str, MethodRouter<N>)>;
+
+/// The routes a listener of `surface` serves.
+fn routes<N: NodeApi>(surface: Surface) -> Table<N> {
+    let mut table = common_routes();
+    match surface {
+        Surface::All => {
+            table.extend(operator_routes());
+            table.extend(api_routes());
+        }
+        Surface::Api => table.extend(api_routes()),
+        Surface::Admin => table.extend(operator_routes()),
+    }
+    table
 }
 
-/// The five services' API.
-fn api_routes<N: NodeApi>() -> Router<N> {
-    Router::new()
-        .route("/api/user", users_root::<N>())
-        .route("/api/user/", users_root::<N>())
-        .route(
+/// On every listener: the probes, for load balancers and operators, and the document of the
+/// listener's routes.
+fn common_routes<N: NodeApi>() -> Table<N> {
+    vec![
+        ("/healthz", get(admin::healthz)),
+        ("/readyz", get(admin::readyz::<N>)),
+        ("/openapi.json", get(openapi::openapi)),
+    ]
+}
+
+/// The operator's views of the cluster, the dashboard among them.
+fn operator_routes<N: NodeApi>() -> Table<N> {
+    vec![
+        ("/ui", get(ui::page)),
+        ("/ui/", get(ui::page)),
+        ("/ui/data", get(ui::data::<N>)),
+        ("/cluster", get(admin::cluster::<N>)),
+        ("/cluster/shards", get(admin::shard_copies::<N>)),
+        ("/cluster/locate/{kind}/{key}", get(admin::locate::<N>)),
+        ("/metrics", get(admin::metrics::<N>)),
+    ]
+}
+
+/// The five services' API. The paths of [`openapi::TRAILING_SLASH`] answer with a trailing
+/// slash too.
+fn api_routes<N: NodeApi>() -> Table<N> {
+    let users_root = || {
+        post(users::create::<N>)
+            .put(users::update::<N>)
+            .get(users::list::<N>)
+    };
+    vec![
+        ("/api/user", users_root()),
+        ("/api/user/", users_root()),
+        (
             "/api/user/count",
             get(users::count::<N>).delete(users::delete_count),
-        )
-        .route(
+        ),
+        (
             "/api/user/{id}",
             get(users::get::<N>).delete(users::delete::<N>),
-        )
-        .route("/add-session", post(sessions::add::<N>))
-        .route("/remove-session", post(sessions::remove::<N>))
-        .route("/sessions/{user_id}", get(sessions::count::<N>))
-        .route("/jobs", post(jobs::create::<N>))
-        .route("/jobs/", post(jobs::create::<N>))
-        .route("/jobs/{job_id}", get(jobs::get::<N>))
-        .route("/v1/integers", get(integers::latest::<N>))
-        .route("/v1/integers/last", get(integers::last::<N>))
-        .route("/managers/find", get(parties::find::<N>))
-        .route("/parties", post(parties::create::<N>))
-        .route("/parties/", post(parties::create::<N>))
-        .route("/parties/nearby", get(parties::nearby::<N>))
-        .route(
+        ),
+        ("/add-session", post(sessions::add::<N>)),
+        ("/remove-session", post(sessions::remove::<N>)),
+        ("/sessions/{user_id}", get(sessions::count::<N>)),
+        ("/jobs", post(jobs::create::<N>)),
+        ("/jobs/", post(jobs::create::<N>)),
+        ("/jobs/{job_id}", get(jobs::get::<N>)),
+        ("/v1/integers", get(integers::latest::<N>)),
+        ("/v1/integers/last", get(integers::last::<N>)),
+        ("/managers/find", get(parties::find::<N>)),
+        ("/parties", post(parties::create::<N>)),
+        ("/parties/", post(parties::create::<N>)),
+        ("/parties/nearby", get(parties::nearby::<N>)),
+        (
             "/parties/{code}/participants",
             post(parties::join::<N>).get(parties::participants::<N>),
-        )
-        .route(
+        ),
+        (
             "/parties/{code}/participants/{device_id}",
             axum::routing::delete(parties::leave::<N>),
-        )
-}
-
-/// `/api/user` and `/api/user/`: create, update and list.
-fn users_root<N: NodeApi>() -> MethodRouter<N> {
-    post(users::create::<N>)
-        .put(users::update::<N>)
-        .get(users::list::<N>)
+        ),
+    ]
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
@@ -137,11 +168,10 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 async fn method_not_allowed(
     method: Method,
     uri: Uri,
-) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+) -> (axum::http::StatusCode, axum::Json<ErrorBody>) {
+    let message = format!("method {method} is not allowed on {}", uri.path());
     (
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(
-            serde_json::json!({ "message": format!("method {method} is not allowed on {}", uri.path()) }),
-        ),
+        axum::Json(ErrorBody { message }),
     )
 }

@@ -11,13 +11,61 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
 use troupe_actors::sessions::{SessionReply, SessionUser};
+use utoipa::{IntoParams, ToSchema};
 
+use super::openapi::{BadRequest, Internal, StorageFull, Unavailable};
 use crate::api::NodeApi;
 use crate::error::ApiError;
 
+/// The answer to an add or a remove, 200 and 409 alike: what happened and the count now.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SessionChange {
+    /// `session added`, `session removed`, `max sessions (N) reached` or `no active sessions`.
+    message: String,
+    /// Whose sessions.
+    user_id: String,
+    /// Active sessions after the request.
+    active_sessions: u32,
+}
+
+/// `GET /sessions/{user_id}` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct SessionCount {
+    /// Whose sessions.
+    user_id: String,
+    /// Active sessions, 0 for an unknown user.
+    active_sessions: u32,
+}
+
+/// The query of `POST /add-session` and `POST /remove-session` (documentation only: the route
+/// decodes the raw query strictly, see the module's comment). Other parameters are ignored.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct UserQuery {
+    /// Whose sessions: 1 to 256 bytes once decoded, UTF-8.
+    #[param(min_length = 1, max_length = 256)]
+    user_id: String,
+}
+
 /// `POST /add-session?user_id=U`: 200 when added, 409 at the cap.
+#[utoipa::path(
+    post,
+    path = "/add-session",
+    operation_id = "add_session",
+    tag = "sessions",
+    params(UserQuery),
+    responses(
+        (status = 200, description = "Added", body = SessionChange),
+        (status = 400, response = BadRequest),
+        (status = 409, description = "The user is at the session cap", body = SessionChange),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+        (status = 507, response = StorageFull),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "add_session",
@@ -27,12 +75,26 @@ use crate::error::ApiError;
 pub async fn add<N: NodeApi>(
     State(node): State<N>,
     RawQuery(query): RawQuery,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SessionChange>), ApiError> {
     let user = query_user(query.as_deref())?;
     node.add_session(user).await.map(reply)
 }
 
 /// `POST /remove-session?user_id=U`: 200 when removed, 409 when there was none.
+#[utoipa::path(
+    post,
+    path = "/remove-session",
+    operation_id = "remove_session",
+    tag = "sessions",
+    params(UserQuery),
+    responses(
+        (status = 200, description = "Removed", body = SessionChange),
+        (status = 400, response = BadRequest),
+        (status = 409, description = "The user has no session", body = SessionChange),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "remove_session",
@@ -42,12 +104,26 @@ pub async fn add<N: NodeApi>(
 pub async fn remove<N: NodeApi>(
     State(node): State<N>,
     RawQuery(query): RawQuery,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SessionChange>), ApiError> {
     let user = query_user(query.as_deref())?;
     node.remove_session(user).await.map(reply)
 }
 
 /// `GET /sessions/{user_id}`: the count, 0 for an unknown user.
+#[utoipa::path(
+    get,
+    path = "/sessions/{user_id}",
+    operation_id = "session_count",
+    tag = "sessions",
+    params(("user_id" = String, Path, min_length = 1, max_length = 256,
+            description = "Whose sessions (percent-decoded)")),
+    responses(
+        (status = 200, description = "The count", body = SessionCount),
+        (status = 400, response = BadRequest),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "session_count",
@@ -57,14 +133,15 @@ pub async fn remove<N: NodeApi>(
 pub async fn count<N: NodeApi>(
     State(node): State<N>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionCount>, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let user = SessionUser::parse(Some(&raw)).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     crate::record_on_span("key", user.as_str());
     let count = node.session_count(user.clone()).await?;
-    Ok(Json(
-        json!({ "user_id": user.as_str(), "active_sessions": count }),
-    ))
+    Ok(Json(SessionCount {
+        user_id: user.as_str().to_owned(),
+        active_sessions: count,
+    }))
 }
 
 /// The validated `user_id` query parameter (the last one, if repeated); other parameters are
@@ -94,23 +171,24 @@ fn form_decode(part: &str) -> Result<String, std::str::Utf8Error> {
 }
 
 /// 200 or 409, with `{"message", "user_id", "active_sessions"}` either way.
-fn reply(reply: SessionReply) -> (StatusCode, Json<Value>) {
+fn reply(reply: SessionReply) -> (StatusCode, Json<SessionChange>) {
     let status = if reply.is_conflict() {
         StatusCode::CONFLICT
     } else {
         StatusCode::OK
     };
-    let body = json!({
-        "message": reply.message(),
-        "user_id": reply.user_id.as_str(),
-        "active_sessions": reply.active_sessions,
-    });
+    let body = SessionChange {
+        message: reply.message(),
+        user_id: reply.user_id.as_str().to_owned(),
+        active_sessions: reply.active_sessions,
+    };
     (status, Json(body))
 }
 
 #[cfg(test)]
 mod tests {
     use axum::http::Method;
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::routes::test_node::{call, MemoryNode, MAX_SESSIONS};

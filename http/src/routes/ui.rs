@@ -16,6 +16,16 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'unsafe-in
      style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:";
 
 /// `GET /ui`: the dashboard page, served from the binary.
+#[utoipa::path(
+    get,
+    path = "/ui",
+    operation_id = "dashboard_page",
+    tag = "operator",
+    responses(
+        (status = 200, description = "The live dashboard: one HTML page with its script",
+         body = String, content_type = "text/html"),
+    )
+)]
 pub async fn page() -> impl IntoResponse {
     (
         [
@@ -29,6 +39,16 @@ pub async fn page() -> impl IntoResponse {
 
 /// `GET /ui/data`: the cluster as the page shows it, with every live node's own statistics,
 /// gathered by this node.
+#[utoipa::path(
+    get,
+    path = "/ui/data",
+    operation_id = "dashboard_data",
+    tag = "operator",
+    responses(
+        (status = 200, description = "The cluster as the dashboard shows it, with every live \
+         node's own request statistics and recent events", body = DashboardView),
+    )
+)]
 pub async fn data<N: NodeApi>(State(node): State<N>) -> Result<impl IntoResponse, ApiError> {
     let view: DashboardView = node.dashboard().await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(view)))

@@ -13,9 +13,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Serialize;
-use serde_json::{json, Value};
 use troupe_actors::users::{self, User, UserId};
+use utoipa::{IntoParams, ToSchema};
 
+use super::openapi::{
+    BadRequest, Conflict, Internal, NotFound, StorageFull, TooLarge, Unavailable,
+};
 use crate::api::NodeApi;
 use crate::error::ApiError;
 use crate::views::ListFrom;
@@ -33,18 +36,103 @@ pub(super) const MAX_OFFSET: u64 = 10_000;
 pub(super) struct MaxBodyBytes(pub(super) usize);
 
 /// `GET /api/user` response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(super) struct ListBody {
+    /// The page, in id order.
     users: Vec<User>,
+    /// As asked (0 when paging with `after`).
     offset: u64,
+    /// As asked.
     limit: u32,
+    /// Users in the whole cluster.
     total: u64,
     /// The `after` of the next page, present when more users follow this page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = "uuid", nullable = false)]
     next_after: Option<UserId>,
 }
 
+/// `GET /api/user/count` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct CountBody {
+    /// Users in the whole cluster.
+    count: u64,
+}
+
+/// A `POST /api/user` body, as [`users::parse_create`] accepts it (documentation only: the
+/// route validates the raw body itself, so its messages name the field).
+#[derive(serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateUserBody {
+    /// Chosen by the server (a random v4 UUID) when absent. Any UUID spelling; answered in
+    /// canonical lowercase hyphenated form.
+    #[schema(format = "uuid", nullable = false)]
+    id: Option<String>,
+    /// Display name.
+    #[schema(min_length = 1, max_length = 200)]
+    name: String,
+    /// Must contain `@`.
+    #[schema(max_length = 320, pattern = "@")]
+    email: String,
+    /// Group number.
+    group: u64,
+}
+
+/// A `PUT /api/user` body, as [`users::parse_update`] accepts it: the id, and the fields to
+/// replace (documentation only, like [`CreateUserBody`]).
+#[derive(serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateUserBody {
+    /// The user to update.
+    #[schema(format = "uuid")]
+    id: String,
+    /// New display name.
+    #[schema(min_length = 1, max_length = 200, nullable = false)]
+    name: Option<String>,
+    /// New email; must contain `@`.
+    #[schema(max_length = 320, pattern = "@", nullable = false)]
+    email: Option<String>,
+    /// New group number.
+    #[schema(nullable = false)]
+    group: Option<u64>,
+}
+
+/// The query of `GET /api/user` (documentation only: the route reads the raw parameters so
+/// that each error names the one at fault). Unknown parameters are ignored.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(super) struct ListQuery {
+    /// Users to skip in id order (at most 10000; page deeper with `after`). Not with `after`.
+    #[param(maximum = 10000)]
+    offset: Option<u64>,
+    /// Page size, default 100.
+    #[param(maximum = 1000)]
+    limit: Option<u32>,
+    /// Start right after this user id (the `next_after` of the previous page).
+    #[param(format = "uuid")]
+    after: Option<String>,
+}
+
 /// `POST /api/user`: validates the body, picks an id when absent, stores the user (201).
+#[utoipa::path(
+    post,
+    path = "/api/user",
+    operation_id = "create_user",
+    tag = "users",
+    request_body(content = CreateUserBody, description = "Read as JSON whatever the Content-Type"),
+    responses(
+        (status = 201, description = "Created", body = User),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+        (status = 507, response = StorageFull),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "create_user",
@@ -66,6 +154,21 @@ pub async fn create<N: NodeApi>(
 }
 
 /// `GET /api/user/{id}`: the user (200), or 404 (also for an id that is not a UUID).
+#[utoipa::path(
+    get,
+    path = "/api/user/{id}",
+    operation_id = "get_user",
+    tag = "users",
+    params(("id" = String, Path, min_length = 1,
+            description = "A UUID in any spelling; anything else names no user (404)")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "get_user",
@@ -81,6 +184,22 @@ pub async fn get<N: NodeApi>(
 }
 
 /// `PUT /api/user`: validates the patch and returns the merged user (200).
+#[utoipa::path(
+    put,
+    path = "/api/user",
+    operation_id = "update_user",
+    tag = "users",
+    request_body(content = UpdateUserBody, description = "Read as JSON whatever the Content-Type"),
+    responses(
+        (status = 200, description = "The user after the update", body = User),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 413, response = TooLarge),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+        (status = 507, response = StorageFull),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "update_user",
@@ -99,6 +218,21 @@ pub async fn update<N: NodeApi>(
 }
 
 /// `DELETE /api/user/{id}`: 204, or 404 (also for an id that is not a UUID).
+#[utoipa::path(
+    delete,
+    path = "/api/user/{id}",
+    operation_id = "delete_user",
+    tag = "users",
+    params(("id" = String, Path, min_length = 1,
+            description = "A UUID in any spelling; anything else names no user (404)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "delete_user",
@@ -116,25 +250,56 @@ pub async fn delete<N: NodeApi>(
 
 /// `DELETE /api/user/count`: the static `count` segment shadows `{id}` for every method, and
 /// `count` is not a UUID, so this answers what `DELETE /api/user/{id}` would: 404.
+#[utoipa::path(
+    delete,
+    path = "/api/user/count",
+    operation_id = "delete_user_count",
+    tag = "users",
+    responses((status = 404, response = NotFound))
+)]
 pub async fn delete_count() -> ApiError {
     ApiError::NotFound(users::not_found_message("count"))
 }
 
 /// `GET /api/user/count`: `{"count": N}` over the whole cluster.
+#[utoipa::path(
+    get,
+    path = "/api/user/count",
+    operation_id = "count_users",
+    tag = "users",
+    responses(
+        (status = 200, description = "Users in the whole cluster", body = CountBody),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "count_users",
     skip_all,
     fields(route = "/api/user/count")
 )]
-pub async fn count<N: NodeApi>(State(node): State<N>) -> Result<Json<Value>, ApiError> {
+pub async fn count<N: NodeApi>(State(node): State<N>) -> Result<Json<CountBody>, ApiError> {
     let count = node.count_users().await?;
-    Ok(Json(json!({ "count": count })))
+    Ok(Json(CountBody { count }))
 }
 
 /// `GET /api/user?offset=O&limit=L` or `GET /api/user?after=ID&limit=L`: one page of users in
 /// id order with the total, and `next_after` when more follow. `offset` is refused above
 /// [`MAX_OFFSET`] (use `after`). Unknown parameters are ignored.
+#[utoipa::path(
+    get,
+    path = "/api/user",
+    operation_id = "list_users",
+    tag = "users",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of users", body = ListBody),
+        (status = 400, response = BadRequest),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 #[tracing::instrument(
     level = "debug",
     name = "list_users",
@@ -223,6 +388,8 @@ mod tests {
     use axum::body::Body;
     use axum::http::{header, Method, Request};
     use tower::ServiceExt;
+
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::routes::test_node::{app, call, MemoryNode};
