@@ -162,6 +162,7 @@ async fn run_node(
         cluster.rpc.call_timeout(),
         core_stop.child_token(),
     );
+    rpc.observe_calls(Arc::new(node_metrics.clone()));
     let shards = Shards::new(
         me.clone(),
         ShardStore::open(&storage)?,

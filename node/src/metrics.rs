@@ -10,6 +10,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::ids::NodeId;
@@ -48,6 +49,18 @@ const TRANSIT_STATES: [&str; 5] = [
     "replicas-waiting",
 ];
 
+/// Labels of the RPC latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// The peer called: a member's node id (calls go only to members from the sealed gossip,
+    /// so the label takes at most one value per member the node has known).
+    pub peer: String,
+    /// `control` (lease checks, pings) or `data`.
+    pub lane: &'static str,
+    /// `ok` (answered) or `error` (refused, lost, timed out).
+    pub outcome: &'static str,
+}
+
 /// Label of the transit gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitLabel {
@@ -80,6 +93,20 @@ pub struct NodeMetrics {
     units: Family<RoleLabel, Gauge>,
     lease_held: Gauge,
     transit: Family<TransitLabel, Gauge>,
+    rpc_calls: RpcLatency,
+}
+
+/// The RPC latency family, with its buckets (a histogram family has no default).
+#[derive(Clone)]
+struct RpcLatency(Family<RpcLabels, Histogram>);
+
+impl Default for RpcLatency {
+    fn default() -> Self {
+        // 100 µs to ~3.3 s, as the HTTP latency.
+        Self(Family::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        }))
+    }
 }
 
 impl NodeMetrics {
@@ -125,6 +152,11 @@ impl NodeMetrics {
             "troupe_units",
             "Shards held by this node, by role",
             metrics.units.clone(),
+        );
+        registry.register(
+            "troupe_rpc_call_duration_seconds",
+            "Inter-node RPC calls this node made, by peer, lane and outcome, from the call to its answer or failure",
+            metrics.rpc_calls.0.clone(),
         );
         registry.register(
             "troupe_lease_held",
@@ -183,5 +215,24 @@ impl NodeMetrics {
         self.units
             .get_or_create(&RoleLabel { role: "replica" })
             .set((held - owned) as i64);
+    }
+}
+
+impl crate::rpc::CallObserver for NodeMetrics {
+    fn call_ended(
+        &self,
+        peer: &NodeId,
+        lane: crate::rpc::Lane,
+        elapsed: std::time::Duration,
+        ok: bool,
+    ) {
+        self.rpc_calls
+            .0
+            .get_or_create(&RpcLabels {
+                peer: peer.to_string(),
+                lane: lane.as_str(),
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .observe(elapsed.as_secs_f64());
     }
 }

@@ -276,6 +276,8 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
         "troupe_members{status=\"ready\"} 3",
         "troupe_units{role=\"owner\"}",
         "troupe_lease_held 1",
+        // Lease checks every round: every node has called its peers on the control lane.
+        "troupe_rpc_call_duration_seconds_count{peer=\"n2\",lane=\"control\",outcome=\"ok\"}",
     ] {
         assert!(
             metrics.lines().any(|line| line.starts_with(family)),

@@ -20,6 +20,29 @@ pub enum Lane {
     Data,
 }
 
+impl Lane {
+    /// The lane's name, for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Control => "control",
+            Lane::Data => "data",
+        }
+    }
+}
+
+/// Told of every call a client makes, when it ends: how the layer above measures calls (the
+/// node's per-peer latency metric) without the transport knowing what it measures into.
+pub trait CallObserver: Send + Sync + 'static {
+    /// A call to `peer` on `lane` ended after `elapsed`, answered (`ok`) or failed.
+    fn call_ended(
+        &self,
+        peer: &crate::ids::NodeId,
+        lane: Lane,
+        elapsed: std::time::Duration,
+        ok: bool,
+    );
+}
+
 /// A request one node sends another. Encoded and decoded by [`codec`](crate::codec), within
 /// its message limit ([`Limit::Message`](crate::codec::Limit::Message)) and the frame bound
 /// (`rpc.max_frame_bytes`).

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 use super::auth::{self, Credentials, HandshakeError};
 use super::session::{SealedReader, SealedWriter, SessionKeys};
 use super::wire::Envelope;
-use super::{Call, Lane, RpcError};
+use super::{Call, CallObserver, Lane, RpcError};
 use crate::codec;
 use crate::config::HostPort;
 use crate::ids::NodeId;
@@ -56,6 +56,7 @@ struct Inner<C: Call> {
     call_timeout: Duration,
     peers: Mutex<HashMap<(NodeId, HostPort, Lane), PeerSlot<C>>>,
     shutdown: CancellationToken,
+    observer: OnceLock<Arc<dyn CallObserver>>,
 }
 
 /// The connection to one peer, if any; the async mutex makes concurrent callers share one dial.
@@ -155,8 +156,15 @@ impl<C: Call> RpcClient<C> {
                 call_timeout,
                 peers: Mutex::new(HashMap::new()),
                 shutdown,
+                observer: OnceLock::new(),
             }),
         }
+    }
+
+    /// Tells `observer` of every call from now on, for this client and its clones; a second
+    /// observer is ignored (there is one per node: its metrics).
+    pub fn observe_calls(&self, observer: Arc<dyn CallObserver>) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// Calls `node` at `addr` with the configured deadline.
@@ -172,6 +180,21 @@ impl<C: Call> RpcClient<C> {
 
     /// Calls `node` at `addr`; the deadline covers dialing and the handshake too.
     pub async fn call_with_timeout(
+        &self,
+        node: &NodeId,
+        addr: &HostPort,
+        request: C,
+        deadline: Duration,
+    ) -> Result<C::Answer, RpcError> {
+        let (lane, started) = (request.lane(), Instant::now());
+        let result = self.call_within(node, addr, request, deadline).await;
+        if let Some(observer) = self.inner.observer.get() {
+            observer.call_ended(node, lane, started.elapsed(), result.is_ok());
+        }
+        result
+    }
+
+    async fn call_within(
         &self,
         node: &NodeId,
         addr: &HostPort,
