@@ -61,6 +61,9 @@ pub enum BootError {
     /// The shard databases could not be opened.
     #[error(transparent)]
     Shards(#[from] crate::shard::StoreError),
+    /// Two services claim one state machine number (a build error caught at start).
+    #[error(transparent)]
+    Machines(#[from] crate::shard::machine::DuplicateMachine),
     /// Gossip could not start.
     #[error(transparent)]
     Membership(#[from] crate::membership::MembershipError),
@@ -170,6 +173,7 @@ async fn run_node(
         cluster.clone(),
         layout.total(),
         node_metrics.clone(),
+        crate::services::machines(&cluster)?,
     );
     let shard_host = tokio::spawn(
         shards

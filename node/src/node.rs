@@ -97,7 +97,7 @@ impl Node {
                 if let Some(refusal) = self.unknown_shard(shard) {
                     return refusal;
                 }
-                if command.adds_data() {
+                if self.inner.shards.adds_data(&command) {
                     if let Some(refusal) = self.storage_refusal() {
                         return refusal;
                     }

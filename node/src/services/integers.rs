@@ -41,10 +41,11 @@ use crate::node::Node;
 use crate::placement::{assign, shard_for_key};
 use crate::protocol::{Request, Response};
 use crate::routing::read_shard;
-use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
+use crate::services::machine::{self, Decision, Outcome, Service};
 use crate::shard::draft::Draft;
 use crate::shard::host::COMMAND_TIMEOUT;
-use crate::shard::{Op, StoreError, Tenant};
+use crate::shard::query::{Query, QueryAnswer};
+use crate::shard::{MachineId, Op, StoreError, Tenant};
 
 /// The key whose shard holds the averages and whose owner runs the aggregator.
 pub const AGGREGATOR_KEY: &str = "integers/aggregator";
@@ -511,12 +512,9 @@ impl AggregatorState {
                     && count * 10 >= expected * 9,
             };
             let shard = aggregator_shard(self.node.inner.cluster.cluster.shards);
-            let stored = self
-                .node
-                .inner
-                .shards
-                .command(shard, Command::StoreAverage(average), COMMAND_TIMEOUT)
-                .await;
+            let command = IntegerCommand::StoreAverage(average);
+            let stored =
+                machine::run_here::<Integers>(&self.node, shard, &command, COMMAND_TIMEOUT).await;
             match stored {
                 Ok(_) => {
                     self.windows.remove(&start);
@@ -524,10 +522,47 @@ impl AggregatorState {
                 }
                 // Not stored yet: try again at the next flush.
                 Err(refusal) => {
-                    tracing::debug!(window = start, ?refusal, "average not stored yet")
+                    tracing::debug!(window = start, %refusal, "average not stored yet")
                 }
             }
         }
+    }
+}
+
+/// The integers service's state machine (the aggregator's averages).
+pub struct Integers {
+    /// Windows and the kept history.
+    pub config: IntegersConfig,
+}
+
+/// What the integers aggregator asks its shard's owner.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum IntegerCommand {
+    /// Store a window's average.
+    StoreAverage(Average),
+}
+
+impl Service for Integers {
+    const MACHINE: MachineId = MachineId(5);
+    type Command = IntegerCommand;
+
+    fn decide(
+        &self,
+        command: IntegerCommand,
+        state: &Draft,
+        shard: ShardId,
+    ) -> Result<Decision, StoreError> {
+        match command {
+            IntegerCommand::StoreAverage(average) => {
+                decide_store(state, shard, &average, &self.config)
+            }
+        }
+    }
+
+    /// An average replaces the one that falls out of the kept history: the aggregator's own
+    /// bookkeeping, taken even when storage is nearly full.
+    fn adds_data(_: &IntegerCommand) -> bool {
+        false
     }
 }
 
@@ -563,7 +598,7 @@ pub fn decide_store(
     Ok(Decision {
         outcome: Outcome::Stored,
         ops,
-        follow_up: None,
+        timer: None,
     })
 }
 

@@ -1,6 +1,10 @@
-//! Replicated shards: the general mechanism every stateful service (users first) stores its
-//! entities in. Implements `docs/decisions/004-shard-replication.md`.
+//! Replicated shards: the engine every stateful service stores its entities in, a replicated
+//! state machine that knows no service by name. Implements
+//! `docs/decisions/004-shard-replication.md`; the services plug in as [`StateMachine`]s
+//! (decision 030).
 //!
+//! - [`machine`]: the [`StateMachine`] trait the services implement (decide a command, react to
+//!   becoming owner, sweep, timers) and the registry of them built at boot.
 //! - [`store`]: a shard's state on one node in LMDB: entities, a short change log, and the
 //!   shard's epoch and applied sequence number, all changed in one transaction.
 //! - [`owner`]: the ractor actor that owns a shard on its owner node: it seals the shard with a
@@ -15,23 +19,25 @@
 //! - [`refusal`]: why a command, read or peer request was not carried out.
 //! - [`lease`]: the owner lease, renewed by lease checks every gossip round.
 //! - [`caller`]: which node may send which peer request (the owner of the epoch it names).
-//! - [`command`]: the commands services send to an owner and what they produce.
-//! - [`finish_timers`]: when an owner finishes the jobs it runs, batched by deadline.
+//! - [`query`]: reads of a shard, alike for every service.
+//! - [`draft`]: the state a command of a batch is decided against (group commit).
+//! - [`timers`]: the commands an owner runs later (a job's finish), batched by deadline.
 
 pub mod audit;
 pub mod caller;
-pub mod command;
 pub mod draft;
-pub mod finish_timers;
 pub mod host;
 pub mod lease;
+pub mod machine;
 pub mod owner;
 pub mod peer;
+pub mod query;
 pub mod refusal;
 pub mod replica;
 pub mod scans;
 pub mod store;
 pub mod sync;
+pub mod timers;
 
 use std::fmt;
 
@@ -40,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::HostPort;
 use crate::ids::NodeId;
 
+pub use machine::{Command, Decision, MachineId, Machines, StateMachine, Timer};
 pub use peer::{PeerError, PeerReply, PeerRequest, Peers};
 pub use refusal::Refusal;
 pub use store::{ShardStore, StoreError};
@@ -73,7 +80,7 @@ impl Tenant {
     /// Jobs by id (issue 4).
     pub const JOBS: Tenant = Tenant(3);
     // Tenant 4 held each object id's latest job up to layout 2; job ids now derive from
-    // object ids (`services::jobs::job_id`). Not reused, so layouts stay easy to tell apart.
+    // object ids (the jobs service's `job_id`). Not reused, so layouts stay easy to tell apart.
     /// Stored averages of the integers service, by window start (issue 5).
     pub const INTEGERS: Tenant = Tenant(5);
     /// Parties by code (issue 5).
