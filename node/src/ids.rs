@@ -76,3 +76,19 @@ impl fmt::Display for RegionName {
         f.write_str(&self.0)
     }
 }
+
+/// An ownership period of a shard: a term and the node that holds it. Ordered by term, then by
+/// owner, so two nodes that pick the same term still differ and exactly one of them wins.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Epoch {
+    /// Increases with every ownership change.
+    pub term: u64,
+    /// The owner that sealed this epoch.
+    pub owner: NodeId,
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.term, self.owner)
+    }
+}

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use troupe_actors::integers::Sample;
 use troupe_http::views::Located;
 
 use crate::ids::{NodeId, ShardId};
 use crate::rpc::{Answer, Call, Lane, RpcClient};
-use crate::services::integers::Sample;
 use crate::shard::query::{Query, QueryAnswer};
 use crate::shard::{Command, Peer, PeerError, PeerReply, PeerRequest, Peers, Refusal};
 
@@ -66,7 +66,7 @@ pub enum Request {
     /// The shard layer's peer protocol: one holder of a shard to another, or a lease check
     /// (answered with [`Response::Shard`] or a refusal).
     Shard(PeerRequest),
-    /// The receiver's own dashboard report (`crate::dashboard`), answered with
+    /// The receiver's own dashboard report (the node's `dashboard` module), answered with
     /// [`Response::Report`]; from any member.
     Report,
 }

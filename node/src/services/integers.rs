@@ -54,18 +54,7 @@ const MAX_IN_FLIGHT: usize = 16;
 /// Deadline of one integer's delivery; a late integer is simply not counted.
 const SEND_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// One integer on its way to the aggregator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Sample {
-    /// The generator.
-    pub generator: u32,
-    /// Wall-clock tick number (`at_ms / tick_ms`).
-    pub tick: u64,
-    /// The value.
-    pub value: u64,
-    /// When it was emitted, Unix milliseconds.
-    pub at_ms: u64,
-}
+pub use troupe_actors::integers::Sample;
 
 /// The shard of the averages.
 pub fn aggregator_shard(shards: u32) -> ShardId {

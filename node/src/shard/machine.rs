@@ -8,9 +8,9 @@
 //! replicate, and at most one [`Timer`], a command of its own that the engine runs later (a
 //! job's finish). A machine may also name commands to run when its owner starts serving
 //! ([`StateMachine::on_serving`]: jobs left `processing` by a previous owner are re-run) and
-//! every so often ([`StateMachine::sweep`]: expired session entries are deleted). The services
-//! above implement the trait (`crate::services`) and build the [`Machines`] the node passes
-//! to [`Shards::new`](super::host::Shards::new).
+//! every so often ([`StateMachine::sweep`]: expired session entries are deleted). The services,
+//! a layer above, implement the trait and build the [`Machines`] the node passes to
+//! [`Shards::new`](super::host::Shards::new).
 
 use std::fmt;
 use std::sync::Arc;

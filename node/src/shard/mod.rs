@@ -39,33 +39,16 @@ pub mod store;
 pub mod sync;
 pub mod timers;
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::config::HostPort;
+pub use crate::ids::Epoch;
 use crate::ids::NodeId;
 
 pub use machine::{Command, Decision, MachineId, Machines, StateMachine, Timer};
 pub use peer::{PeerError, PeerReply, PeerRequest, Peers};
 pub use refusal::Refusal;
 pub use store::{ShardStore, StoreError};
-
-/// An ownership period of a shard: a term and the node that holds it. Ordered by term, then by
-/// owner, so two nodes that pick the same term still differ and exactly one of them wins.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Epoch {
-    /// Increases with every ownership change.
-    pub term: u64,
-    /// The owner that sealed this epoch.
-    pub owner: NodeId,
-}
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.term, self.owner)
-    }
-}
 
 /// Which service an entity belongs to; part of every stored key, so services share shards
 /// without sharing key spaces.
