@@ -184,6 +184,8 @@ async fn run_node(
     let lease = tokio::spawn(
         crate::shard::lease::keep(shards.clone(), core_stop.child_token()).in_current_span(),
     );
+    // The integers aggregator's local handle: the service runs it, the node delivers to it.
+    let aggregator = crate::services::integers::LocalAggregator::default();
     let node = Node {
         inner: Arc::new(NodeInner {
             cluster: cluster.clone(),
@@ -195,7 +197,7 @@ async fn run_node(
             rpc,
             shards,
             storage: storage.clone(),
-            aggregator: Default::default(),
+            aggregator: Arc::new(aggregator.clone()),
             metrics: node_metrics,
             registry,
             requests: Default::default(),
@@ -219,7 +221,8 @@ async fn run_node(
         .in_current_span(),
     );
     let integers = tokio::spawn(
-        crate::services::integers::run(node.clone(), core_stop.child_token()).in_current_span(),
+        crate::services::integers::run(node.clone(), aggregator, core_stop.child_token())
+            .in_current_span(),
     );
     let edge = |listener: BoxListener, surface: Surface| {
         let routes = troupe_http::router(

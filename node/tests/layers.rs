@@ -13,8 +13,9 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundation",
-        &["ids", "clock", "random", "codec", "storage", "region"],
+        &["ids", "clock", "random", "codec", "storage"],
     ),
+    ("regions", &["region"]),
     ("configuration", &["config"]),
     ("shard layout", &["layout"]),
     ("placement", &["placement"]),
@@ -29,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("routing", &["routing"]),
     ("services", &["services"]),
     ("node tasks", &["handoff", "precopy", "dashboard"]),
+    ("edge", &["api"]),
     ("boot", &["boot"]),
     ("command line", &["cli"]),
 ];
@@ -45,21 +47,6 @@ const EXCEPTIONS: &[(&str, &str, &str)] = &[
         "layout",
         "placement",
         "a key's shard is placement's hash (placement::shard_for_key)",
-    ),
-    (
-        "node",
-        "routing",
-        "the node's HTTP API (impl NodeApi for Node) routes /cluster/locate to the owner",
-    ),
-    (
-        "node",
-        "services",
-        "the node's HTTP API calls the services, and it holds the integers aggregator",
-    ),
-    (
-        "node",
-        "dashboard",
-        "the node answers Request::Report and /ui/data with the dashboard's report",
     ),
 ];
 

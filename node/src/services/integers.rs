@@ -37,7 +37,7 @@ use crate::clock::unix_millis;
 use crate::codec;
 use crate::config::IntegersConfig;
 use crate::ids::{NodeId, ShardId};
-use crate::node::Node;
+use crate::node::{Node, SampleSink};
 use crate::placement::{assign, shard_for_key};
 use crate::protocol::{Request, Response};
 use crate::routing::read_shard;
@@ -80,9 +80,10 @@ impl LocalAggregator {
             aggregator,
         )
     }
+}
 
-    /// Hands a sample to the aggregator running here (`Taken`); `NotOwner` if there is none.
-    pub fn deliver(&self, sample: Sample) -> Response {
+impl SampleSink for LocalAggregator {
+    fn deliver(&self, sample: Sample) -> Response {
         match self.get() {
             Some((actor, incarnation)) if actor.cast(AggregatorMsg::Sample(sample)).is_ok() => {
                 Response::Taken {
@@ -96,7 +97,7 @@ impl LocalAggregator {
 
 /// Follows the topology until `shutdown`: runs the generators placed on this node and the
 /// aggregator when this node owns its shard.
-pub async fn run(node: Node, shutdown: CancellationToken) {
+pub async fn run(node: Node, aggregator: LocalAggregator, shutdown: CancellationToken) {
     let mut topology = node.inner.topology.clone();
     let mut generators: HashMap<u32, ActorRef<GeneratorMsg>> = HashMap::new();
     loop {
@@ -125,7 +126,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
             }
         }
         let shard = aggregator_shard(node.inner.cluster.cluster.shards);
-        ensure_aggregator(&node, current.owns(&node.inner.me, shard)).await;
+        ensure_aggregator(&node, &aggregator, current.owns(&node.inner.me, shard)).await;
         tokio::select! {
             // The node is stopping.
             _ = shutdown.cancelled() => break,
@@ -135,7 +136,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
     for (_, actor) in generators {
         actor.stop(None);
     }
-    if let Some((actor, _)) = node.inner.aggregator.set(None) {
+    if let Some((actor, _)) = aggregator.set(None) {
         let _ = actor
             .stop_and_wait(None, Some(Duration::from_secs(5)))
             .await;
@@ -155,19 +156,19 @@ fn generators_of(me: &NodeId, config: &IntegersConfig, nodes: &[NodeId]) -> Vec<
         .collect()
 }
 
-async fn ensure_aggregator(node: &Node, here: bool) {
-    let running = node.inner.aggregator.get().is_some();
+async fn ensure_aggregator(node: &Node, aggregator: &LocalAggregator, here: bool) {
+    let running = aggregator.get().is_some();
     if here && !running {
         let incarnation = crate::random::with(|rng| rng.random::<u64>());
         match Actor::spawn(None, Aggregator, node.clone()).await {
             Ok((actor, _)) => {
                 tracing::info!(incarnation, "aggregator started on this node");
-                node.inner.aggregator.set(Some((actor, incarnation)));
+                aggregator.set(Some((actor, incarnation)));
             }
             Err(error) => tracing::warn!(%error, "cannot start the aggregator"),
         }
     } else if !here && running {
-        if let Some((actor, _)) = node.inner.aggregator.set(None) {
+        if let Some((actor, _)) = aggregator.set(None) {
             tracing::info!("aggregator moved away from this node");
             actor.stop(None);
         }
