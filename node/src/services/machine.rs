@@ -221,3 +221,64 @@ pub async fn run_here<S: Service>(
         .map_err(|refusal| format!("{refusal:?}"))?;
     codec::decode(&answer, Limit::Message).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use troupe_actors::users::{User, UserId};
+
+    use super::*;
+    use crate::services::users::{UserCommand, Users};
+
+    fn user() -> User {
+        User {
+            id: UserId::parse("00000000-0000-4000-8000-000000000007").expect("uuid"),
+            name: "Ada".into(),
+            email: "ada@x".into(),
+            group: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_the_machine_cannot_read_is_answered_invalid_and_changes_nothing() {
+        let (_dir, store) = crate::shard::store::tests::open_with(ShardId(0), Vec::new()).await;
+        let draft = Draft::new(&store);
+        let decision = Machine(Users)
+            .decide(b"not a command", &draft, ShardId(0))
+            .expect("decided");
+        assert!(decision.ops.is_empty() && decision.timer.is_none());
+        let outcome: Outcome = codec::decode(&decision.answer, Limit::Message).expect("outcome");
+        assert!(matches!(outcome, Outcome::Invalid(_)), "{outcome:?}");
+        assert!(!Machine(Users).adds_data(b"not a command"));
+    }
+
+    #[tokio::test]
+    async fn a_command_round_trips_through_the_engine_and_its_outcome_comes_back_encoded() {
+        let (_dir, store) = crate::shard::store::tests::open_with(ShardId(0), Vec::new()).await;
+        let draft = Draft::new(&store);
+        let create = command::<Users>(&UserCommand::Create(user())).expect("encode");
+        assert_eq!(create.machine, Users::MACHINE);
+        let machine = Machine(Users);
+        assert!(machine.adds_data(&create.body));
+        let decision = machine
+            .decide(&create.body, &draft, ShardId(0))
+            .expect("decided");
+        assert_eq!(decision.ops.len(), 1, "the user is stored");
+        let outcome: Outcome = codec::decode(&decision.answer, Limit::Message).expect("outcome");
+        assert_eq!(outcome, Outcome::User(user()));
+        let delete = command::<Users>(&UserCommand::Delete(user().id)).expect("encode");
+        assert!(!machine.adds_data(&delete.body), "a delete frees space");
+    }
+
+    #[test]
+    fn every_service_is_registered_once_under_its_own_number() {
+        let text = crate::config::EMBEDDED_CLUSTER_TOML.replacen(
+            "[cluster]\n",
+            "[cluster]\nsecret = \"unit-test-secret-of-at-least-32-bytes\"\n",
+            1,
+        );
+        let config = crate::config::ClusterConfig::parse(&text, "test").expect("valid");
+        let machines = crate::services::machines(&config).expect("no number twice");
+        let ids: Vec<u8> = machines.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ids, [1, 2, 3, 5, 6]);
+    }
+}
