@@ -43,6 +43,10 @@ impl fmt::Display for Generation {
     }
 }
 
+/// Most shards a cluster may have, hash shards and party manager shards together: the store
+/// prefixes each shard's records with its id in two bytes (`shard::store`, decision 014).
+pub const MAX_SHARDS: u32 = 65_536;
+
 /// A shard number in `0..shard_count`. The shard count is fixed for the life of a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
