@@ -8,6 +8,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// One integer on its way from a generator to the aggregator (the wire carries it as is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The generator.
+    pub generator: u32,
+    /// Wall-clock tick number (`at_ms / tick_ms`).
+    pub tick: u64,
+    /// The value.
+    pub value: u64,
+    /// When it was emitted, Unix milliseconds.
+    pub at_ms: u64,
+}
+
 /// Smallest value a generator emits.
 pub const MIN_VALUE: u64 = 1;
 /// Largest value a generator emits.

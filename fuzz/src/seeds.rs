@@ -11,13 +11,15 @@ use troupe_node::config::HostPort;
 use troupe_node::ids::{NodeId, ShardId};
 use troupe_node::protocol::{Request, Response, PROTOCOL_VERSION};
 use troupe_node::rpc::wire::{Envelope, Handshake};
-use troupe_node::services::integers::Sample;
-use troupe_node::services::jobs::JobRecord;
-use troupe_node::services::parties::IndexEntry;
-use troupe_node::services::sessions::Leases;
-use troupe_node::services::users::StoredUser;
-use troupe_node::shard::command::{Command, Outcome, Query, QueryAnswer};
+use troupe_node::services::integers::{IntegerCommand, Integers, Sample};
+use troupe_node::services::jobs::{JobCommand, JobRecord, Jobs};
+use troupe_node::services::machine::{self, Outcome, Service};
+use troupe_node::services::parties::{IndexEntry, Parties, PartyCommand};
+use troupe_node::services::sessions::{Leases, SessionCommand, Sessions};
+use troupe_node::services::users::{StoredUser, UserCommand, Users};
+use troupe_node::shard::query::{Query, QueryAnswer};
 use troupe_node::shard::store::Item;
+use troupe_node::shard::Command;
 use troupe_node::shard::{
     Entry, Epoch, Op, Peer, PeerReply, PeerRequest, Position, ShardMeta, Tenant,
 };
@@ -119,41 +121,116 @@ pub fn shard_meta() -> Vec<ShardMeta> {
     ]
 }
 
-/// Every command, as a client's request makes it.
-pub fn commands() -> Vec<Command> {
+/// Every users command.
+pub fn user_commands() -> Vec<UserCommand> {
     vec![
-        Command::CreateUser(user()),
-        Command::UpdateUser(UserPatch {
+        UserCommand::Create(user()),
+        UserCommand::Update(UserPatch {
             id: user_id(),
             name: Some("Ada".into()),
             email: None,
             group: Some(3),
         }),
-        Command::DeleteUser(user_id()),
-        Command::AddSession(session_user()),
-        Command::RemoveSession(session_user()),
-        Command::CreateJob {
+        UserCommand::Delete(user_id()),
+    ]
+}
+
+/// Every sessions command.
+pub fn session_commands() -> Vec<SessionCommand> {
+    vec![
+        SessionCommand::Add(session_user()),
+        SessionCommand::Remove(session_user()),
+        SessionCommand::Expire(session_user()),
+    ]
+}
+
+/// Every jobs command.
+pub fn job_commands() -> Vec<JobCommand> {
+    vec![
+        JobCommand::Create {
             object_id: "object-1".into(),
         },
-        Command::FinishJob {
+        JobCommand::Finish {
             job_id: "job-1".into(),
             attempt: 2,
         },
-        Command::RerunJob {
+        JobCommand::Rerun {
             job_id: "job-1".into(),
         },
-        Command::StoreAverage(average()),
-        Command::CreateParty(party()),
-        Command::JoinParty {
+    ]
+}
+
+/// Every integers command.
+pub fn integer_commands() -> Vec<IntegerCommand> {
+    vec![IntegerCommand::StoreAverage(average())]
+}
+
+/// Every parties command.
+pub fn party_commands() -> Vec<PartyCommand> {
+    vec![
+        PartyCommand::Create(party()),
+        PartyCommand::Join {
             code: "123456789".into(),
             device_id: "device-9".into(),
             name: "player 9".into(),
         },
-        Command::LeaveParty {
+        PartyCommand::Leave {
             code: "123456789".into(),
             device_id: "device-1".into(),
         },
-        Command::ExpireSession(session_user()),
+    ]
+}
+
+/// Service `S`'s commands as the engine and the wire carry them.
+fn engine<S: Service>(commands: Vec<S::Command>) -> Vec<Command> {
+    commands
+        .iter()
+        .map(|c| machine::command::<S>(c).unwrap_or_else(|e| panic!("encodable: {e}")))
+        .collect()
+}
+
+/// Every command of every service, as a client's request (or an owner's timer) makes it.
+pub fn commands() -> Vec<Command> {
+    let mut all = engine::<Users>(user_commands());
+    all.extend(engine::<Sessions>(session_commands()));
+    all.extend(engine::<Jobs>(job_commands()));
+    all.extend(engine::<Integers>(integer_commands()));
+    all.extend(engine::<Parties>(party_commands()));
+    all
+}
+
+/// Every outcome a command may have.
+pub fn outcomes() -> Vec<Outcome> {
+    vec![
+        Outcome::User(user()),
+        Outcome::Deleted,
+        Outcome::NotFound("no user".into()),
+        Outcome::Conflict("exists".into()),
+        Outcome::Invalid("bad".into()),
+        Outcome::Session(SessionReply {
+            outcome: SessionOutcome::Added,
+            user_id: session_user(),
+            active_sessions: 2,
+            max_sessions: 5,
+        }),
+        Outcome::Job(Job {
+            job_id: "job-1".into(),
+            object_id: "object-1".into(),
+            status: JobStatus::Processing,
+            timestamp: "2026-12-06T20:00:00.000Z".into(),
+            attempts: 1,
+        }),
+        Outcome::Stored,
+        Outcome::Participant {
+            party_code: "123456789".into(),
+            participant_id: 3,
+            existed: false,
+        },
+        Outcome::Left {
+            party_code: "123456789".into(),
+            participant_id: 1,
+            host: Some(2),
+        },
     ]
 }
 
@@ -315,37 +392,10 @@ pub fn responses() -> Vec<Response> {
         },
         Response::Report(r#"{"node":"n2","at_ms":1765000000123,"requests":{"window_ms":10000,"total":{"route":"all","requests":3,"per_second":0.3,"p50_ms":0.4,"p99_ms":1.2,"errors":0,"client_errors":1},"routes":[]}}"#.into()),
     ];
-    let outcomes = [
-        Outcome::User(user()),
-        Outcome::Deleted,
-        Outcome::NotFound("no user".into()),
-        Outcome::Conflict("exists".into()),
-        Outcome::Invalid("bad".into()),
-        Outcome::Session(SessionReply {
-            outcome: SessionOutcome::Added,
-            user_id: session_user(),
-            active_sessions: 2,
-            max_sessions: 5,
-        }),
-        Outcome::Job(Job {
-            job_id: "job-1".into(),
-            object_id: "object-1".into(),
-            status: JobStatus::Processing,
-            timestamp: "2026-12-06T20:00:00.000Z".into(),
-            attempts: 1,
-        }),
-        Outcome::Stored,
-        Outcome::Participant {
-            party_code: "123456789".into(),
-            participant_id: 3,
-            existed: false,
-        },
-        Outcome::Left {
-            party_code: "123456789".into(),
-            participant_id: 1,
-            host: Some(2),
-        },
-    ];
+    let outcomes: Vec<Vec<u8>> = outcomes()
+        .iter()
+        .map(|o| troupe_node::codec::encode(o).unwrap_or_else(|e| panic!("encodable: {e}")))
+        .collect();
     responses.extend(outcomes.into_iter().map(Response::Outcome));
     let answers = [
         QueryAnswer::Value(Some(vec![1, 2, 3])),

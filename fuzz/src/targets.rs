@@ -15,10 +15,12 @@ use troupe_node::protocol::{Request, Response, PROTOCOL_VERSION};
 use troupe_node::rpc::auth::{self, Credentials};
 use troupe_node::rpc::frame::read_frame;
 use troupe_node::rpc::wire::{Envelope, Handshake};
-use troupe_node::services::jobs::JobRecord;
-use troupe_node::services::parties::IndexEntry;
-use troupe_node::services::sessions::Leases;
-use troupe_node::services::users::StoredUser;
+use troupe_node::services::integers::IntegerCommand;
+use troupe_node::services::jobs::{JobCommand, JobRecord};
+use troupe_node::services::machine::Outcome;
+use troupe_node::services::parties::{IndexEntry, PartyCommand};
+use troupe_node::services::sessions::{Leases, SessionCommand};
+use troupe_node::services::users::{StoredUser, UserCommand};
 use troupe_node::shard::PeerRequest;
 use troupe_node::shard::{Entry, ShardMeta};
 
@@ -132,6 +134,48 @@ pub fn all() -> Vec<Target> {
             seeds: || encodings(seeds::envelopes(seeds::responses())),
             seeds_valid: true,
             check: |b| round_trip::<Envelope<Response>>(b, Limit::Message),
+            dictionary: &[],
+        },
+        Target {
+            name: "command-users",
+            seeds: || encodings(seeds::user_commands()),
+            seeds_valid: true,
+            check: |b| round_trip::<UserCommand>(b, Limit::Message),
+            dictionary: &[],
+        },
+        Target {
+            name: "command-sessions",
+            seeds: || encodings(seeds::session_commands()),
+            seeds_valid: true,
+            check: |b| round_trip::<SessionCommand>(b, Limit::Message),
+            dictionary: &[],
+        },
+        Target {
+            name: "command-jobs",
+            seeds: || encodings(seeds::job_commands()),
+            seeds_valid: true,
+            check: |b| round_trip::<JobCommand>(b, Limit::Message),
+            dictionary: &[],
+        },
+        Target {
+            name: "command-integers",
+            seeds: || encodings(seeds::integer_commands()),
+            seeds_valid: true,
+            check: |b| round_trip::<IntegerCommand>(b, Limit::Message),
+            dictionary: &[],
+        },
+        Target {
+            name: "command-parties",
+            seeds: || encodings(seeds::party_commands()),
+            seeds_valid: true,
+            check: |b| round_trip::<PartyCommand>(b, Limit::Message),
+            dictionary: &[],
+        },
+        Target {
+            name: "command-outcome",
+            seeds: || encodings(seeds::outcomes()),
+            seeds_valid: true,
+            check: |b| round_trip::<Outcome>(b, Limit::Message),
             dictionary: &[],
         },
         Target {

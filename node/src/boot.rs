@@ -61,6 +61,9 @@ pub enum BootError {
     /// The shard databases could not be opened.
     #[error(transparent)]
     Shards(#[from] crate::shard::StoreError),
+    /// Two services claim one state machine number (a build error caught at start).
+    #[error(transparent)]
+    Machines(#[from] crate::shard::machine::DuplicateMachine),
     /// Gossip could not start.
     #[error(transparent)]
     Membership(#[from] crate::membership::MembershipError),
@@ -171,6 +174,7 @@ async fn run_node(
         cluster.clone(),
         layout.total(),
         node_metrics.clone(),
+        crate::services::machines(&cluster)?,
     );
     let shard_host = tokio::spawn(
         shards
@@ -181,6 +185,8 @@ async fn run_node(
     let lease = tokio::spawn(
         crate::shard::lease::keep(shards.clone(), core_stop.child_token()).in_current_span(),
     );
+    // The integers aggregator's local handle: the service runs it, the node delivers to it.
+    let aggregator = crate::services::integers::LocalAggregator::default();
     let node = Node {
         inner: Arc::new(NodeInner {
             cluster: cluster.clone(),
@@ -192,7 +198,7 @@ async fn run_node(
             rpc,
             shards,
             storage: storage.clone(),
-            aggregator: Default::default(),
+            aggregator: Arc::new(aggregator.clone()),
             metrics: node_metrics,
             registry,
             requests: Default::default(),
@@ -216,7 +222,8 @@ async fn run_node(
         .in_current_span(),
     );
     let integers = tokio::spawn(
-        crate::services::integers::run(node.clone(), core_stop.child_token()).in_current_span(),
+        crate::services::integers::run(node.clone(), aggregator, core_stop.child_token())
+            .in_current_span(),
     );
     let edge = |listener: BoxListener, surface: Surface| {
         let routes = troupe_http::router(

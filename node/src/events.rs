@@ -9,16 +9,15 @@
 //!   `handed-off` by the hand-off of a leaving node ([`Events::handed_off`]).
 //!
 //! The ring is shared by clones (the shard layer reaches it through
-//! [`NodeMetrics`](crate::metrics::NodeMetrics)); its lock is held only to push or copy.
+//! the node's `NodeMetrics`, which holds it); its lock is held only to push or copy.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use troupe_http::views::EventView;
 
-use crate::ids::{NodeId, ShardId};
+use crate::ids::{Epoch, NodeId, ShardId};
 use crate::membership::{Member, MembershipChange, MembershipSnapshot};
-use crate::shard::Epoch;
 
 /// Events kept per node; older ones are dropped.
 pub const CAPACITY: usize = 200;
@@ -130,7 +129,7 @@ impl Events {
     }
 
     /// This node, leaving, handed `shard` to `to`, which now serves it (logged with the whole
-    /// hand-off, see `crate::handoff`).
+    /// hand-off, see the node's `handoff` module).
     pub(crate) fn handed_off(&self, shard: ShardId, to: &NodeId) {
         let mut ring = self.ring();
         let text = format!("shard {shard} handed off: {} → {to}", ring.me);

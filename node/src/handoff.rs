@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::ids::{NodeId, ShardId};
 use crate::node::Node;
 use crate::protocol::{Request, Response};
-use crate::shard::command::Query;
+use crate::shard::query::Query;
 use crate::shard::Tenant;
 use crate::topology::Topology;
 

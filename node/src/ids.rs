@@ -43,6 +43,10 @@ impl fmt::Display for Generation {
     }
 }
 
+/// Most shards a cluster may have, hash shards and party manager shards together: the store
+/// prefixes each shard's records with its id in two bytes (`shard::store`, decision 014).
+pub const MAX_SHARDS: u32 = 65_536;
+
 /// A shard number in `0..shard_count`. The shard count is fixed for the life of a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -74,5 +78,21 @@ impl RegionName {
 impl fmt::Display for RegionName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// An ownership period of a shard: a term and the node that holds it. Ordered by term, then by
+/// owner, so two nodes that pick the same term still differ and exactly one of them wins.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Epoch {
+    /// Increases with every ownership change.
+    pub term: u64,
+    /// The owner that sealed this epoch.
+    pub owner: NodeId,
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.term, self.owner)
     }
 }

@@ -15,16 +15,23 @@
 //! [`fingerprint`]: ShardLayout::fingerprint
 //! [`identity`]: ShardLayout::identity
 
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::config::ClusterConfig;
 use crate::ids::{RegionName, ShardId};
-use crate::placement::shard_for_key;
 use crate::region::Region;
 
-/// Most shards a cluster may have, hash shards and party manager shards together: the store
-/// prefixes each shard's records with its id in two bytes (`shard::store`).
-pub const MAX_SHARDS: u32 = 65_536;
+pub use crate::ids::MAX_SHARDS;
+
+/// Seed of the key hash; fixed forever (changing it would move every key).
+const KEY_SEED: u64 = 0x7472_6f75_7065_0003;
+
+/// The shard of a key: stable hash modulo the shard count (which never changes in a cluster).
+/// Here, with the shards that exist, so that the configuration's layout and placement both
+/// build on it (placement re-exports it).
+pub fn shard_for_key(key: &str, shard_count: u32) -> ShardId {
+    ShardId((xxh3_64_with_seed(key.as_bytes(), KEY_SEED) % u64::from(shard_count.max(1))) as u32)
+}
 
 /// One party manager and the shard that holds its parties and its index of open parties.
 #[derive(Clone, Debug, PartialEq, Eq)]

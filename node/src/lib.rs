@@ -6,7 +6,8 @@
 //! - [`boot`]: starting and stopping a node; [`boot::NodeIo`] is the production/simulation seam.
 //! - [`handoff`]: a stopping node handing its shards to their next owners.
 //! - [`precopy`]: a joining node receiving the shards it will hold before it becomes ready.
-//! - [`node`]: the running node as the HTTP edge and peers see it.
+//! - [`api`]: what the node answers, over HTTP ([`troupe_http::NodeApi`]) and to peers.
+//! - [`node`]: the running node's state and local logic.
 //! - [`dashboard`], [`events`]: what the live dashboard (`/ui`) shows of this node and gathers
 //!   from the others; the node's recent membership and ownership events.
 //! - [`routing`]: serve locally or forward to the owner, with bounded retries.
@@ -27,6 +28,7 @@
 //! - [`config`], [`ids`], [`region`], [`metrics`]: the vocabulary.
 //! - [`random`]: the node's own random draws, seedable so simulations replay them.
 
+pub mod api;
 pub mod boot;
 pub mod cli;
 pub mod clock;

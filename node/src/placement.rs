@@ -26,11 +26,11 @@ use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::ids::{NodeId, RegionName, ShardId};
+pub use crate::layout::shard_for_key;
 use crate::layout::ShardLayout;
 use crate::region::{self, Region};
 
 const WEIGHT_SEED: u64 = 0x7472_6f75_7065_0001;
-const KEY_SEED: u64 = 0x7472_6f75_7065_0003;
 
 /// Rendezvous weight of `node` for `unit`; parts are length-prefixed so ("ab", "c") and
 /// ("a", "bc") differ.
@@ -41,11 +41,6 @@ pub fn weight(unit: &str, node: &NodeId) -> u64 {
     bytes.extend_from_slice(&(node.as_str().len() as u32).to_be_bytes());
     bytes.extend_from_slice(node.as_str().as_bytes());
     xxh3_64_with_seed(&bytes, WEIGHT_SEED)
-}
-
-/// The shard of a key: stable hash modulo the shard count (which never changes in a cluster).
-pub fn shard_for_key(key: &str, shard_count: u32) -> ShardId {
-    ShardId((xxh3_64_with_seed(key.as_bytes(), KEY_SEED) % u64::from(shard_count.max(1))) as u32)
 }
 
 /// One owner per unit (same order as `units`), balanced within one unit per node. Empty when

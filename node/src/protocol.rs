@@ -11,20 +11,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use troupe_actors::integers::Sample;
 use troupe_http::views::Located;
 
 use crate::ids::{NodeId, ShardId};
 use crate::rpc::{Answer, Call, Lane, RpcClient};
-use crate::services::integers::Sample;
-use crate::shard::command::{Command, Outcome, Query, QueryAnswer};
-use crate::shard::{Peer, PeerError, PeerReply, PeerRequest, Peers, Refusal};
+use crate::shard::query::{Query, QueryAnswer};
+use crate::shard::{Command, Peer, PeerError, PeerReply, PeerRequest, Peers, Refusal};
 
 /// Version of the message set below, and of the transport's bytes that carry it
 /// ([`Call::PROTOCOL_VERSION`]); bumped on any incompatible change of either. 8: the shard
 /// layer's peer requests and answers travel nested in [`Request::Shard`] and
 /// [`Response::Shard`] (decision 028); and
-/// [`Request::Report`] asks a member for its dashboard report (decision 026).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// [`Request::Report`] asks a member for its dashboard report (decision 026). 9: a command is
+/// its state machine's number and its encoding, and its outcome is encoded by the machine
+/// (decision 030).
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// What one node asks another.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,7 +44,7 @@ pub enum Request {
     Command {
         /// The shard.
         shard: ShardId,
-        /// The command.
+        /// The command: which service's state machine decides it, and its encoding.
         command: Command,
         /// How long the caller waits for the answer, in milliseconds. A command still queued
         /// at the owner after that is dropped undecided: run later, it would change state
@@ -64,7 +66,7 @@ pub enum Request {
     /// The shard layer's peer protocol: one holder of a shard to another, or a lease check
     /// (answered with [`Response::Shard`] or a refusal).
     Shard(PeerRequest),
-    /// The receiver's own dashboard report (`crate::dashboard`), answered with
+    /// The receiver's own dashboard report (the node's `dashboard` module), answered with
     /// [`Response::Report`]; from any member.
     Report,
 }
@@ -96,8 +98,9 @@ pub enum Response {
         /// Who the receiver thinks owns it.
         owner: Option<NodeId>,
     },
-    /// Answer to [`Request::Command`].
-    Outcome(Outcome),
+    /// Answer to [`Request::Command`]: the outcome, encoded by the command's state machine
+    /// (the service that sent the command decodes it).
+    Outcome(#[serde(with = "crate::codec::bytes")] Vec<u8>),
     /// Answer to [`Request::Read`].
     Answer(QueryAnswer),
     /// The request was not executed (the shard is being taken over, too few copies are live,

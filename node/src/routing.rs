@@ -21,7 +21,8 @@ use troupe_http::ApiError;
 use crate::ids::{NodeId, ShardId};
 use crate::node::Node;
 use crate::protocol::{Request, Response};
-use crate::shard::command::{Command, Query, QueryAnswer};
+use crate::shard::query::{Query, QueryAnswer};
+use crate::shard::Command;
 use crate::topology::Topology;
 
 /// First pause between attempts; doubles up to [`MAX_BACKOFF`].

@@ -582,7 +582,7 @@ async fn concurrent_writers_lose_no_acknowledged_write_when_a_node_is_killed_and
 async fn command_at_owner(
     cluster: &TestCluster,
     shard: u32,
-    command: troupe_node::shard::command::Command,
+    command: troupe_node::shard::Command,
     wait_ms: u32,
 ) -> troupe_node::protocol::Response {
     use troupe_node::config::{HostPort, Secret};
@@ -633,19 +633,21 @@ async fn command_at_owner(
 async fn a_command_still_queued_when_its_caller_stops_waiting_is_dropped_not_applied_late() {
     use troupe_actors::users::{User, UserId};
     use troupe_node::protocol::Response;
-    use troupe_node::shard::command::Command;
+    use troupe_node::services::machine;
+    use troupe_node::services::users::{UserCommand, Users};
     let _guard = cluster_lock().await;
     let cluster = TestCluster::start_with(3, &[("generators", "0")]);
     cluster.wait_ready(&[0, 1, 2], recovery_bound() * 2).await;
     let shard = 9;
     let ids = ids_in_shard(shard, 2);
     let create = |id: &str| {
-        Command::CreateUser(User {
+        machine::command::<Users>(&UserCommand::Create(User {
             id: UserId::parse(id).expect("uuid"),
             name: "late".into(),
             email: "late@x".into(),
             group: 1,
-        })
+        }))
+        .expect("encode")
     };
 
     // A caller with no time left: the owner queues the command but must not decide it.

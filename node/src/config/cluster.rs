@@ -518,7 +518,7 @@ impl ClusterConfig {
     }
 
     /// Every party manager has a shard of its own (decision 008), and the shards together are
-    /// bounded by [`MAX_SHARDS`](crate::layout::MAX_SHARDS).
+    /// bounded by [`MAX_SHARDS`](crate::ids::MAX_SHARDS).
     fn validate_manager_count(&self) -> Result<(), ConfigError> {
         let per_region = self.parties.managers_per_region;
         let managers: u64 = self
@@ -527,7 +527,7 @@ impl ClusterConfig {
             .map(|r| u64::from(r.managers.unwrap_or(per_region)))
             .sum();
         let total = managers + u64::from(self.cluster.shards);
-        if total > u64::from(crate::layout::MAX_SHARDS) {
+        if total > u64::from(crate::ids::MAX_SHARDS) {
             return Err(ConfigError::invalid(
                 "parties.managers_per_region",
                 format!(
@@ -535,7 +535,7 @@ impl ClusterConfig {
                      one a shard) make {total} shards, at most {} are allowed: lower \
                      cluster.shards, parties.managers_per_region or regions.managers",
                     self.cluster.shards,
-                    crate::layout::MAX_SHARDS
+                    crate::ids::MAX_SHARDS
                 ),
             ));
         }

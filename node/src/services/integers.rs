@@ -37,14 +37,15 @@ use crate::clock::unix_millis;
 use crate::codec;
 use crate::config::IntegersConfig;
 use crate::ids::{NodeId, ShardId};
-use crate::node::Node;
+use crate::node::{Node, SampleSink};
 use crate::placement::{assign, shard_for_key};
 use crate::protocol::{Request, Response};
 use crate::routing::read_shard;
-use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
+use crate::services::machine::{self, Decision, Outcome, Service};
 use crate::shard::draft::Draft;
 use crate::shard::host::COMMAND_TIMEOUT;
-use crate::shard::{Op, StoreError, Tenant};
+use crate::shard::query::{Query, QueryAnswer};
+use crate::shard::{MachineId, Op, StoreError, Tenant};
 
 /// The key whose shard holds the averages and whose owner runs the aggregator.
 pub const AGGREGATOR_KEY: &str = "integers/aggregator";
@@ -53,18 +54,7 @@ const MAX_IN_FLIGHT: usize = 16;
 /// Deadline of one integer's delivery; a late integer is simply not counted.
 const SEND_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// One integer on its way to the aggregator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Sample {
-    /// The generator.
-    pub generator: u32,
-    /// Wall-clock tick number (`at_ms / tick_ms`).
-    pub tick: u64,
-    /// The value.
-    pub value: u64,
-    /// When it was emitted, Unix milliseconds.
-    pub at_ms: u64,
-}
+pub use troupe_actors::integers::Sample;
 
 /// The shard of the averages.
 pub fn aggregator_shard(shards: u32) -> ShardId {
@@ -90,9 +80,10 @@ impl LocalAggregator {
             aggregator,
         )
     }
+}
 
-    /// Hands a sample to the aggregator running here (`Taken`); `NotOwner` if there is none.
-    pub fn deliver(&self, sample: Sample) -> Response {
+impl SampleSink for LocalAggregator {
+    fn deliver(&self, sample: Sample) -> Response {
         match self.get() {
             Some((actor, incarnation)) if actor.cast(AggregatorMsg::Sample(sample)).is_ok() => {
                 Response::Taken {
@@ -106,7 +97,7 @@ impl LocalAggregator {
 
 /// Follows the topology until `shutdown`: runs the generators placed on this node and the
 /// aggregator when this node owns its shard.
-pub async fn run(node: Node, shutdown: CancellationToken) {
+pub async fn run(node: Node, aggregator: LocalAggregator, shutdown: CancellationToken) {
     let mut topology = node.inner.topology.clone();
     let mut generators: HashMap<u32, ActorRef<GeneratorMsg>> = HashMap::new();
     loop {
@@ -135,7 +126,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
             }
         }
         let shard = aggregator_shard(node.inner.cluster.cluster.shards);
-        ensure_aggregator(&node, current.owns(&node.inner.me, shard)).await;
+        ensure_aggregator(&node, &aggregator, current.owns(&node.inner.me, shard)).await;
         tokio::select! {
             // The node is stopping.
             _ = shutdown.cancelled() => break,
@@ -145,7 +136,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) {
     for (_, actor) in generators {
         actor.stop(None);
     }
-    if let Some((actor, _)) = node.inner.aggregator.set(None) {
+    if let Some((actor, _)) = aggregator.set(None) {
         let _ = actor
             .stop_and_wait(None, Some(Duration::from_secs(5)))
             .await;
@@ -165,19 +156,19 @@ fn generators_of(me: &NodeId, config: &IntegersConfig, nodes: &[NodeId]) -> Vec<
         .collect()
 }
 
-async fn ensure_aggregator(node: &Node, here: bool) {
-    let running = node.inner.aggregator.get().is_some();
+async fn ensure_aggregator(node: &Node, aggregator: &LocalAggregator, here: bool) {
+    let running = aggregator.get().is_some();
     if here && !running {
         let incarnation = crate::random::with(|rng| rng.random::<u64>());
         match Actor::spawn(None, Aggregator, node.clone()).await {
             Ok((actor, _)) => {
                 tracing::info!(incarnation, "aggregator started on this node");
-                node.inner.aggregator.set(Some((actor, incarnation)));
+                aggregator.set(Some((actor, incarnation)));
             }
             Err(error) => tracing::warn!(%error, "cannot start the aggregator"),
         }
     } else if !here && running {
-        if let Some((actor, _)) = node.inner.aggregator.set(None) {
+        if let Some((actor, _)) = aggregator.set(None) {
             tracing::info!("aggregator moved away from this node");
             actor.stop(None);
         }
@@ -511,12 +502,9 @@ impl AggregatorState {
                     && count * 10 >= expected * 9,
             };
             let shard = aggregator_shard(self.node.inner.cluster.cluster.shards);
-            let stored = self
-                .node
-                .inner
-                .shards
-                .command(shard, Command::StoreAverage(average), COMMAND_TIMEOUT)
-                .await;
+            let command = IntegerCommand::StoreAverage(average);
+            let stored =
+                machine::run_here::<Integers>(&self.node, shard, &command, COMMAND_TIMEOUT).await;
             match stored {
                 Ok(_) => {
                     self.windows.remove(&start);
@@ -524,10 +512,47 @@ impl AggregatorState {
                 }
                 // Not stored yet: try again at the next flush.
                 Err(refusal) => {
-                    tracing::debug!(window = start, ?refusal, "average not stored yet")
+                    tracing::debug!(window = start, %refusal, "average not stored yet")
                 }
             }
         }
+    }
+}
+
+/// The integers service's state machine (the aggregator's averages).
+pub struct Integers {
+    /// Windows and the kept history.
+    pub config: IntegersConfig,
+}
+
+/// What the integers aggregator asks its shard's owner.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum IntegerCommand {
+    /// Store a window's average.
+    StoreAverage(Average),
+}
+
+impl Service for Integers {
+    const MACHINE: MachineId = MachineId(5);
+    type Command = IntegerCommand;
+
+    fn decide(
+        &self,
+        command: IntegerCommand,
+        state: &Draft,
+        shard: ShardId,
+    ) -> Result<Decision, StoreError> {
+        match command {
+            IntegerCommand::StoreAverage(average) => {
+                decide_store(state, shard, &average, &self.config)
+            }
+        }
+    }
+
+    /// An average replaces the one that falls out of the kept history: the aggregator's own
+    /// bookkeeping, taken even when storage is nearly full.
+    fn adds_data(_: &IntegerCommand) -> bool {
+        false
     }
 }
 
@@ -563,7 +588,7 @@ pub fn decide_store(
     Ok(Decision {
         outcome: Outcome::Stored,
         ops,
-        follow_up: None,
+        timer: None,
     })
 }
 

@@ -25,11 +25,12 @@ use crate::config::JobsConfig;
 use crate::ids::ShardId;
 use crate::node::Node;
 use crate::placement::shard_for_key;
-use crate::protocol::Response;
-use crate::routing::{call_owner, read_shard};
-use crate::shard::command::{Command, Decision, FollowUp, Outcome, Query, QueryAnswer};
+use crate::routing::read_shard;
+use crate::services::machine::{self, Decision, Outcome, Service};
 use crate::shard::draft::Draft;
-use crate::shard::{Op, ShardStore, StoreError, Tenant};
+use crate::shard::machine::{Resume, Timer};
+use crate::shard::query::{Query, QueryAnswer};
+use crate::shard::{MachineId, Op, ShardStore, StoreError, Tenant};
 
 /// A job as stored under its id: what clients see except the id (the key) and the timestamp
 /// (kept as Unix milliseconds), plus the current run.
@@ -155,12 +156,93 @@ fn draw_duration(config: &JobsConfig) -> u64 {
     crate::random::with(|rng| rng.random_range(config.min_duration_ms..=config.max_duration_ms))
 }
 
-/// When the run ends: at its duration, or at the timeout if that comes first.
-fn finish_after(job_id: &str, record: &JobRecord, config: &JobsConfig) -> FollowUp {
-    FollowUp::FinishJob {
+/// When the run ends (at its duration, or at the timeout if that comes first), the owner
+/// finishes the attempt: a timer keyed by the job's id, its version the attempt.
+fn finish_after(
+    job_id: &str,
+    record: &JobRecord,
+    config: &JobsConfig,
+) -> Result<Timer, StoreError> {
+    let finish = JobCommand::Finish {
         job_id: job_id.to_owned(),
         attempt: record.attempts,
+    };
+    Ok(Timer {
+        key: job_id.as_bytes().to_vec(),
+        version: u64::from(record.attempts),
         after: Duration::from_millis(record.duration_ms.min(config.timeout_ms)),
+        command: machine::command::<Jobs>(&finish)?,
+    })
+}
+
+/// The jobs service's state machine.
+pub struct Jobs {
+    /// Durations, timeout, de-duplication window.
+    pub config: JobsConfig,
+    /// Shards of the cluster (a job's id names its object's shard).
+    pub shards: u32,
+}
+
+/// What the jobs service asks a shard's owner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum JobCommand {
+    /// Create a job, unless the object had one within the de-duplication window.
+    Create {
+        /// The object to process (the owner derives the job's id from it).
+        object_id: String,
+    },
+    /// End a job's attempt (the owner's timer, when the run is over).
+    Finish {
+        /// The job.
+        job_id: String,
+        /// The attempt that ends.
+        attempt: u32,
+    },
+    /// Run a `processing` job again under this owner.
+    Rerun {
+        /// The job.
+        job_id: String,
+    },
+}
+
+impl Service for Jobs {
+    const MACHINE: MachineId = MachineId(3);
+    type Command = JobCommand;
+
+    fn decide(
+        &self,
+        command: JobCommand,
+        state: &Draft,
+        shard: ShardId,
+    ) -> Result<Decision, StoreError> {
+        match command {
+            JobCommand::Create { object_id } => {
+                decide_create(state, shard, &object_id, &self.config, self.shards)
+            }
+            JobCommand::Finish { job_id, attempt } => {
+                decide_finish(state, shard, &job_id, attempt, &self.config)
+            }
+            JobCommand::Rerun { job_id } => decide_rerun(state, shard, &job_id, &self.config),
+        }
+    }
+
+    fn adds_data(command: &JobCommand) -> bool {
+        matches!(command, JobCommand::Create { .. })
+    }
+
+    /// Every job left `processing` (by a previous owner, or this node before a restart) runs
+    /// again, unless this owner's timer for that attempt is still pending.
+    fn on_serving(&self, store: &ShardStore, shard: ShardId) -> Result<Vec<Resume>, StoreError> {
+        processing(store, shard)?
+            .into_iter()
+            .map(|(job_id, attempts)| {
+                Ok(Resume {
+                    key: job_id.as_bytes().to_vec(),
+                    version: u64::from(attempts),
+                    command: machine::command::<Jobs>(&JobCommand::Rerun { job_id })?,
+                })
+            })
+            .collect()
     }
 }
 
@@ -203,7 +285,7 @@ pub fn decide_create(
     Ok(Decision {
         outcome: Outcome::Job(record.job(&job_id)),
         ops: vec![put(Tenant::JOBS, &job_id, &record)?],
-        follow_up: Some(finish_after(&job_id, &record, config)),
+        timer: Some(finish_after(&job_id, &record, config)?),
     })
 }
 
@@ -232,7 +314,7 @@ pub fn decide_finish(
     Ok(Decision {
         outcome: Outcome::Job(record.job(job_id)),
         ops: vec![put(Tenant::JOBS, job_id, &record)?],
-        follow_up: None,
+        timer: None,
     })
 }
 
@@ -257,7 +339,7 @@ pub fn decide_rerun(
     Ok(Decision {
         outcome: Outcome::Job(record.job(job_id)),
         ops: vec![put(Tenant::JOBS, job_id, &record)?],
-        follow_up: Some(finish_after(job_id, &record, config)),
+        timer: Some(finish_after(job_id, &record, config)?),
     })
 }
 
@@ -291,10 +373,10 @@ pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<(String, u32
 /// `POST /jobs`.
 pub async fn create(node: &Node, object_id: String) -> Result<Job, ApiError> {
     let shard = shard_for_key(&object_id, node.inner.cluster.cluster.shards);
-    let command = Command::CreateJob { object_id };
-    match call_owner(node, shard, command).await? {
-        Response::Outcome(Outcome::Job(job)) => Ok(job),
-        Response::Outcome(Outcome::Invalid(message)) => Err(ApiError::BadRequest(message)),
+    let command = JobCommand::Create { object_id };
+    match machine::call::<Jobs>(node, shard, &command).await? {
+        Outcome::Job(job) => Ok(job),
+        Outcome::Invalid(message) => Err(ApiError::BadRequest(message)),
         other => Err(ApiError::Internal(format!(
             "unexpected answer to a job command: {other:?}"
         ))),

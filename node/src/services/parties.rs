@@ -24,13 +24,13 @@ use crate::ids::{NodeId, RegionName, ShardId};
 use crate::layout::{Manager, ShardLayout};
 use crate::node::Node;
 use crate::placement::weight;
-use crate::protocol::Response;
 use crate::region::{by_distance, distance_km, Region};
-use crate::routing::{call_owner, read_shard};
-use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
+use crate::routing::read_shard;
+use crate::services::machine::{self, Decision, Outcome, Service};
 use crate::shard::draft::Draft;
+use crate::shard::query::{Query, QueryAnswer};
 use crate::shard::store::KeyValue;
-use crate::shard::{Op, StoreError, Tenant};
+use crate::shard::{MachineId, Op, StoreError, Tenant};
 
 /// Codes drawn before giving up on finding a free one (a 9-digit space is never that full).
 const CODE_ATTEMPTS: usize = 8;
@@ -88,6 +88,63 @@ fn load(store: &Draft, shard: ShardId, code: &str) -> Result<Option<Party>, Stor
     }
 }
 
+/// The parties service's state machine (each manager is its shard's owner).
+pub struct Parties {
+    /// The party size bound.
+    pub config: PartiesConfig,
+}
+
+/// What the parties service asks a manager's shard owner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PartyCommand {
+    /// Open a party (its code is new and hashes to its manager's shard).
+    Create(Party),
+    /// Add a device to a party (or find it there).
+    Join {
+        /// The party.
+        code: String,
+        /// The device.
+        device_id: String,
+        /// Its name.
+        name: String,
+    },
+    /// Remove a device from a party; the party closes with its last participant.
+    Leave {
+        /// The party.
+        code: String,
+        /// The device.
+        device_id: String,
+    },
+}
+
+impl Service for Parties {
+    const MACHINE: MachineId = MachineId(6);
+    type Command = PartyCommand;
+
+    fn decide(
+        &self,
+        command: PartyCommand,
+        state: &Draft,
+        shard: ShardId,
+    ) -> Result<Decision, StoreError> {
+        match command {
+            PartyCommand::Create(party) => decide_create(state, shard, &party),
+            PartyCommand::Join {
+                code,
+                device_id,
+                name,
+            } => decide_join(state, shard, &code, &device_id, &name, &self.config),
+            PartyCommand::Leave { code, device_id } => {
+                decide_leave(state, shard, &code, &device_id)
+            }
+        }
+    }
+
+    fn adds_data(command: &PartyCommand) -> bool {
+        !matches!(command, PartyCommand::Leave { .. })
+    }
+}
+
 fn unknown(code: &str) -> Decision {
     Decision::answer_only(Outcome::NotFound(parties::not_found_message(code)))
 }
@@ -107,7 +164,7 @@ pub fn decide_create(store: &Draft, shard: ShardId, party: &Party) -> Result<Dec
             existed: false,
         },
         ops: vec![party_op(party)?, index_op(party)?],
-        follow_up: None,
+        timer: None,
     })
 }
 
@@ -140,7 +197,7 @@ pub fn decide_join(
     Ok(Decision {
         outcome,
         ops: vec![party_op(&party)?, index_op(&party)?],
-        follow_up: None,
+        timer: None,
     })
 }
 
@@ -183,7 +240,7 @@ pub fn decide_leave(
             host: party.host(),
         },
         ops,
-        follow_up: None,
+        timer: None,
     })
 }
 
@@ -274,16 +331,16 @@ pub async fn create(node: &Node, request: CreateParty) -> Result<PartyCreated, A
             at,
             host.clone(),
         );
-        let command = Command::CreateParty(party);
-        match call_owner(node, shard, command).await? {
-            Response::Outcome(Outcome::Participant { .. }) => {
+        let command = PartyCommand::Create(party);
+        match machine::call::<Parties>(node, shard, &command).await? {
+            Outcome::Participant { .. } => {
                 return Ok(PartyCreated {
                     party_code: code,
                     participant_id: 0,
                     region: region.name.to_string(),
                 })
             }
-            Response::Outcome(Outcome::Conflict(_)) => continue,
+            Outcome::Conflict(_) => continue,
             other => return Err(unexpected(&other)),
         }
     }
@@ -292,22 +349,25 @@ pub async fn create(node: &Node, request: CreateParty) -> Result<PartyCreated, A
     ))
 }
 
-fn unexpected(answer: &Response) -> ApiError {
+fn unexpected(outcome: &Outcome) -> ApiError {
     ApiError::Internal(format!(
-        "unexpected answer from the party's owner: {answer:?}"
+        "unexpected outcome from the party's owner: {outcome:?}"
     ))
 }
 
-async fn party_command(node: &Node, code: &str, command: Command) -> Result<Outcome, ApiError> {
+async fn party_command(
+    node: &Node,
+    code: &str,
+    command: PartyCommand,
+) -> Result<Outcome, ApiError> {
     if !parties::is_code(code) {
         return Err(ApiError::NotFound(parties::not_found_message(code)));
     }
     let shard = code_shard(node, code)?;
-    match call_owner(node, shard, command).await? {
-        Response::Outcome(Outcome::NotFound(message)) => Err(ApiError::NotFound(message)),
-        Response::Outcome(Outcome::Conflict(message)) => Err(ApiError::Conflict(message)),
-        Response::Outcome(outcome) => Ok(outcome),
-        other => Err(unexpected(&other)),
+    match machine::call::<Parties>(node, shard, &command).await? {
+        Outcome::NotFound(message) => Err(ApiError::NotFound(message)),
+        Outcome::Conflict(message) => Err(ApiError::Conflict(message)),
+        outcome => Ok(outcome),
     }
 }
 
@@ -317,7 +377,7 @@ pub async fn join(
     code: String,
     request: JoinParty,
 ) -> Result<(bool, PartyMember), ApiError> {
-    let command = Command::JoinParty {
+    let command = PartyCommand::Join {
         code: code.clone(),
         device_id: request.device_id,
         name: request.participant_name,
@@ -340,7 +400,7 @@ pub async fn join(
 
 /// `DELETE /parties/{code}/participants/{device_id}`.
 pub async fn leave(node: &Node, code: String, device_id: String) -> Result<PartyLeft, ApiError> {
-    let command = Command::LeaveParty {
+    let command = PartyCommand::Leave {
         code: code.clone(),
         device_id,
     };

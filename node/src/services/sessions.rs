@@ -14,11 +14,11 @@ use crate::config::SessionsConfig;
 use crate::ids::ShardId;
 use crate::node::Node;
 use crate::placement::shard_for_key;
-use crate::protocol::Response;
-use crate::routing::{call_owner, read_shard};
-use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
+use crate::routing::read_shard;
+use crate::services::machine::{self, Decision, Outcome, Service};
 use crate::shard::draft::Draft;
-use crate::shard::{Op, ShardStore, StoreError, Tenant};
+use crate::shard::query::{Query, QueryAnswer};
+use crate::shard::{MachineId, Op, ShardStore, StoreError, Tenant};
 
 /// Entries read per store scan while looking for expired ones.
 const SCAN_PAGE: usize = 1000;
@@ -107,7 +107,7 @@ pub fn decide_expire(
     Ok(Decision {
         outcome: Outcome::Deleted,
         ops,
-        follow_up: None,
+        timer: None,
     })
 }
 
@@ -152,8 +152,63 @@ pub fn decide(
             key: key(user),
             value,
         }],
-        follow_up: None,
+        timer: None,
     })
+}
+
+/// The sessions service's state machine.
+pub struct Sessions {
+    /// The cap and the leases.
+    pub config: SessionsConfig,
+}
+
+/// What the sessions service asks a shard's owner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SessionCommand {
+    /// One more session for a user, unless at the cap.
+    Add(SessionUser),
+    /// One session fewer for a user, unless at 0.
+    Remove(SessionUser),
+    /// Delete a user's entry if none of its sessions is active any more (the owner's sweep,
+    /// when leases are on).
+    Expire(SessionUser),
+}
+
+impl Service for Sessions {
+    const MACHINE: MachineId = MachineId(2);
+    type Command = SessionCommand;
+
+    fn decide(
+        &self,
+        command: SessionCommand,
+        state: &Draft,
+        shard: ShardId,
+    ) -> Result<Decision, StoreError> {
+        match command {
+            SessionCommand::Add(user) => decide(state, shard, &user, true, &self.config),
+            SessionCommand::Remove(user) => decide(state, shard, &user, false, &self.config),
+            SessionCommand::Expire(user) => decide_expire(state, shard, &user),
+        }
+    }
+
+    fn adds_data(command: &SessionCommand) -> bool {
+        matches!(command, SessionCommand::Add(_))
+    }
+
+    fn sweep_interval(&self) -> Option<std::time::Duration> {
+        self.config.sweep_interval()
+    }
+
+    /// The entries whose sessions all expired.
+    fn sweep(
+        &self,
+        store: &ShardStore,
+        shard: ShardId,
+        limit: usize,
+    ) -> Result<Vec<SessionCommand>, StoreError> {
+        let users = expired(store, shard, unix_millis(), limit)?;
+        Ok(users.into_iter().map(SessionCommand::Expire).collect())
+    }
 }
 
 fn shard_of(node: &Node, user: &SessionUser) -> ShardId {
@@ -168,12 +223,12 @@ pub async fn change(
 ) -> Result<SessionReply, ApiError> {
     let shard = shard_of(node, &user);
     let command = if adding {
-        Command::AddSession(user)
+        SessionCommand::Add(user)
     } else {
-        Command::RemoveSession(user)
+        SessionCommand::Remove(user)
     };
-    match call_owner(node, shard, command).await? {
-        Response::Outcome(Outcome::Session(reply)) => Ok(reply),
+    match machine::call::<Sessions>(node, shard, &command).await? {
+        Outcome::Session(reply) => Ok(reply),
         other => Err(ApiError::Internal(format!(
             "unexpected answer to a session command: {other:?}"
         ))),

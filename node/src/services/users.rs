@@ -16,12 +16,12 @@ use crate::codec;
 use crate::ids::ShardId;
 use crate::node::Node;
 use crate::placement::shard_for_key;
-use crate::protocol::Response;
-use crate::routing::{call_owner, read_shard};
-use crate::shard::command::{Command, Decision, Outcome, Query, QueryAnswer};
+use crate::routing::read_shard;
+use crate::services::machine::{self, Decision, Outcome, Service};
 use crate::shard::draft::Draft;
+use crate::shard::query::{Query, QueryAnswer};
 use crate::shard::store::KeyValue;
-use crate::shard::{Op, StoreError, Tenant};
+use crate::shard::{MachineId, Op, StoreError, Tenant};
 
 /// Users fetched per shard and round trip while merging a list.
 const LIST_PAGE: u32 = 1000;
@@ -104,7 +104,7 @@ pub fn decide_create(store: &Draft, shard: ShardId, user: &User) -> Result<Decis
     Ok(Decision {
         outcome: Outcome::User(user.clone()),
         ops: vec![put(user)?],
-        follow_up: None,
+        timer: None,
     })
 }
 
@@ -127,7 +127,7 @@ pub fn decide_update(
     Ok(Decision {
         outcome: Outcome::User(merged.clone()),
         ops: vec![put(&merged)?],
-        follow_up: None,
+        timer: None,
     })
 }
 
@@ -145,7 +145,7 @@ pub fn decide_delete(store: &Draft, shard: ShardId, id: &UserId) -> Result<Decis
             key: key(id),
             value: None,
         }],
-        follow_up: None,
+        timer: None,
     })
 }
 
@@ -153,14 +153,49 @@ fn shard_of(node: &Node, id: &UserId) -> ShardId {
     shard_for_key(id.as_str(), node.inner.cluster.cluster.shards)
 }
 
+/// The users service's state machine.
+pub struct Users;
+
+/// What the users service asks a shard's owner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum UserCommand {
+    /// Create a user; conflict if the id exists.
+    Create(User),
+    /// Merge fields into an existing user.
+    Update(UserPatch),
+    /// Delete a user.
+    Delete(UserId),
+}
+
+impl Service for Users {
+    const MACHINE: MachineId = MachineId(1);
+    type Command = UserCommand;
+
+    fn decide(
+        &self,
+        command: UserCommand,
+        state: &Draft,
+        shard: ShardId,
+    ) -> Result<Decision, StoreError> {
+        match command {
+            UserCommand::Create(user) => decide_create(state, shard, &user),
+            UserCommand::Update(patch) => decide_update(state, shard, &patch),
+            UserCommand::Delete(id) => decide_delete(state, shard, &id),
+        }
+    }
+
+    fn adds_data(command: &UserCommand) -> bool {
+        !matches!(command, UserCommand::Delete(_))
+    }
+}
+
 /// Runs a command at the owner of `id`'s shard.
-async fn command(node: &Node, id: &UserId, command: Command) -> Result<Outcome, ApiError> {
+async fn command(node: &Node, id: &UserId, command: UserCommand) -> Result<Outcome, ApiError> {
     let shard = shard_of(node, id);
-    match call_owner(node, shard, command).await? {
-        Response::Outcome(Outcome::NotFound(message)) => Err(ApiError::NotFound(message)),
-        Response::Outcome(Outcome::Conflict(message)) => Err(ApiError::Conflict(message)),
-        Response::Outcome(outcome) => Ok(outcome),
-        other => Err(unexpected(&other)),
+    match machine::call::<Users>(node, shard, &command).await? {
+        Outcome::NotFound(message) => Err(ApiError::NotFound(message)),
+        Outcome::Conflict(message) => Err(ApiError::Conflict(message)),
+        outcome => Ok(outcome),
     }
 }
 
@@ -171,12 +206,6 @@ fn expect_user(outcome: Outcome) -> Result<User, ApiError> {
             "unexpected outcome {other:?} for a user command"
         ))),
     }
-}
-
-fn unexpected(answer: &Response) -> ApiError {
-    ApiError::Internal(format!(
-        "unexpected answer from the shard owner: {answer:?}"
-    ))
 }
 
 /// A stored user that cannot be read: a 500 for that user only, whose message (logged at the
@@ -194,18 +223,18 @@ fn corrupt(shard: ShardId, key: &[u8], error: codec::CodecError) -> ApiError {
 /// `POST /api/user`.
 pub async fn create(node: &Node, user: User) -> Result<User, ApiError> {
     let id = user.id.clone();
-    expect_user(command(node, &id, Command::CreateUser(user)).await?)
+    expect_user(command(node, &id, UserCommand::Create(user)).await?)
 }
 
 /// `PUT /api/user`.
 pub async fn update(node: &Node, patch: UserPatch) -> Result<User, ApiError> {
     let id = patch.id.clone();
-    expect_user(command(node, &id, Command::UpdateUser(patch)).await?)
+    expect_user(command(node, &id, UserCommand::Update(patch)).await?)
 }
 
 /// `DELETE /api/user/{id}`.
 pub async fn delete(node: &Node, id: UserId) -> Result<(), ApiError> {
-    command(node, &id, Command::DeleteUser(id.clone()))
+    command(node, &id, UserCommand::Delete(id.clone()))
         .await
         .map(|_| ())
 }

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use troupe_http::views::{ShardCopyView, TransitView};
 
-use super::command::{Command, Outcome};
 use super::lease::Confirmations;
+use super::machine::{Command, MachineId, Machines};
 use super::owner::{OwnerArgs, OwnerMsg, ShardOwner};
 use super::peer::Peers;
 use super::refusal::Refusal;
@@ -168,6 +168,8 @@ pub(crate) struct ShardsInner {
     pub(crate) metrics: NodeMetrics,
     /// Long reads (listings, counts, digests) off the async workers.
     pub(crate) scans: super::scans::Scans,
+    /// The services' state machines, which decide the commands.
+    pub(crate) machines: Machines,
 }
 
 /// Gossip rounds an owner, or a replica answering in its place, may go without a majority of the
@@ -217,7 +219,9 @@ impl Shards {
         affected
     }
 
-    /// The shard layer of node `me`, for `shard_count` shards (hash and manager shards).
+    /// The shard layer of node `me`, for `shard_count` shards (hash and manager shards),
+    /// running the state machines in `machines`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         me: NodeId,
         store: ShardStore,
@@ -226,6 +230,7 @@ impl Shards {
         config: ClusterConfig,
         shard_count: u32,
         metrics: NodeMetrics,
+        machines: Machines,
     ) -> Self {
         let shard_count = shard_count as usize;
         let scans = super::scans::Scans::new(store.runs_inline());
@@ -241,6 +246,7 @@ impl Shards {
                 owners: Mutex::new(HashMap::new()),
                 confirmations: Confirmations::default(),
                 metrics,
+                machines,
             }),
         }
     }
@@ -248,6 +254,26 @@ impl Shards {
     /// The store.
     pub fn store(&self) -> &ShardStore {
         &self.inner.store
+    }
+
+    /// Whether `command` may make the stored data larger (refused when storage is nearly
+    /// full).
+    pub fn adds_data(&self, command: &Command) -> bool {
+        self.inner.machines.adds_data(command)
+    }
+
+    /// How often each machine that sweeps asks to.
+    pub(crate) fn sweep_intervals(&self) -> Vec<(MachineId, Duration)> {
+        self.inner
+            .machines
+            .iter()
+            .filter_map(|(id, machine)| Some((id, machine.sweep_interval()?)))
+            .collect()
+    }
+
+    /// How often `machine` sweeps, if it does.
+    pub(crate) fn sweep_interval(&self, machine: MachineId) -> Option<Duration> {
+        self.inner.machines.get(machine)?.sweep_interval()
     }
 
     /// The current topology.
@@ -399,12 +425,13 @@ impl Shards {
 
     /// Runs `command` at this node's owner actor of `shard`; `NotOwner` if there is none. Gives
     /// up after `wait` (the caller's own wait): the command is then dropped if still queued.
+    /// The answer is the machine's encoding of it.
     pub async fn command(
         &self,
         shard: ShardId,
         command: Command,
         wait: Duration,
-    ) -> Result<Outcome, Refusal> {
+    ) -> Result<Vec<u8>, Refusal> {
         let wait = COMMAND_TIMEOUT.min(wait);
         let deadline = Instant::now() + wait;
         let asked = self.ask_owner(shard, wait, |reply| {

@@ -1,6 +1,10 @@
-//! Replicated shards: the general mechanism every stateful service (users first) stores its
-//! entities in. Implements `docs/decisions/004-shard-replication.md`.
+//! Replicated shards: the engine every stateful service stores its entities in, a replicated
+//! state machine that knows no service by name. Implements
+//! `docs/decisions/004-shard-replication.md`; the services plug in as [`StateMachine`]s
+//! (decision 030).
 //!
+//! - [`machine`]: the [`StateMachine`] trait the services implement (decide a command, react to
+//!   becoming owner, sweep, timers) and the registry of them built at boot.
 //! - [`store`]: a shard's state on one node in LMDB: entities, a short change log, and the
 //!   shard's epoch and applied sequence number, all changed in one transaction.
 //! - [`owner`]: the ractor actor that owns a shard on its owner node: it seals the shard with a
@@ -15,50 +19,36 @@
 //! - [`refusal`]: why a command, read or peer request was not carried out.
 //! - [`lease`]: the owner lease, renewed by lease checks every gossip round.
 //! - [`caller`]: which node may send which peer request (the owner of the epoch it names).
-//! - [`command`]: the commands services send to an owner and what they produce.
-//! - [`finish_timers`]: when an owner finishes the jobs it runs, batched by deadline.
+//! - [`query`]: reads of a shard, alike for every service.
+//! - [`draft`]: the state a command of a batch is decided against (group commit).
+//! - [`timers`]: the commands an owner runs later (a job's finish), batched by deadline.
 
 pub mod audit;
 pub mod caller;
-pub mod command;
 pub mod draft;
-pub mod finish_timers;
 pub mod host;
 pub mod lease;
+pub mod machine;
 pub mod owner;
 pub mod peer;
+pub mod query;
 pub mod refusal;
 pub mod replica;
 pub mod scans;
 pub mod store;
 pub mod sync;
-
-use std::fmt;
+pub mod timers;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::HostPort;
+pub use crate::ids::Epoch;
 use crate::ids::NodeId;
 
+pub use machine::{Command, Decision, MachineId, Machines, StateMachine, Timer};
 pub use peer::{PeerError, PeerReply, PeerRequest, Peers};
 pub use refusal::Refusal;
 pub use store::{ShardStore, StoreError};
-
-/// An ownership period of a shard: a term and the node that holds it. Ordered by term, then by
-/// owner, so two nodes that pick the same term still differ and exactly one of them wins.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Epoch {
-    /// Increases with every ownership change.
-    pub term: u64,
-    /// The owner that sealed this epoch.
-    pub owner: NodeId,
-}
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.term, self.owner)
-    }
-}
 
 /// Which service an entity belongs to; part of every stored key, so services share shards
 /// without sharing key spaces.
@@ -73,7 +63,7 @@ impl Tenant {
     /// Jobs by id (issue 4).
     pub const JOBS: Tenant = Tenant(3);
     // Tenant 4 held each object id's latest job up to layout 2; job ids now derive from
-    // object ids (`services::jobs::job_id`). Not reused, so layouts stay easy to tell apart.
+    // object ids (the jobs service's `job_id`). Not reused, so layouts stay easy to tell apart.
     /// Stored averages of the integers service, by window start (issue 5).
     pub const INTEGERS: Tenant = Tenant(5);
     /// Parties by code (issue 5).

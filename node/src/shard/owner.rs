@@ -23,13 +23,13 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::audit;
-use super::command::{Command, FollowUp, Outcome};
 use super::draft::Draft;
-use super::finish_timers::FinishTimers;
 use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
+use super::machine::{Command, Decision, MachineId, Timer};
 use super::peer::{self, PeerError, PeerReply, PeerRequest};
 use super::refusal::Refusal;
 use super::sync::{self, SYNC_CALL_TIMEOUT};
+use super::timers::Timers;
 use super::{Entry, Epoch, Op, Peer, Position, StoreError};
 use crate::ids::{NodeId, ShardId};
 use crate::metrics::UntrimmedLabel;
@@ -54,8 +54,10 @@ const BATCH_COMMANDS: usize = 64;
 /// the entry always fits a replicate message. A command whose change alone is larger than that
 /// is refused ([`Refusal::TooLarge`]).
 const BATCH_BYTES: usize = 256 << 10;
-/// Most expired session entries one sweep deletes; a full sweep is followed by another once
-/// its deletions are acknowledged.
+/// Most commands one sweep of a machine queues ([`StateMachine::sweep`]); a full sweep is
+/// followed by another once its commands are acknowledged.
+///
+/// [`StateMachine::sweep`]: super::machine::StateMachine::sweep
 const SWEEP_LIMIT: usize = 256;
 
 /// The actor (stateless; its state is [`OwnerState`]).
@@ -76,7 +78,7 @@ pub enum OwnerMsg {
     /// Execute a command and answer with its outcome or why not (queued for the next
     /// [`OwnerMsg::Flush`]), unless it is still queued at the deadline (when its caller stops
     /// waiting).
-    Command(Command, RpcReplyPort<Result<Outcome, Refusal>>, Instant),
+    Command(Command, RpcReplyPort<Result<Vec<u8>, Refusal>>, Instant),
     /// Execute the queued commands as one batch (sent by the actor to itself after queueing
     /// the first command of a batch).
     Flush,
@@ -100,15 +102,18 @@ pub enum OwnerMsg {
     /// owner's seal interrupts no write. Commands still queued are then answered `Moving`, and
     /// the router retries them at the new owner.
     Release(RpcReplyPort<()>),
-    /// Finish the jobs whose run has ended ([`FinishTimers`]).
-    FinishDue,
-    /// A command the actor sends itself (finishing or re-running a job), batched like the
-    /// others; retried until it is acknowledged or the actor stops.
-    Run(Command),
-    /// Delete the entries of users whose sessions have all expired (every
-    /// [`SessionsConfig::sweep_interval`](crate::config::SessionsConfig::sweep_interval), when
-    /// leases are on).
-    SweepSessions,
+    /// Run the commands of the timers now due ([`Timers`]).
+    TimersDue,
+    /// A command the actor sends itself (a timer's, a sweep's, or one a machine asked for when
+    /// this owner started serving), batched like the others; retried until it is acknowledged
+    /// or the actor stops.
+    Run(Command, Origin),
+    /// Ask this machine for its clean-up commands ([`StateMachine::sweep`]), every
+    /// [`StateMachine::sweep_interval`].
+    ///
+    /// [`StateMachine::sweep`]: super::machine::StateMachine::sweep
+    /// [`StateMachine::sweep_interval`]: super::machine::StateMachine::sweep_interval
+    Sweep(MachineId),
     /// Copy the shard to a joining node (its pre-copy on join, decision 010); answered once it
     /// holds this copy. Runs between commands, like a replica's catch-up, because the copy's
     /// source must not change while it is taken.
@@ -131,12 +136,13 @@ pub struct OwnerState {
     /// The epoch the shard followed before this takeover's first seal attempt (a failed one
     /// leaves this node's own epoch stored): whose ownership the seal ends, for the event.
     sealing_from: Option<Option<Epoch>>,
-    /// Jobs this actor has a finish timer for, and the attempt that timer finishes.
-    running: HashMap<String, u32>,
+    /// Timers (or the commands that replace them) this actor runs, by key: the newest version
+    /// of each (see [`Timer`]).
+    running: HashMap<Vec<u8>, u64>,
     /// When those timers fire.
-    finishes: FinishTimers,
-    /// Whether the jobs left `processing` by a previous owner were re-run since the last seal.
-    jobs_resumed: bool,
+    timers: Timers<Timer>,
+    /// Whether the machines' commands for a new owner ran since the last seal.
+    resumed: bool,
     /// Commands waiting for the next batch (bounded by the host's pending-command limit and
     /// the retries of this actor's own commands).
     queue: VecDeque<Queued>,
@@ -146,11 +152,34 @@ pub struct OwnerState {
     /// placement makes it a replica, and the log must cover that gap (see
     /// [`Self::copy_maybe_behind`]).
     pre_copied: Vec<(NodeId, Instant)>,
-    /// Expired session entries whose deletion is queued or being retried: a sweep starts only
-    /// once the previous one is done, so an unavailable shard does not pile them up.
-    expiries_in_flight: usize,
-    /// The last sweep hit [`SWEEP_LIMIT`]: sweep again once its deletions are acknowledged.
-    sweep_again: bool,
+    /// Each sweeping machine's sweep in progress.
+    sweeps: HashMap<MachineId, Sweep>,
+}
+
+/// One machine's sweep in progress: a sweep starts only once the previous one is done, so an
+/// unavailable shard does not pile its commands up.
+#[derive(Debug, Default)]
+struct Sweep {
+    /// Commands of the sweep queued or being retried.
+    in_flight: usize,
+    /// The last sweep hit [`SWEEP_LIMIT`]: sweep again once its commands are acknowledged.
+    again: bool,
+}
+
+/// Why the actor runs one of its own commands.
+#[derive(Clone, Debug)]
+pub enum Origin {
+    /// A timer fired.
+    Timer {
+        /// Its key.
+        key: Vec<u8>,
+        /// Its version.
+        version: u64,
+    },
+    /// A machine's sweep.
+    Sweep(MachineId),
+    /// A machine asked for it when this owner started serving.
+    Serving,
 }
 
 /// A command waiting for its batch.
@@ -187,12 +216,12 @@ enum Asker {
     /// the deadline.
     Client {
         /// Where the answer goes.
-        reply: RpcReplyPort<Result<Outcome, Refusal>>,
+        reply: RpcReplyPort<Result<Vec<u8>, Refusal>>,
         /// When the caller stops waiting.
         deadline: Instant,
     },
     /// The actor itself ([`OwnerMsg::Run`]): retried until acknowledged.
-    Itself,
+    Itself(Origin),
 }
 
 impl Actor for ShardOwner {
@@ -207,8 +236,8 @@ impl Actor for ShardOwner {
     ) -> Result<OwnerState, ActorProcessingErr> {
         // Seal as soon as the actor runs, not at the first command.
         let _ = myself.cast(OwnerMsg::Reseal);
-        if let Some(every) = args.shards.inner.config.sessions.sweep_interval() {
-            myself.send_after(every, || OwnerMsg::SweepSessions);
+        for (machine, every) in args.shards.sweep_intervals() {
+            myself.send_after(every, move || OwnerMsg::Sweep(machine));
         }
         Ok(OwnerState {
             shards: args.shards,
@@ -220,13 +249,12 @@ impl Actor for ShardOwner {
             failed_seals: 0,
             sealing_from: None,
             running: HashMap::new(),
-            finishes: FinishTimers::default(),
-            jobs_resumed: false,
+            timers: Timers::default(),
+            resumed: false,
             queue: VecDeque::new(),
             flush_queued: false,
             pre_copied: Vec::new(),
-            expiries_in_flight: 0,
-            sweep_again: false,
+            sweeps: HashMap::new(),
         })
     }
 
@@ -244,37 +272,41 @@ impl Actor for ShardOwner {
                     asker: Asker::Client { reply, deadline },
                 },
             ),
-            OwnerMsg::Run(command) => state.enqueue(
+            OwnerMsg::Run(command, origin) => state.enqueue(
                 &myself,
                 Queued {
                     command,
-                    asker: Asker::Itself,
+                    asker: Asker::Itself(origin),
                 },
             ),
-            OwnerMsg::FinishDue => {
-                let (due, next) = state.finishes.fire(Instant::now());
-                for (job_id, attempt) in due {
+            OwnerMsg::TimersDue => {
+                let (due, next) = state.timers.fire(Instant::now());
+                for timer in due {
+                    let origin = Origin::Timer {
+                        key: timer.key,
+                        version: timer.version,
+                    };
                     state.enqueue(
                         &myself,
                         Queued {
-                            command: Command::FinishJob { job_id, attempt },
-                            asker: Asker::Itself,
+                            command: timer.command,
+                            asker: Asker::Itself(origin),
                         },
                     );
                 }
-                wake_for_finishes(&myself, next);
+                wake_for_timers(&myself, next);
             }
-            OwnerMsg::SweepSessions => {
-                state.sweep_sessions(&myself);
-                if let Some(every) = state.shards.inner.config.sessions.sweep_interval() {
-                    myself.send_after(every, || OwnerMsg::SweepSessions);
+            OwnerMsg::Sweep(machine) => {
+                state.sweep(&myself, machine);
+                if let Some(every) = state.shards.sweep_interval(machine) {
+                    myself.send_after(every, move || OwnerMsg::Sweep(machine));
                 }
             }
             OwnerMsg::Flush => {
                 state.flush_queued = false;
                 let answers = state.execute_batch().await;
-                for (queued, answer, follow_up) in answers {
-                    state.answer(&myself, queued, answer, follow_up);
+                for (queued, answer, timer) in answers {
+                    state.answer(&myself, queued, answer, timer);
                 }
                 state.schedule_confirm(&myself);
                 if state.epoch.is_none() {
@@ -324,7 +356,7 @@ impl Actor for ShardOwner {
                 state.pause_after_fence(&myself);
             }
         }
-        state.resume_jobs(&myself);
+        state.on_serving(&myself);
         Ok(())
     }
 
@@ -333,7 +365,7 @@ impl Actor for ShardOwner {
         myself: ActorRef<OwnerMsg>,
         state: &mut OwnerState,
     ) -> Result<(), ActorProcessingErr> {
-        state.resume_jobs(&myself);
+        state.on_serving(&myself);
         Ok(())
     }
 
@@ -347,82 +379,84 @@ impl Actor for ShardOwner {
     }
 }
 
-/// Schedules the wake-up [`FinishTimers`] asked for, if any.
-fn wake_for_finishes(myself: &ActorRef<OwnerMsg>, wake: Option<Duration>) {
+/// Schedules the wake-up [`Timers`] asked for, if any.
+fn wake_for_timers(myself: &ActorRef<OwnerMsg>, wake: Option<Duration>) {
     if let Some(after) = wake {
-        myself.send_after(after, || OwnerMsg::FinishDue);
+        myself.send_after(after, || OwnerMsg::TimersDue);
     }
 }
 
 impl OwnerState {
-    /// Schedules what an acknowledged command asked for.
-    fn schedule(&mut self, myself: &ActorRef<OwnerMsg>, follow_up: Option<FollowUp>) {
-        let Some(FollowUp::FinishJob {
-            job_id,
-            attempt,
-            after,
-        }) = follow_up
-        else {
+    /// Schedules the timer an acknowledged command asked for.
+    fn schedule(&mut self, myself: &ActorRef<OwnerMsg>, timer: Option<Timer>) {
+        let Some(timer) = timer else {
             return;
         };
-        self.running.insert(job_id.clone(), attempt);
-        let wake = self.finishes.add(Instant::now(), after, job_id, attempt);
-        wake_for_finishes(myself, wake);
+        self.running.insert(timer.key.clone(), timer.version);
+        let wake = self.timers.add(Instant::now(), timer.after, timer);
+        wake_for_timers(myself, wake);
     }
 
-    /// Once per seal: re-runs the shard's `processing` jobs this actor has no timer for.
-    fn resume_jobs(&mut self, myself: &ActorRef<OwnerMsg>) {
-        if self.jobs_resumed || self.epoch.is_none() {
+    /// Once per seal: runs the commands the machines ask a new owner to run (jobs left
+    /// `processing` are run again), except those this actor still has a timer for.
+    fn on_serving(&mut self, myself: &ActorRef<OwnerMsg>) {
+        if self.resumed || self.epoch.is_none() {
             return;
         }
-        match crate::services::jobs::processing(&self.shards.inner.store, self.shard) {
-            Ok(jobs) => {
-                // A timer for an older attempt does not count: that attempt was re-run
-                // elsewhere while this actor had lost the shard, and its finish is a no-op.
-                let orphans: Vec<(String, u32)> = jobs
-                    .into_iter()
-                    .filter(|(id, attempts)| self.running.get(id) != Some(attempts))
-                    .collect();
-                if !orphans.is_empty() {
-                    info!(shard = %self.shard, jobs = orphans.len(), "re-running jobs left processing");
+        let shards = self.shards.clone();
+        let store = &shards.inner.store;
+        for (machine, rules) in shards.inner.machines.iter() {
+            match rules.on_serving(store, self.shard) {
+                Ok(commands) => {
+                    // A timer of an older version does not count: that round was run again
+                    // elsewhere while this actor had lost the shard, and its command is a no-op.
+                    let orphans: Vec<_> = commands
+                        .into_iter()
+                        .filter(|r| self.running.get(&r.key) != Some(&r.version))
+                        .collect();
+                    if !orphans.is_empty() {
+                        info!(shard = %self.shard, %machine, commands = orphans.len(), "running what a new owner runs (jobs left processing)");
+                    }
+                    for resume in orphans {
+                        self.running.insert(resume.key, resume.version);
+                        let _ = myself.cast(OwnerMsg::Run(resume.command, Origin::Serving));
+                    }
                 }
-                for (job_id, attempts) in orphans {
-                    self.running.insert(job_id.clone(), attempts);
-                    let _ = myself.cast(OwnerMsg::Run(Command::RerunJob { job_id }));
+                Err(error) => {
+                    warn!(shard = %self.shard, %machine, %error, "cannot list what a new owner runs");
+                    return;
                 }
-                self.jobs_resumed = true;
             }
-            Err(error) => warn!(shard = %self.shard, %error, "cannot list processing jobs"),
         }
+        self.resumed = true;
     }
 
-    /// Queues the deletion of session entries whose leases all ran out, unless the previous
-    /// sweep's deletions are still pending or this actor does not serve the shard.
-    fn sweep_sessions(&mut self, myself: &ActorRef<OwnerMsg>) {
-        if self.expiries_in_flight > 0 || self.epoch.is_none() {
+    /// Queues `machine`'s clean-up commands, unless its previous sweep's are still pending or
+    /// this actor does not serve the shard.
+    fn sweep(&mut self, myself: &ActorRef<OwnerMsg>, machine: MachineId) {
+        let busy = self.sweeps.get(&machine).is_some_and(|s| s.in_flight > 0);
+        if busy || self.epoch.is_none() {
             return;
         }
-        let now = crate::clock::unix_millis();
-        match crate::services::sessions::expired(
-            &self.shards.inner.store,
-            self.shard,
-            now,
-            SWEEP_LIMIT,
-        ) {
-            Ok(users) => {
-                self.sweep_again = users.len() == SWEEP_LIMIT;
-                self.expiries_in_flight = users.len();
-                for user in users {
+        let Some(rules) = self.shards.inner.machines.get(machine).cloned() else {
+            return;
+        };
+        match rules.sweep(&self.shards.inner.store, self.shard, SWEEP_LIMIT) {
+            Ok(commands) => {
+                let sweep = self.sweeps.entry(machine).or_default();
+                sweep.again = commands.len() >= SWEEP_LIMIT;
+                sweep.in_flight = commands.len();
+                for command in commands {
                     self.enqueue(
                         myself,
                         Queued {
-                            command: Command::ExpireSession(user),
-                            asker: Asker::Itself,
+                            command,
+                            asker: Asker::Itself(Origin::Sweep(machine)),
                         },
                     );
                 }
             }
-            Err(error) => warn!(shard = %self.shard, %error, "cannot list expired sessions"),
+            Err(error) => warn!(shard = %self.shard, %machine, %error, "cannot sweep"),
         }
     }
 
@@ -446,38 +480,39 @@ impl OwnerState {
         &mut self,
         myself: &ActorRef<OwnerMsg>,
         queued: Queued,
-        answer: Result<Outcome, Refusal>,
-        follow_up: Option<FollowUp>,
+        answer: Result<Vec<u8>, Refusal>,
+        timer: Option<Timer>,
     ) {
-        let acknowledged = answer.is_ok();
         match queued.asker {
             Asker::Client { reply, .. } => {
-                self.schedule(myself, follow_up);
+                self.schedule(myself, timer);
                 // The caller may have given up; nothing to do then.
                 let _ = reply.send(answer);
             }
-            Asker::Itself if acknowledged => {
-                // Only this attempt's timer is done: a re-run may have set a newer one.
-                match &queued.command {
-                    Command::FinishJob { job_id, attempt }
-                        if self.running.get(job_id) == Some(attempt) =>
-                    {
-                        self.running.remove(job_id);
-                    }
-                    Command::ExpireSession(_) => {
-                        self.expiries_in_flight = self.expiries_in_flight.saturating_sub(1);
-                        if self.expiries_in_flight == 0 && self.sweep_again {
-                            self.sweep_sessions(myself);
+            Asker::Itself(origin) if answer.is_ok() => {
+                match origin {
+                    // Only this version's timer is done: a command run since may have set a
+                    // newer one.
+                    Origin::Timer { key, version } => {
+                        if self.running.get(&key) == Some(&version) {
+                            self.running.remove(&key);
                         }
                     }
-                    _ => {}
+                    Origin::Sweep(machine) => {
+                        let sweep = self.sweeps.entry(machine).or_default();
+                        sweep.in_flight = sweep.in_flight.saturating_sub(1);
+                        if sweep.in_flight == 0 && sweep.again {
+                            self.sweep(myself, machine);
+                        }
+                    }
+                    Origin::Serving => {}
                 }
-                self.schedule(myself, follow_up);
+                self.schedule(myself, timer);
             }
             // Not acknowledged: try again while this actor owns the shard.
-            Asker::Itself => {
+            Asker::Itself(origin) => {
                 let command = queued.command;
-                myself.send_after(RUN_RETRY, move || OwnerMsg::Run(command));
+                myself.send_after(RUN_RETRY, move || OwnerMsg::Run(command, origin));
             }
         }
     }
@@ -487,7 +522,7 @@ impl OwnerState {
     /// once the entry is acknowledged, or why not. A command that changes nothing and was
     /// decided before any change of the batch is answered at once; after one, its answer may
     /// depend on that change, so it shares the entry's fate.
-    async fn execute_batch(&mut self) -> Vec<(Queued, Result<Outcome, Refusal>, Option<FollowUp>)> {
+    async fn execute_batch(&mut self) -> Vec<(Queued, Result<Vec<u8>, Refusal>, Option<Timer>)> {
         let (epoch, prev) = match self.ready_to_write().await {
             Ok(ready) => ready,
             Err(refusal) => {
@@ -500,12 +535,11 @@ impl OwnerState {
         };
         let store = self.shards.inner.store.clone();
         let shards = self.shards.clone();
-        let config = &shards.inner.config;
-        let entry_limit = config.rpc.max_entry_bytes();
+        let entry_limit = shards.inner.config.rpc.max_entry_bytes();
         let byte_limit = BATCH_BYTES.min(entry_limit);
         let mut draft = Draft::new(&store);
         let mut answers = Vec::new();
-        let mut pending: Vec<(Queued, Outcome, Option<FollowUp>)> = Vec::new();
+        let mut pending: Vec<(Queued, Vec<u8>, Option<Timer>)> = Vec::new();
         let mut ops = Vec::new();
         let mut bytes = 0;
         // Whether any command was decided from this copy (for the audit).
@@ -518,7 +552,15 @@ impl OwnerState {
                 queued.drop_undecided();
                 continue;
             }
-            let decision = match queued.command.decide(&draft, self.shard, config) {
+            let Some(machine) = shards.inner.machines.get(queued.command.machine) else {
+                let refusal = Refusal::Failed {
+                    message: format!("no {} on this node", queued.command.machine),
+                };
+                answers.push((queued, Err(refusal), None));
+                continue;
+            };
+            let decision: Decision = match machine.decide(&queued.command.body, &draft, self.shard)
+            {
                 Ok(decision) => {
                     decided = true;
                     decision
@@ -530,7 +572,7 @@ impl OwnerState {
                 }
             };
             if decision.ops.is_empty() && draft.is_empty() {
-                answers.push((queued, Ok(decision.outcome), None));
+                answers.push((queued, Ok(decision.answer), None));
                 continue;
             }
             let change = decision.ops.iter().map(Op::bytes).sum::<usize>();
@@ -543,7 +585,7 @@ impl OwnerState {
             draft.record(self.shard, &decision.ops);
             bytes += change;
             ops.extend(decision.ops);
-            pending.push((queued, decision.outcome, decision.follow_up));
+            pending.push((queued, decision.answer, decision.timer));
         }
         if decided {
             // The same instant as the lease check in `ready_to_write`: nothing awaited since.
@@ -562,8 +604,8 @@ impl OwnerState {
         answers.extend(
             pending
                 .into_iter()
-                .map(|(queued, outcome, follow_up)| match &result {
-                    Ok(()) => (queued, Ok(outcome), follow_up),
+                .map(|(queued, answer, timer)| match &result {
+                    Ok(()) => (queued, Ok(answer), timer),
                     Err(failure) => (queued, Err(failure.clone()), None),
                 }),
         );
@@ -1156,7 +1198,7 @@ impl OwnerState {
 
     fn stop_serving(&mut self) {
         self.epoch = None;
-        self.jobs_resumed = false;
+        self.resumed = false;
         self.shards.update_local(self.shard, |l| l.serving = None);
     }
 }

@@ -2,9 +2,9 @@
 //! another holder's catch-up reads, and reads in the owner's place.
 
 use super::audit;
-use super::command::{Query, QueryAnswer};
 use super::host::{PreCopy, Shards};
 use super::peer::PeerReply;
+use super::query::{Query, QueryAnswer};
 use super::refusal::Refusal;
 use super::store::Item;
 use super::sync::{self, SNAPSHOT_PAGE};

@@ -509,7 +509,7 @@ fn tenant_prefix(shard: ShardId, tenant: Tenant) -> Vec<u8> {
 /// The first bytes of every key stored for `shard`: its id in two big-endian bytes, so a
 /// shard's records sort together and cost two bytes each, not four (space, issue 3, decision
 /// 014). Configuration bounds hash shards plus party managers at
-/// [`MAX_SHARDS`](crate::layout::MAX_SHARDS), and requests name only shards of the layout,
+/// [`MAX_SHARDS`](crate::ids::MAX_SHARDS), and requests name only shards of the layout,
 /// so every shard id fits.
 fn shard_prefix(shard: ShardId) -> [u8; 2] {
     u16::try_from(shard.0)
