@@ -26,7 +26,7 @@ use crate::ids::{NodeId, ShardId};
 use crate::node::Node;
 use crate::placement::ShardTable;
 use crate::shard::host::{peer_of, PreCopy, PRE_COPY_TIMEOUT};
-use crate::shard::{Peer, PeerReply, PeerRequest};
+use crate::shard::{Peer, PeerError, PeerReply, PeerRequest, Refusal};
 use crate::topology::Topology;
 
 /// Shards copied at the same time. Each one holds up its owner's writes to that shard while it
@@ -37,6 +37,9 @@ use crate::topology::Topology;
 const PARALLEL: usize = 16;
 /// Pause before asking again after an owner could not copy a shard.
 const RETRY: Duration = Duration::from_millis(250);
+/// Owners named by the previous one asked in a row without a pause (views differ by a few
+/// ready nodes at most, so more would only chase a view that is still changing).
+const REDIRECTS: u32 = 2;
 
 /// What a pre-copy achieved.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -162,10 +165,18 @@ async fn copy_all(node: &Node, me: &Peer, shards: &[ShardId], deadline: Instant)
 }
 
 /// Asks the current owner of `shard` for a copy until it answers done or `deadline` passes.
+/// An owner that answers that another node owns the shard (its view is newer: at a cold start
+/// placement changes as every node turns ready) is taken at its word at once, up to
+/// [`REDIRECTS`] times in a row, rather than after [`RETRY`] when this node's view catches up.
 async fn copy_one(node: &Node, me: &Peer, shard: ShardId, deadline: Instant) -> Result<(), String> {
+    let mut told: Option<NodeId> = None;
+    let mut redirects = 0;
     loop {
         let topology = node.topology();
-        let reason = match topology.owner(shard) {
+        let named = told
+            .take()
+            .and_then(|id| topology.membership.get(&id).filter(|m| m.live));
+        let reason = match named.or_else(|| topology.owner(shard)) {
             Some(owner) if owner.node_id != node.inner.me => {
                 let request = PeerRequest::PreCopy {
                     shard,
@@ -177,12 +188,22 @@ async fn copy_one(node: &Node, me: &Peer, shard: ShardId, deadline: Instant) -> 
                 let peers = &node.inner.shards.inner.peers;
                 match peers.call(&peer_of(owner), request, Some(wait)).await {
                     Ok(PeerReply::Done) => return Ok(()),
+                    Err(PeerError::Refused(Refusal::NotOwner { owner: Some(next) }))
+                        if redirects < REDIRECTS
+                            && next != owner.node_id
+                            && next != node.inner.me =>
+                    {
+                        redirects += 1;
+                        told = Some(next);
+                        continue;
+                    }
                     Ok(other) => format!("{}: {other:?}", owner.node_id),
                     Err(error) => format!("{}: {error}", owner.node_id),
                 }
             }
             _ => "no other owner".to_owned(),
         };
+        redirects = 0;
         if Instant::now() + RETRY >= deadline {
             return Err(reason);
         }
