@@ -356,31 +356,53 @@ fn membership_options(
     }
 }
 
-/// Waits until the node has met a peer (or, with no seeds or after a grace period, decides it is
-/// alone), then publishes `ready`.
-/// Waits until this node's view of who is live and ready has not changed for
-/// [`JOIN_SETTLE_ROUNDS`] gossip rounds (at most [`JOIN_GRACE_ROUNDS`] × 2 in all).
+/// Waits until this node's view of who is live has not changed for [`JOIN_SETTLE_ROUNDS`]
+/// gossip rounds (at most [`JOIN_GRACE_ROUNDS`] × 2 in all).
 ///
 /// The first peer met tells about the others, but the failure detector marks each of them live
 /// only as their heartbeats arrive. A node that became ready on a partial view would compute a
 /// placement that gives it shards whose real owner it has not heard of yet, and seal them
 /// without that owner: serving a stale copy.
+///
+/// Only the live set counts (who is live, at which generation), not the members' status: when
+/// many nodes start together each one turning `ready` would otherwise restart every other's
+/// wait, and the last became ready seconds after all were live (docs/SIMULATION.md, "Scale").
+/// A node that becomes ready before the others pays for it in pre-copy, which asks all owners
+/// at once and skips empty copies ([`crate::precopy`], decision 031).
 async fn wait_for_a_settled_view(node: &Node, cluster: &ClusterConfig) {
     let round = cluster.gossip.interval();
     let give_up = tokio::time::Instant::now() + round * JOIN_GRACE_ROUNDS * 2;
     let mut snapshots = node.inner.membership.subscribe();
-    snapshots.borrow_and_update();
+    let mut live = live_set(&snapshots.borrow_and_update());
+    let mut still_until = tokio::time::Instant::now() + round * JOIN_SETTLE_ROUNDS;
     while tokio::time::Instant::now() < give_up {
-        match tokio::time::timeout(round * JOIN_SETTLE_ROUNDS, snapshots.changed()).await {
+        match tokio::time::timeout_at(still_until, snapshots.changed()).await {
             // Still for long enough, or gossip stopped (the node is stopping).
             Err(_) | Ok(Err(_)) => return,
-            // A member appeared or changed: start counting again.
             Ok(Ok(())) => {
-                snapshots.borrow_and_update();
+                let now = live_set(&snapshots.borrow_and_update());
+                // A member appeared, died or restarted: start counting again.
+                if now != live {
+                    live = now;
+                    still_until = tokio::time::Instant::now() + round * JOIN_SETTLE_ROUNDS;
+                }
             }
         }
     }
     warn!("membership kept changing while joining: becoming ready anyway");
+}
+
+/// Who is live in `snapshot`, and at which generation.
+fn live_set(
+    snapshot: &crate::membership::MembershipSnapshot,
+) -> Vec<(crate::ids::NodeId, Generation)> {
+    let mut live: Vec<_> = snapshot
+        .members()
+        .filter(|m| m.live)
+        .map(|m| (m.node_id.clone(), m.generation))
+        .collect();
+    live.sort();
+    live
 }
 
 /// Joins through the seeds (or starts alone when none answers) and becomes ready; refuses

@@ -458,6 +458,14 @@ impl Shards {
                 message: format!("{} is not a live member", to.node_id),
             });
         }
+        if self.topology().owns(&self.inner.me, shard) && self.holds_nothing(shard) {
+            // Nothing to copy: answered here, not queued behind the owner actor's take-over
+            // (at a cold start every shard is empty and every owner is still sealing), which
+            // spares the joining node its retries and three round trips per shard. Skipping
+            // is safe, as any missed pre-copy is: a copy counts for nothing until its seal has
+            // caught it up from the best holder (decision 031).
+            return Ok(());
+        }
         let asked = self.ask_owner(shard, PRE_COPY_TIMEOUT, |reply| {
             OwnerMsg::PreCopy(to, reply)
         });
@@ -466,6 +474,15 @@ impl Shards {
                 message: format!("shard {shard} did not pre-copy within {waited:?}"),
             })
         })
+    }
+
+    /// Whether this node's copy of `shard` has never taken a change and is not being
+    /// installed: what a seal counts as holding nothing.
+    fn holds_nothing(&self, shard: ShardId) -> bool {
+        self.inner
+            .store
+            .meta(shard)
+            .is_ok_and(|meta| !meta.installing && meta.position.applied == 0)
     }
 
     /// Sends this node's owner actor of `shard` a message with a reply port and waits for the
