@@ -58,14 +58,36 @@ pub async fn get_json<T: DeserializeOwned>(http: &reqwest::Client, url: &str) ->
         .await
         .with_context(|| format!("{url} did not answer"))?;
     let status = response.status();
+    let body = bounded_body(response, url).await?;
     if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        anyhow::bail!("{url} answered {status}: {body}");
+        anyhow::bail!(
+            "{url} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
-    response
-        .json()
-        .await
+    serde_json::from_slice(&body)
         .with_context(|| format!("{url} did not answer with the JSON expected"))
+}
+
+/// Largest answer the CLI reads from a node (a `/cluster` of thousands of shards is a few MiB).
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+/// The body of `response`, refused past [`MAX_ANSWER_BYTES`] instead of read into memory
+/// whatever its size: the addresses asked come from gossip, not from the person at the
+/// terminal.
+async fn bounded_body(mut response: reqwest::Response, url: &str) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .with_context(|| format!("{url} broke off its answer"))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            anyhow::bail!("{url} answered more than {MAX_ANSWER_BYTES} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The `/cluster` of every member: the answering node's own view for itself, the others asked
@@ -318,6 +340,39 @@ mod tests {
         );
         assert!(text.contains("n2: shard 1 taking-over, epoch 4@n2, applied 12"));
         assert!(!text.contains("note:"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_the_bound_is_refused_not_read_whole() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/cluster", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            let total = MAX_ANSWER_BYTES + (1 << 20);
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {total}\r\n\r\n");
+            let _ = stream.write_all(head.as_bytes()).await;
+            let chunk = vec![b' '; 1 << 20];
+            for _ in 0..=total >> 20 {
+                if stream.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let http = client(Duration::from_secs(30)).expect("client");
+        let error = get_json::<ClusterView>(&http, &url)
+            .await
+            .expect_err("too large");
+        assert!(
+            format!("{error:#}").contains("answered more than"),
+            "{error:#}"
+        );
     }
 
     #[test]
