@@ -975,7 +975,7 @@ impl OwnerState {
             .chain(self.view.others.iter().cloned())
             .chain(self.view.waiting.iter().cloned())
             .collect();
-        let answers = self.seal_peers(&peers, epoch, previous_owner).await;
+        let answers = self.seal_peers(&peers, epoch, previous_owner.clone()).await;
         let mut best: Option<(Position, Peer)> = None;
         let mut holders = Vec::new();
         for (index, (peer, answer)) in peers.iter().zip(answers).enumerate() {
@@ -994,6 +994,12 @@ impl OwnerState {
                 Ok(PeerReply::Fenced(newer)) => return Ok(Some(newer.term)),
                 Ok(other) if is_replica => return Err(unexpected(peer, &other)),
                 Err(problem) if is_replica => return Err(problem),
+                // A previous owner this node calls live but could not seal may still serve
+                // under its epoch: retry until it answers, or until the failure detector calls
+                // it dead and it has been silent past its lease (`takeover`).
+                Err(problem) if previous_owner.as_ref() == Some(&peer.node_id) => {
+                    return Err(format!("the previous owner was not sealed: {problem}"))
+                }
                 // A member outside the replica set that cannot be reached holds nothing needed
                 // (every acknowledged change is on the replicas of its time).
                 _ => {}
