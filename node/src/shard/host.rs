@@ -176,8 +176,8 @@ pub(crate) struct ShardsInner {
 /// cluster confirming that they reach each other before it stops answering: the owner's lease
 /// (decisions 007 and 009).
 pub(crate) const LEASE_ROUNDS: u32 = 4;
-/// Rounds a new owner waits past the lease, counted from when it last heard from a dead
-/// previous owner, before taking its shard: covers gossip's own delay.
+/// Rounds a new epoch waits past the lease, counted from when this node last heard from each
+/// node it calls dead, before serving ([`super::takeover`]): covers gossip's own delay.
 pub(crate) const LEASE_MARGIN_ROUNDS: u32 = 2;
 
 impl Shards {

@@ -37,6 +37,7 @@ pub mod replica;
 pub mod scans;
 pub mod store;
 pub mod sync;
+pub mod takeover;
 pub mod timers;
 
 use serde::{Deserialize, Serialize};

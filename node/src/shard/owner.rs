@@ -29,6 +29,7 @@ use super::machine::{Command, Decision, MachineId, Timer};
 use super::peer::{self, PeerError, PeerReply, PeerRequest};
 use super::refusal::Refusal;
 use super::sync::{self, SYNC_CALL_TIMEOUT};
+use super::takeover::{self, Unsealed};
 use super::timers::Timers;
 use super::{Entry, Epoch, Op, Peer, Position, StoreError};
 use crate::ids::{NodeId, ShardId};
@@ -851,7 +852,8 @@ impl OwnerState {
     /// How long to wait before sealing, if this node's view cannot be trusted yet: without a
     /// majority heard from recently (a cut-off node must not take shards over, or it would
     /// serve its stale copy the moment the partition heals), while gossip settles after a
-    /// member appeared, or while a dead previous owner's lease may still run.
+    /// member appeared, or while a node it calls dead may still hold a lease and answer from
+    /// an older copy.
     fn view_unsettled(&self) -> Option<Duration> {
         let topology = self.shards.topology();
         if !self.shards.fresh_majority(&topology) {
@@ -863,21 +865,32 @@ impl OwnerState {
         if waited < settle {
             return Some(settle - waited);
         }
-        self.previous_owner_lease(&topology, round)
+        self.unsealed_lease(&topology, round)
     }
 
-    /// How long a previous owner that died in this node's view may still be answering on the
-    /// far side of a partition: until its lease ran out, counted from when this node last
-    /// heard from it, plus a margin for gossip's delay.
-    fn previous_owner_lease(&self, topology: &Topology, round: Duration) -> Option<Duration> {
-        let previous = self.shards.inner.store.meta(self.shard).ok()?.epoch?.owner;
-        let live = topology.membership.get(&previous).is_some_and(|m| m.live);
-        if previous == self.shards.inner.me || live {
-            return None;
-        }
-        let expires = self.shards.lease() + round * LEASE_MARGIN_ROUNDS;
-        let silent = topology.heard.silent_for(&previous);
-        (silent < expires).then(|| expires - silent)
+    /// How long a node this one cannot seal may still be answering from an older copy
+    /// ([`takeover::lease_wait`]): every member this node calls dead, and a previous owner it no
+    /// longer knows as a member at all.
+    fn unsealed_lease(&self, topology: &Topology, round: Duration) -> Option<Duration> {
+        let me = &self.shards.inner.me;
+        let previous = self
+            .shards
+            .inner
+            .store
+            .meta(self.shard)
+            .ok()
+            .and_then(|meta| meta.epoch)
+            .map(|epoch| epoch.owner);
+        let forgotten = previous.filter(|p| p != me && topology.membership.get(p).is_none());
+        let dead = topology
+            .membership
+            .members()
+            .filter(|m| !m.live && m.node_id != *me)
+            .map(|m| &m.node_id);
+        let unsealed = dead.chain(forgotten.iter()).map(|node| Unsealed {
+            silent_for: topology.heard.silent_for(node),
+        });
+        takeover::lease_wait(unsealed, self.shards.lease(), round * LEASE_MARGIN_ROUNDS)
     }
 
     fn schedule_reseal(&self, myself: &ActorRef<OwnerMsg>) {
@@ -962,7 +975,7 @@ impl OwnerState {
             .chain(self.view.others.iter().cloned())
             .chain(self.view.waiting.iter().cloned())
             .collect();
-        let answers = self.seal_peers(&peers, epoch, previous_owner).await;
+        let answers = self.seal_peers(&peers, epoch, previous_owner.clone()).await;
         let mut best: Option<(Position, Peer)> = None;
         let mut holders = Vec::new();
         for (index, (peer, answer)) in peers.iter().zip(answers).enumerate() {
@@ -981,6 +994,12 @@ impl OwnerState {
                 Ok(PeerReply::Fenced(newer)) => return Ok(Some(newer.term)),
                 Ok(other) if is_replica => return Err(unexpected(peer, &other)),
                 Err(problem) if is_replica => return Err(problem),
+                // A previous owner this node calls live but could not seal may still serve
+                // under its epoch: retry until it answers, or until the failure detector calls
+                // it dead and it has been silent past its lease (`takeover`).
+                Err(problem) if previous_owner.as_ref() == Some(&peer.node_id) => {
+                    return Err(format!("the previous owner was not sealed: {problem}"))
+                }
                 // A member outside the replica set that cannot be reached holds nothing needed
                 // (every acknowledged change is on the replicas of its time).
                 _ => {}
