@@ -31,19 +31,16 @@ pub struct OwnerBacklog {
 }
 
 impl OwnerBacklog {
-    /// Counts one more command waiting, unless `limit` wait already: `false` then, and the
-    /// command must be refused.
-    pub(crate) fn admit(&self, limit: usize) -> bool {
+    /// Counts one more command waiting until the returned guard is dropped, unless `limit`
+    /// wait already: `None` then, and the command must be refused. A guard, not a call to make
+    /// once answered: a caller whose future is dropped mid-wait (its client went away) must
+    /// not be counted for ever, or its owner would end up refusing every command.
+    pub(crate) fn admit(&self, limit: usize) -> Option<Waiting<'_>> {
         if self.commands.fetch_add(1, Ordering::AcqRel) >= limit {
             self.commands.fetch_sub(1, Ordering::AcqRel);
-            return false;
+            return None;
         }
-        true
-    }
-
-    /// A command [`Self::admit`] counted was answered (or its caller stopped waiting).
-    pub(crate) fn answered(&self) {
-        self.commands.fetch_sub(1, Ordering::AcqRel);
+        Some(Waiting(self))
     }
 
     /// The actor's timers. Held only for one change or one count, never across an await.
@@ -69,6 +66,16 @@ impl OwnerBacklog {
     }
 }
 
+/// One command counted as waiting at an owner, until dropped.
+#[must_use = "the command counts as waiting only while this is held"]
+pub(crate) struct Waiting<'a>(&'a OwnerBacklog);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.commands.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -90,25 +97,32 @@ mod tests {
     }
 
     #[test]
-    fn commands_past_the_limit_are_not_admitted_and_do_not_count() {
+    fn commands_past_the_limit_are_not_admitted_and_a_dropped_wait_stops_counting() {
         let backlog = OwnerBacklog::default();
-        assert!(backlog.admit(2));
-        assert!(backlog.admit(2));
-        assert!(!backlog.admit(2), "two wait already");
+        let first = backlog.admit(2);
+        let second = backlog.admit(2);
+        assert!(first.is_some() && second.is_some());
+        assert!(backlog.admit(2).is_none(), "two wait already");
         let mut total = Backlog::default();
         backlog.add_to(&mut total, Instant::now());
         assert_eq!((total.commands, total.deepest_commands), (2, 2));
-        backlog.answered();
-        assert!(backlog.admit(2), "room again once one is answered");
+        // Answered, or its caller went away: either way it no longer waits.
+        drop(first);
+        let third = backlog.admit(2);
+        assert!(third.is_some(), "room again once one is gone");
+        drop((second, third));
+        let mut total = Backlog::default();
+        backlog.add_to(&mut total, Instant::now());
+        assert_eq!(total.commands, 0);
     }
 
     #[test]
     fn the_node_total_sums_owners_and_keeps_the_deepest_queue() {
         let (one, two) = (OwnerBacklog::default(), OwnerBacklog::default());
-        for _ in 0..3 {
-            one.admit(1024);
-        }
-        two.admit(1024);
+        let waiting: Vec<_> = [&one, &one, &one, &two]
+            .into_iter()
+            .map(|owner| owner.admit(1024))
+            .collect();
         let start = Instant::now();
         for (owner, key, after) in [
             (&one, "a", Duration::from_millis(100)),
@@ -132,5 +146,6 @@ mod tests {
                 sweep_commands: 5,
             }
         );
+        drop(waiting);
     }
 }

@@ -516,14 +516,14 @@ impl Shards {
                 owner: self.topology().table.owner(shard).cloned(),
             }));
         };
-        if !backlog.admit(MAX_PENDING_PER_SHARD) {
+        let Some(waiting) = backlog.admit(MAX_PENDING_PER_SHARD) else {
             self.inner.metrics.shard_queue_rejections.inc();
             return Ok(Err(Refusal::Unavailable {
                 message: format!("shard {shard} has too many commands waiting"),
             }));
-        }
+        };
         let result = actor.call(message, Some(timeout)).await;
-        backlog.answered();
+        drop(waiting);
         match result {
             Ok(CallResult::Success(response)) => Ok(response),
             Ok(CallResult::Timeout) => Err(timeout),
