@@ -213,13 +213,18 @@ impl NodeApi for Node {
     }
 
     fn render_metrics(&self) -> String {
-        // Refreshes the storage gauges, which are read on demand rather than on every write.
+        // Refreshes the gauges of the node's own state, read on demand rather than where it
+        // changes.
         let _ = self.storage_usage();
+        self.inner.storage.observe_write_queue();
         let transit = self.transit_now("/metrics");
         self.inner.metrics.observe_shards(
             self.inner.shards.fresh_majority(&self.topology()),
             transit.iter().map(|t| t.state.as_str()),
         );
+        self.inner
+            .metrics
+            .observe_backlog(&self.inner.shards.backlog());
         let mut out = String::new();
         if let Err(error) =
             prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)

@@ -1,5 +1,6 @@
 //! Node-level metrics: forwards and their failures, membership size by status, units owned,
-//! the lease and the shards in transit. `docs/METRICS.md` lists every metric a node exports.
+//! the lease, the shards in transit and what waits at the shard owners. `docs/METRICS.md`
+//! lists every metric a node exports.
 //!
 //! One registry per node holds these and the HTTP edge's families, so `/metrics` is one
 //! consistent exposition.
@@ -69,6 +70,34 @@ pub struct TransitLabel {
     pub state: String,
 }
 
+/// What waits at this node's shard owners, summed over them (the shard layer counts it, see
+/// `shard::backlog`). Node totals, not one series per shard: the labels stay bounded however
+/// many shards a cluster has, and the deepest queue says whether one owner nears the limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Commands sent to the owners and not answered yet.
+    pub commands: usize,
+    /// The most of those at one owner (refusals start at the shard layer's
+    /// `MAX_PENDING_PER_SHARD`).
+    pub deepest_commands: usize,
+    /// Timers pending (running jobs, each finished by its timer).
+    pub timers: usize,
+    /// Timers whose wake-up is past and that have not fired: the owner is late.
+    pub timers_overdue: usize,
+    /// Commands of the owners' sweeps queued or being retried (expired entries to delete).
+    pub sweep_commands: usize,
+}
+
+/// The backlog's gauges.
+#[derive(Clone, Default)]
+struct BacklogGauges {
+    commands: Gauge,
+    deepest_commands: Gauge,
+    timers: Gauge,
+    timers_overdue: Gauge,
+    sweep_commands: Gauge,
+}
+
 /// The node's own metric handles (cheap clones of shared counters).
 #[derive(Clone, Default)]
 pub struct NodeMetrics {
@@ -94,6 +123,7 @@ pub struct NodeMetrics {
     lease_held: Gauge,
     transit: Family<TransitLabel, Gauge>,
     rpc_calls: RpcLatency,
+    backlog: BacklogGauges,
 }
 
 /// The RPC latency family, with its buckets (a histogram family has no default).
@@ -168,7 +198,48 @@ impl NodeMetrics {
             "Shards this node is moving, by state (as in /cluster's transit)",
             metrics.transit.clone(),
         );
+        let backlog = &metrics.backlog;
+        for (name, help, gauge) in [
+            (
+                "troupe_shard_queue_depth",
+                "Commands sent to this node's shard owners and not answered yet",
+                &backlog.commands,
+            ),
+            (
+                "troupe_shard_queue_depth_max",
+                "Commands waiting at this node's busiest shard owner (new ones get 503 at the limit)",
+                &backlog.deepest_commands,
+            ),
+            (
+                "troupe_shard_timers",
+                "Timers pending at this node's shard owners (running jobs)",
+                &backlog.timers,
+            ),
+            (
+                "troupe_shard_timers_overdue",
+                "Timers of this node's shard owners a tick past their deadline and not fired",
+                &backlog.timers_overdue,
+            ),
+            (
+                "troupe_shard_sweep_commands",
+                "Commands of this node's shard owners' sweeps (expired entries to delete) not acknowledged yet",
+                &backlog.sweep_commands,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         metrics
+    }
+
+    /// Refreshes the gauges of what waits at the shard owners, read when metrics are scraped.
+    pub fn observe_backlog(&self, backlog: &Backlog) {
+        let gauges = &self.backlog;
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        gauges.commands.set(count(backlog.commands));
+        gauges.deepest_commands.set(count(backlog.deepest_commands));
+        gauges.timers.set(count(backlog.timers));
+        gauges.timers_overdue.set(count(backlog.timers_overdue));
+        gauges.sweep_commands.set(count(backlog.sweep_commands));
     }
 
     /// Refreshes the gauges of this node's own shard state, read when metrics are scraped.

@@ -165,6 +165,8 @@ struct Stats {
     commits: Counter,
     used_bytes: Gauge,
     map_bytes: Gauge,
+    /// Writes queued for the writer thread, refreshed when `/metrics` is scraped.
+    queued: Gauge,
 }
 
 /// Runs inside the batch's parent transaction and returns what to do once the batch commit is
@@ -237,6 +239,21 @@ impl Storage {
         self.inner.stats.used_bytes.set(gauge(usage.used_bytes));
         self.inner.stats.map_bytes.set(gauge(usage.map_bytes));
         Ok(usage)
+    }
+
+    /// Refreshes `troupe_storage_write_queue`: the writes waiting for the writer thread, which
+    /// takes every one queued into its next commit (at most [`WRITE_QUEUE`]; a writer finding
+    /// the queue full waits). Stays 0 without a writer thread ([`WriteMode::Inline`]).
+    pub fn observe_write_queue(&self) {
+        let queued = self
+            .inner
+            .writer
+            .as_ref()
+            .map_or(0, |writer| writer.max_capacity() - writer.capacity());
+        self.inner
+            .stats
+            .queued
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
     }
 
     /// Resolves if the writer thread panicked. The node must then stop: every later write
@@ -388,6 +405,11 @@ impl Storage {
             "troupe_storage_map_size_bytes",
             "Size of the LMDB map (storage.map_size_mb)",
             stats.map_bytes.clone(),
+        );
+        registry.register(
+            "troupe_storage_write_queue",
+            format!("Writes waiting for the storage writer thread (writers wait once {WRITE_QUEUE} are queued)"),
+            stats.queued.clone(),
         );
     }
 
@@ -730,6 +752,60 @@ mod tests {
         let db: Numbers = storage.database("numbers").expect("db");
         let count = storage.read(|txn| Ok(db.len(txn)?)).expect("len");
         assert_eq!(count, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_write_queue_gauge_counts_writes_waiting_behind_a_busy_writer() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::open(dir.path(), options(WriteMode::Thread)).expect("open");
+        let db: Numbers = storage.database("numbers").expect("db");
+        let queued = |storage: &Storage| {
+            storage.observe_write_queue();
+            storage.inner.stats.queued.get()
+        };
+        assert_eq!(queued(&storage), 0);
+        // A write that holds the writer thread until released.
+        let (started, running) = oneshot::channel();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                storage
+                    .write(move |txn| {
+                        let _ = started.send(());
+                        let _ = gate.recv();
+                        db.put(txn, &0, &0).map_err(StorageError::from)
+                    })
+                    .await
+            })
+        };
+        running.await.expect("the writer runs the first write");
+        let waiting: Vec<_> = (1..=5u64)
+            .map(|i| {
+                let storage = storage.clone();
+                tokio::spawn(async move {
+                    storage
+                        .write(move |txn| db.put(txn, &i, &i).map_err(StorageError::from))
+                        .await
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while queued(&storage) < 5 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writes never queued"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(queued(&storage), 5);
+        release.send(()).expect("the writer waits");
+        busy.await.expect("task").expect("busy write");
+        for write in waiting {
+            write.await.expect("task").expect("write");
+        }
+        assert_eq!(queued(&storage), 0, "the writer took them all");
+        storage.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

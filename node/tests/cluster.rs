@@ -276,6 +276,11 @@ async fn three_nodes_agree_forward_to_owners_detect_a_killed_node_and_rejoin_it_
         "troupe_members{status=\"ready\"} 3",
         "troupe_units{role=\"owner\"}",
         "troupe_lease_held 1",
+        // What waits at the owners (no job runs here, so no timer is late).
+        "troupe_shard_queue_depth_max ",
+        "troupe_shard_timers_overdue 0",
+        "troupe_shard_sweep_commands ",
+        "troupe_storage_write_queue ",
         // Lease checks every round: every node has called its peers on the control lane.
         "troupe_rpc_call_duration_seconds_count{peer=\"n2\",lane=\"control\",outcome=\"ok\"}",
     ] {

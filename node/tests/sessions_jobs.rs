@@ -217,11 +217,45 @@ async fn a_job_whose_owner_is_killed_is_rerun_elsewhere_and_finishes_once() {
     assert_eq!(status, 201, "{body}");
     let job_id = body["message"]["job_id"].as_str().expect("id").to_owned();
     let owner = cluster.owner_of("job", &job_id).await;
+    // The running job is a timer pending at its owner, not overdue.
+    let (timers, overdue) = timer_backlog(&cluster, &[owner]).await;
+    eprintln!("measured: at the owner, {timers} timers pending, {overdue} overdue");
+    assert_eq!((timers, overdue), (1.0, 0.0));
     cluster.nodes[owner].kill();
-    let survivor = (owner + 1) % 3;
-    let done = wait_terminal(&cluster, survivor, &job_id).await;
+    let survivors = [(owner + 1) % 3, (owner + 2) % 3];
+    // The new owner runs it again: its timer is pending there.
+    let rerun = cluster
+        .wait_for("the re-run's timer at the new owner", RECOVERY, || async {
+            let backlog = timer_backlog(&cluster, &survivors).await;
+            (backlog.0 >= 1.0).then_some(backlog)
+        })
+        .await;
+    eprintln!("measured: at the new owner, {rerun:?} timers (pending, overdue)");
+    let done = wait_terminal(&cluster, survivors[0], &job_id).await;
     assert_eq!(done["status"], "finished", "{done}");
     assert_eq!(done["attempts"], 2, "re-run once by the new owner: {done}");
+    cluster
+        .wait_for("no timer left once the job finished", RECOVERY, || async {
+            (timer_backlog(&cluster, &survivors).await == (0.0, 0.0)).then_some(())
+        })
+        .await;
+}
+
+/// `troupe_shard_timers` and `troupe_shard_timers_overdue`, summed over `nodes` (a node that
+/// does not answer counts as holding none).
+async fn timer_backlog(cluster: &TestCluster, nodes: &[usize]) -> (f64, f64) {
+    let mut total = (0.0, 0.0);
+    for &i in nodes {
+        total.0 += cluster
+            .metric(i, "troupe_shard_timers")
+            .await
+            .unwrap_or(0.0);
+        total.1 += cluster
+            .metric(i, "troupe_shard_timers_overdue")
+            .await
+            .unwrap_or(0.0);
+    }
+    total
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,6 @@
 //! the actors of shards it no longer owns.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use troupe_http::views::{ShardCopyView, TransitView};
 
+use super::backlog::OwnerBacklog;
 use super::lease::Confirmations;
 use super::machine::{Command, MachineId, Machines};
 use super::owner::{OwnerArgs, OwnerMsg, ShardOwner};
@@ -28,7 +28,7 @@ use super::{Epoch, Peer, ShardStore, StoreError, Tenant};
 use crate::config::ClusterConfig;
 use crate::ids::{Generation, NodeId, ShardId};
 use crate::membership::MembershipSnapshot;
-use crate::metrics::NodeMetrics;
+use crate::metrics::{Backlog, NodeMetrics};
 use crate::topology::Topology;
 
 /// Commands waiting at one shard's owner before new ones get 503 (bounds the actor's mailbox).
@@ -139,7 +139,8 @@ struct OwnerHandle {
     view: OwnerView,
     /// Placement's view while replicas are held back, and since when it has held still.
     deferred: Option<Deferred>,
-    pending: Arc<AtomicUsize>,
+    /// What waits at the actor (shared with it).
+    backlog: Arc<OwnerBacklog>,
 }
 
 /// Placement's view of a shard whose new replicas wait for placement to hold still.
@@ -387,6 +388,18 @@ impl Shards {
         Ok(out)
     }
 
+    /// What waits at this node's owner actors now, summed over them (for `/metrics`).
+    pub fn backlog(&self) -> Backlog {
+        let owners: Vec<Arc<OwnerBacklog>> =
+            self.owners().values().map(|h| h.backlog.clone()).collect();
+        let now = Instant::now();
+        let mut total = Backlog::default();
+        for owner in owners {
+            owner.add_to(&mut total, now);
+        }
+        total
+    }
+
     /// How many shards this node owns in its current placement but does not serve yet.
     pub fn owned_not_serving(&self) -> usize {
         let topology = self.topology();
@@ -494,24 +507,23 @@ impl Shards {
         timeout: Duration,
         message: impl FnOnce(ractor::RpcReplyPort<Result<T, Refusal>>) -> OwnerMsg,
     ) -> Result<Result<T, Refusal>, Duration> {
-        let Some((actor, pending)) = self
+        let Some((actor, backlog)) = self
             .owners()
             .get(&shard)
-            .map(|h| (h.actor.clone(), h.pending.clone()))
+            .map(|h| (h.actor.clone(), h.backlog.clone()))
         else {
             return Ok(Err(Refusal::NotOwner {
                 owner: self.topology().table.owner(shard).cloned(),
             }));
         };
-        if pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_PER_SHARD {
-            pending.fetch_sub(1, Ordering::AcqRel);
+        let Some(waiting) = backlog.admit(MAX_PENDING_PER_SHARD) else {
             self.inner.metrics.shard_queue_rejections.inc();
             return Ok(Err(Refusal::Unavailable {
                 message: format!("shard {shard} has too many commands waiting"),
             }));
-        }
+        };
         let result = actor.call(message, Some(timeout)).await;
-        pending.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         match result {
             Ok(CallResult::Success(response)) => Ok(response),
             Ok(CallResult::Timeout) => Err(timeout),
@@ -648,10 +660,12 @@ impl Shards {
     }
 
     async fn start_owner(&self, shard: ShardId, view: OwnerView, deferred: Option<Deferred>) {
+        let backlog = Arc::new(OwnerBacklog::default());
         let args = OwnerArgs {
             shards: self.clone(),
             shard,
             view: view.clone(),
+            backlog: backlog.clone(),
         };
         // Unnamed: ractor's registry is process-global (docs/decisions/001).
         match Actor::spawn(None, ShardOwner, args).await {
@@ -662,7 +676,7 @@ impl Shards {
                         actor,
                         view,
                         deferred,
-                        pending: Arc::new(AtomicUsize::new(0)),
+                        backlog,
                     },
                 );
             }

@@ -43,7 +43,7 @@ pub struct Command {
     pub body: Vec<u8>,
 }
 
-/// A command the engine runs on its own once `after` has passed (one deadline heap per owner;
+/// A command the engine runs on its own once `after` has passed (one deadline queue per owner;
 /// every timer due within [`TICK`](super::timers::TICK) of the first fires in one batch). A
 /// timer is known by its `key`; only the newest `version` of a key counts: when the engine
 /// takes the shard over again, a command [`StateMachine::on_serving`] names is not run if a

@@ -22,8 +22,11 @@
 //! - [`query`]: reads of a shard, alike for every service.
 //! - [`draft`]: the state a command of a batch is decided against (group commit).
 //! - [`timers`]: the commands an owner runs later (a job's finish), batched by deadline.
+//! - [`backlog`]: what waits at an owner (commands, timers, sweep commands), read for
+//!   `/metrics`.
 
 pub mod audit;
+pub mod backlog;
 pub mod caller;
 pub mod draft;
 pub mod host;

@@ -15,6 +15,7 @@
 //! durably, and only while this node sees a majority of the cluster.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::audit;
+use super::backlog::OwnerBacklog;
 use super::draft::Draft;
 use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
 use super::machine::{Command, Decision, MachineId, Timer};
@@ -30,7 +32,6 @@ use super::peer::{self, PeerError, PeerReply, PeerRequest};
 use super::refusal::Refusal;
 use super::sync::{self, SYNC_CALL_TIMEOUT};
 use super::takeover::{self, Unsealed};
-use super::timers::Timers;
 use super::{Entry, Epoch, Op, Peer, Position, StoreError};
 use crate::ids::{NodeId, ShardId};
 use crate::metrics::UntrimmedLabel;
@@ -72,6 +73,8 @@ pub struct OwnerArgs {
     pub shard: ShardId,
     /// Replicas and other members at start.
     pub view: OwnerView,
+    /// What waits at this owner, shared with the host for `/metrics`.
+    pub(crate) backlog: Arc<OwnerBacklog>,
 }
 
 /// Messages.
@@ -103,7 +106,7 @@ pub enum OwnerMsg {
     /// owner's seal interrupts no write. Commands still queued are then answered `Moving`, and
     /// the router retries them at the new owner.
     Release(RpcReplyPort<()>),
-    /// Run the commands of the timers now due ([`Timers`]).
+    /// Run the commands of the timers now due ([`Timers`](super::timers::Timers)).
     TimersDue,
     /// A command the actor sends itself (a timer's, a sweep's, or one a machine asked for when
     /// this owner started serving), batched like the others; retried until it is acknowledged
@@ -140,8 +143,9 @@ pub struct OwnerState {
     /// Timers (or the commands that replace them) this actor runs, by key: the newest version
     /// of each (see [`Timer`]).
     running: HashMap<Vec<u8>, u64>,
-    /// When those timers fire.
-    timers: Timers<Timer>,
+    /// What waits here: when those timers fire, and how many commands the sweeps have
+    /// pending (shared with the host, which reads it for `/metrics`).
+    backlog: Arc<OwnerBacklog>,
     /// Whether the machines' commands for a new owner ran since the last seal.
     resumed: bool,
     /// Commands waiting for the next batch (bounded by the host's pending-command limit and
@@ -250,7 +254,7 @@ impl Actor for ShardOwner {
             failed_seals: 0,
             sealing_from: None,
             running: HashMap::new(),
-            timers: Timers::default(),
+            backlog: args.backlog,
             resumed: false,
             queue: VecDeque::new(),
             flush_queued: false,
@@ -281,7 +285,7 @@ impl Actor for ShardOwner {
                 },
             ),
             OwnerMsg::TimersDue => {
-                let (due, next) = state.timers.fire(Instant::now());
+                let (due, next) = state.backlog.timers().fire(Instant::now());
                 for timer in due {
                     let origin = Origin::Timer {
                         key: timer.key,
@@ -380,7 +384,7 @@ impl Actor for ShardOwner {
     }
 }
 
-/// Schedules the wake-up [`Timers`] asked for, if any.
+/// Schedules the wake-up [`Timers`](super::timers::Timers) asked for, if any.
 fn wake_for_timers(myself: &ActorRef<OwnerMsg>, wake: Option<Duration>) {
     if let Some(after) = wake {
         myself.send_after(after, || OwnerMsg::TimersDue);
@@ -394,7 +398,10 @@ impl OwnerState {
             return;
         };
         self.running.insert(timer.key.clone(), timer.version);
-        let wake = self.timers.add(Instant::now(), timer.after, timer);
+        let wake = self
+            .backlog
+            .timers()
+            .add(Instant::now(), timer.after, timer);
         wake_for_timers(myself, wake);
     }
 
@@ -447,6 +454,7 @@ impl OwnerState {
                 let sweep = self.sweeps.entry(machine).or_default();
                 sweep.again = commands.len() >= SWEEP_LIMIT;
                 sweep.in_flight = commands.len();
+                self.publish_sweeps();
                 for command in commands {
                     self.enqueue(
                         myself,
@@ -459,6 +467,12 @@ impl OwnerState {
             }
             Err(error) => warn!(shard = %self.shard, %machine, %error, "cannot sweep"),
         }
+    }
+
+    /// Shares how many sweep commands are pending here, for `/metrics`.
+    fn publish_sweeps(&self) {
+        let pending = self.sweeps.values().map(|s| s.in_flight).sum();
+        self.backlog.set_sweep_commands(pending);
     }
 
     /// Queues a command for the next batch.
@@ -505,6 +519,7 @@ impl OwnerState {
                         if sweep.in_flight == 0 && sweep.again {
                             self.sweep(myself, machine);
                         }
+                        self.publish_sweeps();
                     }
                     Origin::Serving => {}
                 }

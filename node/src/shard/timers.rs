@@ -1,5 +1,6 @@
-//! The timers of one shard owner ([`Timer`](super::machine::Timer): a job's finish): a heap
-//! of deadlines and at most a few wake-ups scheduled, instead of a timer task per timer.
+//! The timers of one shard owner ([`Timer`](super::machine::Timer): a job's finish): an
+//! ordered map of deadlines and at most a few wake-ups scheduled, instead of a timer task per
+//! timer.
 //!
 //! A wake-up is scheduled [`TICK`] after the earliest deadline, and fires every timer due by
 //! then, so timers that fall due close together are decided in one batch and share one log
@@ -7,8 +8,7 @@
 //! each running job held its own tokio timer: hundreds of thousands of tasks after a long burst
 //! of creates, and one replicated entry per finish.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,7 +20,9 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// Pending timers of one owner, each carrying a `T` (what to do when it fires).
 #[derive(Debug)]
 pub struct Timers<T> {
-    pending: BinaryHeap<Reverse<Pending<T>>>,
+    /// By deadline, then by when they were added: ordered, so the overdue ones are a prefix
+    /// ([`Self::overdue`] reads only those).
+    pending: BTreeMap<(Instant, u64), T>,
     /// Timers added so far: orders timers with the same deadline by when they were added.
     added: u64,
     /// Wake-ups scheduled and not yet fired.
@@ -30,38 +32,10 @@ pub struct Timers<T> {
 impl<T> Default for Timers<T> {
     fn default() -> Self {
         Self {
-            pending: BinaryHeap::new(),
+            pending: BTreeMap::new(),
             added: 0,
             scheduled: BTreeSet::new(),
         }
-    }
-}
-
-/// One timer in the heap, ordered by deadline, then by when it was added.
-#[derive(Debug)]
-struct Pending<T> {
-    at: Instant,
-    order: u64,
-    item: T,
-}
-
-impl<T> PartialEq for Pending<T> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.order) == (other.at, other.order)
-    }
-}
-
-impl<T> Eq for Pending<T> {}
-
-impl<T> PartialOrd for Pending<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<T> Ord for Pending<T> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.order).cmp(&(other.at, other.order))
     }
 }
 
@@ -70,11 +44,7 @@ impl<T> Timers<T> {
     /// schedule, unless one already scheduled comes early enough.
     pub fn add(&mut self, now: Instant, after: Duration, item: T) -> Option<Duration> {
         self.added += 1;
-        self.pending.push(Reverse(Pending {
-            at: now + after,
-            order: self.added,
-            item,
-        }));
+        self.pending.insert((now + after, self.added), item);
         self.arm(now)
     }
 
@@ -83,13 +53,25 @@ impl<T> Timers<T> {
     pub fn fire(&mut self, now: Instant) -> (Vec<T>, Option<Duration>) {
         self.scheduled.retain(|at| *at > now);
         let mut due = Vec::new();
-        while self.pending.peek().is_some_and(|Reverse(p)| p.at <= now) {
-            if let Some(Reverse(p)) = self.pending.pop() {
-                due.push(p.item);
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 > now {
+                break;
             }
+            due.push(entry.remove());
         }
         let next = self.arm(now);
         (due, next)
+    }
+
+    /// Timers that should have fired by `now` and have not: their wake-up (a [`TICK`] after
+    /// the deadline) is past. The owner is late with them (busy with a long batch or seal, or
+    /// its mailbox is backed up). Timers merely past their deadline are not counted: waiting
+    /// up to a tick is how they are batched. Reads only the overdue timers.
+    pub fn overdue(&self, now: Instant) -> usize {
+        let Some(cutoff) = now.checked_sub(TICK) else {
+            return 0;
+        };
+        self.pending.range(..=(cutoff, u64::MAX)).count()
     }
 
     /// Timers not yet fired.
@@ -103,8 +85,8 @@ impl<T> Timers<T> {
     }
 
     fn arm(&mut self, now: Instant) -> Option<Duration> {
-        let Reverse(first) = self.pending.peek()?;
-        let wake = first.at + TICK;
+        let (&(at, _), _) = self.pending.first_key_value()?;
+        let wake = at + TICK;
         if self.scheduled.first().is_some_and(|at| *at <= wake) {
             return None;
         }
@@ -176,5 +158,27 @@ mod tests {
         let ids: Vec<&str> = due.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["job-1", "job-2", "job-0"], "earliest deadline first");
         assert_eq!(next, None);
+    }
+
+    #[test]
+    fn only_timers_a_tick_past_their_deadline_count_as_overdue_until_they_fire() {
+        let start = Instant::now();
+        let mut timers = Timers::<u32>::default();
+        for (item, after) in [(1, 100), (2, 100), (3, 300), (4, 10_000)] {
+            timers.add(start, ms(after), item);
+        }
+        assert_eq!(timers.len(), 4);
+        assert_eq!(timers.overdue(start), 0);
+        assert_eq!(
+            timers.overdue(start + ms(149)),
+            0,
+            "within a tick of their deadline, waiting is batching"
+        );
+        assert_eq!(timers.overdue(start + ms(150)), 2);
+        assert_eq!(timers.overdue(start + ms(5_000)), 3, "a late wake-up");
+        let (due, _) = timers.fire(start + ms(5_000));
+        assert_eq!(due, vec![1, 2, 3]);
+        assert_eq!((timers.len(), timers.overdue(start + ms(5_000))), (1, 0));
+        assert_eq!(timers.overdue(start + ms(10_050)), 1);
     }
 }

@@ -347,6 +347,16 @@ impl TestCluster {
             .expect("the owner is a test node")
     }
 
+    /// The value of the unlabelled metric `name` in node `i`'s `/metrics` (`None` while the
+    /// node does not answer or does not export it).
+    pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let response = self.http.get(self.nodes[i].url("/metrics")).send().await;
+        let text = response.ok()?.text().await.ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     /// POST to node `i`, with a JSON body (a `Value`) or none (`None`).
     pub async fn post(&self, i: usize, path: &str, body: impl Into<Option<Value>>) -> (u16, Value) {
         self.send(i, reqwest::Method::POST, path, body.into()).await
