@@ -146,6 +146,16 @@ fn crash_seed_whose_resend_straddled_a_failover_stores_every_integers_window() -
     Ok(())
 }
 
+/// A seed on which an integers window was stored after the one following it: the restarted
+/// n1 took the aggregator back while the 15 s window was open, the generators sent that
+/// window again, and its late integers kept it from being due while the 20 s window was. A
+/// read in between saw the 20 s window and not the 15 s one. Windows are now stored in order.
+#[test]
+fn crash_seed_that_stored_an_integers_window_after_the_next_one_now_passes() -> turmoil::Result {
+    scenarios::check("workload-crash", 1613)?;
+    Ok(())
+}
+
 /// Seeds on which the lease-overlap audit (decision 023) found an owner deciding commands
 /// under an epoch after a newer epoch had started serving: an owner actor that placement had
 /// just stopped finished its seal in flight and served for a moment, and its seal had reached

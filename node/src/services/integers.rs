@@ -472,8 +472,11 @@ impl AggregatorState {
         }
     }
 
-    /// Stores every window that ended more than a few ticks ago and took no integer for as
-    /// long (late integers, and those generators send again to a new aggregator, still count).
+    /// Stores the windows that ended more than a few ticks ago and took no integer for as
+    /// long (late integers, and those generators send again to a new aggregator, still count),
+    /// oldest first and in order: a window still taking integers holds back every later one,
+    /// or a reader would see a later window stored and an earlier one missing, until the
+    /// earlier one came in.
     async fn flush(&mut self) {
         let config = self.config().clone();
         let grace = 3 * config.tick_ms;
@@ -483,7 +486,7 @@ impl AggregatorState {
         let due: Vec<u64> = self
             .windows
             .iter()
-            .filter(|(start, w)| {
+            .take_while(|(start, w)| {
                 *start + config.window_ms() + grace <= now && w.last_added_ms + grace <= now
             })
             .map(|(start, _)| *start)
@@ -510,9 +513,10 @@ impl AggregatorState {
                     self.windows.remove(&start);
                     self.flushed_until = self.flushed_until.max(start + config.window_ms());
                 }
-                // Not stored yet: try again at the next flush.
+                // Not stored yet: try again at the next flush, and keep the later ones back.
                 Err(refusal) => {
-                    tracing::debug!(window = start, %refusal, "average not stored yet")
+                    tracing::debug!(window = start, %refusal, "average not stored yet");
+                    break;
                 }
             }
         }
