@@ -47,6 +47,10 @@ use crate::shard::host::COMMAND_TIMEOUT;
 use crate::shard::query::{Query, QueryAnswer};
 use crate::shard::{MachineId, Op, StoreError, Tenant};
 
+/// The key space of the stored averages, by window start: part of every stored average's key,
+/// so never to change.
+pub const TENANT: Tenant = Tenant(5);
+
 /// The key whose shard holds the averages and whose owner runs the aggregator.
 pub const AGGREGATOR_KEY: &str = "integers/aggregator";
 /// Integers of one generator in flight to the aggregator; further ticks are skipped.
@@ -534,6 +538,7 @@ pub enum IntegerCommand {
 
 impl Service for Integers {
     const MACHINE: MachineId = MachineId(5);
+    const TENANTS: &'static [Tenant] = &[TENANT];
     type Command = IntegerCommand;
 
     fn decide(
@@ -569,18 +574,18 @@ pub fn decide_store(
     config: &IntegersConfig,
 ) -> Result<Decision, StoreError> {
     let key = average_key(average.window_start_ms);
-    if store.get(shard, Tenant::INTEGERS, &key)?.is_some() {
+    if store.get(shard, TENANT, &key)?.is_some() {
         return Ok(Decision::answer_only(Outcome::Stored));
     }
     let mut ops = vec![Op {
-        tenant: Tenant::INTEGERS,
+        tenant: TENANT,
         key,
         value: Some(codec::encode(average)?),
     }];
     let horizon = config.keep_windows * config.window_ms();
     if let Some(old) = average.window_start_ms.checked_sub(horizon) {
         ops.push(Op {
-            tenant: Tenant::INTEGERS,
+            tenant: TENANT,
             key: average_key(old),
             value: None,
         });
@@ -597,7 +602,7 @@ pub async fn latest(node: &Node, limit: usize) -> Result<Vec<Average>, ApiError>
     let config = &node.inner.cluster.integers;
     let shard = aggregator_shard(node.inner.cluster.cluster.shards);
     let query = Query::Scan {
-        tenant: Tenant::INTEGERS,
+        tenant: TENANT,
         after: None,
         limit: u32::try_from(config.keep_windows + 1).unwrap_or(u32::MAX),
     };

@@ -592,7 +592,7 @@ pub(crate) mod tests {
             seq,
             epoch: e.clone(),
             ops: vec![Op {
-                tenant: Tenant::USERS,
+                tenant: Tenant(1),
                 key: key.as_bytes().to_vec(),
                 value: Some(value.as_bytes().to_vec()),
             }],
@@ -633,7 +633,7 @@ pub(crate) mod tests {
             other => panic!("expected out of order, got {other:?}"),
         }
         assert_eq!(store.meta(S).expect("meta").position, at(&e, 2));
-        assert_eq!(store.count(S, Tenant::USERS).expect("count"), 2);
+        assert_eq!(store.count(S, Tenant(1)).expect("count"), 2);
     }
 
     #[tokio::test]
@@ -652,7 +652,7 @@ pub(crate) mod tests {
             (meta.epoch, meta.position),
             (Some(new), Position::default())
         );
-        assert_eq!(store.count(S, Tenant::USERS).expect("count"), 0);
+        assert_eq!(store.count(S, Tenant(1)).expect("count"), 0);
         assert!(matches!(
             store.seal(S, old).await,
             Err(StoreError::Fenced { .. })
@@ -777,7 +777,7 @@ pub(crate) mod tests {
         fill(&target, &epoch(1, "b"), 3).await;
         target.begin_snapshot(S, e.clone()).await.expect("begin");
         assert!(target.meta(S).expect("meta").installing);
-        assert_eq!(target.count(S, Tenant::USERS).expect("count"), 0);
+        assert_eq!(target.count(S, Tenant(1)).expect("count"), 0);
         let page = source.snapshot_page(S, None, 100).expect("page");
         target
             .put_snapshot_page(S, e.clone(), page)
@@ -804,17 +804,15 @@ pub(crate) mod tests {
             .append(other, e.clone(), Position::default(), entry)
             .await
             .expect("append");
-        let first = store.scan(S, Tenant::USERS, None, 2).expect("scan");
+        let first = store.scan(S, Tenant(1), None, 2).expect("scan");
         let keys: Vec<_> = first.iter().map(|(k, _)| k.clone()).collect();
         assert_eq!(keys, [b"k0001".to_vec(), b"k0002".to_vec()]);
-        let rest = store
-            .scan(S, Tenant::USERS, Some(b"k0002"), 10)
-            .expect("scan");
+        let rest = store.scan(S, Tenant(1), Some(b"k0002"), 10).expect("scan");
         assert_eq!(rest.len(), 3);
         assert_eq!(
             store.scan(S, Tenant(9), None, 10).expect("scan"),
             Vec::new()
         );
-        assert_eq!(store.count(other, Tenant::USERS).expect("count"), 1);
+        assert_eq!(store.count(other, Tenant(1)).expect("count"), 1);
     }
 }
