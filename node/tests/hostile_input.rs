@@ -1,6 +1,6 @@
-//! Hostile bytes against real `troupe node` processes (issue 28, item 1): a handshake whose
-//! length prefix claims 2^62 bytes sent to the RPC port, and a corrupt value in a node's LMDB.
-//! Either must leave the node serving; a corrupt value is a 500 for its own key only.
+//! Hostile bytes against real `troupe node` processes: a handshake whose length prefix claims
+//! 2^62 bytes sent to the RPC port, and a corrupt value in a node's LMDB. Either must leave the
+//! node serving; a corrupt value is a 500 for its own key only.
 
 mod support;
 

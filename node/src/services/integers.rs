@@ -1,4 +1,4 @@
-//! Integers (seed 003): generator actors emit integers, one aggregator actor averages them per
+//! Integers: generator actors emit integers, one aggregator actor averages them per
 //! clock-aligned window and stores each average in the shard layer (durable, replicated).
 //!
 //! Placement: generator `g` is the placement unit `integers/generator/g`, assigned over the
@@ -238,7 +238,8 @@ impl Takers {
 /// way, so its first integers go to one aggregator and the rest to the next. The first then
 /// stops with the older windows unstored, and the next never had them. Such a resend is not
 /// whole for anyone, and the generator must send everything again to the new aggregator
-/// (decision 016, seed 274 of `workload-crash`).
+/// (decision 016; the simulation's `workload-crash` found it, and
+/// `crash_seed_whose_resend_straddled_a_failover_stores_every_integers_window` replays it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Delivery {
     /// The aggregator that took the integer sent last, if it was taken.
@@ -682,7 +683,7 @@ mod tests {
         takers.delivered(true, taken_by(&[Some(1)]));
         // Aggregator 1's node dies; aggregator 2 answers and a resend to it starts. While it is
         // under way the shard moves on to aggregator 3, which takes only its last integers
-        // (seed 274: ticks 57..152 to one, 153..157 to the next).
+        // (as in the simulated run that found it: ticks 57..152 to one, 153..157 to the next).
         takers.delivered(false, taken_by(&[Some(2)]));
         start_resend(&mut takers);
         takers.delivered(true, taken_by(&[Some(2), Some(2), Some(3), Some(3)]));

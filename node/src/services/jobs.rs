@@ -1,4 +1,4 @@
-//! Jobs (issue 4) on the shard layer.
+//! Jobs on the shard layer.
 //!
 //! A job lives in the shard of its object id, and its id is derived from that object id and
 //! the job's generation (the object's first job is generation 1, the next one after the

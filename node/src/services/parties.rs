@@ -1,5 +1,4 @@
-//! Parties (seed 000): a dispatcher that is a function of any node, and per-region party
-//! managers.
+//! Parties: a dispatcher that is a function of any node, and per-region party managers.
 //!
 //! Each manager (`<region>/m<k>`) has a shard of its own ([`crate::layout`], decision 008),
 //! placed on live nodes of its region, or of the nearest region with live nodes

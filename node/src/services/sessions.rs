@@ -1,8 +1,8 @@
-//! Sessions (issue 4) on the shard layer: one entry per user with an active session, holding
-//! the expiry of each session (`u64::MAX` when leases are off). The owner of the user's shard
-//! decides every add and remove, so the cap holds exactly under any concurrency; an entry is
-//! deleted when its last session goes, by a remove or, with leases, by the owner's sweep of
-//! expired entries ([`expired`], [`decide_expire`]).
+//! Sessions on the shard layer: one entry per user with an active session, holding the expiry
+//! of each session (`u64::MAX` when leases are off). The owner of the user's shard decides
+//! every add and remove, so the cap holds exactly under any concurrency; an entry is deleted
+//! when its last session goes, by a remove or, with leases, by the owner's sweep of expired
+//! entries ([`expired`], [`decide_expire`]).
 
 use serde::{Deserialize, Serialize};
 use troupe_actors::sessions::{self, SessionOutcome, SessionReply, SessionUser};

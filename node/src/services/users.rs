@@ -1,4 +1,4 @@
-//! Users (issue 3) on the shard layer.
+//! Users on the shard layer.
 //!
 //! As a tenant: a user is stored under its canonical id, encoded by the codec; create, update
 //! and delete are decided against the stored user by the shard's owner. As a service: each
@@ -39,9 +39,9 @@ pub fn key(id: &UserId) -> Vec<u8> {
     }
 }
 
-/// A user as stored: the id is the key, so the value holds only the other fields (the space
-/// target of issue 3).
-/// Public so that `troupe-fuzz` decodes it as this service does.
+/// A user as stored: the id is the key, so the value holds only the other fields (the stored
+/// copies of a user should take at most twice its JSON at replication factor 2). Public so that
+/// `troupe-fuzz` decodes it as this service does.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredUser {
     /// The user's name.

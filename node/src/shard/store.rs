@@ -25,10 +25,10 @@ use crate::storage::{Storage, StorageError};
 /// Log entries kept per shard while some copy may be behind; a holder further behind gets a
 /// snapshot instead. While every copy is current, the owner's [`Entry::trim_before`] lets
 /// holders keep only the last entry or two, because the log duplicates recent values and
-/// space must stay near one copy per holder (issue 3: 20,000 users take 2.28× their JSON
-/// with 32 entries a shard, under 2× with one). Not smaller: with 8, a node pre-copied before
-/// it joins (decision 010) fell more than 8 entries behind under load and needed
-/// snapshots after joining (`migration.rs` failed).
+/// space must stay near one copy per holder (20,000 users took 2.28× their JSON at
+/// replication factor 2 with 32 entries a shard, under 2× with one; `scripts/space.sh`). Not
+/// smaller: with 8, a node pre-copied before it joins (decision 010) fell more than 8 entries
+/// behind under load and needed snapshots after joining (`migration.rs` failed).
 pub const LOG_KEEP: u64 = 32;
 
 /// Why a shard operation on the store failed.
@@ -507,10 +507,10 @@ fn tenant_prefix(shard: ShardId, tenant: Tenant) -> Vec<u8> {
 }
 
 /// The first bytes of every key stored for `shard`: its id in two big-endian bytes, so a
-/// shard's records sort together and cost two bytes each, not four (space, issue 3, decision
-/// 014). Configuration bounds hash shards plus party managers at
-/// [`MAX_SHARDS`](crate::ids::MAX_SHARDS), and requests name only shards of the layout,
-/// so every shard id fits.
+/// shard's records sort together and cost two bytes each, not four (space, decision 014).
+/// Configuration bounds hash shards plus party managers at
+/// [`MAX_SHARDS`](crate::ids::MAX_SHARDS), and requests name only shards of the layout, so
+/// every shard id fits.
 fn shard_prefix(shard: ShardId) -> [u8; 2] {
     u16::try_from(shard.0)
         .expect("shard ids fit in 16 bits: the configuration allows at most MAX_SHARDS shards")
