@@ -29,7 +29,7 @@ rss() {
   done
 }
 
-bench() { "${pin_bench[@]}" "$bin" bench "$@"; }
+bench() { "${pin_bench[@]}" "$bench_bin" "$@"; }
 
 case "$what" in
   memory)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 9's reference comparison: a local 3-node Troupe cluster against a 3-member etcd cluster
-# on the same machine, driven by the same `troupe bench` with the same clients, keys and value
+# on the same machine, driven by the same `troupe-bench` with the same clients, keys and value
 # bytes (etcd through its v3 JSON gateway), and the result written into docs/BENCHMARKS.md.
 #
 # Method (issue 9): both clusters run for the whole benchmark, pinned to CPU 0, the load
@@ -15,7 +15,7 @@
 # round (from /proc), so a run on a shared machine says so in its report.
 #
 # Usage: scripts/bench-vs-etcd.sh
-#   DURATION=10s     measured time of each run (plus troupe bench's 2 s warm-up per run)
+#   DURATION=10s     measured time of each run (plus troupe-bench's 2 s warm-up per run)
 #   ROUNDS=5         closed-loop rounds
 #   OPEN_ROUNDS=5    open-loop rounds
 #   CLIENTS="16 64"  closed-loop client counts
@@ -46,7 +46,8 @@ etcd_client_ports=(23791 23792 23793)
 etcd_peer_ports=(23801 23802 23803)
 troupe_urls="http://127.0.0.1:${troupe_ports[0]},http://127.0.0.1:${troupe_ports[1]},http://127.0.0.1:${troupe_ports[2]}"
 etcd_urls="http://127.0.0.1:${etcd_client_ports[0]},http://127.0.0.1:${etcd_client_ports[1]},http://127.0.0.1:${etcd_client_ports[2]}"
-bin=target/release/troupe
+bin="${CARGO_TARGET_DIR:-target}/release/troupe"
+bench_bin="${CARGO_TARGET_DIR:-target}/release/troupe-bench"
 
 for tool in jq curl; do
   command -v "$tool" >/dev/null || { echo "bench-vs-etcd.sh needs $tool" >&2; exit 1; }
@@ -80,7 +81,7 @@ if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
   rm -f "$install_log"
 fi
 
-cargo build --release -p troupe-node --bin troupe
+cargo build --release -p troupe-node --bin troupe -p troupe-bench --bin troupe-bench
 
 # --- CPU pinning: servers on 0, load generator on 1 ----------------------------------------
 pin_servers=()
@@ -204,13 +205,13 @@ rounds_log="$work/rounds.jsonl"
 phase=warmup
 round=0
 
-# Runs one `troupe bench` against `system` and appends its JSON report, tagged with the
+# Runs one `troupe-bench` against `system` and appends its JSON report, tagged with the
 # system, phase and round, to the results; any unexpected answer fails the whole run.
 bench() {
   local system=$1 workload=$2 clients=$3 urls=$troupe_urls line
   shift 3
   [[ "$system" == etcd ]] && urls=$etcd_urls
-  if ! line="$("${pin_bench[@]}" "$bin" bench --urls "$urls" --workload "$workload" \
+  if ! line="$("${pin_bench[@]}" "$bench_bin" --urls "$urls" --workload "$workload" \
     --clients "$clients" --duration "$duration" --preload "$preload" --json --fail-on-error \
     "$@" 2>"$work/bench.err")"; then
     cat "$work/bench.err" >&2
@@ -351,7 +352,7 @@ section="$work/section.md"
     "id and one of the $preload preloaded); \`etcd-range\` reads one of $preload preloaded keys" \
     "whose value is the user JSON Troupe's preload creates (~102 bytes)."
   echo "- Method: $pinning; a 3 s unrecorded warm-up of every workload; $rounds rounds alternating" \
-    "Troupe and etcd run by run (A B A B), each run ${duration} measured after troupe bench's 2 s" \
+    "Troupe and etcd run by run (A B A B), each run ${duration} measured after troupe-bench's 2 s" \
     "warm-up; medians over rounds with min–max; the run fails on any non-2xx or socket error."
   echo "- Load: 1/5/15-min load average $load_before before, $load_after after. CPU used by other" \
     "processes than the clusters and the generator, per round: $foreign of the machine (steal $steal)." \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks a fresh local 3-node cluster with `troupe bench`, prints a markdown table and
+# Benchmarks a fresh local 3-node cluster with `troupe-bench`, prints a markdown table and
 # writes it, with the date, the commit and the machine, into docs/BENCHMARKS.md (replacing the
 # previous run's section).
 #
@@ -10,7 +10,7 @@
 # number of clients. Workloads whose route does not exist yet (404) are skipped with a note.
 #
 # Usage: scripts/bench.sh
-#   DURATION=10s   measured time of each run (warm-up is troupe bench's default, 2s)
+#   DURATION=10s   measured time of each run (warm-up is troupe-bench's default, 2s)
 #   ROUNDS=1       rounds over all workloads
 #   WORKLOADS="healthz users-read users-write sessions jobs-create parties-join mixed"
 #   CLIENTS="16 64"
@@ -72,7 +72,7 @@ for ((round = 1; round <= rounds; round++)); do
   for w in "${order[@]}"; do
     for c in "${client_counts[@]}"; do
       echo "round $round: $w, $c clients" >&2
-      "${pin_bench[@]}" "$bin" bench --urls "$urls" --workload "$w" --clients "$c" \
+      "${pin_bench[@]}" "$bench_bin" --urls "$urls" --workload "$w" --clients "$c" \
         --duration "$duration" --json >>"$results"
     done
   done

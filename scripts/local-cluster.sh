@@ -1,19 +1,23 @@
 # Sourced by the benchmark scripts: a fresh local 3-node cluster in a temporary directory, on
 # CPU 0 with the load generator on CPU 1 when taskset exists and the machine has two CPUs, so
-# they do not compete for the same core. Builds the release binary first, unless TROUPE_BIN
-# names one to measure instead (an A/B of two builds). Defines `bin`,
-# `ports`, `urls`, `work`, `pin_cluster`, `pin_bench`, `start_cluster` and `stop_cluster`; the
-# cluster is stopped and `work` removed when the script exits.
+# they do not compete for the same core. Builds the release binaries first (in
+# CARGO_TARGET_DIR, default `target`): the node's `troupe` unless TROUPE_BIN names one to
+# measure instead (an A/B of two builds), and the load generator `troupe-bench` unless
+# TROUPE_BENCH_BIN names one. Defines `bin`, `bench_bin`, `ports`, `urls`, `work`,
+# `pin_cluster`, `pin_bench`, `start_cluster` and `stop_cluster`; the cluster is stopped and
+# `work` removed when the script exits.
 
 base_port="${BASE_PORT:-19080}"
 ports=("$base_port" "$((base_port + 1))" "$((base_port + 2))")
 urls="http://127.0.0.1:${ports[0]},http://127.0.0.1:${ports[1]},http://127.0.0.1:${ports[2]}"
-bin="${TROUPE_BIN:-target/release/troupe}"
+bin="${TROUPE_BIN:-${CARGO_TARGET_DIR:-target}/release/troupe}"
+bench_bin="${TROUPE_BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/troupe-bench}"
 
 command -v jq >/dev/null || { echo "$0 needs jq" >&2; exit 1; }
 command -v curl >/dev/null || { echo "$0 needs curl" >&2; exit 1; }
 
 [[ -n "${TROUPE_BIN:-}" ]] || cargo build --release -p troupe-node --bin troupe
+[[ -n "${TROUPE_BENCH_BIN:-}" ]] || cargo build --release -p troupe-bench --bin troupe-bench
 
 pin_cluster=()
 pin_bench=()

@@ -38,7 +38,7 @@ cluster_rss_mib() {
 }
 
 bench() {
-  "${pin_bench[@]}" "$bin" bench --urls "$urls" --json --duration "$duration" "$@"
+  "${pin_bench[@]}" "$bench_bin" --urls "$urls" --json --duration "$duration" "$@"
 }
 
 ulimit -n "$(ulimit -Hn)"

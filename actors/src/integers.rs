@@ -1,5 +1,5 @@
-//! The integers service's domain rules (seed 003): what generators emit, and how a window of
-//! integers becomes a stored average.
+//! The integers service's domain rules: what generators emit, and how a window of integers
+//! becomes a stored average.
 //!
 //! **No two generators emit the same value in the same tick**: generator `g` of `G` draws
 //! uniformly from the values of `1..=10000` congruent to `g + 1` modulo `G`. The classes are

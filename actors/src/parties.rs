@@ -1,5 +1,5 @@
-//! The parties service's domain rules (seed 000): the party record, joining and leaving with
-//! host promotion, and the validation of what clients send.
+//! The parties service's domain rules: the party record, joining and leaving with host
+//! promotion, and the validation of what clients send.
 //!
 //! Participants are kept in join order and the host is always the first of them, so when the
 //! host leaves, the participant who joined earliest among those remaining becomes host (the

@@ -14,15 +14,13 @@ use troupe_node::rpc::wire::{Envelope, Handshake};
 use troupe_node::services::integers::{IntegerCommand, Integers, Sample};
 use troupe_node::services::jobs::{JobCommand, JobRecord, Jobs};
 use troupe_node::services::machine::{self, Outcome, Service};
-use troupe_node::services::parties::{IndexEntry, Parties, PartyCommand};
-use troupe_node::services::sessions::{Leases, SessionCommand, Sessions};
-use troupe_node::services::users::{StoredUser, UserCommand, Users};
+use troupe_node::services::parties::{self, IndexEntry, Parties, PartyCommand};
+use troupe_node::services::sessions::{self, Leases, SessionCommand, Sessions};
+use troupe_node::services::users::{self, StoredUser, UserCommand, Users};
 use troupe_node::shard::query::{Query, QueryAnswer};
 use troupe_node::shard::store::Item;
 use troupe_node::shard::Command;
-use troupe_node::shard::{
-    Entry, Epoch, Op, Peer, PeerReply, PeerRequest, Position, ShardMeta, Tenant,
-};
+use troupe_node::shard::{Entry, Epoch, Op, Peer, PeerReply, PeerRequest, Position, ShardMeta};
 
 const USER_ID: &str = "00000000-0000-4000-8000-000000000007";
 
@@ -90,12 +88,12 @@ pub fn entry() -> Entry {
         epoch: epoch(3),
         ops: vec![
             Op {
-                tenant: Tenant::USERS,
+                tenant: users::TENANT,
                 key: vec![0x11; 16],
                 value: Some(vec![1, 4, b'n', b'a', b'm', b'e', 1, b'e', 7]),
             },
             Op {
-                tenant: Tenant::SESSIONS,
+                tenant: sessions::TENANT,
                 key: b"user-42".to_vec(),
                 value: None,
             },
@@ -306,19 +304,19 @@ pub fn requests() -> Vec<Request> {
     }));
     let queries = [
         Query::Get {
-            tenant: Tenant::USERS,
+            tenant: users::TENANT,
             key: vec![0x11; 16],
         },
         Query::Count {
-            tenant: Tenant::USERS,
+            tenant: users::TENANT,
         },
         Query::Prefix {
-            tenant: Tenant::PARTY_INDEX,
+            tenant: parties::INDEX_TENANT,
             prefix: b"eu-west-1/0/".to_vec(),
             limit: 2000,
         },
         Query::Page {
-            tenant: Tenant::USERS,
+            tenant: users::TENANT,
             limit: 1000,
         },
     ];

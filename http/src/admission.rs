@@ -5,7 +5,8 @@
 //! [`crate::serve`] as soon as hyper has parsed the head): no routing, no metrics middleware,
 //! no span, no body, and a response built once per node, so an overloaded node sheds load for
 //! the cost of one atomic probe and keeps its CPU for the requests it accepted and for the
-//! next refusals (issue 28: refusals queued behind everything else on a saturated core).
+//! next refusals (handled as ordinary requests, refusals queued behind everything else on a
+//! saturated core).
 //! Health and metrics probes are not counted: a saturated node is alive, and its saturation is
 //! what `/metrics` shows.
 //!

@@ -84,7 +84,7 @@ pub struct Stopping {
 /// connection after its response. When it stops, it first takes the connections the kernel
 /// already accepted on its behalf and serves each of them one request: closing the listener
 /// with them queued would reset connections whose clients had already sent a request, which a
-/// client cannot tell from a request lost after it was sent (issue 31).
+/// client cannot tell from a request lost after it was sent.
 pub async fn serve<L>(mut listener: L, edge: Edge, limits: ServeLimits, stopping: Stopping)
 where
     L: Listener,
@@ -144,7 +144,7 @@ async fn accept_queued<L: Listener>(listener: &mut L) -> Option<(L::Io, L::Addr)
 /// How long an idle connection stays open once the node stops accepting, for the request its
 /// client may be sending at that moment: a connection accepted just before, or a keep-alive one
 /// idle through the whole drain. Its response closes it (the node is draining); one still idle
-/// after this is closed. Closing at once cut off requests already sent (issue 31).
+/// after this is closed. Closing at once cut off requests already sent.
 const LINGER: Duration = Duration::from_secs(1);
 
 /// One accepted connection and what ends it.

@@ -47,7 +47,7 @@ impl NodeApi for Node {
             // Ready means "send me traffic": a node in placement routes every request, and one
             // for a shard still being taken over (here or elsewhere) waits for it within the
             // forward budget. Counting takeovers made every survivor of a crash unready at once
-            // for most of a second (issue 31), so a load balancer had no node to send to.
+            // for most of a second, so a load balancer had no node to send to.
             Some(m) if m.status == NodeStatus::Ready && topology.table.iter().next().is_some() => {
                 Readiness::Ready
             }

@@ -61,9 +61,10 @@ pub enum BootError {
     /// The shard databases could not be opened.
     #[error(transparent)]
     Shards(#[from] crate::shard::StoreError),
-    /// Two services claim one state machine number (a build error caught at start).
+    /// Two services claim one state machine number or one tenant byte (a build error caught
+    /// at start).
     #[error(transparent)]
-    Machines(#[from] crate::shard::machine::DuplicateMachine),
+    Machines(#[from] crate::services::RegistryError),
     /// Gossip could not start.
     #[error(transparent)]
     Membership(#[from] crate::membership::MembershipError),

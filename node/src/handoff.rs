@@ -19,8 +19,8 @@ use tracing::{info, warn};
 use crate::ids::{NodeId, ShardId};
 use crate::node::Node;
 use crate::protocol::{Request, Response};
+use crate::services::users;
 use crate::shard::query::Query;
-use crate::shard::Tenant;
 use crate::topology::Topology;
 
 /// Time between two checks of the shards still to hand off.
@@ -94,7 +94,7 @@ async fn served_elsewhere(node: &Node, topology: &Arc<Topology>, shard: ShardId)
     let request = Request::Read {
         shard,
         query: Query::Get {
-            tenant: Tenant::USERS,
+            tenant: users::TENANT,
             key: Vec::new(),
         },
         allow_replica: false,

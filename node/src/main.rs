@@ -27,7 +27,6 @@ fn main() -> std::process::ExitCode {
             Command::Local(args) => cli::local::run(args, parsed.log_format).await,
             Command::Health(args) => cli::health::run(args).await,
             Command::Restart(args) => cli::restart::run(args).await,
-            Command::Bench(args) => cli::bench::run(args).await,
             Command::Secret => cli::secret::run(),
             Command::Status(args) => cli::status::run(args).await,
             Command::Explain(args) => cli::explain::run(args).await,

@@ -1,6 +1,6 @@
 //! Pre-copy on join: before a joining node publishes `ready`, it has the current owner of every
 //! shard it will hold copy that shard to it, so that ownership switches to a copy that is
-//! already there (issue 6, decision 010).
+//! already there (decision 010).
 //!
 //! Placement counts only ready nodes, so while a node is `joining` nothing is placed on it. It
 //! computes the placement it will be part of (the ready members plus itself) and, for each shard

@@ -1,7 +1,8 @@
 //! A host on the node network that knows the cluster name but not the secret runs chitchat 0.13
-//! itself against one node's gossip port and tries to change the cluster's view (issue 28,
-//! item 3): every member's status rewritten to `leaving` at higher versions, an impersonator
-//! with a member's own chitchat id, and a fake higher generation whose heartbeat never moves.
+//! itself against one node's gossip port and tries to change the cluster's view (sealed gossip
+//! must make that impossible, decision 019): every member's status rewritten to `leaving` at
+//! higher versions, an impersonator with a member's own chitchat id, and a fake higher
+//! generation whose heartbeat never moves.
 
 mod support;
 

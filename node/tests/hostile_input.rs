@@ -1,6 +1,6 @@
-//! Hostile bytes against real `troupe node` processes (issue 28, item 1): a handshake whose
-//! length prefix claims 2^62 bytes sent to the RPC port, and a corrupt value in a node's LMDB.
-//! Either must leave the node serving; a corrupt value is a 500 for its own key only.
+//! Hostile bytes against real `troupe node` processes: a handshake whose length prefix claims
+//! 2^62 bytes sent to the RPC port, and a corrupt value in a node's LMDB. Either must leave the
+//! node serving; a corrupt value is a 500 for its own key only.
 
 mod support;
 
@@ -94,7 +94,8 @@ async fn a_hello_whose_cluster_name_claims_2_pow_62_bytes_leaves_the_node_servin
 async fn a_corrupt_stored_user_is_a_500_for_that_user_and_the_node_keeps_serving() {
     use troupe_actors::users::UserId;
     use troupe_node::ids::ShardId;
-    use troupe_node::shard::{Entry, Op, ShardStore, Tenant};
+    use troupe_node::services::users;
+    use troupe_node::shard::{Entry, Op, ShardStore};
     use troupe_node::storage::{Storage, StorageOptions, WriteMode};
 
     let _guard = cluster_lock().await;
@@ -126,7 +127,7 @@ async fn a_corrupt_stored_user_is_a_500_for_that_user_and_the_node_keeps_serving
     let epoch = meta.epoch.clone().expect("the shard was sealed");
     let mut garbage = vec![1, 253];
     garbage.extend_from_slice(&(1u64 << 62).to_le_bytes());
-    let key = troupe_node::services::users::key(&UserId::parse(&corrupt_id).expect("a user id"));
+    let key = users::key(&UserId::parse(&corrupt_id).expect("a user id"));
     store
         .append(
             shard,
@@ -136,7 +137,7 @@ async fn a_corrupt_stored_user_is_a_500_for_that_user_and_the_node_keeps_serving
                 seq: meta.position.applied + 1,
                 epoch,
                 ops: vec![Op {
-                    tenant: Tenant::USERS,
+                    tenant: users::TENANT,
                     key,
                     value: Some(garbage),
                 }],

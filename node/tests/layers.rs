@@ -1,9 +1,9 @@
-//! The dependency rule of `node/src` (issue 30, `docs/ARCHITECTURE.md`, "Layers"): a module
-//! imports only modules of lower layers. Reads every source file, finds its `crate::` paths
-//! (production code: a file's `#[cfg(test)]` part and its comments are left out) and fails on
-//! any import of the same or a higher layer that is not one of the [`EXCEPTIONS`], each listed
-//! with its reason, so no new one can appear unnoticed. An exception that is no longer needed
-//! fails too, so the list only shrinks.
+//! The dependency rule of `node/src` (`docs/ARCHITECTURE.md`, "Layers"): a module imports only
+//! modules of lower layers. Reads every source file, finds its `crate::` paths (production
+//! code: a file's `#[cfg(test)]` part and its comments are left out) and fails on any import of
+//! the same or a higher layer that is not one of the [`EXCEPTIONS`], each listed with its
+//! reason, so no new one can appear unnoticed. An exception that is no longer needed fails too,
+//! so the list only shrinks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -152,11 +152,11 @@ async fn a_rolling_restart_under_a_mixed_workload_fails_no_request_and_loses_not
     check(&cluster, 3, &report).await;
 }
 
-/// Issue 31: clients that are never told which node stops, as behind a load balancer that
-/// has not probed yet. Each sends to a random node and, on a refused connection, fails over to
-/// another. A stopping node keeps serving through its drain, closing each connection after its
-/// response, and takes the connections already queued before it closes its port: no request
-/// may be cut off after it was sent.
+/// Clients that are never told which node stops, as behind a load balancer that has not probed
+/// yet. Each sends to a random node and, on a refused connection, fails over to another. A
+/// stopping node keeps serving through its drain, closing each connection after its response,
+/// and takes the connections already queued before it closes its port: no request may be cut
+/// off after it was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_through_failing_over_clients_cuts_off_no_sent_request() {
     let _guard = cluster_lock().await;

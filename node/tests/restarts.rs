@@ -1,5 +1,5 @@
-//! Restarts no client notices (issue 31), against real `troupe node` processes on 127.0.0.1: a
-//! stopping node turns `/readyz` red at once and keeps serving through its drain, closing each
+//! Restarts no client notices, against real `troupe node` processes on 127.0.0.1: a stopping
+//! node turns `/readyz` red at once and keeps serving through its drain, closing each
 //! connection after its response; the survivors of a crashed node stay ready while they take
 //! its shards over, so a load balancer always has a node to send to.
 

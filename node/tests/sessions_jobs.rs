@@ -355,8 +355,8 @@ async fn with_a_lease_sessions_that_are_not_renewed_expire_and_their_entries_are
     let (status, body) = cluster.post(2, "/add-session?user_id=crashy", None).await;
     assert_eq!((status, &body["active_sessions"]), (200, &json!(1)));
 
-    // Expired, the entry is garbage (issue 4): the owner's sweep deletes it on every copy,
-    // though nobody removes the session.
+    // Expired, the entry is garbage (an entry should go once no session is active): the owner's
+    // sweep deletes it on every copy, though nobody removes the session.
     for node in 0..3 {
         cluster
             .wait_for("the expired entry is deleted", RECOVERY, || async {

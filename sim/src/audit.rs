@@ -401,8 +401,8 @@ mod tests {
 
     #[test]
     fn a_replica_wiped_after_it_took_the_entry_still_counts_for_that_acknowledgement() {
-        // workload-wipe seeds 1, 16, 29, 38, 41, 44 and 46 of the first check-replay sweep:
-        // the replica answered, then crashed and lost its disk before the answer arrived.
+        // Seen in `workload-wipe` runs of the first check-replay sweep: the replica answered,
+        // then crashed and lost its disk before the answer arrived.
         let (mut audit, e) = (audit(), epoch(5, "n3"));
         report(&mut audit, "n3", &copy(&e, 8));
         report(&mut audit, "n4", &copy(&e, 8));

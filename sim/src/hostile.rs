@@ -1,5 +1,5 @@
 //! A hostile host on the node network: it knows the cluster name and every node's gossip
-//! address, but not the secret (issue 28, item 3).
+//! address, but not the secret (decision 019 says it can change nothing).
 //!
 //! It runs chitchat 0.13 itself, impersonating `n1` (same node id, generation and gossip
 //! address), publishing `leaving` for every member at versions they never reached, a higher

@@ -1,5 +1,5 @@
-//! Scale, simulated (issue 29, item 6): what 20, 50 and 100 real nodes cost and how fast they
-//! agree, on machines that hold only a few real processes.
+//! Scale, simulated: what 20, 50 and 100 real nodes cost and how fast they agree, on machines
+//! that hold only a few real processes.
 //!
 //! One run ([`run`]) boots `nodes` simulated hosts, each running the real node code, and
 //! measures in simulated time:
@@ -40,8 +40,9 @@ use crate::net::{rpc_traffic, RpcTraffic};
 use crate::observe::{lists_exactly, same_table, Views};
 use crate::scenarios::{Measurements, Scenario};
 
-/// Bound on a fresh cluster converging, in simulated time (issue 29's target is 5 s at 100
-/// nodes; the bound only keeps a broken run from going on forever, the row shows the time).
+/// Bound on a fresh cluster converging, in simulated time (the target is 5 s at 100 nodes,
+/// `docs/STATUS.md`; the bound only keeps a broken run from going on forever, the row shows
+/// the time).
 pub const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
 /// Bound on detecting a crash and settling ownership after it, in simulated time.
 pub const DETECT_WITHIN: Duration = Duration::from_secs(60);

@@ -86,9 +86,9 @@ impl Swarm {
     /// Everything a scenario waits for is counted in gossip rounds, so every bound grows with
     /// the interval. A higher phi threshold also makes failure detection take more rounds; a
     /// lower one makes nothing take fewer: a cold start waits for a still view and pre-copies
-    /// whatever phi is, 12 to 15 rounds in seeds 1 to 20 of `workload-churn --swarm`. Scaling
+    /// whatever phi is, 12 to 15 rounds in twenty runs of `workload-churn --swarm`. Scaling
     /// by a phi below the standard's once cut the 20 rounds `CONVERGE_WITHIN` allows to 15 at
-    /// phi 6, which seed 10 (869 ms, phi 6.5: 15.2 rounds) came within 0.9 s of.
+    /// phi 6, which one of those runs (869 ms, phi 6.5: 15.2 rounds) came within 0.9 s of.
     pub fn slowness(&self) -> f64 {
         let interval = self.gossip_interval_ms as f64 / STANDARD_GOSSIP_MS as f64;
         let phi = (self.phi_threshold / STANDARD_PHI).max(1.0);

@@ -137,7 +137,7 @@ fn crash_and_churn_seeds_that_once_skipped_an_integers_window_now_pass() -> turm
 /// The fix changes this seed's history, so `a_resend_split_between_two_aggregators_...` in
 /// `node/src/services/integers.rs` pins the mechanism itself.
 ///
-/// `workload-rolling` seed 225 failed in the same sweep with the same signature (the 10 s
+/// The `workload-rolling` run below failed in the same sweep with the same signature (the 10 s
 /// window missing, the 15 s one partial); it passes with the fix, but its trace was not read.
 #[test]
 fn crash_seed_whose_resend_straddled_a_failover_stores_every_integers_window() -> turmoil::Result {

@@ -1,6 +1,5 @@
 //! The `troupe` command line: one subcommand per file. `main.rs` only parses and dispatches.
 
-pub mod bench;
 pub mod explain;
 pub mod health;
 pub mod local;
@@ -48,8 +47,6 @@ pub enum Command {
     Restart(restart::RestartArgs),
     /// Probe a URL once (container health checks); exit status 0 on 2xx.
     Health(health::HealthArgs),
-    /// Load a running cluster with a workload and report throughput and latency percentiles.
-    Bench(bench::BenchArgs),
     /// Print a new random cluster secret (for TROUPE_SECRET_FILE or TROUPE_SECRET).
     Secret,
     /// Print the cluster as a table: members, shards per node, lease and shards in transit.

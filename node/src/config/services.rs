@@ -35,9 +35,9 @@ impl SessionsConfig {
         (self.ttl_seconds > 0).then(|| Duration::from_secs(self.ttl_seconds))
     }
 
-    /// How often a shard's owner deletes the entries of users whose sessions have all
-    /// expired, if leases are on: the lease itself, within 1 s to 60 s. An expired entry is
-    /// garbage (issue 4: a user's entry goes when its count returns to 0) for at most that long.
+    /// How often a shard's owner deletes the entries of users whose sessions have all expired,
+    /// if leases are on: the lease itself, within 1 s to 60 s. An expired entry is garbage (a
+    /// user's entry should go when its count returns to 0) for at most that long.
     pub fn sweep_interval(&self) -> Option<Duration> {
         self.ttl()
             .map(|ttl| ttl.clamp(Duration::from_secs(1), Duration::from_secs(60)))

@@ -2,7 +2,7 @@
 //! chitchat datagram with a key derived from the cluster secret.
 //!
 //! chitchat accepts any delta with a higher version from any UDP sender, so without this a host
-//! that knows only the cluster name can rewrite every node's view (issue 28). Each datagram is
+//! that knows only the cluster name can rewrite every node's view. Each datagram is
 //!
 //! ```text
 //! version (1) | sender instance (16) | counter (8, BE) | unix ms (8, BE) | ciphertext | tag (16)

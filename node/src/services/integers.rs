@@ -1,4 +1,4 @@
-//! Integers (seed 003): generator actors emit integers, one aggregator actor averages them per
+//! Integers: generator actors emit integers, one aggregator actor averages them per
 //! clock-aligned window and stores each average in the shard layer (durable, replicated).
 //!
 //! Placement: generator `g` is the placement unit `integers/generator/g`, assigned over the
@@ -46,6 +46,10 @@ use crate::shard::draft::Draft;
 use crate::shard::host::COMMAND_TIMEOUT;
 use crate::shard::query::{Query, QueryAnswer};
 use crate::shard::{MachineId, Op, StoreError, Tenant};
+
+/// The key space of the stored averages, by window start: part of every stored average's key,
+/// so never to change.
+pub const TENANT: Tenant = Tenant(5);
 
 /// The key whose shard holds the averages and whose owner runs the aggregator.
 pub const AGGREGATOR_KEY: &str = "integers/aggregator";
@@ -234,7 +238,8 @@ impl Takers {
 /// way, so its first integers go to one aggregator and the rest to the next. The first then
 /// stops with the older windows unstored, and the next never had them. Such a resend is not
 /// whole for anyone, and the generator must send everything again to the new aggregator
-/// (decision 016, seed 274 of `workload-crash`).
+/// (decision 016; the simulation's `workload-crash` found it, and
+/// `crash_seed_whose_resend_straddled_a_failover_stores_every_integers_window` replays it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Delivery {
     /// The aggregator that took the integer sent last, if it was taken.
@@ -538,6 +543,7 @@ pub enum IntegerCommand {
 
 impl Service for Integers {
     const MACHINE: MachineId = MachineId(5);
+    const TENANTS: &'static [Tenant] = &[TENANT];
     type Command = IntegerCommand;
 
     fn decide(
@@ -573,18 +579,18 @@ pub fn decide_store(
     config: &IntegersConfig,
 ) -> Result<Decision, StoreError> {
     let key = average_key(average.window_start_ms);
-    if store.get(shard, Tenant::INTEGERS, &key)?.is_some() {
+    if store.get(shard, TENANT, &key)?.is_some() {
         return Ok(Decision::answer_only(Outcome::Stored));
     }
     let mut ops = vec![Op {
-        tenant: Tenant::INTEGERS,
+        tenant: TENANT,
         key,
         value: Some(codec::encode(average)?),
     }];
     let horizon = config.keep_windows * config.window_ms();
     if let Some(old) = average.window_start_ms.checked_sub(horizon) {
         ops.push(Op {
-            tenant: Tenant::INTEGERS,
+            tenant: TENANT,
             key: average_key(old),
             value: None,
         });
@@ -601,7 +607,7 @@ pub async fn latest(node: &Node, limit: usize) -> Result<Vec<Average>, ApiError>
     let config = &node.inner.cluster.integers;
     let shard = aggregator_shard(node.inner.cluster.cluster.shards);
     let query = Query::Scan {
-        tenant: Tenant::INTEGERS,
+        tenant: TENANT,
         after: None,
         limit: u32::try_from(config.keep_windows + 1).unwrap_or(u32::MAX),
     };
@@ -681,7 +687,7 @@ mod tests {
         takers.delivered(true, taken_by(&[Some(1)]));
         // Aggregator 1's node dies; aggregator 2 answers and a resend to it starts. While it is
         // under way the shard moves on to aggregator 3, which takes only its last integers
-        // (seed 274: ticks 57..152 to one, 153..157 to the next).
+        // (as in the simulated run that found it: ticks 57..152 to one, 153..157 to the next).
         takers.delivered(false, taken_by(&[Some(2)]));
         start_resend(&mut takers);
         takers.delivered(true, taken_by(&[Some(2), Some(2), Some(3), Some(3)]));

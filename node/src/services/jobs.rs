@@ -1,4 +1,4 @@
-//! Jobs (issue 4) on the shard layer.
+//! Jobs on the shard layer.
 //!
 //! A job lives in the shard of its object id, and its id is derived from that object id and
 //! the job's generation (the object's first job is generation 1, the next one after the
@@ -31,6 +31,12 @@ use crate::shard::draft::Draft;
 use crate::shard::machine::{Resume, Timer};
 use crate::shard::query::{Query, QueryAnswer};
 use crate::shard::{MachineId, Op, ShardStore, StoreError, Tenant};
+
+/// The key space of jobs, by id: part of every stored job's key, so never to change.
+pub const TENANT: Tenant = Tenant(3);
+/// Held each object id's latest job up to layout 2; job ids now derive from object ids
+/// ([`job_id`]). Claimed here and never reused, so layouts stay easy to tell apart.
+pub const RETIRED_TENANT: Tenant = Tenant(4);
 
 /// A job as stored under its id: what clients see except the id (the key) and the timestamp
 /// (kept as Unix milliseconds), plus the current run.
@@ -99,14 +105,9 @@ fn latest_job(
     shards: u32,
 ) -> Result<Option<(u32, JobRecord)>, StoreError> {
     let lookup = |generation: u32| {
-        load::<JobRecord>(
-            store,
-            shard,
-            Tenant::JOBS,
-            &job_id(object_id, generation, shards),
-        )
+        load::<JobRecord>(store, shard, TENANT, &job_id(object_id, generation, shards))
     };
-    let Some(mut found) = load::<JobRecord>(store, shard, Tenant::JOBS, first_id)? else {
+    let Some(mut found) = load::<JobRecord>(store, shard, TENANT, first_id)? else {
         return Ok(None);
     };
     let (mut used, mut unused) = (1u32, 2u32);
@@ -207,6 +208,7 @@ pub enum JobCommand {
 
 impl Service for Jobs {
     const MACHINE: MachineId = MachineId(3);
+    const TENANTS: &'static [Tenant] = &[TENANT, RETIRED_TENANT];
     type Command = JobCommand;
 
     fn decide(
@@ -284,7 +286,7 @@ pub fn decide_create(
     };
     Ok(Decision {
         outcome: Outcome::Job(record.job(&job_id)),
-        ops: vec![put(Tenant::JOBS, &job_id, &record)?],
+        ops: vec![put(TENANT, &job_id, &record)?],
         timer: Some(finish_after(&job_id, &record, config)?),
     })
 }
@@ -298,7 +300,7 @@ pub fn decide_finish(
     attempt: u32,
     config: &JobsConfig,
 ) -> Result<Decision, StoreError> {
-    let Some(mut record) = load::<JobRecord>(store, shard, Tenant::JOBS, job_id)? else {
+    let Some(mut record) = load::<JobRecord>(store, shard, TENANT, job_id)? else {
         return Ok(Decision::answer_only(Outcome::NotFound(
             jobs::not_found_message(job_id),
         )));
@@ -313,7 +315,7 @@ pub fn decide_finish(
     };
     Ok(Decision {
         outcome: Outcome::Job(record.job(job_id)),
-        ops: vec![put(Tenant::JOBS, job_id, &record)?],
+        ops: vec![put(TENANT, job_id, &record)?],
         timer: None,
     })
 }
@@ -326,7 +328,7 @@ pub fn decide_rerun(
     job_id: &str,
     config: &JobsConfig,
 ) -> Result<Decision, StoreError> {
-    let Some(mut record) = load::<JobRecord>(store, shard, Tenant::JOBS, job_id)? else {
+    let Some(mut record) = load::<JobRecord>(store, shard, TENANT, job_id)? else {
         return Ok(Decision::answer_only(Outcome::NotFound(
             jobs::not_found_message(job_id),
         )));
@@ -338,7 +340,7 @@ pub fn decide_rerun(
     record.duration_ms = draw_duration(config);
     Ok(Decision {
         outcome: Outcome::Job(record.job(job_id)),
-        ops: vec![put(Tenant::JOBS, job_id, &record)?],
+        ops: vec![put(TENANT, job_id, &record)?],
         timer: Some(finish_after(job_id, &record, config)?),
     })
 }
@@ -348,7 +350,7 @@ pub fn processing(store: &ShardStore, shard: ShardId) -> Result<Vec<(String, u32
     let mut out = Vec::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = store.scan(shard, Tenant::JOBS, after.as_deref(), 1000)?;
+        let page = store.scan(shard, TENANT, after.as_deref(), 1000)?;
         for (key, value) in &page {
             let record: JobRecord = match codec::decode(value, codec::Limit::Stored) {
                 Ok(record) => record,
@@ -387,7 +389,7 @@ pub async fn create(node: &Node, object_id: String) -> Result<Job, ApiError> {
 pub async fn get(node: &Node, job_id: String) -> Result<Job, ApiError> {
     let shard = shard_for_key(&job_id, node.inner.cluster.cluster.shards);
     let query = Query::Get {
-        tenant: Tenant::JOBS,
+        tenant: TENANT,
         key: job_id.as_bytes().to_vec(),
     };
     match read_shard(node, shard, query).await? {
@@ -464,10 +466,7 @@ mod tests {
         }
         let shard = shard_for_key("object", SHARDS);
         let second = job_id("object", 2, SHARDS);
-        assert_eq!(
-            draft.get(shard, Tenant::JOBS, second.as_bytes()).ok(),
-            Some(None)
-        );
+        assert_eq!(draft.get(shard, TENANT, second.as_bytes()).ok(), Some(None));
     }
 
     #[test]
@@ -525,11 +524,11 @@ mod tests {
         };
         let ops = vec![
             Op {
-                tenant: Tenant::JOBS,
+                tenant: TENANT,
                 key: b"a-corrupt-job".to_vec(),
                 value: Some(vec![codec::FORMAT_VERSION, 200]),
             },
-            put(Tenant::JOBS, "b-processing-job", &record).expect("encode"),
+            put(TENANT, "b-processing-job", &record).expect("encode"),
         ];
         let (_dir, store) = crate::shard::store::tests::open_with(shard, ops).await;
         let jobs = processing(&store, shard).expect("scan");

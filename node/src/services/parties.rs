@@ -1,5 +1,4 @@
-//! Parties (seed 000): a dispatcher that is a function of any node, and per-region party
-//! managers.
+//! Parties: a dispatcher that is a function of any node, and per-region party managers.
 //!
 //! Each manager (`<region>/m<k>`) has a shard of its own ([`crate::layout`], decision 008),
 //! placed on live nodes of its region, or of the nearest region with live nodes
@@ -31,6 +30,11 @@ use crate::shard::draft::Draft;
 use crate::shard::query::{Query, QueryAnswer};
 use crate::shard::store::KeyValue;
 use crate::shard::{MachineId, Op, StoreError, Tenant};
+
+/// The key space of parties, by code: part of every stored party's key, so never to change.
+pub const TENANT: Tenant = Tenant(6);
+/// The key space of each manager's open parties, by `manager/code`, for nearby search.
+pub const INDEX_TENANT: Tenant = Tenant(7);
 
 /// Codes drawn before giving up on finding a free one (a 9-digit space is never that full).
 const CODE_ATTEMPTS: usize = 8;
@@ -67,7 +71,7 @@ fn index_op(party: &Party) -> Result<Op, StoreError> {
         participants: party.participants.len() as u32,
     };
     Ok(Op {
-        tenant: Tenant::PARTY_INDEX,
+        tenant: INDEX_TENANT,
         key: index_key(party),
         value: Some(codec::encode(&entry)?),
     })
@@ -75,14 +79,14 @@ fn index_op(party: &Party) -> Result<Op, StoreError> {
 
 fn party_op(party: &Party) -> Result<Op, StoreError> {
     Ok(Op {
-        tenant: Tenant::PARTIES,
+        tenant: TENANT,
         key: party.code.as_bytes().to_vec(),
         value: Some(codec::encode(party)?),
     })
 }
 
 fn load(store: &Draft, shard: ShardId, code: &str) -> Result<Option<Party>, StoreError> {
-    match store.get(shard, Tenant::PARTIES, code.as_bytes())? {
+    match store.get(shard, TENANT, code.as_bytes())? {
         Some(bytes) => Ok(Some(codec::decode(&bytes, codec::Limit::Stored)?)),
         None => Ok(None),
     }
@@ -119,6 +123,7 @@ pub enum PartyCommand {
 
 impl Service for Parties {
     const MACHINE: MachineId = MachineId(6);
+    const TENANTS: &'static [Tenant] = &[TENANT, INDEX_TENANT];
     type Command = PartyCommand;
 
     fn decide(
@@ -220,12 +225,12 @@ pub fn decide_leave(
     let ops = if party.participants.is_empty() {
         vec![
             Op {
-                tenant: Tenant::PARTIES,
+                tenant: TENANT,
                 key: code.as_bytes().to_vec(),
                 value: None,
             },
             Op {
-                tenant: Tenant::PARTY_INDEX,
+                tenant: INDEX_TENANT,
                 key: index_key(&party),
                 value: None,
             },
@@ -425,7 +430,7 @@ pub async fn get(node: &Node, code: String) -> Result<Party, ApiError> {
         return Err(ApiError::NotFound(parties::not_found_message(&code)));
     }
     let query = Query::Get {
-        tenant: Tenant::PARTIES,
+        tenant: TENANT,
         key: code.as_bytes().to_vec(),
     };
     let shard = code_shard(node, &code)?;
@@ -472,7 +477,7 @@ pub async fn nearby(node: &Node, search: NearbySearch) -> Result<Vec<NearbyParty
     let lists = try_join_all(managers.map(|manager| async move {
         let read_page = |after: Vec<u8>| async move {
             let query = Query::Scan {
-                tenant: Tenant::PARTY_INDEX,
+                tenant: INDEX_TENANT,
                 after: Some(after),
                 limit: INDEX_PAGE,
             };

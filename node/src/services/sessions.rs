@@ -1,8 +1,8 @@
-//! Sessions (issue 4) on the shard layer: one entry per user with an active session, holding
-//! the expiry of each session (`u64::MAX` when leases are off). The owner of the user's shard
-//! decides every add and remove, so the cap holds exactly under any concurrency; an entry is
-//! deleted when its last session goes, by a remove or, with leases, by the owner's sweep of
-//! expired entries ([`expired`], [`decide_expire`]).
+//! Sessions on the shard layer: one entry per user with an active session, holding the expiry
+//! of each session (`u64::MAX` when leases are off). The owner of the user's shard decides
+//! every add and remove, so the cap holds exactly under any concurrency; an entry is deleted
+//! when its last session goes, by a remove or, with leases, by the owner's sweep of expired
+//! entries ([`expired`], [`decide_expire`]).
 
 use serde::{Deserialize, Serialize};
 use troupe_actors::sessions::{self, SessionOutcome, SessionReply, SessionUser};
@@ -19,6 +19,9 @@ use crate::services::machine::{self, Decision, Outcome, Service};
 use crate::shard::draft::Draft;
 use crate::shard::query::{Query, QueryAnswer};
 use crate::shard::{MachineId, Op, ShardStore, StoreError, Tenant};
+
+/// The key space of session entries: part of every stored entry's key, so never to change.
+pub const TENANT: Tenant = Tenant(2);
 
 /// Entries read per store scan while looking for expired ones.
 const SCAN_PAGE: usize = 1000;
@@ -43,7 +46,7 @@ fn load(store: &Draft, shard: ShardId, user: &SessionUser) -> Result<Leases, Sto
 }
 
 fn stored(store: &Draft, shard: ShardId, user: &SessionUser) -> Result<Option<Leases>, StoreError> {
-    match store.get(shard, Tenant::SESSIONS, &key(user))? {
+    match store.get(shard, TENANT, &key(user))? {
         Some(bytes) => Ok(Some(codec::decode(&bytes, codec::Limit::Stored)?)),
         None => Ok(None),
     }
@@ -60,7 +63,7 @@ pub fn expired(
     let mut found = Vec::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = store.scan(shard, Tenant::SESSIONS, after.as_deref(), SCAN_PAGE)?;
+        let page = store.scan(shard, TENANT, after.as_deref(), SCAN_PAGE)?;
         for (key, value) in &page {
             if found.len() == limit {
                 return Ok(found);
@@ -98,7 +101,7 @@ pub fn decide_expire(
 ) -> Result<Decision, StoreError> {
     let ops = match stored(store, shard, user)? {
         Some(leases) if leases.active(unix_millis()) == 0 => vec![Op {
-            tenant: Tenant::SESSIONS,
+            tenant: TENANT,
             key: key(user),
             value: None,
         }],
@@ -148,7 +151,7 @@ pub fn decide(
     Ok(Decision {
         outcome: Outcome::Session(reply),
         ops: vec![Op {
-            tenant: Tenant::SESSIONS,
+            tenant: TENANT,
             key: key(user),
             value,
         }],
@@ -176,6 +179,7 @@ pub enum SessionCommand {
 
 impl Service for Sessions {
     const MACHINE: MachineId = MachineId(2);
+    const TENANTS: &'static [Tenant] = &[TENANT];
     type Command = SessionCommand;
 
     fn decide(
@@ -239,7 +243,7 @@ pub async fn change(
 pub async fn count(node: &Node, user: SessionUser) -> Result<u32, ApiError> {
     let shard = shard_of(node, &user);
     let query = Query::Get {
-        tenant: Tenant::SESSIONS,
+        tenant: TENANT,
         key: key(&user),
     };
     match read_shard(node, shard, query).await? {
@@ -272,7 +276,7 @@ mod tests {
         let ops = entries
             .iter()
             .map(|(id, expiries)| Op {
-                tenant: Tenant::SESSIONS,
+                tenant: TENANT,
                 key: key(&user(id)),
                 value: Some(codec::encode(&Leases(expiries.clone())).expect("encode")),
             })
@@ -298,12 +302,12 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_skips_a_corrupt_entry_and_still_finds_the_expired_ones() {
         let corrupt = Op {
-            tenant: Tenant::SESSIONS,
+            tenant: TENANT,
             key: key(&user("corrupt")),
             value: Some(vec![codec::FORMAT_VERSION, 200]),
         };
         let expired_op = Op {
-            tenant: Tenant::SESSIONS,
+            tenant: TENANT,
             key: key(&user("expired")),
             value: Some(codec::encode(&Leases(vec![1])).expect("encode")),
         };
@@ -325,7 +329,7 @@ mod tests {
         assert_eq!(
             gone.ops,
             vec![Op {
-                tenant: Tenant::SESSIONS,
+                tenant: TENANT,
                 key: key(&user("gone")),
                 value: None,
             }]

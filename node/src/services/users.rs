@@ -1,4 +1,4 @@
-//! Users (issue 3) on the shard layer.
+//! Users on the shard layer.
 //!
 //! As a tenant: a user is stored under its canonical id, encoded by the codec; create, update
 //! and delete are decided against the stored user by the shard's owner. As a service: each
@@ -23,6 +23,9 @@ use crate::shard::query::{Query, QueryAnswer};
 use crate::shard::store::KeyValue;
 use crate::shard::{MachineId, Op, StoreError, Tenant};
 
+/// The key space of users: part of every stored user's key, so never to change.
+pub const TENANT: Tenant = Tenant(1);
+
 /// Users fetched per shard and round trip while merging a list.
 const LIST_PAGE: u32 = 1000;
 
@@ -36,9 +39,9 @@ pub fn key(id: &UserId) -> Vec<u8> {
     }
 }
 
-/// A user as stored: the id is the key, so the value holds only the other fields (the space
-/// target of issue 3).
-/// Public so that `troupe-fuzz` decodes it as this service does.
+/// A user as stored: the id is the key, so the value holds only the other fields (the stored
+/// copies of a user should take at most twice its JSON at replication factor 2). Public so that
+/// `troupe-fuzz` decodes it as this service does.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredUser {
     /// The user's name.
@@ -58,7 +61,7 @@ fn id_from_key(key: &[u8]) -> Result<UserId, codec::CodecError> {
 /// The query that reads one user.
 pub fn get_query(id: &UserId) -> Query {
     Query::Get {
-        tenant: Tenant::USERS,
+        tenant: TENANT,
         key: key(id),
     }
 }
@@ -75,7 +78,7 @@ pub fn decode(id: UserId, bytes: &[u8]) -> Result<User, codec::CodecError> {
 }
 
 fn load(store: &Draft, shard: ShardId, id: &UserId) -> Result<Option<User>, StoreError> {
-    match store.get(shard, Tenant::USERS, &key(id))? {
+    match store.get(shard, TENANT, &key(id))? {
         Some(bytes) => Ok(Some(decode(id.clone(), &bytes)?)),
         None => Ok(None),
     }
@@ -88,7 +91,7 @@ fn put(user: &User) -> Result<Op, StoreError> {
         group: user.group,
     };
     Ok(Op {
-        tenant: Tenant::USERS,
+        tenant: TENANT,
         key: key(&user.id),
         value: Some(codec::encode(&stored)?),
     })
@@ -141,7 +144,7 @@ pub fn decide_delete(store: &Draft, shard: ShardId, id: &UserId) -> Result<Decis
     Ok(Decision {
         outcome: Outcome::Deleted,
         ops: vec![Op {
-            tenant: Tenant::USERS,
+            tenant: TENANT,
             key: key(id),
             value: None,
         }],
@@ -169,6 +172,7 @@ pub enum UserCommand {
 
 impl Service for Users {
     const MACHINE: MachineId = MachineId(1);
+    const TENANTS: &'static [Tenant] = &[TENANT];
     type Command = UserCommand;
 
     fn decide(
@@ -258,9 +262,7 @@ fn all_shards(node: &Node) -> impl Iterator<Item = ShardId> {
 /// `GET /api/user/count`: one count per shard, from its owner.
 pub async fn count(node: &Node) -> Result<u64, ApiError> {
     let counts = try_join_all(all_shards(node).map(|shard| async move {
-        let query = Query::Count {
-            tenant: Tenant::USERS,
-        };
+        let query = Query::Count { tenant: TENANT };
         match read_shard(node, shard, query).await? {
             QueryAnswer::Count(count) => Ok(count),
             other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
@@ -352,7 +354,7 @@ impl Cursor {
         let (count, items) = match after {
             None => {
                 let query = Query::Page {
-                    tenant: Tenant::USERS,
+                    tenant: TENANT,
                     limit: page,
                 };
                 match read_shard(node, shard, query).await? {
@@ -361,11 +363,9 @@ impl Cursor {
                 }
             }
             Some(after) => {
-                let count = Query::Count {
-                    tenant: Tenant::USERS,
-                };
+                let count = Query::Count { tenant: TENANT };
                 let scan = Query::Scan {
-                    tenant: Tenant::USERS,
+                    tenant: TENANT,
                     after: Some(after),
                     limit: page,
                 };
@@ -396,7 +396,7 @@ impl Cursor {
             return Ok(());
         }
         let query = Query::Scan {
-            tenant: Tenant::USERS,
+            tenant: TENANT,
             after: self.last_key.clone(),
             limit: self.page,
         };

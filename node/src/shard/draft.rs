@@ -61,7 +61,7 @@ mod tests {
 
     fn op(key: &[u8], value: Option<&[u8]>) -> Op {
         Op {
-            tenant: Tenant::USERS,
+            tenant: Tenant(1),
             key: key.to_vec(),
             value: value.map(<[u8]>::to_vec),
         }
@@ -78,7 +78,7 @@ mod tests {
         let mut draft = Draft::new(&store);
         assert!(draft.is_empty());
         assert_eq!(
-            draft.get(shard, Tenant::USERS, b"a").expect("get"),
+            draft.get(shard, Tenant(1), b"a").expect("get"),
             Some(b"1".to_vec())
         );
 
@@ -88,22 +88,19 @@ mod tests {
         );
         assert!(!draft.is_empty());
         assert_eq!(
-            draft.get(shard, Tenant::USERS, b"a").expect("get"),
+            draft.get(shard, Tenant(1), b"a").expect("get"),
             Some(b"3".to_vec())
         );
-        assert_eq!(draft.get(shard, Tenant::USERS, b"b").expect("get"), None);
+        assert_eq!(draft.get(shard, Tenant(1), b"b").expect("get"), None);
         assert_eq!(
-            draft.get(shard, Tenant::USERS, b"c").expect("get"),
+            draft.get(shard, Tenant(1), b"c").expect("get"),
             Some(b"4".to_vec())
         );
         // Other shards and tenants are not affected, and nothing reached the store.
-        assert_eq!(draft.get(shard, Tenant::JOBS, b"c").expect("get"), None);
+        assert_eq!(draft.get(shard, Tenant(3), b"c").expect("get"), None);
+        assert_eq!(draft.get(ShardId(1), Tenant(1), b"a").expect("get"), None);
         assert_eq!(
-            draft.get(ShardId(1), Tenant::USERS, b"a").expect("get"),
-            None
-        );
-        assert_eq!(
-            store.get(shard, Tenant::USERS, b"b").expect("get"),
+            store.get(shard, Tenant(1), b"b").expect("get"),
             Some(b"2".to_vec())
         );
     }

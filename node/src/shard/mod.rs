@@ -54,27 +54,12 @@ pub use peer::{PeerError, PeerReply, PeerRequest, Peers};
 pub use refusal::Refusal;
 pub use store::{ShardStore, StoreError};
 
-/// Which service an entity belongs to; part of every stored key, so services share shards
-/// without sharing key spaces.
+/// Which key space an entity belongs to; part of every stored key (its first byte after the
+/// shard), so services share shards without sharing key spaces. Each service defines the bytes
+/// it owns next to its rules (`services::*::TENANT`) and the engine names none of them; the
+/// service registry refuses a byte claimed twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Tenant(pub u8);
-
-impl Tenant {
-    /// Users (issue 3).
-    pub const USERS: Tenant = Tenant(1);
-    /// Active sessions per user (issue 4).
-    pub const SESSIONS: Tenant = Tenant(2);
-    /// Jobs by id (issue 4).
-    pub const JOBS: Tenant = Tenant(3);
-    // Tenant 4 held each object id's latest job up to layout 2; job ids now derive from
-    // object ids (the jobs service's `job_id`). Not reused, so layouts stay easy to tell apart.
-    /// Stored averages of the integers service, by window start (issue 5).
-    pub const INTEGERS: Tenant = Tenant(5);
-    /// Parties by code (issue 5).
-    pub const PARTIES: Tenant = Tenant(6);
-    /// Each manager's open parties, by `manager/code`, for nearby search (issue 5).
-    pub const PARTY_INDEX: Tenant = Tenant(7);
-}
 
 /// One entity change: `value = None` deletes the key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -686,10 +686,10 @@ impl OwnerState {
 
     /// Why some copy this owner knows of may lack an entry written so far, if one may. While
     /// none may, the next entry lets holders trim their logs up to the previous one
-    /// ([`Entry::trim_before`]), so the logs hold little beyond the entry in flight (space,
-    /// issue 3). Otherwise a copy may still catch up from a log: a replica that missed an
-    /// entry, one waiting to be brought in (decision 006), or a node pre-copied before it
-    /// joins (decision 010); the logs then keep their last
+    /// ([`Entry::trim_before`]), so the logs hold little beyond the entry in flight (a log
+    /// entry is one more copy of the values it holds). Otherwise a copy may still catch up
+    /// from a log: a replica that missed an entry, one waiting to be brought in (decision
+    /// 006), or a node pre-copied before it joins (decision 010); the logs then keep their last
     /// [`LOG_KEEP`](super::store::LOG_KEEP) entries. Trimming too much is never unsafe, only
     /// slower: a copy the log does not cover gets a snapshot.
     fn copy_maybe_behind(&self) -> Option<&'static str> {

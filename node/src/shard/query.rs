@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn a_change_touches_reads_of_its_key_and_every_listing_of_its_tenant_only() {
-        let (users, jobs) = (Tenant::USERS, Tenant::JOBS);
+        let (users, jobs) = (Tenant(1), Tenant(3));
         let get = |key: &[u8]| Query::Get {
             tenant: users,
             key: key.to_vec(),

@@ -25,10 +25,10 @@ use crate::storage::{Storage, StorageError};
 /// Log entries kept per shard while some copy may be behind; a holder further behind gets a
 /// snapshot instead. While every copy is current, the owner's [`Entry::trim_before`] lets
 /// holders keep only the last entry or two, because the log duplicates recent values and
-/// space must stay near one copy per holder (issue 3: 20,000 users take 2.28× their JSON
-/// with 32 entries a shard, under 2× with one). Not smaller: with 8, a node pre-copied before
-/// it joins (decision 010) fell more than 8 entries behind under load and needed
-/// snapshots after joining (`migration.rs` failed).
+/// space must stay near one copy per holder (20,000 users took 2.28× their JSON at
+/// replication factor 2 with 32 entries a shard, under 2× with one; `scripts/space.sh`). Not
+/// smaller: with 8, a node pre-copied before it joins (decision 010) fell more than 8 entries
+/// behind under load and needed snapshots after joining (`migration.rs` failed).
 pub const LOG_KEEP: u64 = 32;
 
 /// Why a shard operation on the store failed.
@@ -507,10 +507,10 @@ fn tenant_prefix(shard: ShardId, tenant: Tenant) -> Vec<u8> {
 }
 
 /// The first bytes of every key stored for `shard`: its id in two big-endian bytes, so a
-/// shard's records sort together and cost two bytes each, not four (space, issue 3, decision
-/// 014). Configuration bounds hash shards plus party managers at
-/// [`MAX_SHARDS`](crate::ids::MAX_SHARDS), and requests name only shards of the layout,
-/// so every shard id fits.
+/// shard's records sort together and cost two bytes each, not four (space, decision 014).
+/// Configuration bounds hash shards plus party managers at
+/// [`MAX_SHARDS`](crate::ids::MAX_SHARDS), and requests name only shards of the layout, so
+/// every shard id fits.
 fn shard_prefix(shard: ShardId) -> [u8; 2] {
     u16::try_from(shard.0)
         .expect("shard ids fit in 16 bits: the configuration allows at most MAX_SHARDS shards")
@@ -592,7 +592,7 @@ pub(crate) mod tests {
             seq,
             epoch: e.clone(),
             ops: vec![Op {
-                tenant: Tenant::USERS,
+                tenant: Tenant(1),
                 key: key.as_bytes().to_vec(),
                 value: Some(value.as_bytes().to_vec()),
             }],
@@ -633,7 +633,7 @@ pub(crate) mod tests {
             other => panic!("expected out of order, got {other:?}"),
         }
         assert_eq!(store.meta(S).expect("meta").position, at(&e, 2));
-        assert_eq!(store.count(S, Tenant::USERS).expect("count"), 2);
+        assert_eq!(store.count(S, Tenant(1)).expect("count"), 2);
     }
 
     #[tokio::test]
@@ -652,7 +652,7 @@ pub(crate) mod tests {
             (meta.epoch, meta.position),
             (Some(new), Position::default())
         );
-        assert_eq!(store.count(S, Tenant::USERS).expect("count"), 0);
+        assert_eq!(store.count(S, Tenant(1)).expect("count"), 0);
         assert!(matches!(
             store.seal(S, old).await,
             Err(StoreError::Fenced { .. })
@@ -777,7 +777,7 @@ pub(crate) mod tests {
         fill(&target, &epoch(1, "b"), 3).await;
         target.begin_snapshot(S, e.clone()).await.expect("begin");
         assert!(target.meta(S).expect("meta").installing);
-        assert_eq!(target.count(S, Tenant::USERS).expect("count"), 0);
+        assert_eq!(target.count(S, Tenant(1)).expect("count"), 0);
         let page = source.snapshot_page(S, None, 100).expect("page");
         target
             .put_snapshot_page(S, e.clone(), page)
@@ -804,17 +804,15 @@ pub(crate) mod tests {
             .append(other, e.clone(), Position::default(), entry)
             .await
             .expect("append");
-        let first = store.scan(S, Tenant::USERS, None, 2).expect("scan");
+        let first = store.scan(S, Tenant(1), None, 2).expect("scan");
         let keys: Vec<_> = first.iter().map(|(k, _)| k.clone()).collect();
         assert_eq!(keys, [b"k0001".to_vec(), b"k0002".to_vec()]);
-        let rest = store
-            .scan(S, Tenant::USERS, Some(b"k0002"), 10)
-            .expect("scan");
+        let rest = store.scan(S, Tenant(1), Some(b"k0002"), 10).expect("scan");
         assert_eq!(rest.len(), 3);
         assert_eq!(
             store.scan(S, Tenant(9), None, 10).expect("scan"),
             Vec::new()
         );
-        assert_eq!(store.count(other, Tenant::USERS).expect("count"), 1);
+        assert_eq!(store.count(other, Tenant(1)).expect("count"), 1);
     }
 }

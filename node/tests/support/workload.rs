@@ -40,7 +40,7 @@ impl Nodes {
     }
 
     /// `urls` of nodes that are all up for good: a client that is never told which node stops
-    /// and fails over on a refused connection (issue 31).
+    /// and fails over on a refused connection, as cluster drivers do.
     pub fn all_up(urls: Vec<String>) -> Self {
         Self::with_every_node(urls, true)
     }

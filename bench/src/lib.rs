@@ -1,4 +1,5 @@
-//! `troupe bench`: a load generator for a running cluster (issue 9).
+//! `troupe-bench`: the load generator of the benchmarks (`scripts/bench.sh` and its siblings),
+//! a crate of its own so the node does not link what only the generator uses.
 //!
 //! N clients share one pooled keep-alive HTTP/1 client and spread their requests round-robin
 //! over the given node URLs. Closed loop by default (each client sends its next request when
@@ -12,8 +13,8 @@
 //! mode, the ticket counter.
 //!
 //! The `etcd-*` workloads drive etcd v3's JSON gateway instead of Troupe, with the same keys
-//! and value bytes as the users workloads, so issue 9's reference comparison is measured by the
-//! same generator, clients and histograms (`scripts/bench-vs-etcd.sh`).
+//! and value bytes as the users workloads, so the reference comparison with etcd is measured by
+//! the same generator, clients and histograms (`scripts/bench-vs-etcd.sh`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -35,8 +36,9 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 /// Distinct session users of the `sessions` workload.
 const SESSION_USERS: u32 = 10_000;
 
-/// Flags of `troupe bench`.
-#[derive(Args, Clone, Debug)]
+/// Load a running cluster with a workload and report throughput and latency percentiles.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "troupe-bench", version)]
 pub struct BenchArgs {
     /// Node base URLs, comma separated; client k starts at URL k mod n, then goes round-robin.
     #[arg(long, value_delimiter = ',', required = true)]
@@ -74,7 +76,7 @@ pub struct BenchArgs {
     pub failover: bool,
 }
 
-/// The request mixes `troupe bench` can send.
+/// The request mixes `troupe-bench` can send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
     /// `GET /healthz`: the edge alone, the baseline the others are compared with.
