@@ -241,13 +241,64 @@ impl Handler for Node {
     async fn handle(&self, from: NodeId, request: Request) -> Response {
         match request {
             // The shard layer checks that the authenticated caller may send it.
+            // Boxed, as is a command's (`Node::handle_local`): the RPC server runs each call
+            // on a task as large as this future, the largest of its branches, and copies it
+            // whole when spawning. Unboxed, the peer protocol's future made every read's
+            // task three times the size of the read.
             Request::Shard(request) => {
-                let answered = self.inner.shards.answer_peer(&from, request).await;
+                let answered = Box::pin(self.inner.shards.answer_peer(&from, request)).await;
                 answer(answered, Response::Shard)
             }
             Request::Integer(sample) => self.inner.aggregator.deliver(sample),
             Request::Report => crate::dashboard::answer(self),
             request => self.handle_local(request).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::shard::peer::PeerRequest;
+    use crate::shard::query::Query;
+
+    /// The size of the future `make` returns; `make` is never called, so no node is needed.
+    fn future_size<F, Fut>(_make: F) -> usize
+    where
+        F: FnOnce(&'static Node) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn never<T: 'static>() -> T {
+        unreachable!("only the types of the futures are used")
+    }
+
+    /// The RPC server spawns every call's future, reads included, at the size of the largest
+    /// branch of `handle`, and copies it whole: the rare, large branches must stay boxed.
+    #[test]
+    fn a_calls_future_is_not_sized_by_the_peer_protocol_or_by_commands() {
+        let handle = future_size(|node| node.handle(never(), Request::Ping));
+        let read = future_size(|node| node.inner.shards.read(ShardId(0), never::<&Query>(), false));
+        let command = future_size(|node| {
+            node.inner
+                .shards
+                .command(ShardId(0), never(), Duration::ZERO)
+        });
+        let peer = future_size(|node| async move {
+            let from: NodeId = never();
+            node.inner
+                .shards
+                .answer_peer(&from, PeerRequest::LeaseCheck)
+                .await
+        });
+        assert!(handle < peer, "handle {handle} bytes, peer protocol {peer}");
+        assert!(
+            handle < command + read,
+            "handle {handle} bytes, command {command}, read {read}"
+        );
+        assert!(handle < 3 * read, "handle {handle} bytes, read {read}");
     }
 }

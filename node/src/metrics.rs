@@ -290,20 +290,22 @@ impl NodeMetrics {
 }
 
 impl crate::rpc::CallObserver for NodeMetrics {
-    fn call_ended(
-        &self,
-        peer: &NodeId,
-        lane: crate::rpc::Lane,
-        elapsed: std::time::Duration,
-        ok: bool,
-    ) {
-        self.rpc_calls
-            .0
-            .get_or_create(&RpcLabels {
-                peer: peer.to_string(),
-                lane: lane.as_str(),
-                outcome: if ok { "ok" } else { "error" },
-            })
-            .observe(elapsed.as_secs_f64());
+    fn calls_to(&self, peer: &NodeId, lane: crate::rpc::Lane) -> crate::rpc::CallsTo {
+        let family = self.rpc_calls.0.clone();
+        let labels = |outcome| RpcLabels {
+            peer: peer.to_string(),
+            lane: lane.as_str(),
+            outcome,
+        };
+        let series = [labels("ok"), labels("error")];
+        // Each series is made on its first observation: a peer whose calls never failed shows
+        // no `error` series.
+        let handles: [std::sync::OnceLock<Histogram>; 2] = Default::default();
+        std::sync::Arc::new(move |elapsed: std::time::Duration, ok: bool| {
+            let which = usize::from(!ok);
+            handles[which]
+                .get_or_init(|| family.get_or_create(&series[which]).clone())
+                .observe(elapsed.as_secs_f64());
+        })
     }
 }

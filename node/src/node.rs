@@ -106,10 +106,10 @@ impl Node {
                     }
                 }
                 let wait = Duration::from_millis(u64::from(wait_ms));
-                answer(
-                    self.inner.shards.command(shard, command, wait).await,
-                    Response::Outcome,
-                )
+                // Boxed: the command's future is twice a read's, and would otherwise set the
+                // size of every call's future, reads included (see the RPC `Handler`).
+                let decided = Box::pin(self.inner.shards.command(shard, command, wait)).await;
+                answer(decided, Response::Outcome)
             }
             Request::Read {
                 shard,

@@ -62,6 +62,13 @@ pub fn router<N: NodeApi>(
     let router = table
         .into_iter()
         .fold(Router::new(), |router, (path, methods)| {
+            // The document goes to its own route only: as a layer of the whole router it
+            // would be cloned into every request.
+            let methods = if path == openapi::PATH {
+                methods.layer(Extension(document.clone()))
+            } else {
+                methods
+            };
             router.route(path, methods)
         })
         .fallback(not_found)
@@ -69,7 +76,6 @@ pub fn router<N: NodeApi>(
         .with_state(node)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(users::MaxBodyBytes(max_body_bytes)))
-        .layer(Extension(document))
         .layer(middleware::from_fn_with_state(
             std::sync::Arc::new(metrics),
             metrics::track,
@@ -102,7 +108,7 @@ fn common_routes<N: NodeApi>() -> Table<N> {
     vec![
         ("/healthz", get(admin::healthz)),
         ("/readyz", get(admin::readyz::<N>)),
-        ("/openapi.json", get(openapi::openapi)),
+        (openapi::PATH, get(openapi::openapi)),
     ]
 }
 

@@ -57,6 +57,9 @@ impl Served {
     }
 }
 
+/// Where the document is served.
+pub(super) const PATH: &str = "/openapi.json";
+
 /// `GET /openapi.json`: this document, for the routes of the listener that serves it.
 #[utoipa::path(
     get,

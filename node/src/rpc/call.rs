@@ -33,15 +33,14 @@ impl Lane {
 /// Told of every call a client makes, when it ends: how the layer above measures calls (the
 /// node's per-peer latency metric) without the transport knowing what it measures into.
 pub trait CallObserver: Send + Sync + 'static {
-    /// A call to `peer` on `lane` ended after `elapsed`, answered (`ok`) or failed.
-    fn call_ended(
-        &self,
-        peer: &crate::ids::NodeId,
-        lane: Lane,
-        elapsed: std::time::Duration,
-        ok: bool,
-    );
+    /// Where the calls to `peer` on `lane` are told of. The client asks once per peer, address
+    /// and lane and keeps the answer, so that a call costs no lookup of the peer's labels.
+    fn calls_to(&self, peer: &crate::ids::NodeId, lane: Lane) -> CallsTo;
 }
+
+/// Told of each call to one peer on one lane, when it ends: after how long, and whether it
+/// was answered (`true`) or failed.
+pub type CallsTo = std::sync::Arc<dyn Fn(std::time::Duration, bool) + Send + Sync>;
 
 /// A request one node sends another. Encoded and decoded by [`codec`](crate::codec), within
 /// its message limit ([`Limit::Message`](crate::codec::Limit::Message)) and the frame bound

@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 use super::auth::{self, Credentials, HandshakeError};
 use super::session::{SealedReader, SealedWriter, SessionKeys};
 use super::wire::Envelope;
-use super::{Call, CallObserver, Lane, RpcError};
+use super::{Call, CallObserver, CallsTo, Lane, RpcError};
 use crate::codec;
 use crate::config::HostPort;
 use crate::ids::NodeId;
@@ -54,13 +54,22 @@ struct Inner<C: Call> {
     creds: Credentials,
     max_frame: u32,
     call_timeout: Duration,
-    peers: Mutex<HashMap<(NodeId, HostPort, Lane), PeerSlot<C>>>,
+    peers: Mutex<HashMap<PeerKey, Arc<PeerSlot<C>>>>,
     shutdown: CancellationToken,
     observer: OnceLock<Arc<dyn CallObserver>>,
 }
 
-/// The connection to one peer, if any; the async mutex makes concurrent callers share one dial.
-type PeerSlot<C> = Arc<tokio::sync::Mutex<Option<Arc<Conn<C>>>>>;
+/// A peer, at one of its addresses, on one lane.
+type PeerKey = (NodeId, HostPort, Lane);
+
+/// One peer at one address, on one lane.
+struct PeerSlot<C: Call> {
+    /// The connection, if any; the async mutex makes concurrent callers share one dial.
+    conn: tokio::sync::Mutex<Option<Arc<Conn<C>>>>,
+    /// Where its calls are told of, asked of the observer once: a call then costs the
+    /// observer no lookup of the peer's labels.
+    calls: OnceLock<CallsTo>,
+}
 
 /// One live connection: the writer's queue and the calls awaiting answers.
 struct Conn<C: Call> {
@@ -187,22 +196,25 @@ impl<C: Call> RpcClient<C> {
         deadline: Duration,
     ) -> Result<C::Answer, RpcError> {
         let (lane, started) = (request.lane(), Instant::now());
-        let result = self.call_within(node, addr, request, deadline).await;
+        let slot = self.slot(node, addr, lane);
+        let result = self.call_within(&slot, node, addr, request, deadline).await;
         if let Some(observer) = self.inner.observer.get() {
-            observer.call_ended(node, lane, started.elapsed(), result.is_ok());
+            let calls = slot.calls.get_or_init(|| observer.calls_to(node, lane));
+            calls(started.elapsed(), result.is_ok());
         }
         result
     }
 
     async fn call_within(
         &self,
+        slot: &PeerSlot<C>,
         node: &NodeId,
         addr: &HostPort,
         request: C,
         deadline: Duration,
     ) -> Result<C::Answer, RpcError> {
         let mut in_flight: Option<(Arc<Conn<C>>, u64, Instant)> = None;
-        let attempt = self.attempt(node, addr, request, &mut in_flight);
+        let attempt = self.attempt(slot, node, addr, request, &mut in_flight);
         match tokio::time::timeout(deadline, attempt).await {
             Ok(result) => result,
             Err(_) => {
@@ -226,12 +238,13 @@ impl<C: Call> RpcClient<C> {
 
     async fn attempt(
         &self,
+        slot: &PeerSlot<C>,
         node: &NodeId,
         addr: &HostPort,
         request: C,
         in_flight: &mut Option<(Arc<Conn<C>>, u64, Instant)>,
     ) -> Result<C::Answer, RpcError> {
-        let conn = self.connection(node, addr, request.lane()).await?;
+        let conn = self.connection(slot, node, addr).await?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = codec::encode(&Envelope { id, body: request })?;
         if frame.len() > self.inner.max_frame as usize {
@@ -260,25 +273,34 @@ impl<C: Call> RpcClient<C> {
         })
     }
 
-    /// The live connection to `node` at `addr`, dialing one if needed. Concurrent callers share
-    /// one dial through the per-peer async mutex.
+    /// The slot of `node` at `addr` on `lane`, made on first use.
+    fn slot(&self, node: &NodeId, addr: &HostPort, lane: Lane) -> Arc<PeerSlot<C>> {
+        lock(&self.inner.peers)
+            .entry((node.clone(), addr.clone(), lane))
+            .or_insert_with(|| {
+                Arc::new(PeerSlot {
+                    conn: tokio::sync::Mutex::new(None),
+                    calls: OnceLock::new(),
+                })
+            })
+            .clone()
+    }
+
+    /// The live connection of `slot` (to `node` at `addr`), dialing one if needed. Concurrent
+    /// callers share one dial through the slot's async mutex.
     async fn connection(
         &self,
+        slot: &PeerSlot<C>,
         node: &NodeId,
         addr: &HostPort,
-        lane: Lane,
     ) -> Result<Arc<Conn<C>>, RpcError> {
-        let slot = lock(&self.inner.peers)
-            .entry((node.clone(), addr.clone(), lane))
-            .or_default()
-            .clone();
-        let mut slot = slot.lock().await;
-        if let Some(conn) = slot.as_ref().filter(|c| !c.closed.is_cancelled()) {
-            return Ok(conn.clone());
+        let mut conn = slot.conn.lock().await;
+        if let Some(live) = conn.as_ref().filter(|c| !c.closed.is_cancelled()) {
+            return Ok(live.clone());
         }
-        let conn = self.dial(node, addr).await?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+        let dialed = self.dial(node, addr).await?;
+        *conn = Some(dialed.clone());
+        Ok(dialed)
     }
 
     async fn dial(&self, node: &NodeId, addr: &HostPort) -> Result<Arc<Conn<C>>, RpcError> {

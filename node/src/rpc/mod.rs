@@ -21,7 +21,7 @@ pub mod server;
 pub mod session;
 pub mod wire;
 
-pub use call::{Answer, Call, CallObserver, Lane};
+pub use call::{Answer, Call, CallObserver, CallsTo, Lane};
 pub use client::RpcClient;
 pub use server::{serve, Handler, ServerLimits};
 

@@ -37,7 +37,9 @@ const WRITE_QUEUE: usize = 1024;
 
 /// What the node does with an authenticated call. A static type, not a trait object: each
 /// call's answer is a future of the handler's own type, neither boxed nor dispatched
-/// dynamically.
+/// dynamically. Each call runs on a task holding that future, as large as its largest branch
+/// and copied whole on spawn: a handler boxes its rare, large branches so that the frequent,
+/// small calls do not pay for them.
 pub trait Handler: Send + Sync + 'static {
     /// The calls this handler answers.
     type Call: Call;
