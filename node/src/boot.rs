@@ -88,6 +88,9 @@ pub enum BootError {
 const JOIN_GRACE_ROUNDS: u32 = 6;
 /// Gossip rounds without a change in the live members before a joining node becomes ready.
 const JOIN_SETTLE_ROUNDS: u32 = 3;
+/// The same, while every node the joining node has heard of is live: one liveness update of
+/// chitchat's (once a round) with nobody new.
+const JOIN_COMPLETE_ROUNDS: u32 = 1;
 /// How often a joining node checks whether it serves its shards yet.
 const TAKEOVER_POLL: Duration = Duration::from_millis(50);
 /// How many gossip rounds a leaving node keeps gossiping so peers see `leaving` before it stops.
@@ -358,39 +361,62 @@ fn membership_options(
 }
 
 /// Waits until this node's view of who is live has not changed for [`JOIN_SETTLE_ROUNDS`]
-/// gossip rounds (at most [`JOIN_GRACE_ROUNDS`] × 2 in all).
+/// gossip rounds, or for [`JOIN_COMPLETE_ROUNDS`] while every node it has heard of is live
+/// (at most [`JOIN_GRACE_ROUNDS`] × 2 in all).
 ///
 /// The first peer met tells about the others, but the failure detector marks each of them live
 /// only as their heartbeats arrive. A node that became ready on a partial view would compute a
-/// placement that gives it shards whose real owner it has not heard of yet, and seal them
-/// without that owner: serving a stale copy.
+/// placement that gives it shards whose real owner it has not heard of yet, and pre-copy the
+/// wrong shards; and a node ready before the others are live takes shards that the next ones
+/// then have to pre-copy from it (decision 038). Taking a shard over does not rely on this
+/// wait: the seal itself waits until no live member has appeared for three rounds and a
+/// majority answers (`shard::owner`, decision 007).
 ///
 /// Only the live set counts (who is live, at which generation), not the members' status: when
 /// many nodes start together each one turning `ready` would otherwise restart every other's
 /// wait, and the last became ready seconds after all were live (docs/SIMULATION.md, "Scale").
 /// A node that becomes ready before the others pays for it in pre-copy, which asks all owners
 /// at once and skips empty copies ([`crate::precopy`], decision 031).
+///
+/// Every node gossip has named being live (none still arriving, none dead) is the sign that
+/// the view is whole: digests name every node their sender knows, so a node that is not named
+/// yet is rare once a round has passed without anyone new. The long wait remains for a view
+/// with a member still arriving or dead (decision 040).
 async fn wait_for_a_settled_view(node: &Node, cluster: &ClusterConfig) {
     let round = cluster.gossip.interval();
     let give_up = tokio::time::Instant::now() + round * JOIN_GRACE_ROUNDS * 2;
     let mut snapshots = node.inner.membership.subscribe();
-    let mut live = live_set(&snapshots.borrow_and_update());
-    let mut still_until = tokio::time::Instant::now() + round * JOIN_SETTLE_ROUNDS;
-    while tokio::time::Instant::now() < give_up {
-        match tokio::time::timeout_at(still_until, snapshots.changed()).await {
-            // Still for long enough, or gossip stopped (the node is stopping).
-            Err(_) | Ok(Err(_)) => return,
-            Ok(Ok(())) => {
-                let now = live_set(&snapshots.borrow_and_update());
-                // A member appeared, died or restarted: start counting again.
-                if now != live {
-                    live = now;
-                    still_until = tokio::time::Instant::now() + round * JOIN_SETTLE_ROUNDS;
-                }
-            }
+    let mut live = Vec::new();
+    let mut changed_at = tokio::time::Instant::now();
+    loop {
+        let (now_live, whole) = {
+            let snapshot = snapshots.borrow_and_update();
+            (live_set(&snapshot), snapshot.everyone_heard_of_is_live())
+        };
+        // A member appeared, died or restarted: start counting again.
+        if now_live != live {
+            live = now_live;
+            changed_at = tokio::time::Instant::now();
+        }
+        let rounds = if whole {
+            JOIN_COMPLETE_ROUNDS
+        } else {
+            JOIN_SETTLE_ROUNDS
+        };
+        let still_until = changed_at + round * rounds;
+        if tokio::time::Instant::now() >= give_up {
+            warn!("membership kept changing while joining: becoming ready anyway");
+            return;
+        }
+        match tokio::time::timeout_at(still_until.min(give_up), snapshots.changed()).await {
+            // Still for long enough.
+            Err(_) if still_until <= give_up => return,
+            Err(_) => {}
+            // Gossip stopped (the node is stopping).
+            Ok(Err(_)) => return,
+            Ok(Ok(())) => {}
         }
     }
-    warn!("membership kept changing while joining: becoming ready anyway");
 }
 
 /// Who is live in `snapshot`, and at which generation.

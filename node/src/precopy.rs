@@ -6,8 +6,8 @@
 //! computes the placement it will be part of (the ready members plus itself) and, for each shard
 //! that placement gives it as owner or replica, asks the shard's current owner for a copy
 //! ([`PeerRequest::PreCopy`], through the shard layer's [`Peers`](crate::shard::Peers)). The owner pushes it between two commands, as it catches up a
-//! replica: the missing log entries, or a snapshot. A second pass then brings every copy up to
-//! the changes made meanwhile, and the node becomes ready. When placement then moves a shard
+//! replica: the missing log entries, or a snapshot. A second pass then brings every copy that
+//! received something up to the changes made meanwhile, and the node becomes ready. When placement then moves a shard
 //! here, the new owner's seal only pulls the few entries written since the last pass.
 //!
 //! A pre-copy is not a replica: the owner does not send it its writes, so it never answers
@@ -121,8 +121,16 @@ pub async fn pre_copy(node: &Node, timeout: Duration) -> PreCopied {
             .update_local(shard, |l| l.pre_copy = Some(PreCopy::Pending));
     }
     let first = copy_all(node, &me, &shards, deadline).await;
-    // The changes made while the others were copied: a few log entries each.
-    let copied: Vec<ShardId> = first.copied.clone();
+    // The changes made while the others were copied: a few log entries each. A shard whose
+    // owner had nothing to copy is not asked again: at a cold start that is every shard, and
+    // a second round trip each cost the last joining nodes a second; a write made meanwhile
+    // is copied by the seal, as for any pre-copy that did not happen (decision 040).
+    let copied: Vec<ShardId> = first
+        .copied
+        .iter()
+        .copied()
+        .filter(|&shard| !node.inner.shards.holds_nothing(shard))
+        .collect();
     let second = copy_all(node, &me, &copied, deadline).await;
     let mut outcome = PreCopied {
         copied: first.copied,

@@ -106,10 +106,16 @@ struct Inner {
     key_mismatches: mismatch::KeyMismatches,
     /// Node states in chitchat at the last refresh.
     gossip_nodes: AtomicUsize,
+    /// Held through a refresh, so two refreshes (the loops', a status change's) never publish
+    /// an older copy of chitchat's state after a newer one.
+    refreshing: Mutex<()>,
 }
 
 /// How often the snapshot is rebuilt even without a change notification, as a safety net.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Live members this node gossips with at once when its status changes
+/// ([`Membership::push_status`]), on top of gossip's own three a round.
+const STATUS_PUSH_PEERS: usize = 8;
 /// How often heartbeats are read into [`Heard`]: well under a gossip round, so a lease check
 /// sees a member's recency to within this.
 const HEARD_EVERY: Duration = Duration::from_millis(100);
@@ -151,6 +157,7 @@ impl Membership {
                 heard: Heard::default(),
                 key_mismatches: opts.key_mismatches.clone(),
                 gossip_nodes: AtomicUsize::new(0),
+                refreshing: Mutex::new(()),
             }),
         };
         tokio::spawn(membership.clone().heard_loop(shutdown.clone()));
@@ -219,6 +226,36 @@ impl Membership {
         }
         info!(%status, "published node status");
         self.refresh().await;
+        self.push_status();
+    }
+
+    /// Starts a gossip exchange with up to [`STATUS_PUSH_PEERS`] live members at once, so a
+    /// new status reaches them now rather than when gossip's random choice next picks this
+    /// node. Each of them then spreads it on its own rounds. At a cold start the last node to
+    /// turn `ready` otherwise took 1 to 2 s to be seen ready everywhere (docs/SIMULATION.md,
+    /// "Scale").
+    fn push_status(&self) {
+        use rand::seq::IteratorRandom;
+        let snapshot = self.snapshot();
+        let peers: Vec<SocketAddr> = crate::random::with(|rng| {
+            snapshot
+                .members()
+                .filter(|m| m.live && m.node_id != self.inner.node_id)
+                .map(|m| m.gossip_addr)
+                .choose_multiple(rng, STATUS_PUSH_PEERS)
+        });
+        let Ok(handle) = self.inner.handle.try_lock() else {
+            // Shutting down: gossip is being stopped.
+            return;
+        };
+        let Some(handle) = handle.as_ref() else {
+            return;
+        };
+        for peer in peers {
+            if let Err(error) = handle.gossip(peer) {
+                debug!(%error, "status push");
+            }
+        }
     }
 
     /// Stops gossiping (peers then detect this node as dead, unless it said `leaving` first).
@@ -231,6 +268,7 @@ impl Membership {
     }
 
     async fn refresh(&self) {
+        let _one_at_a_time = self.inner.refreshing.lock().await;
         // Copy under chitchat's lock, check proofs after releasing it: chitchat's gossip loop
         // takes the same lock for every datagram.
         let observed = observe(&*self.inner.chitchat.lock().await);
@@ -253,9 +291,16 @@ impl Membership {
         });
     }
 
-    /// Reads every member's heartbeat into [`Heard`] until `shutdown`.
+    /// Reads every member's heartbeat into [`Heard`] until `shutdown`, and rebuilds the
+    /// snapshot when a key changed since the last look.
+    ///
+    /// chitchat tells of changed keys (a peer's new status) only at the end of this node's own
+    /// next gossip round, up to a round after the delta arrived; looking every
+    /// [`HEARD_EVERY`] shows a peer turning `ready` or `leaving` to placement and routing
+    /// within 100 ms instead.
     async fn heard_loop(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(HEARD_EVERY);
+        let mut versions = 0;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -264,9 +309,9 @@ impl Membership {
             // Only members whose proof was checked, at the incarnation the snapshot holds: a
             // forged entry (another generation, a frozen heartbeat) is never heard.
             let members = self.snapshot();
-            let beats: Vec<(NodeId, Generation, chitchat::Heartbeat)> = {
+            let (beats, now_versions) = {
                 let chitchat = self.inner.chitchat.lock().await;
-                members
+                let beats: Vec<(NodeId, Generation, chitchat::Heartbeat)> = members
                     .members()
                     .filter_map(|m| {
                         let id = ChitchatId::new(
@@ -277,12 +322,17 @@ impl Membership {
                         let state = chitchat.node_state(&id)?;
                         Some((m.node_id.clone(), m.generation, state.heartbeat()))
                     })
-                    .collect()
+                    .collect();
+                (beats, versions_of(&chitchat))
             };
             for (node, generation, heartbeat) in beats {
                 self.inner.heard.observe(&node, generation, heartbeat);
             }
             self.inner.heard.retain(|node| members.get(node).is_some());
+            if now_versions != versions {
+                versions = now_versions;
+                self.refresh().await;
+            }
         }
     }
 
@@ -332,6 +382,19 @@ fn chitchat_config(opts: &MembershipOptions) -> ChitchatConfig {
     }
 }
 
+/// A fingerprint of every node's key versions in chitchat's state (heartbeats left out): it
+/// changes when any key is set or a node appears or is forgotten.
+fn versions_of(chitchat: &Chitchat) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same state gives the same fingerprint in every process.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (id, state) in chitchat.node_states() {
+        id.hash(&mut hasher);
+        state.max_version().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
 /// Every node's published keys and liveness, copied out of chitchat's state.
 fn observe(chitchat: &Chitchat) -> Vec<(ChitchatId, keys::Published, bool)> {
     let live: BTreeSet<&ChitchatId> = chitchat.live_nodes().collect();
@@ -351,15 +414,16 @@ fn build_snapshot(
 ) -> MembershipSnapshot {
     let mut members = Vec::new();
     let mut rejected = Vec::new();
+    let mut incomplete = 0;
     for (id, published, live) in observed {
         match keys::parse_member(signer, &id, &published, live) {
             keys::Parsed::Member(m) => members.push(m),
-            keys::Parsed::Incomplete => {}
+            keys::Parsed::Incomplete => incomplete += 1,
             keys::Parsed::Rejected(reason) => rejected.push((id, reason)),
         }
     }
     refused.replace(rejected);
-    MembershipSnapshot::from_members(members)
+    MembershipSnapshot::from_members(members).with_incomplete(incomplete)
 }
 
 #[cfg(test)]
@@ -408,6 +472,75 @@ mod tests {
                 status: DeletionStatus::Set,
             },
         )
+    }
+
+    /// Starts membership for node `id` gossiping on `port` every `round`, seeded with `seeds`.
+    async fn member(
+        transport: &ChannelTransport,
+        id: &str,
+        port: u16,
+        seeds: &[u16],
+        round: Duration,
+        shutdown: &CancellationToken,
+    ) -> Membership {
+        let opts = MembershipOptions {
+            node_id: NodeId::new(id),
+            gossip: GossipConfig {
+                interval_ms: round.as_millis() as u64,
+                ..GossipConfig::default()
+            },
+            ..options(
+                addr(port),
+                seeds.iter().map(|&p| addr(p).to_string()).collect(),
+            )
+        };
+        Membership::start(opts, transport, shutdown.clone())
+            .await
+            .expect("membership")
+    }
+
+    /// Gossip rounds tick at whole multiples of the interval from the start (the clock is
+    /// paused), so a status set half-way between two rounds can only reach the peers by the
+    /// push, and their views can only show it before the next round by looking at chitchat's
+    /// state between rounds.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_status_shows_in_peers_views_before_the_next_gossip_round() {
+        let transport = ChannelTransport::with_mtu(65_507);
+        let shutdown = CancellationToken::new();
+        let round = Duration::from_millis(500);
+        let start = tokio::time::Instant::now();
+        let ports = [20, 21, 22];
+        let mut nodes = Vec::new();
+        for (i, &port) in ports.iter().enumerate() {
+            nodes.push(member(&transport, &format!("n{i}"), port, &ports, round, &shutdown).await);
+        }
+        for node in &nodes {
+            let mut views = node.subscribe();
+            let all_live = views.wait_for(|s| s.members().filter(|m| m.live).count() == 3);
+            tokio::time::timeout(round * 20, all_live)
+                .await
+                .expect("every node sees every node live")
+                .expect("gossip runs");
+        }
+        let rounds_so_far = start.elapsed().as_millis() / round.as_millis() + 1;
+        let half_way = start + round * rounds_so_far as u32 + round / 2;
+        tokio::time::sleep_until(half_way).await;
+
+        nodes[0].set_status(NodeStatus::Ready).await;
+        let me = NodeId::new("n0");
+        for peer in &nodes[1..] {
+            let mut views = peer.subscribe();
+            let ready =
+                views.wait_for(|s| s.get(&me).is_some_and(|m| m.status == NodeStatus::Ready));
+            tokio::time::timeout(round / 2 - Duration::from_millis(50), ready)
+                .await
+                .expect("the peer sees the new status before its next gossip round")
+                .expect("gossip runs");
+        }
+        shutdown.cancel();
+        for node in &nodes {
+            node.shutdown().await;
+        }
     }
 
     /// chitchat's in-memory transport has no sealing: this is what membership does with

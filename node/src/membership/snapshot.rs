@@ -9,6 +9,8 @@ use crate::ids::{NodeId, RegionName};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MembershipSnapshot {
     members: BTreeMap<NodeId, Member>,
+    /// Nodes gossip has named whose keys have not all arrived yet (not members yet).
+    incomplete: usize,
 }
 
 /// How a member changed between two snapshots.
@@ -41,7 +43,25 @@ impl MembershipSnapshot {
                 }
             }
         }
-        Self { members: by_id }
+        Self {
+            members: by_id,
+            incomplete: 0,
+        }
+    }
+
+    /// This snapshot, noting `incomplete` nodes gossip has named whose keys have not all
+    /// arrived (see [`Self::everyone_heard_of_is_live`]).
+    pub fn with_incomplete(mut self, incomplete: usize) -> Self {
+        self.incomplete = incomplete;
+        self
+    }
+
+    /// Whether every node this view has heard of is a live member: none is still arriving
+    /// (named in a digest, keys not all here, or not live yet) and none is dead. A joining
+    /// node whose view is complete in this sense need not wait as long for it to hold still
+    /// (`boot::wait_for_a_settled_view`).
+    pub fn everyone_heard_of_is_live(&self) -> bool {
+        self.incomplete == 0 && self.members.values().all(|m| m.live)
     }
 
     /// All members, sorted by node id.
@@ -152,6 +172,25 @@ mod tests {
             let snap = MembershipSnapshot::from_members(members);
             assert_eq!(snap.get(&NodeId::new("n1")), Some(&new));
         }
+    }
+
+    #[test]
+    fn a_view_is_whole_only_when_everyone_heard_of_is_live() {
+        let live = || {
+            MembershipSnapshot::from_members([
+                member("a", 1, NodeStatus::Ready, true),
+                member("b", 1, NodeStatus::Joining, true),
+            ])
+        };
+        assert!(live().everyone_heard_of_is_live());
+        // A node named in a digest whose keys have not arrived.
+        assert!(!live().with_incomplete(1).everyone_heard_of_is_live());
+        // A member not live yet, or dead.
+        let with_dead = MembershipSnapshot::from_members([
+            member("a", 1, NodeStatus::Ready, true),
+            member("c", 1, NodeStatus::Ready, false),
+        ]);
+        assert!(!with_dead.everyone_heard_of_is_live());
     }
 
     #[test]

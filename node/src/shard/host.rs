@@ -471,13 +471,29 @@ impl Shards {
                 message: format!("{} is not a live member", to.node_id),
             });
         }
-        if self.topology().owns(&self.inner.me, shard) && self.holds_nothing(shard) {
-            // Nothing to copy: answered here, not queued behind the owner actor's take-over
-            // (at a cold start every shard is empty and every owner is still sealing), which
-            // spares the joining node its retries and three round trips per shard. Skipping
-            // is safe, as any missed pre-copy is: a copy counts for nothing until its seal has
-            // caught it up from the best holder (decision 031).
-            return Ok(());
+        let topology = self.topology();
+        if self.holds_nothing(shard) {
+            if topology.owns(&self.inner.me, shard) {
+                // Nothing to copy: answered here, not queued behind the owner actor's
+                // take-over (at a cold start every shard is empty and every owner is still
+                // sealing), which spares the joining node its retries and three round trips
+                // per shard. Skipping is safe, as any missed pre-copy is: a copy counts for
+                // nothing until its seal has caught it up from the best holder (decision 031).
+                return Ok(());
+            }
+            let serving = self
+                .local()
+                .get(shard.0 as usize)
+                .is_none_or(|l| l.serving.is_some());
+            if !serving {
+                // Placement here has moved the shard on, and this node neither serves nor holds
+                // it (an owner being replaced serves until its successor seals): the owner it
+                // names is the one to ask, at once, rather than this node's owner actor, which
+                // would answer "being taken over" until it stops (decision 040).
+                return Err(Refusal::NotOwner {
+                    owner: topology.table.owner(shard).cloned(),
+                });
+            }
         }
         let asked = self.ask_owner(shard, PRE_COPY_TIMEOUT, |reply| {
             OwnerMsg::PreCopy(to, reply)
@@ -491,7 +507,7 @@ impl Shards {
 
     /// Whether this node's copy of `shard` has never taken a change and is not being
     /// installed: what a seal counts as holding nothing.
-    fn holds_nothing(&self, shard: ShardId) -> bool {
+    pub(crate) fn holds_nothing(&self, shard: ShardId) -> bool {
         self.inner
             .store
             .meta(shard)
