@@ -7,13 +7,15 @@ cd "$(dirname "$0")/.."
 image="${TROUPE_IMAGE:-troupe:local}"
 
 cargo build --release --locked -p troupe-node --bin troupe
+# Where cargo put it: under $CARGO_TARGET_DIR when set, as the other scripts read it.
+binary="${CARGO_TARGET_DIR:-target}/release/troupe"
 stage=target/image
 rm -rf "$stage"
 mkdir -p "$stage/rootfs/etc/troupe" "$stage/rootfs/data" "$stage/rootfs/tmp"
-cp target/release/troupe "$stage/rootfs/troupe"
+cp "$binary" "$stage/rootfs/troupe"
 strip "$stage/rootfs/troupe" 2>/dev/null || echo "note: strip not found, image keeps debug line tables"
 # Every shared library the binary needs, at the same path inside the image (dynamic loader included).
-ldd target/release/troupe | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }' | while read -r lib; do
+ldd "$binary" | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }' | while read -r lib; do
   mkdir -p "$stage/rootfs$(dirname "$lib")"
   cp -L "$lib" "$stage/rootfs$lib"
 done
