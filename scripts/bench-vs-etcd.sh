@@ -22,6 +22,9 @@
 #   OPEN_CLIENTS=64  open loop: bound on requests in flight
 #   PRELOAD=1000     users (Troupe) / keys (etcd) preloaded, the read and update key space
 #   DOC=docs/BENCHMARKS.md   where the section goes (DOC= prints it only)
+#   TROUPE_DATA=<dir>         where Troupe's data directories go (default: the run's temp dir,
+#                             beside etcd's); TROUPE_DATA=/dev/shm measures Troupe without its
+#                             disk syncs, the ceiling a write-ahead log could reach (decision 039)
 # If etcd-server / etcd-client are missing they are installed from Debian (apt-get); when that
 # is impossible the script prints a SKIPPED line and exits 0.
 set -euo pipefail
@@ -95,6 +98,10 @@ fi
 
 # --- clusters, stopped by the trap ---------------------------------------------------------
 work="$(mktemp -d)"
+troupe_data="$work/troupe"
+if [[ -n "${TROUPE_DATA:-}" ]]; then
+  troupe_data="$(mktemp -d "${TROUPE_DATA%/}/troupe-bench.XXXXXX")"
+fi
 troupe_pid=""
 etcd_pids=()
 stop_all() {
@@ -109,7 +116,7 @@ stop_all() {
   for pid in "${etcd_pids[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
-  rm -rf "$work"
+  rm -rf "$work" "$troupe_data"
 }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
@@ -143,7 +150,7 @@ for i in 0 1 2; do
   etcd_pids+=($!)
 done
 
-"${pin_servers[@]}" "$bin" local --dir "$work/troupe" --base-port "$troupe_base" --fresh \
+"${pin_servers[@]}" "$bin" local --dir "$troupe_data" --base-port "$troupe_base" --fresh \
   >"$work/troupe-local.log" 2>&1 &
 troupe_pid=$!
 
@@ -328,6 +335,9 @@ load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 mem_gib="$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)"
 cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 fs="$(df -T "$work" | awk 'NR == 2 { print $2 }')"
+troupe_fs="$(df -T "$troupe_data" | awk 'NR == 2 { print $2 }')"
+data_on="data directories on $fs"
+[[ "$troupe_fs" == "$fs" ]] || data_on="Troupe's data on $troupe_fs, etcd's on $fs"
 foreign="$(jq -rs 'map(.foreign_pct) | "\(min)–\(max) %"' "$rounds_log")"
 steal="$(jq -rs 'map(.steal_pct) | "\(min)–\(max) %"' "$rounds_log")"
 
@@ -341,7 +351,7 @@ section="$work/section.md"
     "PRELOAD=$preload). Started $started, commit $rev."
   echo
   echo "- Machine: $(nproc) CPUs ($cpu_model), $mem_gib GiB RAM, $(. /etc/os-release && echo "$PRETTY_NAME")," \
-    "kernel $(uname -r), $(rustc --version | cut -d' ' -f1-2); data directories on $fs."
+    "kernel $(uname -r), $(rustc --version | cut -d' ' -f1-2); $data_on."
   echo "- Troupe: 3-node \`troupe local\` (release build, default \`cluster.toml\`: RF 2, durable writes)."
   echo "- etcd: $(etcd --version | head -1 | cut -d' ' -f3) from Debian (\`etcd-server\`/\`etcd-client\` $(dpkg-query -W -f '${Version}' etcd-server 2>/dev/null || echo '?'))," \
     "3 members on 127.0.0.1, defaults otherwise (WAL fsync on every commit, heartbeat 100 ms," \

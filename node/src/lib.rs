@@ -25,6 +25,7 @@
 //!   generic over the messages it carries.
 //! - [`mac`]: keyed hashes under the cluster secret, for gossip proofs and the RPC handshake.
 //! - [`storage`]: the node's LMDB environment.
+//! - [`wal`]: write-ahead log segments: append, one sync for many records, replay, torn tails.
 //! - [`config`], [`ids`], [`region`], [`metrics`]: the vocabulary.
 //! - [`random`]: the node's own random draws, seedable so simulations replay them.
 
@@ -55,3 +56,4 @@ pub mod services;
 pub mod shard;
 pub mod storage;
 pub mod topology;
+pub mod wal;

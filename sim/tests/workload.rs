@@ -167,3 +167,17 @@ fn seeds_on_which_an_owner_answered_after_a_newer_epoch_began_now_pass() -> turm
     scenarios::check("workload-crash", 2)?;
     Ok(())
 }
+
+/// A seed on which a replica answered reads under an epoch its owner had already replaced.
+/// n4's outgoing links were cut, so the owner n5 of shard 2 saw it die and was told to seal
+/// with n2; but its actor was busy, its calls to n4 timing out one after another on a
+/// connection the cut had broken. It handled that view only after n4 had come back: by then
+/// it had brought n4 (a replica again in n4's own view) up to date under the old epoch, and
+/// sealed the new one with the members the stale view called live, which left n4 out. A seal
+/// now reaches every member the node calls live when it seals.
+#[test]
+fn oneway_seed_on_which_a_seal_from_a_stale_view_skipped_a_live_replica_now_passes(
+) -> turmoil::Result {
+    scenarios::check("workload-oneway", 2856)?;
+    Ok(())
+}

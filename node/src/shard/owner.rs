@@ -21,12 +21,12 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::audit;
 use super::backlog::OwnerBacklog;
 use super::draft::Draft;
-use super::host::{OwnerView, Shards, LEASE_MARGIN_ROUNDS};
+use super::host::{peer_of, OwnerView, Shards, LEASE_MARGIN_ROUNDS};
 use super::machine::{Command, Decision, MachineId, Timer};
 use super::peer::{self, PeerError, PeerReply, PeerRequest};
 use super::refusal::Refusal;
@@ -982,21 +982,29 @@ impl OwnerState {
             Err(StoreError::Fenced { current }) => return Ok(Some(current.term)),
             Err(error) => return Err(error.to_string()),
         }
+        let others = self.others_live_now();
         let peers: Vec<Peer> = self
             .view
             .replicas
             .iter()
             .map(|(p, _)| p.clone())
-            .chain(self.view.others.iter().cloned())
+            .chain(others.iter().cloned())
             .chain(self.view.waiting.iter().cloned())
             .collect();
         let answers = self.seal_peers(&peers, epoch, previous_owner.clone()).await;
+        debug!(
+            %shard,
+            %epoch,
+            peers = ?peers.iter().map(|p| &p.node_id).collect::<Vec<_>>(),
+            answers = ?answers.iter().map(|a| a.as_ref().map(|_| ()).map_err(String::as_str)).collect::<Vec<_>>(),
+            "seal round"
+        );
         let mut best: Option<(Position, Peer)> = None;
         let mut holders = Vec::new();
         for (index, (peer, answer)) in peers.iter().zip(answers).enumerate() {
             let is_replica = index < self.view.replicas.len();
             let may_drop = index >= self.view.replicas.len()
-                && index < self.view.replicas.len() + self.view.others.len();
+                && index < self.view.replicas.len() + others.len();
             match answer {
                 Ok(PeerReply::Sealed(meta)) => {
                     if !meta.installing && best.as_ref().is_none_or(|(p, _)| meta.position > *p) {
@@ -1050,6 +1058,27 @@ impl OwnerState {
             self.drop_copy(epoch, peer);
         }
         Ok(None)
+    }
+
+    /// Every member this node calls live now, other than itself and the view's replicas and
+    /// waiting replicas. Not the view's own `others`: the view is the one this actor was last
+    /// told about, and a busy actor (a replica's calls timing out one after another) handles
+    /// the host's views late, in order. A seal on such a stale view would skip a node that has
+    /// come back since, while that node, in its own current view, may already be a replica
+    /// the previous epoch brought up to date and answer reads under it.
+    fn others_live_now(&self) -> Vec<Peer> {
+        let me = &self.shards.inner.me;
+        let in_view = |id: &NodeId| {
+            self.view.replicas.iter().any(|(p, _)| &p.node_id == id)
+                || self.view.waiting.iter().any(|p| &p.node_id == id)
+        };
+        self.shards
+            .topology()
+            .membership
+            .members()
+            .filter(|m| m.live && &m.node_id != me && !in_view(&m.node_id))
+            .map(peer_of)
+            .collect()
     }
 
     /// Seals `peers` with `epoch`: the previous owner first, so it finishes its write in

@@ -211,6 +211,7 @@ impl Shards {
         let peers = self.inner.peers.as_ref();
         match sync::catch_up(&self.inner.store, peers, shard, &epoch, &source).await {
             Ok(()) => {
+                tracing::debug!(%shard, %epoch, source = %source.node_id, replica, "caught up");
                 self.update_local(shard, |l| {
                     if replica {
                         l.synced = Some(epoch.clone());
