@@ -13,7 +13,7 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundation",
-        &["ids", "clock", "random", "codec", "storage"],
+        &["ids", "clock", "random", "codec", "storage", "wal"],
     ),
     ("regions", &["region"]),
     ("configuration", &["config"]),
