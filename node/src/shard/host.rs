@@ -50,12 +50,11 @@ pub struct OwnerView {
     /// The replicas (placement order, owner excluded) and their incarnations: a restarted
     /// replica is a changed view.
     pub replicas: Vec<(Peer, Generation)>,
-    /// Every other live member: sealed too (to fence an old owner and find the most advanced
-    /// copy), and told to drop copies they no longer need.
-    pub others: Vec<Peer>,
     /// Replicas placement added that wait until it holds still (see [`target_view`]): sealed
-    /// like the others, but they keep their copies, so a returning node's copy is caught up
-    /// incrementally once it is brought in.
+    /// like every other live member, but they keep their copies, so a returning node's copy is
+    /// caught up incrementally once it is brought in. The other members are not part of the
+    /// view: a seal takes them from the membership of its moment (`others_live_now` in
+    /// `owner.rs`), never from a view the actor may have been told about late.
     pub waiting: Vec<Peer>,
 }
 
@@ -72,24 +71,10 @@ impl OwnerView {
             .filter_map(|id| topology.membership.get(id))
             .map(|m| (peer_of(m), m.generation))
             .collect();
-        let others = topology
-            .membership
-            .members()
-            .filter(|m| m.live && !set.contains(&m.node_id))
-            .map(peer_of)
-            .collect();
         Some(Self {
             replicas,
-            others,
             waiting: Vec::new(),
         })
-    }
-}
-
-impl OwnerView {
-    /// Whether `other` has the same replicas and waiting replicas (only `others` differ).
-    fn same_copies(&self, other: &OwnerView) -> bool {
-        self.replicas == other.replicas && self.waiting == other.waiting
     }
 }
 
@@ -639,11 +624,7 @@ impl Shards {
                             delay,
                         );
                         if handle.view != target {
-                            let message = if handle.view.same_copies(&target) {
-                                OwnerMsg::Others(target.clone())
-                            } else {
-                                OwnerMsg::Reconfigure(target.clone())
-                            };
+                            let message = OwnerMsg::Reconfigure(target.clone());
                             handle.view = target;
                             if let Err(error) = handle.actor.cast(message) {
                                 warn!(%shard, %error, "cannot reach the shard actor");
@@ -765,7 +746,6 @@ fn target_view(
             .filter(|r| !is_new(r))
             .cloned()
             .collect(),
-        others: desired.others,
         waiting: added,
     }
 }
@@ -792,7 +772,6 @@ mod tests {
                 .iter()
                 .map(|(id, g)| (peer(id), Generation(*g)))
                 .collect(),
-            others: vec![peer("z")],
             waiting: Vec::new(),
         }
     }
@@ -818,7 +797,6 @@ mod tests {
         let interim = target(&["b"], &desired, &membership, &mut deferred, t0);
         assert!(interim.replicas.is_empty(), "no copy to c yet: {interim:?}");
         assert_eq!(interim.waiting, vec![peer("c")]);
-        assert_eq!(interim.others, desired.others);
         let just_before = t0 + DELAY - Duration::from_millis(1);
         let still = target(&[], &desired, &membership, &mut deferred, just_before);
         assert_eq!(still, interim);

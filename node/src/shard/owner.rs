@@ -88,9 +88,6 @@ pub enum OwnerMsg {
     Flush,
     /// The replica set changed: re-seal with a new epoch.
     Reconfigure(OwnerView),
-    /// Only the other members changed: remembered for the next seal (a member that joins
-    /// holds nothing this owner must fence now, so writes go on).
-    Others(OwnerView),
     /// Try sealing again after a failure.
     Reseal,
     /// This node's lease lapsed: stop serving, and take the shard over again (new epoch, newest
@@ -331,7 +328,6 @@ impl Actor for ShardOwner {
                     state.try_seal(&myself).await;
                 }
             }
-            OwnerMsg::Others(view) => state.view = view,
             OwnerMsg::PreCopy(peer, reply) => {
                 let answer = state.pre_copy(&peer).await;
                 let _ = reply.send(answer);
@@ -1061,9 +1057,10 @@ impl OwnerState {
     }
 
     /// Every member this node calls live now, other than itself and the view's replicas and
-    /// waiting replicas. Not the view's own `others`: the view is the one this actor was last
-    /// told about, and a busy actor (a replica's calls timing out one after another) handles
-    /// the host's views late, in order. A seal on such a stale view would skip a node that has
+    /// waiting replicas: sealed too, to fence an old owner and find the most advanced copy,
+    /// and told to drop copies they no longer need. Taken now, not with the view: the view is
+    /// the one this actor was last told about, and a busy actor (a replica's calls timing out
+    /// one after another) handles the host's views late, in order. A seal on such a stale view would skip a node that has
     /// come back since, while that node, in its own current view, may already be a replica
     /// the previous epoch brought up to date and answer reads under it.
     fn others_live_now(&self) -> Vec<Peer> {
