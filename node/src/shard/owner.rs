@@ -137,6 +137,13 @@ pub struct OwnerState {
     /// The epoch the shard followed before this takeover's first seal attempt (a failed one
     /// leaves this node's own epoch stored): whose ownership the seal ends, for the event.
     sealing_from: Option<Option<Epoch>>,
+    /// Replicas this actor brought up to date under an epoch it served. Each may answer reads
+    /// under that epoch, in this owner's place, for as long as it holds a majority's lease and
+    /// its own view still makes it a replica. So a seal of a newer epoch must reach every one
+    /// that is live before the new epoch serves, whether or not the new view keeps it (one
+    /// the node calls dead is waited for by [`takeover`]). Replaced by the view's replicas once
+    /// a seal succeeds.
+    synced_replicas: Vec<NodeId>,
     /// Timers (or the commands that replace them) this actor runs, by key: the newest version
     /// of each (see [`Timer`]).
     running: HashMap<Vec<u8>, u64>,
@@ -250,6 +257,7 @@ impl Actor for ShardOwner {
             fenced_until: None,
             failed_seals: 0,
             sealing_from: None,
+            synced_replicas: Vec::new(),
             running: HashMap::new(),
             backlog: args.backlog,
             resumed: false,
@@ -319,6 +327,11 @@ impl Actor for ShardOwner {
                 }
             }
             OwnerMsg::Reconfigure(view) => {
+                for (peer, _) in &state.view.replicas {
+                    if !state.synced_replicas.contains(&peer.node_id) {
+                        state.synced_replicas.push(peer.node_id.clone());
+                    }
+                }
                 state.view = view;
                 state.stop_serving();
                 state.last_seal = None;
@@ -939,6 +952,12 @@ impl OwnerState {
                         ));
                     }
                     self.sealing_from = None;
+                    self.synced_replicas = self
+                        .view
+                        .replicas
+                        .iter()
+                        .map(|(p, _)| p.node_id.clone())
+                        .collect();
                     self.shards
                         .inner
                         .metrics
@@ -1018,6 +1037,13 @@ impl OwnerState {
                 // it dead and it has been silent past its lease (`takeover`).
                 Err(problem) if previous_owner.as_ref() == Some(&peer.node_id) => {
                     return Err(format!("the previous owner was not sealed: {problem}"))
+                }
+                // Likewise a copy this actor synced under an older epoch (`synced_replicas`).
+                Err(problem) if self.synced_replicas.contains(&peer.node_id) => {
+                    return Err(format!(
+                        "{}, synced under an older epoch, was not sealed: {problem}",
+                        peer.node_id
+                    ))
                 }
                 // A member outside the replica set that cannot be reached holds nothing needed
                 // (every acknowledged change is on the replicas of its time).
