@@ -114,8 +114,11 @@ struct Inner {
 /// How often the snapshot is rebuilt even without a change notification, as a safety net.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Live members this node gossips with at once when its status changes
-/// ([`Membership::push_status`]), on top of gossip's own three a round.
-const STATUS_PUSH_PEERS: usize = 8;
+/// ([`Membership::push_status`]), on top of gossip's own three a round. With 8, the last
+/// `ready` of a 100-node cold start took 1 s to reach every view (converged in 5.29 to 5.35
+/// s); with 32, 0.6 s (4.80 to 4.82 s), for one exchange with each of 32 members per status
+/// change, which a node makes a few times in its life (docs/SIMULATION.md, "Scale").
+const STATUS_PUSH_PEERS: usize = 32;
 /// How often heartbeats are read into [`Heard`]: well under a gossip round, so a lease check
 /// sees a member's recency to within this.
 const HEARD_EVERY: Duration = Duration::from_millis(100);
