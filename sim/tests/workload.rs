@@ -175,9 +175,22 @@ fn seeds_on_which_an_owner_answered_after_a_newer_epoch_began_now_pass() -> turm
 /// it had brought n4 (a replica again in n4's own view) up to date under the old epoch, and
 /// sealed the new one with the members the stale view called live, which left n4 out. A seal
 /// now reaches every member the node calls live when it seals.
+///
 #[test]
 fn oneway_seed_on_which_a_seal_from_a_stale_view_skipped_a_live_replica_now_passes(
 ) -> turmoil::Result {
     scenarios::check("workload-oneway", 2856)?;
+    Ok(())
+}
+
+/// A seed on which the replica was still dead in the owner's view when the seal came: n5's
+/// outgoing links were cut, n3's actor synced n5 under `1@n3` through the busy path as the cut
+/// healed, then sealed `2@n3` without it, because gossip had not yet brought n5's new
+/// heartbeats and n5 counted as silent past its lease. An answer to the owner's own call now
+/// counts as a sign of life like a heartbeat.
+#[test]
+fn oneway_seed_on_which_a_seal_skipped_a_replica_it_had_just_synced_now_passes() -> turmoil::Result
+{
+    scenarios::check("workload-oneway", 3292)?;
     Ok(())
 }

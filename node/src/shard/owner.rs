@@ -144,6 +144,11 @@ pub struct OwnerState {
     /// the node calls dead is waited for by [`takeover`]). Replaced by the view's replicas once
     /// a seal succeeds.
     synced_replicas: Vec<NodeId>,
+    /// When each peer last answered this actor. An answer is as good a sign of life as a
+    /// gossip heartbeat: a node that answers may hold a lease from then on, even while this
+    /// node's gossip still calls it dead (its heartbeats can take a round or two to arrive
+    /// after a cut heals). [`Self::unsealed_lease`] counts silence from the later of the two.
+    answered: std::sync::Mutex<HashMap<NodeId, Instant>>,
     /// Timers (or the commands that replace them) this actor runs, by key: the newest version
     /// of each (see [`Timer`]).
     running: HashMap<Vec<u8>, u64>,
@@ -258,6 +263,7 @@ impl Actor for ShardOwner {
             failed_seals: 0,
             sealing_from: None,
             synced_replicas: Vec::new(),
+            answered: std::sync::Mutex::new(HashMap::new()),
             running: HashMap::new(),
             backlog: args.backlog,
             resumed: false,
@@ -912,7 +918,7 @@ impl OwnerState {
             .filter(|m| !m.live && m.node_id != *me)
             .map(|m| &m.node_id);
         let unsealed = dead.chain(forgotten.iter()).map(|node| Unsealed {
-            silent_for: topology.heard.silent_for(node),
+            silent_for: topology.heard.silent_for(node).min(self.answered_ago(node)),
         });
         takeover::lease_wait(unsealed, self.shards.lease(), round * LEASE_MARGIN_ROUNDS)
     }
@@ -1259,12 +1265,31 @@ impl OwnerState {
         request: PeerRequest,
         deadline: Option<std::time::Duration>,
     ) -> Result<PeerReply, String> {
-        self.shards
+        let answer = self
+            .shards
             .inner
             .peers
             .call(peer, request, deadline)
             .await
-            .map_err(|error: PeerError| format!("replica {}: {error}", peer.node_id))
+            .map_err(|error: PeerError| format!("replica {}: {error}", peer.node_id))?;
+        self.answered_lock()
+            .insert(peer.node_id.clone(), Instant::now());
+        Ok(answer)
+    }
+
+    /// How long ago `node` last answered this actor ([`Self::answered`]); `Duration::MAX` if
+    /// it never did.
+    fn answered_ago(&self, node: &NodeId) -> Duration {
+        self.answered_lock()
+            .get(node)
+            .map_or(Duration::MAX, |at| at.elapsed())
+    }
+
+    fn answered_lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
+        // Plain timestamps, no invariant spans a panic: keep using them.
+        self.answered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn fenced(&mut self) -> Refusal {
