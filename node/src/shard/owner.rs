@@ -144,11 +144,12 @@ pub struct OwnerState {
     /// the node calls dead is waited for by [`takeover`]). Replaced by the view's replicas once
     /// a seal succeeds.
     synced_replicas: Vec<NodeId>,
-    /// When each peer last answered this actor. An answer is as good a sign of life as a
-    /// gossip heartbeat: a node that answers may hold a lease from then on, even while this
-    /// node's gossip still calls it dead (its heartbeats can take a round or two to arrive
+    /// When this actor last brought each replica up to date (a replicated entry or a replica's
+    /// catch-up it acknowledged). That is a sign of life as good as a gossip heartbeat, and
+    /// the one that matters: from then on the node may answer reads under this epoch, even
+    /// while this node's gossip still calls it dead (heartbeats take a round or two to arrive
     /// after a cut heals). [`Self::unsealed_lease`] counts silence from the later of the two.
-    answered: std::sync::Mutex<HashMap<NodeId, Instant>>,
+    synced_at: std::sync::Mutex<HashMap<NodeId, Instant>>,
     /// Timers (or the commands that replace them) this actor runs, by key: the newest version
     /// of each (see [`Timer`]).
     running: HashMap<Vec<u8>, u64>,
@@ -263,7 +264,7 @@ impl Actor for ShardOwner {
             failed_seals: 0,
             sealing_from: None,
             synced_replicas: Vec::new(),
-            answered: std::sync::Mutex::new(HashMap::new()),
+            synced_at: std::sync::Mutex::new(HashMap::new()),
             running: HashMap::new(),
             backlog: args.backlog,
             resumed: false,
@@ -778,7 +779,7 @@ impl OwnerState {
         let mut behind = Vec::new();
         for ((peer, _), answer) in self.view.replicas.iter().zip(remote) {
             match answer {
-                Ok(PeerReply::Done) => {}
+                Ok(PeerReply::Done) => self.synced(&peer.node_id),
                 Ok(PeerReply::Behind(_)) => behind.push(peer.clone()),
                 Ok(PeerReply::Fenced(newer)) => {
                     // Another replica may have taken the change before the new owner sealed
@@ -918,7 +919,7 @@ impl OwnerState {
             .filter(|m| !m.live && m.node_id != *me)
             .map(|m| &m.node_id);
         let unsealed = dead.chain(forgotten.iter()).map(|node| Unsealed {
-            silent_for: topology.heard.silent_for(node).min(self.answered_ago(node)),
+            silent_for: topology.heard.silent_for(node).min(self.synced_ago(node)),
         });
         takeover::lease_wait(unsealed, self.shards.lease(), round * LEASE_MARGIN_ROUNDS)
     }
@@ -1226,7 +1227,12 @@ impl OwnerState {
             SYNC_CALL_TIMEOUT
         };
         match self.call_within(peer, request, Some(deadline)).await? {
-            PeerReply::Done => Ok(()),
+            PeerReply::Done => {
+                if replica {
+                    self.synced(&peer.node_id);
+                }
+                Ok(())
+            }
             other => Err(unexpected(peer, &other)),
         }
     }
@@ -1265,29 +1271,30 @@ impl OwnerState {
         request: PeerRequest,
         deadline: Option<std::time::Duration>,
     ) -> Result<PeerReply, String> {
-        let answer = self
-            .shards
+        self.shards
             .inner
             .peers
             .call(peer, request, deadline)
             .await
-            .map_err(|error: PeerError| format!("replica {}: {error}", peer.node_id))?;
-        self.answered_lock()
-            .insert(peer.node_id.clone(), Instant::now());
-        Ok(answer)
+            .map_err(|error: PeerError| format!("replica {}: {error}", peer.node_id))
     }
 
-    /// How long ago `node` last answered this actor ([`Self::answered`]); `Duration::MAX` if
+    /// Records that `node` acknowledged a copy synced under this actor's epoch.
+    fn synced(&self, node: &NodeId) {
+        self.synced_lock().insert(node.clone(), Instant::now());
+    }
+
+    /// How long ago this actor last synced `node` ([`Self::synced_at`]); `Duration::MAX` if
     /// it never did.
-    fn answered_ago(&self, node: &NodeId) -> Duration {
-        self.answered_lock()
+    fn synced_ago(&self, node: &NodeId) -> Duration {
+        self.synced_lock()
             .get(node)
             .map_or(Duration::MAX, |at| at.elapsed())
     }
 
-    fn answered_lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
+    fn synced_lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
         // Plain timestamps, no invariant spans a panic: keep using them.
-        self.answered
+        self.synced_at
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
