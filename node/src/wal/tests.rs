@@ -7,6 +7,14 @@ fn options() -> WalOptions {
     }
 }
 
+/// Segments so small that a few records fill one: the log rolls often.
+fn small_segments() -> WalOptions {
+    WalOptions {
+        segment_bytes: 200,
+        ..options()
+    }
+}
+
 fn payload(lsn: u64) -> Vec<u8> {
     format!("record {lsn} {}", "x".repeat((lsn % 7) as usize)).into_bytes()
 }
@@ -152,10 +160,7 @@ fn a_torn_length_claiming_gigabytes_is_cut_without_reading_it() {
 #[test]
 fn segments_roll_and_a_checkpoint_deletes_only_the_segments_it_covers() {
     let dir = tempfile::tempdir().unwrap();
-    let small = WalOptions {
-        segment_bytes: 200,
-        ..options()
-    };
+    let small = small_segments();
     let (mut wal, _) = reopen(dir.path(), small, 0).unwrap();
     write(&mut wal, 1, 40);
     let segments = list_segments(dir.path()).unwrap();
@@ -181,10 +186,7 @@ fn segments_roll_and_a_checkpoint_deletes_only_the_segments_it_covers() {
 #[test]
 fn damage_in_an_older_segment_refuses_to_open_rather_than_lose_synced_records() {
     let dir = tempfile::tempdir().unwrap();
-    let small = WalOptions {
-        segment_bytes: 200,
-        ..options()
-    };
+    let small = small_segments();
     let (mut wal, _) = reopen(dir.path(), small, 0).unwrap();
     write(&mut wal, 1, 20);
     drop(wal);
@@ -203,10 +205,7 @@ fn damage_in_an_older_segment_refuses_to_open_rather_than_lose_synced_records() 
 #[test]
 fn a_missing_segment_is_a_gap_not_a_shorter_log() {
     let dir = tempfile::tempdir().unwrap();
-    let small = WalOptions {
-        segment_bytes: 200,
-        ..options()
-    };
+    let small = small_segments();
     let (mut wal, _) = reopen(dir.path(), small, 0).unwrap();
     write(&mut wal, 1, 30);
     drop(wal);
