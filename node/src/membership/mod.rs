@@ -114,11 +114,13 @@ struct Inner {
 /// How often the snapshot is rebuilt even without a change notification, as a safety net.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Live members this node gossips with at once when its status changes
-/// ([`Membership::push_status`]), on top of gossip's own three a round. With 8, the last
-/// `ready` of a 100-node cold start took 1 s to reach every view (converged in 5.29 to 5.35
-/// s); with 32, 0.6 s (4.80 to 4.82 s), for one exchange with each of 32 members per status
-/// change, which a node makes a few times in its life (docs/SIMULATION.md, "Scale").
-const STATUS_PUSH_PEERS: usize = 32;
+/// ([`Membership::push_status`]), on top of gossip's own three a round: every member in a
+/// cluster of up to 129 nodes, so a new status reaches every view in one exchange instead of
+/// spreading over gossip rounds. At a 100-node cold start the last `ready` took 1 s to reach
+/// every view with 8 members, and 0.6 to 1.1 s with 32 (converged in 4.80 to 5.24 s); with
+/// every member, 0.2 to 0.3 s (4.36 to 4.63 s). The cost is one exchange with each member per
+/// status change, which a node makes a few times in its life (docs/SIMULATION.md, "Scale").
+const STATUS_PUSH_PEERS: usize = 128;
 /// How often heartbeats are read into [`Heard`]: well under a gossip round, so a lease check
 /// sees a member's recency to within this.
 const HEARD_EVERY: Duration = Duration::from_millis(100);
