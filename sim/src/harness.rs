@@ -531,6 +531,7 @@ fn cluster_config(swarm: &crate::swarm::Swarm) -> turmoil::Result<ClusterConfig>
     let mut cluster = ClusterConfig::load(None, Some(SIM_SECRET.to_owned()))?;
     cluster.gossip.interval_ms = swarm.gossip_interval_ms;
     cluster.gossip.phi_threshold = swarm.phi_threshold;
+    cluster.gossip.initial_interval_ms = swarm.detector_prior_ms;
     cluster.cluster.shards = swarm.shards;
     cluster.cluster.replication_factor = swarm.replication_factor;
     cluster.migration.re_replication_delay_ms = swarm.re_replication_delay_ms;

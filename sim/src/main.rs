@@ -59,6 +59,11 @@ struct Args {
     /// delay, overlapping faults and clock skew.
     #[arg(long)]
     swarm: bool,
+    /// The failure detector's prior in milliseconds, instead of the configuration's 500: seeds
+    /// found before decision 041 ran with 1000, and replay their history only with it. One seed
+    /// of one scenario only.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    detector_prior_ms: Option<u64>,
     /// Run one seed of one scenario and print its report line (the sweep's child processes).
     #[arg(long, hide = true)]
     child: bool,
@@ -88,11 +93,14 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
 fn run_here(scenario: &Scenario, seed: u64, args: &Args) -> ExitCode {
     let child = args.child;
     set_quiet(child);
-    let swarm = if args.swarm {
+    let mut swarm = if args.swarm {
         Swarm::draw(seed)
     } else {
         Swarm::standard()
     };
+    if let Some(prior) = args.detector_prior_ms {
+        swarm.detector_prior_ms = prior;
+    }
     if !child {
         println!("configuration: {swarm}");
     }
@@ -314,6 +322,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         };
         return run_here(scenario, args.seeds.start, &args);
+    }
+    if args.detector_prior_ms.is_some() {
+        eprintln!(
+            "error: --detector-prior-ms replays one seed of one scenario, without --check-replay"
+        );
+        return ExitCode::FAILURE;
     }
     if sweep(&selected, &args) > 0 {
         ExitCode::FAILURE

@@ -24,6 +24,8 @@ pub struct Swarm {
     pub gossip_interval_ms: u64,
     /// The failure detector's phi threshold.
     pub phi_threshold: f64,
+    /// The failure detector's prior for a node's heartbeat interval (decision 041).
+    pub detector_prior_ms: u64,
     /// Hash shards (party-manager shards come on top).
     pub shards: u32,
     /// Copies of every shard.
@@ -42,6 +44,9 @@ const STANDARD_GOSSIP_MS: u64 = 500;
 pub const MAX_NODES: usize = 7;
 /// The phi threshold they run with.
 const STANDARD_PHI: f64 = 8.0;
+/// The failure detector's prior they run with, as in `cluster.toml` (decision 041). Seeds
+/// pinned before it ran with 1 s, and replay their history only with that.
+pub const STANDARD_PRIOR_MS: u64 = 500;
 
 impl Swarm {
     /// The configuration every run uses without `--swarm`.
@@ -50,6 +55,7 @@ impl Swarm {
             nodes: 5,
             gossip_interval_ms: STANDARD_GOSSIP_MS,
             phi_threshold: STANDARD_PHI,
+            detector_prior_ms: STANDARD_PRIOR_MS,
             shards: crate::harness::SIM_SHARDS,
             replication_factor: 2,
             re_replication_delay_ms: 5_000,
@@ -63,10 +69,14 @@ impl Swarm {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5a7a_2b0c_19e4_d3f1);
         let nodes = rng.random_range(3..=MAX_NODES);
         let replication_factor = rng.random_range(2..=3.min(nodes - 1));
+        let gossip_interval_ms = rng.random_range(200..=1_000);
         Self {
             nodes,
-            gossip_interval_ms: rng.random_range(200..=1_000),
+            gossip_interval_ms,
             phi_threshold: f64::from(rng.random_range(12..=24_u32)) / 2.0,
+            // Not drawn (the draws after it keep their values): kept equal to the interval,
+            // as `cluster.toml` asks of an operator who changes it.
+            detector_prior_ms: gossip_interval_ms,
             shards: rng.random_range(8..=32),
             replication_factor,
             re_replication_delay_ms: rng.random_range(1_000..=8_000),
@@ -110,11 +120,13 @@ impl fmt::Display for Swarm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nodes={} gossip_interval_ms={} phi_threshold={} shards={} replication_factor={} \
-             re_replication_delay_ms={} overlapping_faults={} clock_skew_ms={:?}",
+            "nodes={} gossip_interval_ms={} phi_threshold={} detector_prior_ms={} shards={} \
+             replication_factor={} re_replication_delay_ms={} overlapping_faults={} \
+             clock_skew_ms={:?}",
             self.nodes,
             self.gossip_interval_ms,
             self.phi_threshold,
+            self.detector_prior_ms,
             self.shards,
             self.replication_factor,
             self.re_replication_delay_ms,
