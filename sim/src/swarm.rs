@@ -46,7 +46,7 @@ pub const MAX_NODES: usize = 7;
 const STANDARD_PHI: f64 = 8.0;
 /// The failure detector's prior they run with, as in `cluster.toml` (decision 041). Seeds
 /// pinned before it ran with 1 s, and replay their history only with that.
-pub const STANDARD_PRIOR_MS: u64 = 500;
+const STANDARD_PRIOR_MS: u64 = 500;
 
 impl Swarm {
     /// The configuration every run uses without `--swarm`.
