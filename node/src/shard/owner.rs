@@ -149,7 +149,7 @@ pub struct OwnerState {
     /// the one that matters: from then on the node may answer reads under this epoch, even
     /// while this node's gossip still calls it dead (heartbeats take a round or two to arrive
     /// after a cut heals). [`Self::unsealed_lease`] counts silence from the later of the two.
-    synced_at: std::sync::Mutex<HashMap<NodeId, Instant>>,
+    synced_at: HashMap<NodeId, Instant>,
     /// Timers (or the commands that replace them) this actor runs, by key: the newest version
     /// of each (see [`Timer`]).
     running: HashMap<Vec<u8>, u64>,
@@ -264,7 +264,7 @@ impl Actor for ShardOwner {
             failed_seals: 0,
             sealing_from: None,
             synced_replicas: Vec::new(),
-            synced_at: std::sync::Mutex::new(HashMap::new()),
+            synced_at: HashMap::new(),
             running: HashMap::new(),
             backlog: args.backlog,
             resumed: false,
@@ -777,10 +777,11 @@ impl OwnerState {
             return Err(possibly_applied(format!("shard {shard}: {error}")));
         }
         let mut behind = Vec::new();
-        for ((peer, _), answer) in self.view.replicas.iter().zip(remote) {
+        let replicas: Vec<Peer> = self.view.replicas.iter().map(|(p, _)| p.clone()).collect();
+        for (peer, answer) in replicas.into_iter().zip(remote) {
             match answer {
-                Ok(PeerReply::Done) => self.synced(&peer.node_id),
-                Ok(PeerReply::Behind(_)) => behind.push(peer.clone()),
+                Ok(PeerReply::Done) => self.synced(peer.node_id),
+                Ok(PeerReply::Behind(_)) => behind.push(peer),
                 Ok(PeerReply::Fenced(newer)) => {
                     // Another replica may have taken the change before the new owner sealed
                     // it, so it may still take effect: not retryable.
@@ -790,7 +791,7 @@ impl OwnerState {
                         "shard {shard} changed owner during the write"
                     )));
                 }
-                Ok(other) => return Err(possibly_applied(unexpected(peer, &other))),
+                Ok(other) => return Err(possibly_applied(unexpected(&peer, &other))),
                 Err(problem) => return Err(possibly_applied(problem)),
             }
         }
@@ -1202,8 +1203,10 @@ impl OwnerState {
     }
 
     /// Has replica `peer` copy this shard from here, up to this node's position.
-    async fn push_catch_up(&self, epoch: &Epoch, peer: &Peer) -> Result<(), String> {
-        self.push_to(epoch, peer, true).await
+    async fn push_catch_up(&mut self, epoch: &Epoch, peer: &Peer) -> Result<(), String> {
+        self.push_to(epoch, peer, true).await?;
+        self.synced(peer.node_id.clone());
+        Ok(())
     }
 
     /// Has `peer` copy this shard from here, as a replica or as a pre-copy.
@@ -1227,12 +1230,7 @@ impl OwnerState {
             SYNC_CALL_TIMEOUT
         };
         match self.call_within(peer, request, Some(deadline)).await? {
-            PeerReply::Done => {
-                if replica {
-                    self.synced(&peer.node_id);
-                }
-                Ok(())
-            }
+            PeerReply::Done => Ok(()),
             other => Err(unexpected(peer, &other)),
         }
     }
@@ -1280,23 +1278,16 @@ impl OwnerState {
     }
 
     /// Records that `node` acknowledged a copy synced under this actor's epoch.
-    fn synced(&self, node: &NodeId) {
-        self.synced_lock().insert(node.clone(), Instant::now());
+    fn synced(&mut self, node: NodeId) {
+        self.synced_at.insert(node, Instant::now());
     }
 
     /// How long ago this actor last synced `node` ([`Self::synced_at`]); `Duration::MAX` if
     /// it never did.
     fn synced_ago(&self, node: &NodeId) -> Duration {
-        self.synced_lock()
+        self.synced_at
             .get(node)
             .map_or(Duration::MAX, |at| at.elapsed())
-    }
-
-    fn synced_lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
-        // Plain timestamps, no invariant spans a panic: keep using them.
-        self.synced_at
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn fenced(&mut self) -> Refusal {
