@@ -316,11 +316,7 @@ async fn open_storage(
     writes: WriteMode,
 ) -> Result<Storage, BootError> {
     let path = config.data_dir.clone();
-    let options = StorageOptions {
-        writes,
-        map_size_bytes: cluster.storage.map_size_bytes(),
-        ..StorageOptions::default()
-    };
+    let options = StorageOptions::for_map(cluster.storage.map_size_bytes(), writes);
     match writes {
         // The simulation runs everything on the host's own task.
         WriteMode::Inline => Ok(Storage::open(&path, options)?),

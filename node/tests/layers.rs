@@ -11,10 +11,8 @@ use std::path::Path;
 
 /// The layers, bottom first: each module of `node/src` (its first path segment) in one.
 const LAYERS: &[(&str, &[&str])] = &[
-    (
-        "foundation",
-        &["ids", "clock", "random", "codec", "storage", "wal"],
-    ),
+    ("foundation", &["ids", "clock", "random", "codec", "wal"]),
+    ("storage", &["storage"]),
     ("regions", &["region"]),
     ("configuration", &["config"]),
     ("shard layout", &["layout"]),

@@ -21,8 +21,6 @@
 //! - [`caller`]: which node may send which peer request (the owner of the epoch it names).
 //! - [`query`]: reads of a shard, alike for every service.
 //! - [`draft`]: the state a command of a batch is decided against (group commit).
-//! - [`tail`]: the changes since the last checkpoint, read over LMDB (the write-ahead log's
-//!   in-memory tail, decision 039; not wired into the store yet).
 //! - [`timers`]: the commands an owner runs later (a job's finish), batched by deadline.
 //! - [`backlog`]: what waits at an owner (commands, timers, sweep commands), read for
 //!   `/metrics`.
@@ -42,7 +40,6 @@ pub mod replica;
 pub mod scans;
 pub mod store;
 pub mod sync;
-pub mod tail;
 pub mod takeover;
 pub mod timers;
 

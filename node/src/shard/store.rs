@@ -7,20 +7,20 @@
 //! - `shard_meta`: `shard` → [`ShardMeta`].
 //!
 //! Every change (an entry, a seal, a snapshot step) updates entities, log and meta in one
-//! transaction, so a crash never leaves a shard half-applied: the position always describes the
-//! entities exactly, except during a snapshot install, which is flagged and redone after a crash.
+//! write, one record of the write-ahead log ([`crate::storage`]), so a crash never leaves a
+//! shard half-applied: the position always describes the entities exactly, except during a
+//! snapshot install, which is flagged and redone after a crash. Every read sees one
+//! consistent [`View`] of the three tables.
 
-use std::ops::Bound;
+use std::ops::ControlFlow;
 
-use heed::types::Bytes;
-use heed::{Database, RoTxn, RwTxn};
 use serde::{Deserialize, Serialize};
 
 use super::audit;
 use super::{Entry, Epoch, Position, ShardMeta, Tenant};
 use crate::codec::{self, CodecError};
 use crate::ids::ShardId;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Staged, Storage, StorageError, Table, View};
 
 /// Log entries kept per shard while some copy may be behind; a holder further behind gets a
 /// snapshot instead. While every copy is current, the owner's [`Entry::trim_before`] lets
@@ -54,12 +54,6 @@ pub enum StoreError {
     Codec(#[from] CodecError),
 }
 
-impl From<heed::Error> for StoreError {
-    fn from(error: heed::Error) -> Self {
-        Self::Storage(StorageError::Heed(error))
-    }
-}
-
 /// A shard's entity, as moved by snapshots: the tenant-and-key part of the stored key, and
 /// the value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,8 +66,7 @@ pub struct Item {
     pub value: Vec<u8>,
 }
 
-/// A stored key and its value.
-pub type KeyValue = (Vec<u8>, Vec<u8>);
+pub use crate::storage::KeyValue;
 
 /// Count and hash of a shard's entities: equal digests on two holders mean equal contents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,9 +81,9 @@ pub struct Digest {
 #[derive(Clone)]
 pub struct ShardStore {
     storage: Storage,
-    entities: Database<Bytes, Bytes>,
-    log: Database<Bytes, Bytes>,
-    meta: Database<Bytes, Bytes>,
+    entities: Table,
+    log: Table,
+    meta: Table,
 }
 
 impl ShardStore {
@@ -103,15 +96,15 @@ impl ShardStore {
     pub fn open(storage: &Storage) -> Result<Self, StoreError> {
         Ok(Self {
             storage: storage.clone(),
-            entities: storage.database("shard_entities")?,
-            log: storage.database("shard_log")?,
-            meta: storage.database("shard_meta")?,
+            entities: storage.table("shard_entities")?,
+            log: storage.table("shard_log")?,
+            meta: storage.table("shard_meta")?,
         })
     }
 
     /// The shard's bookkeeping (default for a shard never held).
     pub fn meta(&self, shard: ShardId) -> Result<ShardMeta, StoreError> {
-        self.read(|rtxn| self.meta_in(rtxn, shard))
+        self.read(|view| self.meta_in(view, shard))
     }
 
     /// One entity.
@@ -122,18 +115,18 @@ impl ShardStore {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let full = entity_key(shard, tenant, key);
-        self.read(|rtxn| Ok(self.entities.get(rtxn, &full)?.map(<[u8]>::to_vec)))
+        self.read(|view| Ok(view.get(&self.entities, &full)?))
     }
 
     /// Number of entities of `tenant` in the shard.
     pub fn count(&self, shard: ShardId, tenant: Tenant) -> Result<u64, StoreError> {
         let prefix = tenant_prefix(shard, tenant);
-        self.read(|rtxn| {
+        self.read(|view| {
             let mut count = 0;
-            for item in self.entities.prefix_iter(rtxn, &prefix)? {
-                item?;
+            view.scan(&self.entities, &prefix, None, |_, _| {
                 count += 1;
-            }
+                ControlFlow::Continue(())
+            })?;
             Ok(count)
         })
     }
@@ -149,8 +142,8 @@ impl ShardStore {
     ) -> Result<Vec<KeyValue>, StoreError> {
         let prefix = tenant_prefix(shard, tenant);
         let start = after.map(|key| entity_key(shard, tenant, key));
-        self.read(|rtxn| {
-            let items = self.range_from(rtxn, &prefix, start.as_deref(), limit)?;
+        self.read(|view| {
+            let items = view.range(&self.entities, &prefix, start.as_deref(), limit)?;
             Ok(items
                 .into_iter()
                 .map(|(k, v)| (k[prefix.len()..].to_vec(), v))
@@ -169,8 +162,8 @@ impl ShardStore {
     ) -> Result<Vec<KeyValue>, StoreError> {
         let base = tenant_prefix(shard, tenant);
         let full = entity_key(shard, tenant, prefix);
-        self.read(|rtxn| {
-            let items = self.range_from(rtxn, &full, None, limit)?;
+        self.read(|view| {
+            let items = view.range(&self.entities, &full, None, limit)?;
             Ok(items
                 .into_iter()
                 .map(|(k, v)| (k[base.len()..].to_vec(), v))
@@ -188,8 +181,8 @@ impl ShardStore {
     ) -> Result<Vec<Item>, StoreError> {
         let prefix = shard_prefix(shard);
         let start = after.map(|key| [&prefix[..], key].concat());
-        self.read(|rtxn| {
-            let items = self.range_from(rtxn, &prefix, start.as_deref(), limit)?;
+        self.read(|view| {
+            let items = view.range(&self.entities, &prefix, start.as_deref(), limit)?;
             Ok(items
                 .into_iter()
                 .map(|(k, value)| Item {
@@ -203,17 +196,17 @@ impl ShardStore {
     /// Count and hash of the shard's entities.
     pub fn digest(&self, shard: ShardId) -> Result<Digest, StoreError> {
         let prefix = shard_prefix(shard);
-        self.read(|rtxn| {
+        self.read(|view| {
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut count = 0;
-            for item in self.entities.prefix_iter(rtxn, &prefix)? {
-                let (key, value) = item?;
+            view.scan(&self.entities, &prefix, None, |key, value| {
                 hasher.update(&(key.len() as u64).to_be_bytes());
                 hasher.update(key);
                 hasher.update(&(value.len() as u64).to_be_bytes());
                 hasher.update(value);
                 count += 1;
-            }
+                ControlFlow::Continue(())
+            })?;
             Ok(Digest {
                 count,
                 hash: hasher.digest(),
@@ -230,33 +223,40 @@ impl ShardStore {
         from: &Position,
         max_bytes: usize,
     ) -> Result<Option<Vec<Entry>>, StoreError> {
-        self.read(|rtxn| {
-            let mine = self.meta_in(rtxn, shard)?;
+        self.read(|view| {
+            let mine = self.meta_in(view, shard)?;
             if mine.installing || from.applied > mine.position.applied {
                 return Ok(None);
             }
             if *from == mine.position {
                 return Ok(Some(Vec::new()));
             }
-            if !self.log_has(rtxn, shard, from)? {
+            if !self.log_has(view, shard, from)? {
                 return Ok(None);
             }
-            let start = log_key(shard, from.applied + 1);
+            // After the entry at `from`, which the log holds (or before entry 1).
+            let after = log_key(shard, from.applied);
             let mut entries = Vec::new();
             let mut bytes = 0;
-            for item in self
-                .log
-                .range(rtxn, &(Bound::Included(&start[..]), Bound::Unbounded))?
-            {
-                let (key, value) = item?;
-                if !key.starts_with(&shard_prefix(shard)) {
-                    break;
-                }
+            let mut undecodable = None;
+            view.scan(&self.log, &shard_prefix(shard), Some(&after), |_, value| {
                 bytes += value.len();
                 if bytes > max_bytes && !entries.is_empty() {
-                    break;
+                    return ControlFlow::Break(());
                 }
-                entries.push(codec::decode::<Entry>(value, codec::Limit::Stored)?);
+                match codec::decode::<Entry>(value, codec::Limit::Stored) {
+                    Ok(entry) => {
+                        entries.push(entry);
+                        ControlFlow::Continue(())
+                    }
+                    Err(error) => {
+                        undecodable = Some(error);
+                        ControlFlow::Break(())
+                    }
+                }
+            })?;
+            if let Some(error) = undecodable {
+                return Err(error.into());
             }
             Ok(Some(entries))
         })
@@ -312,7 +312,7 @@ impl ShardStore {
             let prefix = shard_prefix(shard);
             for item in items {
                 let key = [&prefix[..], &item.key].concat();
-                this.entities.put(wtxn, &key, &item.value)?;
+                wtxn.put(&this.entities, &key, &item.value);
             }
             Ok(())
         })
@@ -350,14 +350,14 @@ impl ShardStore {
     /// is followed, then `Fenced`), with the shard's bookkeeping at hand.
     async fn as_follower<R, F>(&self, shard: ShardId, epoch: Epoch, f: F) -> Result<R, StoreError>
     where
-        F: FnOnce(&Self, &mut RwTxn, &mut ShardMeta) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&Self, &mut Staged, &mut ShardMeta) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
         let this = self.clone();
         let (result, meta) = self
             .storage
             .write(move |wtxn| {
-                let mut meta = this.meta_in(wtxn, shard)?;
+                let mut meta = this.staged_meta(wtxn, shard)?;
                 this.follow(wtxn, shard, &mut meta, &epoch)?;
                 let result = f(&this, wtxn, &mut meta)?;
                 Ok::<_, StoreError>((result, meta))
@@ -367,33 +367,33 @@ impl ShardStore {
         Ok(result)
     }
 
-    fn read<R>(&self, f: impl FnOnce(&RoTxn) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        let rtxn = self.storage.env().read_txn()?;
-        f(&rtxn)
+    fn read<R>(&self, f: impl FnOnce(&View) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        self.storage.read(f)
     }
 
-    fn meta_in(&self, txn: &RoTxn, shard: ShardId) -> Result<ShardMeta, StoreError> {
-        match self.meta.get(txn, &shard_prefix(shard))? {
-            Some(bytes) => Ok(codec::decode(bytes, codec::Limit::Stored)?),
-            None => Ok(ShardMeta::default()),
-        }
+    fn meta_in(&self, view: &View, shard: ShardId) -> Result<ShardMeta, StoreError> {
+        decode_meta(view.get(&self.meta, &shard_prefix(shard))?)
+    }
+
+    fn staged_meta(&self, wtxn: &Staged, shard: ShardId) -> Result<ShardMeta, StoreError> {
+        decode_meta(wtxn.get(&self.meta, &shard_prefix(shard))?)
     }
 
     fn put_meta(
         &self,
-        wtxn: &mut RwTxn,
+        wtxn: &mut Staged,
         shard: ShardId,
         meta: &ShardMeta,
     ) -> Result<(), StoreError> {
         let bytes = codec::encode(meta)?;
-        self.meta.put(wtxn, &shard_prefix(shard), &bytes)?;
+        wtxn.put(&self.meta, &shard_prefix(shard), &bytes);
         Ok(())
     }
 
     /// Adopts `epoch` unless a newer one is followed (then `Fenced`).
     fn follow(
         &self,
-        wtxn: &mut RwTxn,
+        wtxn: &mut Staged,
         shard: ShardId,
         meta: &mut ShardMeta,
         epoch: &Epoch,
@@ -412,7 +412,7 @@ impl ShardStore {
 
     fn apply(
         &self,
-        wtxn: &mut RwTxn,
+        wtxn: &mut Staged,
         shard: ShardId,
         meta: &mut ShardMeta,
         entry: Entry,
@@ -420,25 +420,19 @@ impl ShardStore {
         for op in &entry.ops {
             let key = entity_key(shard, op.tenant, &op.key);
             match &op.value {
-                Some(value) => self.entities.put(wtxn, &key, value)?,
-                None => {
-                    self.entities.delete(wtxn, &key)?;
-                }
+                Some(value) => wtxn.put(&self.entities, &key, value),
+                None => wtxn.delete(&self.entities, &key),
             }
         }
         let seq = entry.seq;
-        self.log
-            .put(wtxn, &log_key(shard, seq), &codec::encode(&entry)?)?;
+        wtxn.put(&self.log, &log_key(shard, seq), &codec::encode(&entry)?);
         // The log is a suffix of the history: only ever drop its front.
         let keep_from = entry
             .trim_before
             .max((seq + 1).saturating_sub(LOG_KEEP))
             .min(seq);
         let (start, end) = (log_key(shard, 0), log_key(shard, keep_from));
-        self.log.delete_range(
-            wtxn,
-            &(Bound::Included(&start[..]), Bound::Excluded(&end[..])),
-        )?;
+        wtxn.delete_range(&self.log, &start, Some(&end));
         meta.position = Position {
             last_epoch: Some(entry.epoch),
             applied: seq,
@@ -447,50 +441,25 @@ impl ShardStore {
     }
 
     /// Whether the log holds the entry at `at` with the same epoch (or `at` is the start).
-    fn log_has(&self, rtxn: &RoTxn, shard: ShardId, at: &Position) -> Result<bool, StoreError> {
+    fn log_has(&self, view: &View, shard: ShardId, at: &Position) -> Result<bool, StoreError> {
         if at.applied == 0 {
             // The history starts empty: the log must still reach back to entry 1.
-            return Ok(self.log.get(rtxn, &log_key(shard, 1))?.is_some());
+            return Ok(view.get(&self.log, &log_key(shard, 1))?.is_some());
         }
-        match self.log.get(rtxn, &log_key(shard, at.applied))? {
+        match view.get(&self.log, &log_key(shard, at.applied))? {
             Some(bytes) => Ok(
-                Some(codec::decode::<Entry>(bytes, codec::Limit::Stored)?.epoch) == at.last_epoch,
+                Some(codec::decode::<Entry>(&bytes, codec::Limit::Stored)?.epoch) == at.last_epoch,
             ),
             None => Ok(false),
         }
     }
 
-    fn clear(&self, wtxn: &mut RwTxn, shard: ShardId) -> Result<(), StoreError> {
+    fn clear(&self, wtxn: &mut Staged, shard: ShardId) -> Result<(), StoreError> {
         let (start, end) = shard_range(shard);
-        let range = (bound_ref(&start), bound_ref(&end));
-        self.entities.delete_range(wtxn, &range)?;
-        self.log.delete_range(wtxn, &range)?;
-        Ok(())
-    }
-
-    fn range_from(
-        &self,
-        rtxn: &RoTxn,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError> {
-        let lower = match after {
-            Some(key) => Bound::Excluded(key),
-            None => Bound::Included(prefix),
-        };
-        let mut out = Vec::new();
-        for item in self.entities.range(rtxn, &(lower, Bound::Unbounded))? {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, value) = item?;
-            if !key.starts_with(prefix) {
-                break;
-            }
-            out.push((key.to_vec(), value.to_vec()));
+        for table in [&self.entities, &self.log] {
+            wtxn.delete_range(table, &start, end.as_ref().map(|e| &e[..]));
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -524,20 +493,20 @@ fn log_key(shard: ShardId, seq: u64) -> [u8; 10] {
     out
 }
 
-/// The key range of everything stored for `shard`.
-fn shard_range(shard: ShardId) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    let start = Bound::Included(shard_prefix(shard).to_vec());
-    match u16::from_be_bytes(shard_prefix(shard)).checked_add(1) {
-        Some(next) => (start, Bound::Excluded(next.to_be_bytes().to_vec())),
-        None => (start, Bound::Unbounded),
-    }
+/// The key range of everything stored for `shard`: from its prefix to the next shard's (no
+/// end for the last).
+fn shard_range(shard: ShardId) -> ([u8; 2], Option<[u8; 2]>) {
+    let start = shard_prefix(shard);
+    let end = u16::from_be_bytes(start)
+        .checked_add(1)
+        .map(u16::to_be_bytes);
+    (start, end)
 }
 
-fn bound_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match bound {
-        Bound::Included(key) => Bound::Included(key.as_slice()),
-        Bound::Excluded(key) => Bound::Excluded(key.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
+fn decode_meta(bytes: Option<Vec<u8>>) -> Result<ShardMeta, StoreError> {
+    match bytes {
+        Some(bytes) => Ok(codec::decode(&bytes, codec::Limit::Stored)?),
+        None => Ok(ShardMeta::default()),
     }
 }
 
@@ -553,11 +522,7 @@ pub(crate) mod tests {
     /// A store in a fresh temporary directory, written inline.
     pub(crate) fn open() -> (tempfile::TempDir, ShardStore) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let options = StorageOptions {
-            map_size_bytes: 64 << 20,
-            writes: WriteMode::Inline,
-            ..StorageOptions::default()
-        };
+        let options = StorageOptions::for_map(64 << 20, WriteMode::Inline);
         let storage = Storage::open(dir.path(), options).expect("open");
         let store = ShardStore::open(&storage).expect("shard store");
         (dir, store)
@@ -711,15 +676,18 @@ pub(crate) mod tests {
 
     /// Sequence numbers in the shard's log, in order.
     fn log_seqs(store: &ShardStore, shard: ShardId) -> Vec<u64> {
-        let rtxn = store.storage.env().read_txn().expect("txn");
         let prefix = shard_prefix(shard);
-        let iter = store.log.prefix_iter(&rtxn, &prefix).expect("iter");
-        iter.map(|item| {
-            codec::decode::<Entry>(item.expect("item").1, codec::Limit::Stored)
-                .expect("entry")
-                .seq
-        })
-        .collect()
+        let entries = store
+            .read(|view| Ok(view.range(&store.log, &prefix, None, usize::MAX)?))
+            .expect("read the log");
+        entries
+            .iter()
+            .map(|(_, value)| {
+                codec::decode::<Entry>(value, codec::Limit::Stored)
+                    .expect("entry")
+                    .seq
+            })
+            .collect()
     }
 
     #[tokio::test]

@@ -275,6 +275,11 @@ impl Wal {
         Ok(covered)
     }
 
+    /// Whether a failed write or sync left the log unusable ([`WalError::Poisoned`]).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
     /// How many segment files the log has.
     pub fn segment_count(&self) -> usize {
         self.segments.len()

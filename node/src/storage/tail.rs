@@ -19,12 +19,51 @@
 //!   one range per shard, however many appends there were.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 
 use heed::types::Bytes;
 use heed::{Database, RoTxn, RwTxn};
+use serde::{Deserialize, Serialize};
 
-use super::store::KeyValue;
+/// A stored key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A layer with no changes, for tables a tail has not touched.
+pub static EMPTY: Layer = Layer {
+    keys: BTreeMap::new(),
+    deleted: BTreeMap::new(),
+    bytes: 0,
+};
+
+/// A layer's changes to one table as the write-ahead log records them: the ranges deleted,
+/// then the keys set or deleted. Applying them to a layer in that order rebuilds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableChanges {
+    /// The table's name.
+    pub table: String,
+    /// Ranges deleted whole.
+    pub deleted: Vec<RangeChange>,
+    /// Keys set (`Some`) or deleted (`None`).
+    pub keys: Vec<KeyChange>,
+}
+
+/// A range of keys deleted whole: from `start` (included) to `end` (excluded; `None`: no end).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeChange {
+    #[serde(with = "crate::codec::bytes")]
+    start: Vec<u8>,
+    #[serde(with = "crate::codec::bytes::option")]
+    end: Option<Vec<u8>>,
+}
+
+/// A key set to a value or deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChange {
+    #[serde(with = "crate::codec::bytes")]
+    key: Vec<u8>,
+    #[serde(with = "crate::codec::bytes::option")]
+    value: Option<Vec<u8>>,
+}
 
 /// What a layer knows of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,9 +86,17 @@ pub struct Layer {
     /// Disjoint ranges whose keys were deleted whole, by start (included), to their end
     /// (excluded; `None`: no end). Hides the database below, not [`Self::keys`].
     deleted: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Bytes of keys and values added since the layer started (an upper bound on what it
+    /// holds: replaced values are not subtracted), which bounds a checkpoint's size.
+    bytes: usize,
 }
 
 impl Layer {
+    /// Bytes of keys and values this layer took in; see [`Self::bytes`](Layer#structfield.bytes).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Whether nothing changed since the checkpoint.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.deleted.is_empty()
@@ -57,11 +104,13 @@ impl Layer {
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.bytes += key.len() + value.len();
         self.keys.insert(key.to_vec(), Some(value.to_vec()));
     }
 
     /// Deletes `key`.
     pub fn delete(&mut self, key: &[u8]) {
+        self.bytes += key.len();
         self.keys.insert(key.to_vec(), None);
     }
 
@@ -79,6 +128,7 @@ impl Layer {
         for key in shadowed {
             self.keys.remove(&key);
         }
+        self.bytes += start.len() + end.map_or(0, <[u8]>::len);
         self.hide(start.to_vec(), end.map(<[u8]>::to_vec));
     }
 
@@ -92,72 +142,40 @@ impl Layer {
         }
     }
 
-    /// `key`'s value in `db` as seen through this layer.
-    pub fn get(
-        &self,
-        db: Database<Bytes, Bytes>,
-        rtxn: &RoTxn,
-        key: &[u8],
-    ) -> heed::Result<Option<Vec<u8>>> {
-        Ok(match self.lookup(key) {
-            Lookup::Value(value) => Some(value.to_vec()),
-            Lookup::Deleted => None,
-            Lookup::Unchanged => db.get(rtxn, key)?.map(<[u8]>::to_vec),
-        })
+    /// This layer's changes as the log records them, for `table`.
+    pub fn changes(&self, table: &str) -> TableChanges {
+        TableChanges {
+            table: table.to_owned(),
+            deleted: self
+                .deleted
+                .iter()
+                .map(|(start, end)| RangeChange {
+                    start: start.clone(),
+                    end: end.clone(),
+                })
+                .collect(),
+            keys: self
+                .keys
+                .iter()
+                .map(|(key, value)| KeyChange {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        }
     }
 
-    /// Up to `limit` keys of `db` that start with `prefix`, in order, as seen through this
-    /// layer: from `prefix` on, or after `after` when given (which must sort at or after
-    /// `prefix`).
-    pub fn range(
-        &self,
-        db: Database<Bytes, Bytes>,
-        rtxn: &RoTxn,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> heed::Result<Vec<KeyValue>> {
-        let lower = after.map_or(Bound::Included(prefix), Bound::Excluded);
-        // LMDB refuses an empty key, even as a bound: the empty prefix starts at the start.
-        let db_lower = match lower {
-            Bound::Included([]) => Bound::Unbounded,
-            other => other,
-        };
-        let mut below = db
-            .range(rtxn, &(db_lower, Bound::Unbounded))?
-            .map_while(|item| match item {
-                Ok((key, _)) if !key.starts_with(prefix) => None,
-                other => Some(other),
-            })
-            .filter(|item| match item {
-                Ok((key, _)) => self.lookup(key) == Lookup::Unchanged,
-                Err(_) => true,
-            })
-            .peekable();
-        let mut mine = self
-            .keys
-            .range::<[u8], _>((lower, Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .peekable();
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let below_first = match (below.peek(), mine.peek()) {
-                (None, None) => break,
-                (Some(Ok((key, _))), Some((mine_key, _))) => *key < mine_key.as_slice(),
-                (Some(_), _) => true,
-                (None, Some(_)) => false,
-            };
-            if below_first {
-                match below.next() {
-                    Some(Ok((key, value))) => out.push((key.to_vec(), value.to_vec())),
-                    Some(Err(error)) => return Err(error),
-                    None => {}
-                }
-            } else if let Some((key, Some(value))) = mine.next() {
-                out.push((key.clone(), value.clone()));
+    /// Applies changes the log recorded (replay).
+    pub fn apply(&mut self, changes: TableChanges) {
+        for range in changes.deleted {
+            self.delete_range(&range.start, range.end.as_deref());
+        }
+        for change in changes.keys {
+            match change.value {
+                Some(value) => self.put(&change.key, &value),
+                None => self.delete(&change.key),
             }
         }
-        Ok(out)
     }
 
     /// Applies `newer`, a layer of later changes, on top of this one.
@@ -165,6 +183,7 @@ impl Layer {
         for (start, end) in newer.deleted {
             self.delete_range(&start, end.as_deref());
         }
+        self.bytes += newer.bytes;
         self.keys.extend(newer.keys);
     }
 
@@ -216,43 +235,166 @@ impl Layer {
     }
 }
 
+/// `key`'s value in `db` as seen through `layers`, newest first.
+pub fn get(
+    layers: &[&Layer],
+    db: Database<Bytes, Bytes>,
+    rtxn: &RoTxn,
+    key: &[u8],
+) -> heed::Result<Option<Vec<u8>>> {
+    for layer in layers {
+        match layer.lookup(key) {
+            Lookup::Value(value) => return Ok(Some(value.to_vec())),
+            Lookup::Deleted => return Ok(None),
+            Lookup::Unchanged => {}
+        }
+    }
+    Ok(db.get(rtxn, key)?.map(<[u8]>::to_vec))
+}
+
+/// Calls `visit` with the keys of `db` that start with `prefix`, in order, as seen through
+/// `layers` (newest first): from `prefix` on, or after `after` when given (which must sort at
+/// or after `prefix`), until `visit` breaks.
+pub fn scan(
+    layers: &[&Layer],
+    db: Database<Bytes, Bytes>,
+    rtxn: &RoTxn,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    mut visit: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+) -> heed::Result<()> {
+    let lower = after.map_or(Bound::Included(prefix), Bound::Excluded);
+    // LMDB refuses an empty key, even as a bound: the empty prefix starts at the start.
+    let db_lower = match lower {
+        Bound::Included([]) => Bound::Unbounded,
+        other => other,
+    };
+    let mut below = db
+        .range(rtxn, &(db_lower, Bound::Unbounded))?
+        .map_while(|item| match item {
+            Ok((key, _)) if !key.starts_with(prefix) => None,
+            other => Some(other),
+        })
+        .peekable();
+    let mut changed: Vec<_> = layers
+        .iter()
+        .map(|layer| {
+            layer
+                .keys
+                .range::<[u8], _>((lower, Bound::Unbounded))
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .peekable()
+        })
+        .collect();
+    loop {
+        // The smallest key any source holds next.
+        let mut next: Option<Vec<u8>> = match below.peek() {
+            Some(Ok((key, _))) => Some(key.to_vec()),
+            Some(Err(_)) => match below.next() {
+                Some(Err(error)) => return Err(error),
+                _ => None,
+            },
+            None => None,
+        };
+        for source in &mut changed {
+            if let Some((key, _)) = source.peek() {
+                if next
+                    .as_ref()
+                    .is_none_or(|next| key.as_slice() < next.as_slice())
+                {
+                    next = Some((*key).clone());
+                }
+            }
+        }
+        let Some(key) = next else {
+            return Ok(());
+        };
+        for source in &mut changed {
+            if source.peek().is_some_and(|(k, _)| **k == key) {
+                source.next();
+            }
+        }
+        let from_db = match below.peek() {
+            Some(Ok((k, _))) if *k == key.as_slice() => below.next().and_then(Result::ok),
+            _ => None,
+        };
+        let value = layers
+            .iter()
+            .map(|layer| layer.lookup(&key))
+            .find(|lookup| *lookup != Lookup::Unchanged);
+        let value = match value {
+            Some(Lookup::Value(value)) => Some(value),
+            Some(_) => None,
+            None => from_db.map(|(_, value)| value),
+        };
+        if let Some(value) = value {
+            if visit(&key, value).is_break() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Up to `limit` entries of [`scan`], collected.
+pub fn range(
+    layers: &[&Layer],
+    db: Database<Bytes, Bytes>,
+    rtxn: &RoTxn,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> heed::Result<Vec<KeyValue>> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    scan(layers, db, rtxn, prefix, after, |key, value| {
+        out.push((key.to_vec(), value.to_vec()));
+        if out.len() >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Storage, StorageOptions, WriteMode};
+    use heed::{Env, EnvOpenOptions};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
     type Db = Database<Bytes, Bytes>;
 
-    fn open() -> (tempfile::TempDir, Storage, Db) {
+    fn open() -> (tempfile::TempDir, Env, Db) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let options = StorageOptions {
-            map_size_bytes: 16 << 20,
-            writes: WriteMode::Inline,
-            ..StorageOptions::default()
-        };
-        let storage = Storage::open(dir.path(), options).expect("open");
-        let db = storage.database("tail").expect("db");
-        (dir, storage, db)
+        // SAFETY: a fresh directory that only this test opens.
+        let env =
+            unsafe { EnvOpenOptions::new().map_size(16 << 20).open(dir.path()) }.expect("open");
+        let mut wtxn = env.write_txn().expect("write txn");
+        let db = env.create_database(&mut wtxn, None).expect("db");
+        wtxn.commit().expect("commit");
+        (dir, env, db)
     }
 
-    fn checkpoint(storage: &Storage, db: Db, layer: &Layer) {
-        let mut wtxn = storage.env().write_txn().expect("write txn");
+    fn checkpoint(env: &Env, db: Db, layer: &Layer) {
+        let mut wtxn = env.write_txn().expect("write txn");
         layer.write_to(db, &mut wtxn).expect("write layer");
         wtxn.commit().expect("commit");
     }
 
     fn range_of(
-        storage: &Storage,
+        env: &Env,
         db: Db,
         layer: &Layer,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
     ) -> Vec<KeyValue> {
-        let rtxn = storage.env().read_txn().expect("read txn");
-        layer.range(db, &rtxn, prefix, after, limit).expect("range")
+        let rtxn = env.read_txn().expect("read txn");
+        range(&[layer], db, &rtxn, prefix, after, limit).expect("range")
     }
 
     /// What `range` must return, read off the model.
@@ -281,7 +423,7 @@ mod tests {
     #[test]
     fn reads_through_a_layer_match_the_database_the_changes_would_leave_at_every_step() {
         for seed in 0..40 {
-            let (_dir, storage, db) = open();
+            let (_dir, env, db) = open();
             let mut rng = StdRng::seed_from_u64(seed);
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             let mut layer = Layer::default();
@@ -309,17 +451,17 @@ mod tests {
                     }
                     8 => {
                         // A checkpoint: the layer goes into the database and starts again.
-                        checkpoint(&storage, db, &layer);
+                        checkpoint(&env, db, &layer);
                         layer = Layer::default();
                     }
                     _ => {
                         // Written into the database but not yet cleared: reads must not change.
-                        checkpoint(&storage, db, &layer);
+                        checkpoint(&env, db, &layer);
                     }
                 }
-                let rtxn = storage.env().read_txn().expect("read txn");
+                let rtxn = env.read_txn().expect("read txn");
                 for probe in [b"a".to_vec(), b"ab".to_vec(), b"dd".to_vec(), key(&mut rng)] {
-                    let got = layer.get(db, &rtxn, &probe).expect("get");
+                    let got = get(&[&layer], db, &rtxn, &probe).expect("get");
                     assert_eq!(
                         got.as_ref(),
                         model.get(&probe),
@@ -337,7 +479,7 @@ mod tests {
                     .then(|| [prefix.clone(), key(&mut rng)].concat());
                 let limit = rng.random_range(1..20);
                 assert_eq!(
-                    range_of(&storage, db, &layer, &prefix, after.as_deref(), limit),
+                    range_of(&env, db, &layer, &prefix, after.as_deref(), limit),
                     model_range(&model, &prefix, after.as_deref(), limit),
                     "seed {seed} step {step} prefix {prefix:?} after {after:?} limit {limit}"
                 );
@@ -346,9 +488,9 @@ mod tests {
     }
 
     #[test]
-    fn a_layer_absorbing_a_newer_one_reads_as_both_applied_in_order() {
+    fn a_newer_layer_stacked_absorbed_or_replayed_reads_as_both_applied_in_order() {
         for seed in 0..40 {
-            let (_dir, storage, db) = open();
+            let (_dir, env, db) = open();
             let mut rng = StdRng::seed_from_u64(seed);
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             let (mut older, mut newer) = (Layer::default(), Layer::default());
@@ -367,9 +509,27 @@ mod tests {
                     model.insert(k, v);
                 }
             }
-            older.absorb(newer);
+            let rtxn = env.read_txn().expect("read txn");
+            let stacked = range(&[&newer, &older], db, &rtxn, b"", None, usize::MAX);
+            drop(rtxn);
             assert_eq!(
-                range_of(&storage, db, &older, b"", None, usize::MAX),
+                stacked.expect("range"),
+                model_range(&model, b"", None, usize::MAX),
+                "stacked, seed {seed}"
+            );
+            older.absorb(newer);
+            // What the log records of the layer rebuilds it.
+            let record = crate::codec::encode(&older.changes("t")).expect("encode");
+            let mut rebuilt = Layer::default();
+            rebuilt
+                .apply(crate::codec::decode(&record, crate::codec::Limit::Stored).expect("decode"));
+            assert_eq!(
+                range_of(&env, db, &rebuilt, b"", None, usize::MAX),
+                model_range(&model, b"", None, usize::MAX),
+                "rebuilt from its record, seed {seed}"
+            );
+            assert_eq!(
+                range_of(&env, db, &older, b"", None, usize::MAX),
                 model_range(&model, b"", None, usize::MAX),
                 "seed {seed}"
             );
@@ -392,8 +552,8 @@ mod tests {
 
     #[test]
     fn an_empty_or_inverted_range_deletes_nothing() {
-        let (_dir, storage, db) = open();
-        checkpoint(&storage, db, &{
+        let (_dir, env, db) = open();
+        checkpoint(&env, db, &{
             let mut base = Layer::default();
             base.put(b"b", b"1");
             base
@@ -403,7 +563,7 @@ mod tests {
         layer.delete_range(b"b", Some(b"b"));
         assert!(layer.is_empty());
         assert_eq!(
-            range_of(&storage, db, &layer, b"", None, 10),
+            range_of(&env, db, &layer, b"", None, 10),
             vec![(b"b".to_vec(), b"1".to_vec())]
         );
     }
