@@ -104,9 +104,8 @@ impl StorageOptions {
     /// The options for a map of `map_size_bytes` written in `writes` mode:
     /// - a checkpoint every 64th of the map, at most 16 MiB, so the tail's changes, counted in
     ///   [`Storage::usage`], stay well inside the headroom `storage.writes_percent` leaves;
-    /// - log segments as large (at least 1 MiB): a segment is written whole with zeros when
-    ///   it starts, on the writer's path, so larger ones would hold writes up longer, and a
-    ///   checkpoint frees about one;
+    /// - log segments as large (at least 1 MiB), their zeros written ahead of time by a thread
+    ///   of their own ([`WalOptions::spare_segments`]); a checkpoint frees about one;
     /// - in the simulation ([`WriteMode::Inline`]), segments of 1 MiB and checkpoints every
     ///   256 KiB: a run holds little data, and many runs share a machine's memory and disk;
     /// - records up to the largest message plus its framing: one write's changes came in one
@@ -127,6 +126,7 @@ impl StorageOptions {
             wal: WalOptions {
                 segment_bytes: checkpoint_bytes.max(1 << 20) as u64,
                 max_record_bytes,
+                spare_segments: !inline,
             },
             checkpoint_bytes,
             checkpoint_interval: Duration::from_secs(1),

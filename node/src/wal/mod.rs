@@ -40,6 +40,9 @@ const MAGIC: &[u8; 8] = b"TROUPWAL";
 const SEGMENT_HEADER: usize = 16;
 const SEGMENT_SUFFIX: &str = "wal";
 const TMP_SUFFIX: &str = "tmp";
+/// The spare segment: zeros written ahead of the roll that will use them. A `.tmp` file, so a
+/// crash leaves nothing [`Wal::open`] keeps.
+const SPARE_NAME: &str = "spare.tmp";
 
 /// Options of [`Wal::open`].
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +54,11 @@ pub struct WalOptions {
     /// The largest payload [`Wal::append`] accepts. Replay refuses a record that claims more,
     /// so a torn length cannot make it allocate or read past the file.
     pub max_record_bytes: u32,
+    /// Whether the next segment's zeros are written ahead of time on a thread of its own
+    /// (a spare), so that a roll only writes its header: writing a whole segment took the
+    /// writer's path for the time of writing and syncing it. Off in the simulation, which
+    /// allows no other thread.
+    pub spare_segments: bool,
 }
 
 impl Default for WalOptions {
@@ -58,6 +66,7 @@ impl Default for WalOptions {
         Self {
             segment_bytes: 64 << 20,
             max_record_bytes: 32 << 20,
+            spare_segments: false,
         }
     }
 }
@@ -113,6 +122,8 @@ pub struct Wal {
     pending: Vec<u8>,
     next_lsn: u64,
     poisoned: Option<String>,
+    /// The next segment's zeros being written (or written) under [`SPARE_NAME`].
+    spare: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 impl Wal {
@@ -201,7 +212,7 @@ impl Wal {
             .write(true)
             .open(&newest)
             .map_err(io_at(&newest))?;
-        Ok(Self {
+        let mut wal = Self {
             dir: dir.to_owned(),
             options,
             segments,
@@ -210,7 +221,10 @@ impl Wal {
             pending: Vec::new(),
             next_lsn,
             poisoned: None,
-        })
+            spare: None,
+        };
+        wal.prepare_spare();
+        Ok(wal)
     }
 
     /// The LSN the next append gets.
@@ -286,13 +300,17 @@ impl Wal {
     }
 
     fn roll(&mut self) -> Result<(), WalError> {
-        let rolled =
-            create_segment(&self.dir, self.next_lsn, self.options.segment_bytes).and_then(|path| {
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_at(&path))
-            });
+        let rolled = match self.take_spare() {
+            Some(spare) => adopt_spare(&self.dir, &spare, self.next_lsn),
+            None => create_segment(&self.dir, self.next_lsn, self.options.segment_bytes),
+        }
+        .and_then(|path| {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_at(&path))
+        });
+        self.prepare_spare();
         match rolled {
             Ok(file) => {
                 self.file = file;
@@ -305,6 +323,32 @@ impl Wal {
                 Err(error)
             }
         }
+    }
+
+    /// Starts writing the next segment's zeros under [`SPARE_NAME`], if spares are on and
+    /// none is being written.
+    fn prepare_spare(&mut self) {
+        if !self.options.spare_segments || self.spare.is_some() {
+            return;
+        }
+        let path = self.dir.join(SPARE_NAME);
+        let bytes = self.options.segment_bytes;
+        let spawned = std::thread::Builder::new()
+            .name("wal-spare".into())
+            .spawn(move || {
+                let file = File::create(&path)?;
+                write_zeros(&file, 0, bytes)?;
+                file.sync_all()
+            });
+        // Without a thread, the roll writes the segment itself, as without spares.
+        self.spare = spawned.ok();
+    }
+
+    /// The spare's path once its zeros are written and synced (waiting for them if needed);
+    /// `None` when there is none or writing it failed.
+    fn take_spare(&mut self) -> Option<PathBuf> {
+        let written = self.spare.take()?.join().ok()?;
+        written.ok().map(|()| self.dir.join(SPARE_NAME))
     }
 
     fn check_usable(&self) -> Result<(), WalError> {
@@ -349,9 +393,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
 fn create_segment(dir: &Path, first: u64, bytes: u64) -> Result<PathBuf, WalError> {
     let path = segment_path(dir, first);
     let tmp = path.with_extension(TMP_SUFFIX);
-    let mut header = Vec::with_capacity(SEGMENT_HEADER);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&first.to_le_bytes());
+    let header = segment_header(first);
     let mut file = File::create(&tmp).map_err(io_at(&tmp))?;
     file.write_all(&header)
         .and_then(|()| write_zeros(&file, SEGMENT_HEADER as u64, bytes))
@@ -360,6 +402,29 @@ fn create_segment(dir: &Path, first: u64, bytes: u64) -> Result<PathBuf, WalErro
     fs::rename(&tmp, &path).map_err(io_at(&path))?;
     sync_dir(dir)?;
     Ok(path)
+}
+
+/// Makes the spare at `spare` the segment starting at `first`: its header written and synced,
+/// then renamed, and the directory synced, so the segment exists whole or not at all.
+fn adopt_spare(dir: &Path, spare: &Path, first: u64) -> Result<PathBuf, WalError> {
+    let path = segment_path(dir, first);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(spare)
+        .map_err(io_at(spare))?;
+    file.write_all_at(&segment_header(first), 0)
+        .and_then(|()| file.sync_data())
+        .map_err(io_at(spare))?;
+    fs::rename(spare, &path).map_err(io_at(&path))?;
+    sync_dir(dir)?;
+    Ok(path)
+}
+
+fn segment_header(first: u64) -> Vec<u8> {
+    let mut header = Vec::with_capacity(SEGMENT_HEADER);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&first.to_le_bytes());
+    header
 }
 
 /// Writes zeros over `[from, to)` of `file`.

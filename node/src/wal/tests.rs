@@ -4,6 +4,7 @@ fn options() -> WalOptions {
     WalOptions {
         segment_bytes: 1 << 20,
         max_record_bytes: 1 << 16,
+        spare_segments: false,
     }
 }
 
@@ -253,4 +254,22 @@ fn a_record_above_the_bound_is_refused_and_the_log_goes_on() {
         Err(WalError::TooLarge { .. })
     ));
     assert_eq!(wal.append(b"fits").unwrap(), 1);
+}
+
+#[test]
+fn segments_rolled_onto_spares_written_ahead_replay_like_any_other() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spares = WalOptions {
+        spare_segments: true,
+        ..small_segments()
+    };
+    let (mut wal, replayed) = reopen(dir.path(), spares, 0).expect("open");
+    assert!(replayed.is_empty());
+    write(&mut wal, 1, 60);
+    assert!(wal.segment_count() > 5, "{} segments", wal.segment_count());
+    drop(wal);
+    // The spare waiting for the next roll is a `.tmp` file: a restart deletes it.
+    let (wal, replayed) = reopen(dir.path(), spares, 0).expect("reopen");
+    assert_eq!(replayed, expected(1, 60));
+    assert!(wal.segment_count() > 5);
 }
