@@ -87,7 +87,8 @@ pub struct StorageOptions {
     /// The write-ahead log's segment size and record bound.
     pub wal: WalOptions,
     /// A checkpoint is due once the tail took this many bytes of changes. Bounds the memory
-    /// the tail holds (twice this, with one checkpoint running) and what a restart replays.
+    /// the tail holds (about four times this: the changes being checkpointed and those since, each
+    /// up to twice this) and what a restart replays.
     pub checkpoint_bytes: usize,
     /// A checkpoint is also due this long after the last one, with changes pending
     /// ([`WriteMode::Thread`] only: the simulation's runs must not depend on the wall clock).

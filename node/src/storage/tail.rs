@@ -92,7 +92,7 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// Bytes of keys and values this layer took in; see [`Self::bytes`](Layer#structfield.bytes).
+    /// Bytes of keys and values this layer took in (an upper bound on what it holds).
     pub fn bytes(&self) -> usize {
         self.bytes
     }

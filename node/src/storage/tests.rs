@@ -28,6 +28,13 @@ fn get(storage: &Storage, table: &Table, i: u64) -> Option<Vec<u8>> {
     storage.read(|view| view.get(table, &key(i))).expect("read")
 }
 
+/// The store in `dir` opened again, inline, with its `numbers` table.
+fn reopen(dir: &tempfile::TempDir) -> (Storage, Table) {
+    let storage = Storage::open(dir.path(), options(WriteMode::Inline)).expect("reopen");
+    let numbers = storage.table("numbers").expect("table");
+    (storage, numbers)
+}
+
 fn count(storage: &Storage, table: &Table) -> usize {
     storage
         .read(|view| Ok::<_, StorageError>(view.range(table, &[], None, usize::MAX)?.len()))
@@ -83,8 +90,7 @@ async fn acknowledged_writes_survive_a_crash_before_any_checkpoint() {
     );
     // No close: what a killed process leaves.
     drop(storage);
-    let storage = Storage::open(dir.path(), options(WriteMode::Inline)).expect("reopen");
-    let numbers = storage.table("numbers").expect("table");
+    let (storage, numbers) = reopen(&dir);
     assert_eq!(count(&storage, &numbers), 89);
     assert_eq!(get(&storage, &numbers, 5), None);
     assert_eq!(get(&storage, &numbers, 89), Some(vec![1; 100]));
@@ -109,8 +115,7 @@ async fn checkpoints_move_the_tail_into_lmdb_and_cut_the_log() {
     let tail = read_lock(&storage.inner.shared.tails).bytes();
     assert!(tail < 256 << 10, "the tail holds {tail} bytes");
     drop(storage);
-    let storage = Storage::open(dir.path(), options(WriteMode::Inline)).expect("reopen");
-    let numbers = storage.table("numbers").expect("table");
+    let (storage, numbers) = reopen(&dir);
     assert_eq!(count(&storage, &numbers), 300);
     // The last write of key 1023 % 300 = 123 wins.
     assert_eq!(
@@ -153,6 +158,10 @@ async fn readers_never_miss_a_write_while_checkpoints_run_beside_new_writes() {
             .await
             .expect("write");
         put(&storage, &numbers, n, value).await.expect("write");
+        // The changes being checkpointed and those since, each at most twice the checkpoint
+        // size and a write.
+        let held = read_lock(&storage.inner.shared.tails).bytes();
+        assert!(held <= 4 * (32 << 10) + 4096, "the tail holds {held} bytes");
         assert!(
             get(&storage, &numbers, n).is_some(),
             "write {n} acknowledged, not seen"
@@ -165,8 +174,7 @@ async fn readers_never_miss_a_write_while_checkpoints_run_beside_new_writes() {
     assert!(stats.checkpoints >= 10, "{stats:?}");
     assert_eq!(count(&storage, &numbers), 2001);
     storage.close().await;
-    let storage = Storage::open(dir.path(), options(WriteMode::Inline)).expect("reopen");
-    let numbers = storage.table("numbers").expect("table");
+    let (storage, numbers) = reopen(&dir);
     assert_eq!(count(&storage, &numbers), 2001);
 }
 
@@ -358,8 +366,7 @@ async fn concurrent_writes_are_all_durable_and_share_syncs() {
     );
     drop(numbers);
     storage.close().await;
-    let storage = Storage::open(dir.path(), options(WriteMode::Inline)).expect("reopen");
-    let numbers = storage.table("numbers").expect("table");
+    let (storage, numbers) = reopen(&dir);
     assert_eq!(count(&storage, &numbers), 200);
 }
 
