@@ -332,6 +332,53 @@ impl SimCluster {
         }
     }
 
+    /// Steps the simulation until a node has appended to its write-ahead log, then crashes
+    /// that node (one drawn from `rng` if several appended in the same step) and tears the
+    /// record after its last whole one ([`crate::torn`]): the crash lands between an append
+    /// and its acknowledgement, and cuts the next append short. Returns the node, how long the
+    /// append took to come, and what the tear wrote. Every node is watched, not one chosen
+    /// first: a node may go many seconds without a write of its own shards' copies.
+    pub fn crash_mid_append(
+        &mut self,
+        within: Duration,
+        rng: &mut rand::rngs::StdRng,
+    ) -> turmoil::Result<(String, Duration, crate::torn::Tear)> {
+        let mut watches = Vec::new();
+        for host in self.hosts.clone() {
+            let watch = crate::torn::LogWatch::new(&self.data_dir_of(&host)?)?;
+            watches.push((host, watch));
+        }
+        let start = self.sim.elapsed();
+        let appended = loop {
+            let mut appended = Vec::new();
+            for (host, watch) in &watches {
+                if watch.appended()? {
+                    appended.push(host.clone());
+                }
+            }
+            if !appended.is_empty() {
+                break appended;
+            }
+            if self.sim.elapsed() - start > within {
+                return Err(self.timeout("a node appends to its log", within));
+            }
+            self.sim.step()?;
+        };
+        let waited = self.sim.elapsed() - start;
+        let victim = appended[rand::Rng::random_range(rng, 0..appended.len())].clone();
+        self.crash(&victim);
+        let tear = crate::torn::tear(&self.data_dir_of(&victim)?, rng)?;
+        info!(host = victim, ?tear, "log torn after the crash");
+        Ok((victim, waited, tear))
+    }
+
+    fn data_dir_of(&self, host: &str) -> Result<PathBuf, String> {
+        match self.plans.get(host) {
+            Some(plan) => Ok(plan.config.data_dir.clone()),
+            None => Err(format!("{host} is not a node of this simulation")),
+        }
+    }
+
     /// Cuts the links from `host` to the other nodes, one way: they still reach it, it no
     /// longer reaches them (its gossip and answers are lost, their requests arrive).
     pub fn cut_outgoing(&mut self, host: &str) {

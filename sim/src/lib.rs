@@ -10,6 +10,7 @@
 //! - [`hostile`]: a host without the cluster secret attacking gossip;
 //! - [`hosts`]: which simulated node is running (by its tokio runtime);
 //! - [`history`] and [`averages`]: the recorded requests and the invariant checkers over them;
+//! - [`torn`]: what a crash in the middle of an append leaves in a node's log;
 //! - [`determinism`]: seeded entropy, simulated clocks and the digest of a run's trace;
 //! - [`scenarios`]: the scenario catalogue shared by the tests and the explorer (`src/main.rs`);
 //! - [`scale`]: 20 to 100 nodes, measured (named scenarios, not part of `all`).
@@ -30,4 +31,5 @@ pub mod scale;
 pub mod scenarios;
 pub mod swarm;
 pub mod sweeps;
+pub mod torn;
 pub mod workload;

@@ -70,6 +70,10 @@ pub const ALL: &[Scenario] = &[
         run: workload_crash,
     },
     Scenario {
+        name: "workload-torn",
+        run: workload_torn,
+    },
+    Scenario {
         name: "workload-partition",
         run: workload_partition,
     },
@@ -319,6 +323,8 @@ const STOP_WITHIN: Duration = Duration::from_secs(10);
 /// Bound on the final reads of every key on every node: room for a few reads that each retry
 /// for 30 s (a job that never ends, a key no node can answer).
 const FINAL_WITHIN: Duration = Duration::from_secs(150);
+/// Bound on some node of a cluster under the workload appending to its log.
+const APPEND_WITHIN: Duration = Duration::from_secs(10);
 /// Environment variable that prints every event of a workload scenario's history.
 pub const HISTORY_ENV: &str = "TROUPE_SIM_HISTORY";
 /// Violations printed in a failure report; the rest are counted.
@@ -340,6 +346,21 @@ pub fn workload_crash(seed: u64) -> turmoil::Result<Measurements> {
             repair: SimCluster::bounce,
         },
     )
+}
+
+/// The workload while a node crashes in the middle of an append: after 0 to 3 s, the first
+/// node to append to its log crashes right after it, so before that write was acknowledged,
+/// with the record after it torn ([`SimCluster::crash_mid_append`]); it restarts on its data
+/// after 1 to 8 s. It must cut the torn record and lose nothing acknowledged.
+pub fn workload_torn(seed: u64) -> turmoil::Result<Measurements> {
+    with_workload(seed, 0, |cluster, rng| {
+        cluster.pass(Duration::from_millis(rng.random_range(0..3_000)))?;
+        let (victim, waited, _) = cluster.crash_mid_append(APPEND_WITHIN, rng)?;
+        let down = Duration::from_millis(rng.random_range(1_000..8_000));
+        cluster.pass(down)?;
+        cluster.bounce(&victim);
+        Ok(vec![("appended after", waited), ("crashed for", down)])
+    })
 }
 
 /// The workload while a random node is cut off from the other nodes for 3 to 12 s (clients

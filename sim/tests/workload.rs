@@ -23,6 +23,13 @@ fn workload_keeps_every_invariant_while_a_node_crashes_and_restarts() -> turmoil
 }
 
 #[test]
+fn workload_keeps_every_invariant_while_a_node_crashes_in_the_middle_of_an_append(
+) -> turmoil::Result {
+    scenarios::check("workload-torn", seed_or_env(4))?;
+    Ok(())
+}
+
+#[test]
 fn workload_keeps_every_invariant_while_a_node_is_partitioned_away() -> turmoil::Result {
     scenarios::check("workload-partition", seed_or_env(3))?;
     Ok(())

@@ -59,7 +59,7 @@ const IDENTITY_KEY: &str = "cluster_identity";
 /// The last log position (LSN) the LMDB checkpoint covers.
 const CHECKPOINT_KEY: &str = "wal_checkpoint";
 /// The log's directory, inside the data directory.
-const WAL_DIR: &str = "wal";
+pub const WAL_DIR: &str = "wal";
 /// Writes waiting for the writer thread before callers wait (back-pressure).
 const WRITE_QUEUE: usize = 1024;
 /// How much of the map the tail's changes are counted as in [`Storage::usage`]: a change

@@ -188,9 +188,20 @@ impl Wal {
                     Decoded::Invalid(reason) if !newest => {
                         return Err(corrupt(&path, offset as u64, reason.to_owned()))
                     }
-                    // The newest segment's unsynced tail: zeroed below.
-                    Decoded::Record { .. } | Decoded::Invalid(_) | Decoded::End => {
-                        zero_from(&path, offset as u64, bytes.len() - offset)?;
+                    // The newest segment's unsynced tail: zeroed, up to its last byte that
+                    // is not zero already.
+                    torn => {
+                        let reason = match torn {
+                            Decoded::Invalid(reason) => reason,
+                            _ => "a record out of sequence",
+                        };
+                        let len = rest
+                            .iter()
+                            .rposition(|&b| b != 0)
+                            .map_or(0, |last| last + 1);
+                        let segment = path.file_name().unwrap_or_default().to_string_lossy();
+                        tracing::info!(%segment, offset, bytes = len, reason, "the log ends in a record never synced whole: cut at the last whole record");
+                        zero_from(&path, offset as u64, len)?;
                         break;
                     }
                 }
