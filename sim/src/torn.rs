@@ -17,12 +17,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use troupe_node::storage::WAL_DIR;
 use troupe_node::wal::record::{self, Decoded};
-
-/// The bytes of a segment's header before its first record (magic and first LSN).
-const SEGMENT_HEADER: u64 = 16;
-/// A payload no record of the simulation's nodes reaches: reading a record's header, a larger
-/// length means the bytes there are not a record.
-const MAX_PAYLOAD: u32 = 64 << 20;
+use troupe_node::wal::{SEGMENT_HEADER, SEGMENT_SUFFIX};
 /// The largest torn payload [`tear`] writes.
 const TORN_PAYLOAD: usize = 4096;
 
@@ -102,7 +97,7 @@ fn newest_segment(dir: &Path) -> io::Result<PathBuf> {
     let mut newest = None;
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "wal") && newest.as_ref() < Some(&path) {
+        if path.extension().is_some_and(|e| e == SEGMENT_SUFFIX) && newest.as_ref() < Some(&path) {
             newest = Some(path);
         }
     }
@@ -113,13 +108,15 @@ fn newest_segment(dir: &Path) -> io::Result<PathBuf> {
 fn records_end(segment: &Path) -> io::Result<(u64, u64)> {
     let bytes = fs::read(segment)?;
     let first = bytes
-        .get(8..SEGMENT_HEADER as usize)
+        .get(8..SEGMENT_HEADER)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_le_bytes)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a segment header cut short"))?;
-    let mut at = SEGMENT_HEADER as usize;
+    let mut at = SEGMENT_HEADER;
     let mut next_lsn = first;
-    while let Decoded::Record { lsn, len, .. } = record::decode(&bytes[at..], MAX_PAYLOAD) {
+    // No bound on a length: `decode` reads only the bytes it was given, and this one trusts
+    // whatever a whole record's checksum vouches for.
+    while let Decoded::Record { lsn, len, .. } = record::decode(&bytes[at..], u32::MAX) {
         if lsn != next_lsn {
             break;
         }

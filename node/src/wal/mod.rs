@@ -36,9 +36,10 @@ use record::Decoded;
 
 /// First bytes of every segment file.
 const MAGIC: &[u8; 8] = b"TROUPWAL";
-/// Bytes of a segment's header: [`MAGIC`] and the LSN of its first record.
-const SEGMENT_HEADER: usize = 16;
-const SEGMENT_SUFFIX: &str = "wal";
+/// Bytes of a segment's header: [`MAGIC`] and the LSN of its first record (little-endian).
+pub const SEGMENT_HEADER: usize = 16;
+/// The extension of a segment's file name.
+pub const SEGMENT_SUFFIX: &str = "wal";
 const TMP_SUFFIX: &str = "tmp";
 /// The spare segment: zeros written ahead of the roll that will use them. A `.tmp` file, so a
 /// crash leaves nothing [`Wal::open`] keeps.
