@@ -61,6 +61,7 @@ pub(super) fn replay(
 /// without a word. The queue is dropped with the thread, so waiting writers get
 /// [`StorageError::WriterStopped`] instead of hanging.
 pub(super) fn run_writer(shared: Arc<Shared>, jobs: mpsc::Receiver<Job>) {
+    yield_to_wakers();
     let outcome =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer_loop(&shared, jobs)));
     if let Err(panic) = outcome {
@@ -71,6 +72,24 @@ pub(super) fn run_writer(shared: Arc<Shared>, jobs: mpsc::Receiver<Job>) {
             .unwrap_or_else(|| "unknown panic".to_owned());
         error!(%reason, "storage writer thread panicked: no write can succeed, stopping the node");
         shared.writer_failed.cancel();
+    }
+}
+
+/// Asks the kernel not to let the writer thread preempt the thread that woke it (Linux's
+/// `SCHED_BATCH`; nothing elsewhere). Where the writer shares a CPU with the runtime's worker,
+/// a woken writer took the CPU at once, committed the one write queued, and slept on the disk:
+/// 0.55 to 0.77 involuntary switches per write. Left to run until it waits, the worker queues
+/// more writes first, and each sync covers more of them (decision 043: involuntary switches
+/// 0.08 to 0.09 per write, CPU per write 10 to 15 % lower). A writer on a core of its own runs
+/// at once either way.
+fn yield_to_wakers() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sets the calling thread's own scheduling policy; `param` outlives the call.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+            warn!(error = %std::io::Error::last_os_error(), "cannot make the storage writer yield to the threads that wake it (SCHED_BATCH)");
+        }
     }
 }
 
